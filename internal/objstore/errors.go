@@ -55,6 +55,11 @@ func Transient(err error) bool {
 	if err == nil {
 		return false
 	}
+	if errors.Is(err, ErrTimeout) {
+		// Checked before cancellation: a call cut off by our own timeout
+		// also carries the context.Canceled of the context we ended.
+		return true
+	}
 	if errors.Is(err, context.Canceled) {
 		return false
 	}
