@@ -1,0 +1,71 @@
+package main
+
+import (
+	"context"
+
+	"github.com/ferrydb/ferry/internal/config"
+)
+
+type replicateCmd struct{ *app }
+
+func (*replicateCmd) Name() string { return "replicate" }
+func (*replicateCmd) Summary() string {
+	return "replicate databases and file inboxes continuously (the daemon)"
+}
+func (*replicateCmd) Usage() string {
+	return `
+Usage: ferry replicate [-config PATH] [-exec CMD] [DB_PATH REPLICA_URL...]
+
+Replicates every database and file inbox in the config file, or, given
+DB_PATH and one or more REPLICA_URLs, that one database to those replicas,
+until interrupted. With -exec, runs CMD as a child process and stops when
+it exits, after replicating what it committed.
+
+Replica URLs: file:///abs/path or
+s3://bucket/prefix?endpoint=URL&region=R&force-path-style=true`
+}
+
+func (c *replicateCmd) Run(ctx context.Context, args []string) error {
+	fs := newFlagSet("replicate")
+	cfgPath := configFlag(fs)
+	execCmd := fs.String("exec", "", "run `CMD` as a child process; stop replicating when it exits")
+	if err := c.parse(fs, c.Usage(), args); err != nil {
+		return err
+	}
+	set := setFlags(fs)
+	if set["exec"] && *execCmd == "" {
+		return usagef("-exec needs a command")
+	}
+	if set["config"] && *cfgPath == "" {
+		return usagef("-config needs a path")
+	}
+	if fs.NArg() > 0 {
+		if set["config"] {
+			return usagef("give either -config or DB_PATH REPLICA_URL..., not both")
+		}
+		if fs.NArg() < 2 {
+			return usagef("DB_PATH needs at least one REPLICA_URL")
+		}
+		db, err := dbPath(fs.Arg(0))
+		if err != nil {
+			return err
+		}
+		for _, arg := range fs.Args()[1:] {
+			if _, err := replicaURL(arg); err != nil {
+				return err
+			}
+		}
+		if err := existing(db, "file"); err != nil {
+			return err
+		}
+		return errNotImplemented
+	}
+	path := *cfgPath
+	if !set["config"] {
+		path = config.DefaultPath
+	}
+	if _, err := c.loadConfig(path, set["config"]); err != nil {
+		return err
+	}
+	return errNotImplemented
+}

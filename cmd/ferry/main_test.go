@@ -1,0 +1,314 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+)
+
+type result struct {
+	code           int
+	stdout, stderr string
+}
+
+func runFerry(t *testing.T, args ...string) result {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	code := run(context.Background(), args, &stdout, &stderr)
+	return result{code, stdout.String(), stderr.String()}
+}
+
+// wantFailure checks that r failed with code and exactly one stderr line
+// starting with prefix and containing each of parts.
+func wantFailure(t *testing.T, r result, code int, prefix string, parts ...string) {
+	t.Helper()
+	if r.code != code {
+		t.Errorf("exit %d, want %d (stderr %q)", r.code, code, r.stderr)
+	}
+	if strings.Count(r.stderr, "\n") != 1 || !strings.HasSuffix(r.stderr, "\n") {
+		t.Errorf("stderr is not exactly one line: %q", r.stderr)
+	}
+	if !strings.HasPrefix(r.stderr, prefix) {
+		t.Errorf("stderr %q does not start with %q", r.stderr, prefix)
+	}
+	for _, p := range parts {
+		if !strings.Contains(r.stderr, p) {
+			t.Errorf("stderr %q does not contain %q", r.stderr, p)
+		}
+	}
+	if r.stdout != "" {
+		t.Errorf("unexpected stdout: %q", r.stdout)
+	}
+}
+
+// The flags each command takes, from the user surface in the design.
+var commandFlags = map[string][]string{
+	"replicate": {"-config", "-exec"},
+	"restore":   {"-config", "-o", "-txid", "-timestamp", "-if-db-not-exists", "-if-replica-exists", "-parallelism", "-dry-run", "-json"},
+	"snapshots": {"-json"},
+	"txids":     {"-json"},
+	"status":    {"-json", "-config"},
+	"sync":      {"-timeout"},
+	"verify":    {"-deep"},
+	"gc":        {"-dry-run"},
+	"follow":    {"-interval"},
+	"push":      {"-key", "-wait"},
+	"spool":     {"fsck"},
+	"artifact":  {"upload", "download", "peek"},
+	"version":   nil,
+}
+
+func TestHelpListsEveryCommand(t *testing.T) {
+	for _, args := range [][]string{{"-h"}, {"-help"}, {"--help"}, {"help"}} {
+		r := runFerry(t, args...)
+		if r.code != 0 || r.stderr != "" {
+			t.Fatalf("%v: exit %d, stderr %q", args, r.code, r.stderr)
+		}
+		for name := range commandFlags {
+			if !strings.Contains(r.stdout, "\n  "+name+" ") {
+				t.Errorf("%v does not list %s:\n%s", args, name, r.stdout)
+			}
+		}
+		for _, c := range commands(newApp(nil, nil)) {
+			if !strings.Contains(r.stdout, c.Summary()) {
+				t.Errorf("%v does not show the summary of %s", args, c.Name())
+			}
+		}
+	}
+	if len(commands(newApp(nil, nil))) != len(commandFlags) {
+		t.Errorf("the test knows %d commands, the CLI has %d", len(commandFlags), len(commands(newApp(nil, nil))))
+	}
+}
+
+func TestNoArgumentsPrintsUsageAndFails(t *testing.T) {
+	r := runFerry(t)
+	if r.code != 2 || r.stdout != "" || !strings.Contains(r.stderr, "Usage: ferry") {
+		t.Errorf("exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+}
+
+func TestCommandHelp(t *testing.T) {
+	for name, flags := range commandFlags {
+		for _, args := range [][]string{{name, "-h"}, {"help", name}, {name, "--help"}} {
+			r := runFerry(t, args...)
+			if r.code != 0 || r.stderr != "" {
+				t.Errorf("%v: exit %d, stderr %q", args, r.code, r.stderr)
+				continue
+			}
+			if !strings.HasPrefix(r.stdout, "Usage: ferry "+name) {
+				t.Errorf("%v: usage does not start with the synopsis:\n%s", args, r.stdout)
+			}
+			for _, f := range flags {
+				if !strings.Contains(r.stdout, f) {
+					t.Errorf("%v: usage does not mention %s:\n%s", args, f, r.stdout)
+				}
+			}
+		}
+	}
+	for _, args := range [][]string{{"spool", "fsck", "-h"}, {"artifact", "upload", "-h"}, {"artifact", "peek", "-h"}} {
+		r := runFerry(t, args...)
+		if r.code != 0 || !strings.HasPrefix(r.stdout, "Usage: ferry "+strings.Join(args[:2], " ")) {
+			t.Errorf("%v: exit %d, stdout %q, stderr %q", args, r.code, r.stdout, r.stderr)
+		}
+	}
+}
+
+func TestUnknownCommand(t *testing.T) {
+	r := runFerry(t, "x")
+	wantFailure(t, r, 2, `ferry: unknown command "x"; run 'ferry -h'`)
+	r = runFerry(t, "help", "nope")
+	wantFailure(t, r, 2, `ferry: unknown command "nope"`)
+}
+
+func TestVersion(t *testing.T) {
+	r := runFerry(t, "version")
+	if r.code != 0 || r.stderr != "" {
+		t.Fatalf("exit %d, stderr %q", r.code, r.stderr)
+	}
+	want := "ferry " + buildVersion() + " " + runtime.Version() + " " + runtime.GOOS + "/" + runtime.GOARCH + "\n"
+	if r.stdout != want {
+		t.Errorf("version printed %q, want %q", r.stdout, want)
+	}
+	wantFailure(t, runFerry(t, "version", "extra"), 2, `ferry version: unexpected argument "extra"`)
+}
+
+func TestGlobalFlags(t *testing.T) {
+	r := runFerry(t, "-log-level", "debug", "-log-format", "json", "version")
+	if r.code != 0 {
+		t.Errorf("exit %d, stderr %q", r.code, r.stderr)
+	}
+	wantFailure(t, runFerry(t, "-log-level", "loud", "version"), 2, `ferry: invalid value "loud" for flag -log-level: want debug, info, warn or error; run 'ferry -h'`)
+	wantFailure(t, runFerry(t, "-log-format", "xml", "version"), 2, `ferry: invalid value "xml" for flag -log-format`)
+	wantFailure(t, runFerry(t, "-nope", "version"), 2, `ferry: flag provided but not defined: -nope`)
+}
+
+func TestRestoreBadURL(t *testing.T) {
+	wantFailure(t, runFerry(t, "restore", "s3://"), 1, `ferry restore: replica URL "s3://": missing bucket name`+"\n")
+	wantFailure(t, runFerry(t, "restore", "-o", "/tmp/x", "ftp://h/x"), 1, `ferry restore: unknown scheme "ftp" in replica URL "ftp://h/x"`)
+}
+
+func TestNotImplementedAfterValidation(t *testing.T) {
+	dir := t.TempDir()
+	db := filepath.Join(dir, "app.db")
+	if err := os.WriteFile(db, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := writeConfig(t, dir, "dbs:\n  - path: "+db+"\n    replicas: [file:///srv/r]\n")
+	for _, args := range [][]string{
+		{"replicate", db, "file:///srv/r", "s3://bkt/app?region=us-east-1"},
+		{"replicate", "-config", cfg},
+		{"replicate", "-exec", "sleep 1", "-config", cfg},
+		{"restore", "-o", filepath.Join(dir, "out.db"), "-txid", "0x10", "s3://bkt/app"},
+		{"restore", "-timestamp", "2024-01-02T03:04:05Z", "-config", cfg, db},
+		{"restore", "-dry-run", "-json", "file:///srv/r"},
+		{"snapshots", "-json", db},
+		{"txids", "s3://bkt/app"},
+		{"status", "-json"},
+		{"status", "-config", cfg},
+		{"sync", "-timeout", "1d", db},
+		{"verify", "-deep", "file:///srv/r"},
+		{"gc", "-dry-run", db},
+		{"follow", "-interval", "500ms", "s3://bkt/app", filepath.Join(dir, "follower.db")},
+		{"push", "-key", "uploads/2024", "-wait", db, dir, "s3://bkt/files"},
+		{"spool", "fsck", "-json", dir},
+		{"artifact", "upload", dir, "s3://bkt/builds/42"},
+		{"artifact", "download", "file:///srv/a/builds/42", dir},
+		{"artifact", "peek", "s3://bkt/builds/42"},
+	} {
+		name := args[0]
+		r := runFerry(t, args...)
+		if r.code != 1 || r.stderr != "ferry "+name+": not implemented yet\n" {
+			t.Errorf("%v: exit %d, stderr %q; want exit 1 and not implemented", args, r.code, r.stderr)
+		}
+	}
+}
+
+func writeConfig(t *testing.T, dir, body string) string {
+	t.Helper()
+	p := filepath.Join(dir, "ferry.yml")
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestConfigErrors(t *testing.T) {
+	dir := t.TempDir()
+	cfg := writeConfig(t, dir, "dbs:\n  - path: /data/app.db\n    replicas: [file:///srv/r]\n\n    replcas: []\n")
+	for _, cmd := range []string{"replicate", "status"} {
+		wantFailure(t, runFerry(t, cmd, "-config", cfg), 1, "ferry "+cmd+": "+cfg+`:5: unknown key "replcas" in dbs[0]`)
+	}
+	wantFailure(t, runFerry(t, "restore", "-config", cfg, "/data/app.db"), 1, "ferry restore: "+cfg+`:5: unknown key "replcas" in dbs[0]`)
+
+	wantFailure(t, runFerry(t, "replicate", "-config", filepath.Join(dir, "missing.yml")), 1, "ferry replicate: read config: open ", "missing.yml")
+
+	good := filepath.Join(dir, "good.yml")
+	if err := os.WriteFile(good, []byte("dbs:\n  - path: /data/app.db\n    replicas: [file:///srv/r]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	wantFailure(t, runFerry(t, "restore", "-config", good, "/data/other.db"), 1, "ferry restore: database /data/other.db is not in "+good)
+}
+
+// A credential reaches ferry through the environment and the config; a
+// failure must never print it, whatever went wrong.
+func TestFailuresNeverShowCredentials(t *testing.T) {
+	const secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+	t.Setenv("FERRY_TEST_SECRET", secret)
+	dir := t.TempDir()
+	cfg := writeConfig(t, dir, "dbs:\n  - path: /data/app.db\n    replicas:\n      - url: s3://bkt\n        access-key-id: AKIA\n        secret-access-key: ${FERRY_TEST_SECRET}\n        part-size: 1\n")
+	for _, args := range [][]string{
+		{"-log-level", "debug", "replicate", "-config", cfg},
+		{"restore", "-o", "/tmp/x", "s3://AKIA:" + secret + "@bkt/x"},
+		{"restore", "-o", "/tmp/x", "s3://bkt/x?secret=" + secret},
+		{"push", cfg, "s3://AKIA:" + secret + "@bkt/x"},
+	} {
+		r := runFerry(t, args...)
+		if r.code == 0 || strings.Contains(r.stderr+r.stdout, secret) || strings.Count(r.stderr, "\n") != 1 {
+			t.Errorf("%v: exit %d, stderr %q", args, r.code, r.stderr)
+		}
+	}
+}
+
+func TestUsageErrors(t *testing.T) {
+	dir := t.TempDir()
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"restore"}, `ferry restore: want one DB_PATH or REPLICA_URL, got 0 arguments; run 'ferry restore -h'`},
+		{[]string{"restore", "-nope", "x"}, `ferry restore: flag provided but not defined: -nope; run 'ferry restore -h'`},
+		{[]string{"restore", "-txid", "ten", "x"}, `ferry restore: invalid value "ten" for flag -txid: want a transaction ID`},
+		{[]string{"restore", "-timestamp", "yesterday", "x"}, `ferry restore: invalid value "yesterday" for flag -timestamp`},
+		{[]string{"restore", "-txid", "1", "-timestamp", "2024-01-02T03:04:05Z", "x"}, `ferry restore: -txid and -timestamp exclude each other`},
+		{[]string{"restore", "-parallelism", "0", "x"}, `ferry restore: -parallelism must be at least 1`},
+		{[]string{"restore", "s3://bkt/x"}, `ferry restore: restoring from a replica URL needs -o OUTPUT`},
+		{[]string{"restore", "a", "b"}, `ferry restore: want one DB_PATH or REPLICA_URL, got 2 arguments`},
+		{[]string{"replicate", "/a.db"}, `ferry replicate: DB_PATH needs at least one REPLICA_URL`},
+		{[]string{"replicate", "-config", "x.yml", "/a.db", "file:///r"}, `ferry replicate: give either -config or DB_PATH REPLICA_URL..., not both`},
+		{[]string{"sync", "-timeout", "0s", "/a.db"}, `ferry sync: invalid value "0s" for flag -timeout: must be positive`},
+		{[]string{"sync", "s3://bkt/x"}, `ferry sync: sync takes the DB_PATH`},
+		{[]string{"follow", "s3://bkt/x"}, `ferry follow: want REPLICA_URL and DB_PATH, got 1 arguments`},
+		{[]string{"follow", "-interval", "soon", "s3://bkt/x", "/a.db"}, `ferry follow: invalid value "soon" for flag -interval`},
+		{[]string{"push", "-key", "a/../b", dir, "s3://bkt"}, `ferry push: invalid value "a/../b" for flag -key`},
+		{[]string{"push", "s3://bkt"}, `ferry push: want one or more PATHs and a REPLICA_URL`},
+		{[]string{"status", "extra"}, `ferry status: unexpected argument "extra"`},
+		{[]string{"spool"}, `ferry spool: missing subcommand; run 'ferry spool -h'`},
+		{[]string{"spool", "check"}, `ferry spool: unknown subcommand "check"`},
+		{[]string{"spool", "fsck"}, `ferry spool: want one SPOOL_DIR, got 0 arguments; run 'ferry spool fsck -h'`},
+		{[]string{"artifact", "peek"}, `ferry artifact: want 1 arguments, got 0; run 'ferry artifact peek -h'`},
+		{[]string{"artifact", "fetch", "x"}, `ferry artifact: unknown subcommand "fetch"`},
+	}
+	for _, tt := range tests {
+		wantFailure(t, runFerry(t, tt.args...), 2, tt.want)
+	}
+}
+
+func TestArgumentErrors(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"replicate", filepath.Join(dir, "missing.db"), "file:///r"}, "ferry replicate: stat " + filepath.Join(dir, "missing.db") + ": no such file or directory"},
+		{[]string{"replicate", "/a.db", "s3://"}, `ferry replicate: replica URL "s3://": missing bucket name`},
+		{[]string{"replicate", "/a.db", "backup/dir"}, `ferry replicate: "backup/dir" is not a replica URL`},
+		{[]string{"snapshots", "s3://BKT"}, `ferry snapshots: replica URL "s3://BKT": invalid bucket name "BKT"`},
+		{[]string{"verify", "file://relative/x"}, `ferry verify: replica URL "file://relative/x": file URLs take no host`},
+		{[]string{"follow", "/a.db", "/b.db"}, `ferry follow: "/a.db" is not a replica URL`},
+		{[]string{"push", filepath.Join(dir, "nope"), "s3://bkt"}, "ferry push: stat " + filepath.Join(dir, "nope") + ": no such file or directory"},
+		{[]string{"spool", "fsck", filepath.Join(dir, "nope")}, "ferry spool: stat "},
+		{[]string{"artifact", "peek", "s3://bkt"}, `ferry artifact: replica URL "s3://bkt" names no key; expected REPLICA_URL/KEY`},
+		{[]string{"artifact", "upload", file, "s3://bkt/k"}, "ferry artifact: " + file + " is not a directory"},
+		{[]string{"sync", dir}, "ferry sync: " + dir + " is a directory, not a file"},
+	}
+	for _, tt := range tests {
+		wantFailure(t, runFerry(t, tt.args...), 1, tt.want)
+	}
+}
+
+func TestConfigLoggingAppliesUnlessFlagged(t *testing.T) {
+	dir := t.TempDir()
+	cfg := writeConfig(t, dir, "log-level: debug\nlog-format: json\ndbs:\n  - path: /data/app.db\n    replicas: [file:///srv/r]\n")
+	r := runFerry(t, "replicate", "-config", cfg)
+	if !strings.Contains(r.stderr, `"msg":"loaded config"`) {
+		t.Errorf("config's debug JSON logging not applied: %q", r.stderr)
+	}
+	r = runFerry(t, "-log-level", "info", "replicate", "-config", cfg)
+	if r.stderr != "ferry replicate: not implemented yet\n" {
+		t.Errorf("-log-level info did not win over the config: %q", r.stderr)
+	}
+}
+
+func TestOneLine(t *testing.T) {
+	if got := oneLine("a\nb\r\n\nc\n"); got != "a; b; c" {
+		t.Errorf("oneLine = %q", got)
+	}
+}

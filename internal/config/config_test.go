@@ -1,0 +1,256 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func env(m map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
+}
+
+const fullConfig = `# the example from the design brief, with credentials
+addr: 127.0.0.1:9090
+spool: /var/lib/ferry
+log-level: debug
+log-format: json
+dbs:
+  - path: /data/app.db
+    replicas:
+      - url: s3://bucket/app?endpoint=http://127.0.0.1:7070
+        region: us-east-1
+        force-path-style: true
+        access-key-id: ${KEY_ID}
+        secret-access-key: ${SECRET}
+        part-size: 16MiB
+      - file:///srv/replica/app
+    sync-interval: 250ms
+    snapshot-interval: 30m
+    retention: 7d
+    max-spool-bytes: 512MiB
+    encryption: { key-file: /etc/ferry/key }
+  - path: /data/other.db
+    replicas:
+      - url: file:///srv/replica/other
+files:
+  - inbox: /var/spool/uploads
+    replica: s3://bucket/uploads
+`
+
+func TestParseFull(t *testing.T) {
+	c, err := parse([]byte(fullConfig), "ferry.yml", env(map[string]string{"KEY_ID": "AKIAEXAMPLE", "SECRET": "s3cr3t/with+chars: and # and *"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Source != "ferry.yml" || c.Addr != "127.0.0.1:9090" || c.Spool != "/var/lib/ferry" || c.LogLevel != "debug" || c.LogFormat != "json" {
+		t.Errorf("top level: %+v", c)
+	}
+	if len(c.DBs) != 2 || len(c.Files) != 1 {
+		t.Fatalf("got %d dbs and %d files, want 2 and 1", len(c.DBs), len(c.Files))
+	}
+	db := c.DBs[0]
+	if db.Path != "/data/app.db" || db.SyncInterval != 250*time.Millisecond || db.SnapshotInterval != 30*time.Minute ||
+		db.Retention != 7*24*time.Hour || db.MaxSpoolBytes != 512<<20 {
+		t.Errorf("db[0]: %+v", db)
+	}
+	if db.Encryption == nil || db.Encryption.KeyFile != "/etc/ferry/key" {
+		t.Errorf("encryption: %+v", db.Encryption)
+	}
+	r := db.Replicas[0]
+	want := Target{Scheme: "s3", Bucket: "bucket", Prefix: "app", Endpoint: "http://127.0.0.1:7070", Region: "us-east-1", ForcePathStyle: true}
+	if r.Target != want {
+		t.Errorf("replica[0] target = %+v, want %+v", r.Target, want)
+	}
+	if r.AccessKeyID.Reveal() != "AKIAEXAMPLE" || r.SecretAccessKey.Reveal() != "s3cr3t/with+chars: and # and *" || r.PartSize != 16<<20 {
+		t.Errorf("replica[0] credentials or part size wrong (part size %d)", r.PartSize)
+	}
+	if got := db.Replicas[1].Target.String(); got != "file:///srv/replica/app" {
+		t.Errorf("replica[1] = %s", got)
+	}
+	other, ok := c.DB("/data/other.db")
+	if !ok || other.SyncInterval != DefaultSyncInterval || other.SnapshotInterval != DefaultSnapshotInterval ||
+		other.Retention != DefaultRetention || other.MaxSpoolBytes != DefaultMaxSpoolBytes || other.Encryption != nil {
+		t.Errorf("db[1] defaults: %+v", other)
+	}
+	if in := c.Files[0]; in.Path != "/var/spool/uploads" || in.Replica.Target.String() != "s3://bucket/uploads" {
+		t.Errorf("files[0]: %+v", in)
+	}
+}
+
+func TestLoad(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "ferry.yml")
+	if err := os.WriteFile(path, []byte("dbs:\n  - path: /data/app.db\n    replicas: [file:///srv/r]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Source != path || len(c.DBs) != 1 {
+		t.Errorf("Load = %+v", c)
+	}
+
+	_, err = Load(filepath.Join(dir, "missing.yml"))
+	if err == nil || !strings.Contains(err.Error(), "missing.yml") {
+		t.Errorf("Load of a missing file: %v", err)
+	}
+
+	bad := filepath.Join(dir, "bad.yml")
+	if err := os.WriteFile(bad, []byte("dbs:\n  - path: /data/app.db\n    replcas: [file:///srv/r]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Load(bad)
+	if want := bad + `:3: unknown key "replcas" in dbs[0] (did you mean "replicas"?)`; err == nil || err.Error() != want {
+		t.Errorf("Load(bad) = %v, want %s", err, want)
+	}
+}
+
+func TestParseErrors(t *testing.T) {
+	const db = "dbs:\n  - path: /data/app.db\n    replicas: [file:///srv/r]\n"
+	tests := []struct {
+		name, yaml, want string
+	}{
+		{"unknown top key", "adr: x\n" + db, `ferry.yml:1: unknown key "adr" (did you mean "addr"?)`},
+		{"unknown db key", "\n\ndbs:\n  - path: /data/app.db\n\n    replicas: [file:///srv/r]\n    replcas: []\n", `ferry.yml:7: unknown key "replcas" in dbs[0] (did you mean "replicas"?)`},
+		{"unknown key far from any", db + "zzzzzz: 1\n", `ferry.yml:4: unknown key "zzzzzz"`},
+		{"unknown replica key", "dbs:\n  - path: /a.db\n    replicas:\n      - url: file:///r\n        secret: x\n", `ferry.yml:5: unknown key "secret" in dbs[0].replicas[0]`},
+		{"unknown encryption key", db + "    encryption: {keyfile: /k}\n", `ferry.yml:4: unknown key "keyfile" in dbs[0].encryption (did you mean "key-file"?)`},
+		{"duplicate key", "dbs:\n  - path: /a.db\n    path: /b.db\n", `ferry.yml:3: duplicate key "path" in dbs[0] (first at line 2)`},
+		{"bad duration", db + "    sync-interval: 1x\n", `ferry.yml:4: dbs[0].sync-interval: invalid duration "1x"`},
+		{"zero duration", db + "    retention: 0s\n", `ferry.yml:4: dbs[0].retention: must be positive, not "0s"`},
+		{"negative duration", db + "    snapshot-interval: -1h\n", `ferry.yml:4: dbs[0].snapshot-interval: must be positive, not "-1h"`},
+		{"bad size", db + "    max-spool-bytes: 1GB!\n", `ferry.yml:4: dbs[0].max-spool-bytes: invalid size "1GB!"; use bytes or a unit such as 512MiB or 1GiB`},
+		{"zero size", db + "    max-spool-bytes: 0\n", `ferry.yml:4: dbs[0].max-spool-bytes: "0" is out of range`},
+		{"relative db path", "dbs:\n  - path: data/app.db\n    replicas: [file:///r]\n", `ferry.yml:2: dbs[0].path: must be an absolute path, not "data/app.db"`},
+		{"missing db path", "dbs:\n  - replicas: [file:///r]\n", `ferry.yml:2: dbs[0]: missing path`},
+		{"no replicas", "dbs:\n  - path: /a.db\n", `ferry.yml:2: dbs[0]: no replicas; a db needs at least one`},
+		{"empty replicas", "dbs:\n  - path: /a.db\n    replicas: []\n", `ferry.yml:2: dbs[0]: no replicas`},
+		{"bad replica url", "dbs:\n  - path: /a.db\n    replicas:\n      - url: s3://\n", `ferry.yml:4: dbs[0].replicas[0].url: replica URL "s3://": missing bucket name`},
+		{"bad bare replica url", "dbs:\n  - path: /a.db\n    replicas:\n      - ftp://x\n", `ferry.yml:4: dbs[0].replicas[0]: unknown scheme "ftp" in replica URL "ftp://x"`},
+		{"missing replica url", "dbs:\n  - path: /a.db\n    replicas:\n      - region: x\n", `ferry.yml:4: dbs[0].replicas[0]: missing url`},
+		{"region on file", "dbs:\n  - path: /a.db\n    replicas:\n      - url: file:///r\n        region: x\n", `ferry.yml:5: dbs[0].replicas[0].region: only s3 replicas take region`},
+		{"region conflict", "dbs:\n  - path: /a.db\n    replicas:\n      - url: s3://bkt?region=a\n        region: b\n", `ferry.yml:5: dbs[0].replicas[0].region: "b" conflicts with region=a in the url`},
+		{"half credentials", "dbs:\n  - path: /a.db\n    replicas:\n      - url: s3://bkt\n        access-key-id: k\n", `ferry.yml:4: dbs[0].replicas[0]: access-key-id and secret-access-key go together`},
+		{"bad endpoint key", "dbs:\n  - path: /a.db\n    replicas:\n      - url: s3://bkt\n        endpoint: localhost:9000\n", `ferry.yml:5: dbs[0].replicas[0].endpoint: endpoint must be an http:// or https:// URL`},
+		{"bad bool", "dbs:\n  - path: /a.db\n    replicas:\n      - url: s3://bkt\n        force-path-style: yes\n", `ferry.yml:5: dbs[0].replicas[0].force-path-style: must be true or false, not "yes"`},
+		{"small part size", "dbs:\n  - path: /a.db\n    replicas:\n      - url: s3://bkt\n        part-size: 1MiB\n", `ferry.yml:5: dbs[0].replicas[0].part-size: "1MiB" is out of range; must be 5MiB to 5GiB`},
+		{"duplicate replica", "dbs:\n  - path: /a.db\n    replicas:\n      - file:///r\n      - file:///r/\n", `ferry.yml:5: dbs[0].replicas[1]: replica "file:///r" is already listed at line 4`},
+		{"duplicate db", db + "  - path: /data/app.db\n    replicas: [file:///x]\n", `ferry.yml:4: dbs[1]: database "/data/app.db" is already listed at line 2`},
+		{"encryption without key", db + "    encryption: {}\n", `ferry.yml:4: dbs[0].encryption: missing key-file`},
+		{"dbs not a list", "dbs: /data/app.db\n", `ferry.yml:1: dbs: expected a list, got a single value`},
+		{"db not a mapping", "dbs:\n  - /data/app.db\n", `ferry.yml:2: dbs[0]: expected a mapping, got a single value`},
+		{"path a list", "dbs:\n  - path: [a]\n", `ferry.yml:2: dbs[0].path: expected a single value, got a list`},
+		{"top level not a mapping", "- a\n", `ferry.yml:1: config: expected a mapping, got a list`},
+		{"empty", "", `ferry.yml: nothing to replicate: no dbs and no files`},
+		{"only comments", "# nothing\n", `ferry.yml: nothing to replicate`},
+		{"bad log level", "log-level: loud\n" + db, `ferry.yml:1: log-level: "loud" is not one of debug, info, warn, error`},
+		{"bad log format", "log-format: xml\n" + db, `ferry.yml:1: log-format: "xml" is not one of text, json`},
+		{"bad addr", "addr: 9090\n" + db, `ferry.yml:1: addr: "9090" is not host:port`},
+		{"relative spool", "spool: spool\n" + db, `ferry.yml:1: spool: must be an absolute path`},
+		{"inbox without replica", "files:\n  - inbox: /in\n", `ferry.yml:2: files[0]: missing replica`},
+		{"inbox relative", "files:\n  - inbox: in\n    replica: file:///r\n", `ferry.yml:2: files[0].inbox: must be an absolute path`},
+		{"yaml syntax", "dbs:\n  - path: /a\n    r: [a, b\n", `ferry.yml:2: did not find expected ',' or ']'`},
+		{"tab indent", "dbs:\n\t- path: /a\n", `ferry.yml:2: found character that cannot start any token`},
+		{"two documents", db + "---\naddr: x:1\n", `ferry.yml:4: a config holds one YAML document; found a second`},
+		{"unset variable", "dbs:\n  - path: ${DB_DIR}/app.db\n    replicas: [file:///r]\n", `ferry.yml:2: dbs[0].path: environment variable DB_DIR is not set`},
+		{"unset variable in secret", "dbs:\n  - path: /a.db\n    replicas:\n      - url: s3://bkt\n        access-key-id: k\n        secret-access-key: ${AWS_SECRET}\n", `ferry.yml:6: dbs[0].replicas[0].secret-access-key: environment variable AWS_SECRET is not set`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := parse([]byte(tt.yaml), "ferry.yml", env(nil))
+			if err == nil {
+				t.Fatalf("parse succeeded: %+v\nwant error: %s", c, tt.want)
+			}
+			if !strings.HasPrefix(err.Error(), tt.want) {
+				t.Errorf("error\n got: %s\nwant: %s", err, tt.want)
+			}
+			if strings.Contains(err.Error(), "\n") {
+				t.Errorf("error is more than one line: %q", err)
+			}
+		})
+	}
+}
+
+func TestParseEnvExpansion(t *testing.T) {
+	yml := `
+# a comment naming ${UNSET_IN_COMMENT} is not expanded
+dbs:
+  - path: ${DATA}/app.db
+    replicas:
+      - url: s3://${BUCKET}/app?region=${REGION}
+        access-key-id: ${KEY}
+        secret-access-key: "$${literal}${SECRET}"
+    sync-interval: ${INTERVAL}
+    max-spool-bytes: ${SPOOL_MAX}
+`
+	c, err := parse([]byte(yml), "ferry.yml", env(map[string]string{
+		"DATA": "/srv/data", "BUCKET": "my-bucket", "REGION": "eu-west-1",
+		"KEY": "AKIA", "SECRET": "*not: yaml", "INTERVAL": "3d", "SPOOL_MAX": "2GiB",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := c.DBs[0]
+	if db.Path != "/srv/data/app.db" || db.SyncInterval != 72*time.Hour || db.MaxSpoolBytes != 2<<30 {
+		t.Errorf("db: %+v", db)
+	}
+	r := db.Replicas[0]
+	if r.Target.String() != "s3://my-bucket/app?region=eu-west-1" {
+		t.Errorf("target: %s", r.Target)
+	}
+	if r.SecretAccessKey.Reveal() != "${literal}*not: yaml" {
+		t.Errorf("secret expanded wrongly (length %d)", len(r.SecretAccessKey.Reveal()))
+	}
+}
+
+// Parse reads the real environment.
+func TestParseUsesEnvironment(t *testing.T) {
+	t.Setenv("FERRY_TEST_DB_DIR", "/from/env")
+	c, err := Parse([]byte("dbs:\n  - path: ${FERRY_TEST_DB_DIR}/app.db\n    replicas: [file:///r]\n"), "ferry.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.DBs[0].Path != "/from/env/app.db" {
+		t.Errorf("path = %s", c.DBs[0].Path)
+	}
+}
+
+func TestParseAliasesAndNulls(t *testing.T) {
+	yml := `
+common: &dst
+  - file:///srv/r
+dbs:
+  - path: /a.db
+    replicas: *dst
+    sync-interval:
+    encryption: ~
+`
+	_, err := parse([]byte(yml), "ferry.yml", env(nil))
+	if err == nil || !strings.Contains(err.Error(), `unknown key "common"`) {
+		t.Fatalf("want unknown key error, got %v", err)
+	}
+	yml = `
+dbs:
+  - &db
+    path: /a.db
+    replicas: [file:///srv/r]
+    sync-interval:
+    encryption: ~
+`
+	c, err := parse([]byte(yml), "ferry.yml", env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.DBs[0].SyncInterval != DefaultSyncInterval || c.DBs[0].Encryption != nil {
+		t.Errorf("null values should keep defaults: %+v", c.DBs[0])
+	}
+	// An alias to an enclosing node must end in an error, not a loop.
+	_, err = parse([]byte("dbs: &a\n  - path: /a.db\n    replicas: *a\n"), "ferry.yml", env(nil))
+	if err == nil {
+		t.Fatal("self-referencing alias accepted")
+	}
+}

@@ -1,0 +1,497 @@
+package config
+
+import (
+	"fmt"
+	"maps"
+	"net"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// decoder walks the YAML tree by hand rather than unmarshalling into
+// tagged structs, so that every error can name the line, the key path
+// (dbs[0].sync-interval) and, for an unknown key, the key itself;
+// KnownFields(true) reports neither the path nor a suggestion.
+//
+// ${VAR} is expanded in each scalar value after parsing rather than in the
+// raw text before it: line numbers in messages then stay those of the file
+// on disk, a comment that mentions ${VAR} is left alone, and a value with
+// YAML syntax in it (a password starting with '*' or holding ": ") stays
+// one string instead of changing the document's structure.
+type decoder struct {
+	source string
+	lookup func(string) (string, bool)
+}
+
+type fieldFunc func(n *yaml.Node, path string) error
+
+func (d *decoder) errf(n *yaml.Node, format string, args ...any) error {
+	return fmt.Errorf("%s:%d: %s", d.source, n.Line, fmt.Sprintf(format, args...))
+}
+
+func resolve(n *yaml.Node) *yaml.Node {
+	// An alias may point at another alias; anchors cannot be cycles of
+	// aliases alone, so this ends.
+	for n.Kind == yaml.AliasNode && n.Alias != nil {
+		n = n.Alias
+	}
+	return n
+}
+
+func isNull(n *yaml.Node) bool {
+	return n.Kind == yaml.ScalarNode && n.Tag == "!!null"
+}
+
+func describe(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "a mapping"
+	case yaml.SequenceNode:
+		return "a list"
+	case yaml.ScalarNode:
+		if isNull(n) {
+			return "nothing"
+		}
+		return "a single value"
+	}
+	return "something else"
+}
+
+// mapping decodes the mapping n found at path by calling fields[key] for
+// each of its keys, in file order. It returns the key nodes it saw, for
+// messages about how keys combine.
+func (d *decoder) mapping(n *yaml.Node, path string, fields map[string]fieldFunc) (map[string]*yaml.Node, error) {
+	if n.Kind != yaml.MappingNode {
+		return nil, d.errf(n, "%s: expected a mapping, got %s", orTop(path), describe(n))
+	}
+	seen := make(map[string]*yaml.Node)
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], resolve(n.Content[i+1])
+		if k.Kind != yaml.ScalarNode {
+			return nil, d.errf(k, "%s: keys must be plain names", orTop(path))
+		}
+		if first, dup := seen[k.Value]; dup {
+			return nil, d.errf(k, "duplicate key %q%s (first at line %d)", k.Value, in(path), first.Line)
+		}
+		seen[k.Value] = k
+		f, ok := fields[k.Value]
+		if !ok {
+			return nil, d.errf(k, "unknown key %q%s%s", k.Value, in(path), suggest(k.Value, fields))
+		}
+		if err := f(v, joinPath(path, k.Value)); err != nil {
+			return nil, err
+		}
+	}
+	return seen, nil
+}
+
+func orTop(path string) string {
+	if path == "" {
+		return "config"
+	}
+	return path
+}
+
+func in(path string) string {
+	if path == "" {
+		return ""
+	}
+	return " in " + path
+}
+
+func joinPath(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
+
+// suggest names the known key closest to a misspelt one.
+func suggest(key string, fields map[string]fieldFunc) string {
+	best, bestDist := "", 3
+	for _, name := range slices.Sorted(maps.Keys(fields)) {
+		if dist := editDistance(key, name); dist < bestDist {
+			best, bestDist = name, dist
+		}
+	}
+	if best == "" {
+		return ""
+	}
+	return fmt.Sprintf(" (did you mean %q?)", best)
+}
+
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}
+
+// list decodes the list n, calling each with every item and its path.
+func (d *decoder) list(each fieldFunc) fieldFunc {
+	return func(n *yaml.Node, path string) error {
+		if isNull(n) {
+			return nil
+		}
+		if n.Kind != yaml.SequenceNode {
+			return d.errf(n, "%s: expected a list, got %s", path, describe(n))
+		}
+		for i, item := range n.Content {
+			if err := each(resolve(item), fmt.Sprintf("%s[%d]", path, i)); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+}
+
+// scalar returns the value of a scalar node with ${VAR} expanded; a null
+// (an empty value or ~) is "".
+func (d *decoder) scalar(n *yaml.Node, path string) (string, error) {
+	if n.Kind != yaml.ScalarNode {
+		return "", d.errf(n, "%s: expected a single value, got %s", path, describe(n))
+	}
+	if isNull(n) {
+		return "", nil
+	}
+	v, err := expand(n.Value, d.lookup)
+	if err != nil {
+		return "", d.errf(n, "%s: %v", path, err)
+	}
+	return v, nil
+}
+
+// str decodes a string into dst; check, if not nil, validates a non-empty
+// value.
+func (d *decoder) str(dst *string, check func(string) error) fieldFunc {
+	return func(n *yaml.Node, path string) error {
+		v, err := d.scalar(n, path)
+		if err != nil {
+			return err
+		}
+		if v != "" && check != nil {
+			if err := check(v); err != nil {
+				return d.errf(n, "%s: %v", path, err)
+			}
+		}
+		*dst = v
+		return nil
+	}
+}
+
+func (d *decoder) secret(dst *Secret) fieldFunc {
+	return func(n *yaml.Node, path string) error {
+		v, err := d.scalar(n, path)
+		if err != nil {
+			return err
+		}
+		*dst = NewSecret(v)
+		return nil
+	}
+}
+
+// duration decodes a positive duration into dst; an empty value keeps
+// the default already there.
+func (d *decoder) duration(dst *time.Duration) fieldFunc {
+	return func(n *yaml.Node, path string) error {
+		v, err := d.scalar(n, path)
+		if err != nil || v == "" {
+			return err
+		}
+		dur, err := ParseDuration(v)
+		if err != nil {
+			return d.errf(n, "%s: %v", path, err)
+		}
+		if dur <= 0 {
+			return d.errf(n, "%s: must be positive, not %s", path, quote(v))
+		}
+		*dst = dur
+		return nil
+	}
+}
+
+// size decodes a positive byte count into dst; an empty value keeps the
+// default already there.
+func (d *decoder) size(dst *int64, lo, hi int64) fieldFunc {
+	return func(n *yaml.Node, path string) error {
+		v, err := d.scalar(n, path)
+		if err != nil || v == "" {
+			return err
+		}
+		sz, err := ParseSize(v)
+		if err != nil {
+			return d.errf(n, "%s: %v", path, err)
+		}
+		if sz < lo || sz > hi {
+			return d.errf(n, "%s: %s is out of range; must be %s to %s", path, quote(v), formatSize(lo), formatSize(hi))
+		}
+		*dst = sz
+		return nil
+	}
+}
+
+func formatSize(n int64) string {
+	for _, u := range []struct {
+		name string
+		size int64
+	}{{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if n >= u.size && n%u.size == 0 {
+			return strconv.FormatInt(n/u.size, 10) + u.name
+		}
+	}
+	return strconv.FormatInt(n, 10) + " bytes"
+}
+
+func (d *decoder) boolean(dst *bool) fieldFunc {
+	return func(n *yaml.Node, path string) error {
+		v, err := d.scalar(n, path)
+		if err != nil || v == "" {
+			return err
+		}
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return d.errf(n, "%s: must be true or false, not %s", path, quote(v))
+		}
+		*dst = b
+		return nil
+	}
+}
+
+func absPath(p string) error {
+	if !filepath.IsAbs(p) {
+		return fmt.Errorf("must be an absolute path, not %s", quote(p))
+	}
+	return nil
+}
+
+func oneOf(values ...string) func(string) error {
+	return func(v string) error {
+		if !slices.Contains(values, v) {
+			return fmt.Errorf("%s is not one of %s", quote(v), strings.Join(values, ", "))
+		}
+		return nil
+	}
+}
+
+func hostPort(v string) error {
+	_, port, err := net.SplitHostPort(v)
+	if err != nil {
+		return fmt.Errorf("%s is not host:port", quote(v))
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("%s has an invalid port", quote(v))
+	}
+	return nil
+}
+
+func (d *decoder) config(doc *yaml.Node) (*Config, error) {
+	c := &Config{}
+	if doc.Kind == yaml.DocumentNode && len(doc.Content) > 0 && !isNull(resolve(doc.Content[0])) {
+		dbLines := make(map[string]int)
+		_, err := d.mapping(resolve(doc.Content[0]), "", map[string]fieldFunc{
+			"addr":       d.str(&c.Addr, hostPort),
+			"spool":      d.str(&c.Spool, absPath),
+			"log-level":  d.str(&c.LogLevel, oneOf("debug", "info", "warn", "error")),
+			"log-format": d.str(&c.LogFormat, oneOf("text", "json")),
+			"dbs": d.list(func(n *yaml.Node, path string) error {
+				db, err := d.db(n, path)
+				if err != nil {
+					return err
+				}
+				// Two entries for one database would run two
+				// replicators on it, each racing the other's
+				// checkpoints.
+				if first, dup := dbLines[db.Path]; dup {
+					return d.errf(n, "%s: database %s is already listed at line %d", path, quote(db.Path), first)
+				}
+				dbLines[db.Path] = n.Line
+				c.DBs = append(c.DBs, db)
+				return nil
+			}),
+			"files": d.list(func(n *yaml.Node, path string) error {
+				in, err := d.inbox(n, path)
+				if err != nil {
+					return err
+				}
+				c.Files = append(c.Files, in)
+				return nil
+			}),
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	if len(c.DBs) == 0 && len(c.Files) == 0 {
+		return nil, fmt.Errorf("%s: nothing to replicate: no dbs and no files", d.source)
+	}
+	return c, nil
+}
+
+func (d *decoder) db(n *yaml.Node, path string) (DB, error) {
+	db := DB{
+		SyncInterval:     DefaultSyncInterval,
+		SnapshotInterval: DefaultSnapshotInterval,
+		Retention:        DefaultRetention,
+		MaxSpoolBytes:    DefaultMaxSpoolBytes,
+	}
+	targets := make(map[string]int)
+	_, err := d.mapping(n, path, map[string]fieldFunc{
+		"path": d.str(&db.Path, absPath),
+		"replicas": d.list(func(n *yaml.Node, path string) error {
+			r, err := d.replica(n, path)
+			if err != nil {
+				return err
+			}
+			url := r.Target.String()
+			if first, dup := targets[url]; dup {
+				return d.errf(n, "%s: replica %s is already listed at line %d", path, quote(url), first)
+			}
+			targets[url] = n.Line
+			db.Replicas = append(db.Replicas, r)
+			return nil
+		}),
+		"sync-interval":     d.duration(&db.SyncInterval),
+		"snapshot-interval": d.duration(&db.SnapshotInterval),
+		"retention":         d.duration(&db.Retention),
+		"max-spool-bytes":   d.size(&db.MaxSpoolBytes, 1, 1<<62),
+		"encryption": func(n *yaml.Node, path string) error {
+			if isNull(n) {
+				return nil
+			}
+			e := &Encryption{}
+			if _, err := d.mapping(n, path, map[string]fieldFunc{
+				"key-file": d.str(&e.KeyFile, absPath),
+			}); err != nil {
+				return err
+			}
+			if e.KeyFile == "" {
+				return d.errf(n, "%s: missing key-file", path)
+			}
+			db.Encryption = e
+			return nil
+		},
+	})
+	if err != nil {
+		return DB{}, err
+	}
+	if db.Path == "" {
+		return DB{}, d.errf(n, "%s: missing path", path)
+	}
+	if len(db.Replicas) == 0 {
+		return DB{}, d.errf(n, "%s: no replicas; a db needs at least one", path)
+	}
+	return db, nil
+}
+
+func (d *decoder) inbox(n *yaml.Node, path string) (Inbox, error) {
+	var in Inbox
+	seenReplica := false
+	_, err := d.mapping(n, path, map[string]fieldFunc{
+		"inbox": d.str(&in.Path, absPath),
+		"replica": func(n *yaml.Node, path string) error {
+			r, err := d.replica(n, path)
+			in.Replica, seenReplica = r, err == nil
+			return err
+		},
+	})
+	if err != nil {
+		return Inbox{}, err
+	}
+	if in.Path == "" {
+		return Inbox{}, d.errf(n, "%s: missing inbox", path)
+	}
+	if !seenReplica {
+		return Inbox{}, d.errf(n, "%s: missing replica", path)
+	}
+	return in, nil
+}
+
+// replica decodes a replica: either a bare URL or a mapping with a url
+// and the settings that go with it. Settings given both in the URL and as
+// keys must agree, so that no reader has to know which one wins.
+func (d *decoder) replica(n *yaml.Node, path string) (Replica, error) {
+	if n.Kind == yaml.ScalarNode && !isNull(n) {
+		v, err := d.scalar(n, path)
+		if err != nil {
+			return Replica{}, err
+		}
+		t, err := ParseURL(v)
+		if err != nil {
+			return Replica{}, d.errf(n, "%s: %v", path, err)
+		}
+		return Replica{Target: t}, nil
+	}
+
+	var (
+		r                     Replica
+		rawURL, region, endpt string
+		pathStyle             bool
+	)
+	keys, err := d.mapping(n, path, map[string]fieldFunc{
+		"url":               d.str(&rawURL, nil),
+		"access-key-id":     d.secret(&r.AccessKeyID),
+		"secret-access-key": d.secret(&r.SecretAccessKey),
+		"region":            d.str(&region, validRegion),
+		"endpoint":          d.str(&endpt, validEndpoint),
+		"force-path-style":  d.boolean(&pathStyle),
+		"part-size":         d.size(&r.PartSize, MinPartSize, MaxPartSize),
+	})
+	if err != nil {
+		return Replica{}, err
+	}
+	if rawURL == "" {
+		return Replica{}, d.errf(n, "%s: missing url", path)
+	}
+	t, err := ParseURL(rawURL)
+	if err != nil {
+		return Replica{}, d.errf(keys["url"], "%s.url: %v", path, err)
+	}
+	if t.Scheme != "s3" {
+		for _, name := range []string{"access-key-id", "secret-access-key", "region", "endpoint", "force-path-style", "part-size"} {
+			if k, ok := keys[name]; ok {
+				return Replica{}, d.errf(k, "%s.%s: only s3 replicas take %s", path, name, name)
+			}
+		}
+	}
+	if region != "" {
+		if t.Region != "" && t.Region != region {
+			return Replica{}, d.errf(keys["region"], "%s.region: %s conflicts with region=%s in the url", path, quote(region), t.Region)
+		}
+		t.Region = region
+	}
+	if endpt != "" {
+		if t.Endpoint != "" && t.Endpoint != endpt {
+			return Replica{}, d.errf(keys["endpoint"], "%s.endpoint: %s conflicts with endpoint=%s in the url", path, quote(endpt), t.Endpoint)
+		}
+		t.Endpoint = endpt
+	}
+	if k, ok := keys["force-path-style"]; ok {
+		if t.ForcePathStyle && !pathStyle {
+			return Replica{}, d.errf(k, "%s.force-path-style: false conflicts with force-path-style=true in the url", path)
+		}
+		t.ForcePathStyle = pathStyle
+	}
+	if r.AccessKeyID.IsZero() != r.SecretAccessKey.IsZero() {
+		return Replica{}, d.errf(n, "%s: access-key-id and secret-access-key go together; set both or neither", path)
+	}
+	r.Target = t
+	return r, nil
+}
