@@ -5,8 +5,16 @@
 package testenv
 
 import (
+	"context"
+	"fmt"
 	"os"
+	"sync/atomic"
 	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 )
 
 // S3Server is a real S3-compatible server (versitygw) reachable over
@@ -42,3 +50,23 @@ func Missing(t testing.TB, what string) {
 	}
 	t.Skipf("SKIPPED, NOT PASSED: %s is not available; run scripts/test to start it", what)
 }
+
+// Bucket creates a bucket with a unique name on srv for one test and
+// returns its name. The bucket is left behind: the server's data directory
+// is temporary and goes away with the test run.
+func Bucket(t testing.TB, srv S3Server) string {
+	t.Helper()
+	client := s3.New(s3.Options{
+		BaseEndpoint: aws.String(srv.Endpoint),
+		Region:       srv.Region,
+		UsePathStyle: true,
+		Credentials:  credentials.NewStaticCredentialsProvider(srv.AccessKey, srv.SecretKey, ""),
+	})
+	name := fmt.Sprintf("ferry-test-%d-%d", time.Now().UnixNano(), bucketSeq.Add(1))
+	if _, err := client.CreateBucket(context.Background(), &s3.CreateBucketInput{Bucket: aws.String(name)}); err != nil {
+		t.Fatalf("create bucket %s on %s: %v", name, srv.Endpoint, err)
+	}
+	return name
+}
+
+var bucketSeq atomic.Int64

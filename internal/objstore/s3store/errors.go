@@ -1,0 +1,120 @@
+package s3store
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/aws/smithy-go"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
+
+	"github.com/ferrydb/ferry/internal/objstore"
+)
+
+// Errors for a bucket that cannot be used at all. They are permanent: no
+// retry fixes a typo in a bucket name or a wrong secret.
+var (
+	// ErrNoSuchBucket means the bucket does not exist at the endpoint.
+	ErrNoSuchBucket = errors.New("bucket does not exist")
+	// ErrAccessDenied means the server refused the credentials or their
+	// permissions.
+	ErrAccessDenied = errors.New("access denied: check credentials")
+)
+
+// BucketError is what Check returns: the bucket and endpoint, what is wrong
+// with them in words an operator can act on, and the server's answer.
+type BucketError struct {
+	Bucket   string
+	Endpoint string
+	Reason   error // ErrNoSuchBucket, ErrAccessDenied or nil
+	Code     string
+	Err      error
+}
+
+func (e *BucketError) Error() string {
+	if e.Reason == nil {
+		return fmt.Sprintf("s3 bucket %q at %s: %v", e.Bucket, e.Endpoint, e.Err)
+	}
+	detail := e.Code
+	var ae smithy.APIError
+	if errors.As(e.Err, &ae) && ae.ErrorMessage() != "" {
+		detail += ": " + ae.ErrorMessage()
+	}
+	if detail == "" {
+		return fmt.Sprintf("s3 bucket %q at %s: %v", e.Bucket, e.Endpoint, e.Reason)
+	}
+	return fmt.Sprintf("s3 bucket %q at %s: %v (%s)", e.Bucket, e.Endpoint, e.Reason, detail)
+}
+
+func (e *BucketError) Unwrap() []error {
+	if e.Reason == nil {
+		return []error{e.Err}
+	}
+	return []error{e.Reason, e.Err}
+}
+
+func (s *Store) bucketError(err error) error {
+	status, code := classify(err)
+	return &BucketError{Bucket: s.bucket, Endpoint: s.endpoint, Reason: bucketReason(status, code), Code: code, Err: err}
+}
+
+// classify returns the HTTP status and S3 error code behind an SDK error,
+// zero and "" when no response came back.
+func classify(err error) (status int, code string) {
+	var re *smithyhttp.ResponseError
+	if errors.As(err, &re) {
+		status = re.HTTPStatusCode()
+	}
+	var ae smithy.APIError
+	if errors.As(err, &ae) {
+		code = ae.ErrorCode()
+	}
+	return status, code
+}
+
+func isCode(err error, code string) bool {
+	_, c := classify(err)
+	return c == code
+}
+
+func bucketReason(status int, code string) error {
+	switch code {
+	case "NoSuchBucket":
+		return ErrNoSuchBucket
+	case "InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied",
+		"InvalidToken", "ExpiredToken", "InvalidSecurity", "AuthorizationHeaderMalformed",
+		// versitygw's answer, with status 404, to an unknown access key.
+		"XAdminUserNotFound":
+		return ErrAccessDenied
+	}
+	switch status {
+	case http.StatusForbidden, http.StatusUnauthorized:
+		return ErrAccessDenied
+	}
+	return nil
+}
+
+// opError wraps an SDK error in *objstore.Error with the status code, and
+// makes it match objstore's sentinels where S3 said what they mean. The SDK
+// error stays in the chain untouched, so that network failures underneath
+// remain visible to objstore.Transient.
+func (s *Store) opError(op, key string, err error) error {
+	status, code := classify(err)
+	e := &objstore.Error{Op: op, Key: key, StatusCode: status, Err: err}
+	switch {
+	case status == http.StatusPreconditionFailed, code == "PreconditionFailed",
+		// S3 answers 409 when a conditional write races another write
+		// to the same key; either way this write did not happen.
+		code == "ConditionalRequestConflict":
+		e.Err = fmt.Errorf("%w: %w", objstore.ErrPreconditionFailed, err)
+	case code == "NoSuchBucket":
+		// Not ErrNotFound: a caller that reads "missing key" as "nothing
+		// written yet" must not conclude that about a missing bucket.
+		e.Err = fmt.Errorf("bucket %q: %w: %w", s.bucket, ErrNoSuchBucket, err)
+	case code == "NoSuchKey", code == "NotFound", status == http.StatusNotFound && code == "":
+		e.Err = fmt.Errorf("%w: %w", objstore.ErrNotFound, err)
+	case bucketReason(status, code) == ErrAccessDenied:
+		e.Err = fmt.Errorf("bucket %q: %w: %w", s.bucket, ErrAccessDenied, err)
+	}
+	return e
+}

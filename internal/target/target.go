@@ -1,0 +1,87 @@
+// Package target turns a replica (a URL plus optional credentials) into the
+// objstore.Store that every part of ferry writes through: the backend the
+// URL's scheme names, wrapped in retries, timeouts, rate limits and metrics.
+// It is the one place that knows which backend serves which scheme.
+package target
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/ferrydb/ferry/internal/config"
+	"github.com/ferrydb/ferry/internal/objstore"
+	"github.com/ferrydb/ferry/internal/objstore/filestore"
+	"github.com/ferrydb/ferry/internal/objstore/s3store"
+)
+
+// Options are the settings shared by every target of one process.
+type Options struct {
+	Retry    objstore.RetryPolicy
+	Timeouts objstore.Timeouts
+	Limits   objstore.Limits
+	// Metrics, when set, records every call under the scheme's name.
+	Metrics *objstore.Metrics
+	// Check makes Open fail at once for a bucket that does not exist or
+	// credentials that are refused, rather than leaving the first upload
+	// to find out inside a retry loop.
+	Check bool
+}
+
+// Open returns the store behind replica r.
+func Open(ctx context.Context, r config.Replica, o Options) (objstore.Store, error) {
+	backend, err := openBackend(ctx, r, o.Check)
+	if err != nil {
+		return nil, err
+	}
+	return objstore.Stack(backend, objstore.StackOptions{
+		Backend:  r.Target.Scheme,
+		Retry:    o.Retry,
+		Timeouts: o.Timeouts,
+		Limits:   o.Limits,
+		Metrics:  o.Metrics,
+	}), nil
+}
+
+// OpenURL is Open for a bare replica URL with the standard AWS credential
+// chain, as given on a command line.
+func OpenURL(ctx context.Context, rawURL string, o Options) (objstore.Store, error) {
+	t, err := config.ParseURL(rawURL)
+	if err != nil {
+		return nil, err
+	}
+	return Open(ctx, config.Replica{Target: t}, o)
+}
+
+func openBackend(ctx context.Context, r config.Replica, check bool) (objstore.Store, error) {
+	t := r.Target
+	switch t.Scheme {
+	case "file":
+		s, err := filestore.New(t.Path)
+		if err != nil {
+			return nil, fmt.Errorf("replica %s: %w", t, err)
+		}
+		return s, nil
+	case "s3":
+		s, err := s3store.New(ctx, s3store.Config{
+			Bucket:          t.Bucket,
+			Prefix:          t.Prefix,
+			Endpoint:        t.Endpoint,
+			Region:          t.Region,
+			ForcePathStyle:  t.ForcePathStyle,
+			AccessKeyID:     r.AccessKeyID.Reveal(),
+			SecretAccessKey: r.SecretAccessKey.Reveal(),
+			PartSize:        r.PartSize,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("replica %s: %w", t, err)
+		}
+		if check {
+			if err := s.Check(ctx); err != nil {
+				return nil, fmt.Errorf("replica %s: %w", t, err)
+			}
+		}
+		return s, nil
+	default:
+		return nil, fmt.Errorf("replica %s: unknown scheme %q", t, t.Scheme)
+	}
+}
