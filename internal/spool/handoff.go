@@ -1,0 +1,166 @@
+package spool
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// incomingName is the directory where processes that do not own the spool
+// hand entries over: `ferry push` while a daemon runs. The owner adopts
+// them into its queues; nobody else moves anything in q/.
+const incomingName = "incoming"
+
+// Handoff spools a copy of the file src for queue without taking the
+// spool's lock, for a process that is not the owner. The entry is built in
+// incoming/.tmp/, fsynced, and renamed into incoming/<queue>/, where the
+// owner adopts it (see Adopt) on its next Open or its next poll. Once
+// Handoff returns, the copy is durable; src is left alone.
+//
+// Handed-off entries are outside the MaxBytes accounting until adopted: a
+// person who runs push asked for those bytes to be kept, and adoption
+// waits while they do not fit rather than dropping them.
+func Handoff(dir, queue string, payload any, src string) error {
+	if err := checkQueue(queue); err != nil {
+		return err
+	}
+	raw, err := marshalPayload(payload)
+	if err != nil {
+		return err
+	}
+	fail := func(err error) error {
+		return fmt.Errorf("hand %s to queue %s of spool %s: %w", src, queue, dir, err)
+	}
+	staging := filepath.Join(dir, incomingName, ".tmp")
+	target := filepath.Join(dir, incomingName, queue)
+	for _, d := range []string{dir, filepath.Join(dir, incomingName), staging, target} {
+		if err := mkdir(d); err != nil {
+			return fail(err)
+		}
+	}
+	var rnd [12]byte
+	if _, err := rand.Read(rnd[:]); err != nil {
+		return fail(err)
+	}
+	name := hex.EncodeToString(rnd[:])
+	stage := filepath.Join(staging, name)
+	if err := os.Mkdir(stage, dirPerm); err != nil {
+		return fail(err)
+	}
+	defer removeAllQuiet(stage) // a no-op once renamed
+	f, err := os.OpenFile(filepath.Join(stage, dataName), os.O_WRONLY|os.O_CREATE|os.O_EXCL, filePerm)
+	if err != nil {
+		return fail(err)
+	}
+	err = copyFileSync(f, src, f)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fail(err)
+	}
+	fi, err := os.Stat(filepath.Join(stage, dataName))
+	if err != nil {
+		return fail(err)
+	}
+	m := &meta{Created: time.Now(), Size: fi.Size(), Payload: raw}
+	b, err := m.encode()
+	if err == nil {
+		err = writeFileSync(filepath.Join(stage, metaName), b)
+	}
+	if err == nil {
+		err = syncDir(stage)
+	}
+	if err == nil {
+		err = os.Rename(stage, filepath.Join(target, name))
+	}
+	if err == nil {
+		err = syncDir(target)
+	}
+	if err != nil {
+		return fail(err)
+	}
+	return nil
+}
+
+// Adopt moves the entries handed over by other processes into their queues,
+// giving each a fresh ID so that queue order stays creation order as the
+// owner sees it. An entry that does not fit under MaxBytes waits in
+// incoming/ for the next call. It returns how many entries it adopted.
+func (s *Spool) Adopt() (int, error) {
+	if err := s.begin(); err != nil {
+		return 0, err
+	}
+	defer s.end()
+	in := filepath.Join(s.dir, incomingName)
+	queues, err := os.ReadDir(in)
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("adopt handed-off entries in %s: %w", in, err)
+	}
+	adopted := 0
+	for _, qd := range queues {
+		if !qd.IsDir() || !validQueue(qd.Name()) {
+			continue
+		}
+		n, err := s.adoptQueue(qd.Name())
+		adopted += n
+		if err != nil {
+			return adopted, fmt.Errorf("adopt handed-off entries for queue %s in %s: %w", qd.Name(), s.dir, err)
+		}
+	}
+	return adopted, nil
+}
+
+func (s *Spool) adoptQueue(queue string) (int, error) {
+	dir := filepath.Join(s.dir, incomingName, queue)
+	names, err := os.ReadDir(dir)
+	if err != nil {
+		return 0, err
+	}
+	adopted := 0
+	for _, de := range names {
+		p := filepath.Join(dir, de.Name())
+		b, err := os.ReadFile(filepath.Join(p, metaName))
+		if err != nil {
+			continue // Check reports what cannot be read; it stays put
+		}
+		m, err := parseMeta(b)
+		if err != nil {
+			continue
+		}
+		if s.fits(m.Size) != nil {
+			return adopted, nil // the rest waits until the queue drains
+		}
+		if err := s.ensureQueueDir(queue); err != nil {
+			return adopted, err
+		}
+		s.mu.Lock()
+		id := s.newID()
+		s.mu.Unlock()
+		if err := os.Rename(p, readyPath(s.dir, queue, id)); err != nil {
+			return adopted, err
+		}
+		s.mu.Lock()
+		s.bytes += m.Size
+		q := s.queue(queue)
+		q.bytes += m.Size
+		q.put(&item{id: id, size: m.Size}, s.now())
+		q.notify()
+		s.mu.Unlock()
+		adopted++
+	}
+	if adopted > 0 {
+		if err := syncDirs(queueDir(s.dir, queue), dir); err != nil {
+			return adopted, err
+		}
+	}
+	return adopted, nil
+}

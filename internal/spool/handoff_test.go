@@ -1,0 +1,112 @@
+package spool
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+type handoffJob struct {
+	Key string `json:"key"`
+}
+
+func writeSrc(t *testing.T, data string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "src")
+	if err := os.WriteFile(p, []byte(data), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestHandoffAdoptedByRunningOwner(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	src := writeSrc(t, "handed over")
+	if err := Handoff(dir, "files", handoffJob{Key: "a/b"}, src); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(src); err != nil {
+		t.Fatalf("handoff removed its source: %v", err)
+	}
+	if _, err := s.Claim("files"); !errors.Is(err, ErrEmpty) {
+		t.Fatalf("claim before adoption: %v, want empty", err)
+	}
+	n, err := s.Adopt()
+	if err != nil || n != 1 {
+		t.Fatalf("adopt = %d, %v; want 1 entry", n, err)
+	}
+	e, err := s.Claim("files")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var job handoffJob
+	if err := e.Payload(&job); err != nil || job.Key != "a/b" {
+		t.Fatalf("payload = %+v, %v", job, err)
+	}
+	b, err := os.ReadFile(e.Path())
+	if err != nil || string(b) != "handed over" {
+		t.Fatalf("data = %q, %v", b, err)
+	}
+	if s.Bytes() != int64(len("handed over")) {
+		t.Fatalf("bytes = %d after adoption", s.Bytes())
+	}
+	if err := e.Done(); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := Check(dir, Limits{}, s.now())
+	if err != nil || !rep.OK() {
+		t.Fatalf("fsck after handoff: %+v, %v", rep.Problems, err)
+	}
+}
+
+func TestHandoffWithoutOwnerAdoptedOnOpen(t *testing.T) {
+	dir := t.TempDir()
+	for _, k := range []string{"1", "2", "3"} {
+		if err := Handoff(dir, "files", handoffJob{Key: k}, writeSrc(t, k)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, err := Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if got := s.Len("files"); got != 3 {
+		t.Fatalf("Open adopted %d entries, want 3", got)
+	}
+}
+
+func TestAdoptionWaitsForRoom(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir, Options{MaxBytes: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := Handoff(dir, "files", nil, writeSrc(t, "0123456789abcdef")); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.Adopt(); err != nil || n != 0 {
+		t.Fatalf("adopt of an entry over the bound = %d, %v; want it left waiting", n, err)
+	}
+	left, _ := os.ReadDir(filepath.Join(dir, incomingName, "files"))
+	if len(left) != 1 {
+		t.Fatalf("the entry that did not fit is gone from incoming/: %d left", len(left))
+	}
+}
+
+func TestHandoffRejectsBadInput(t *testing.T) {
+	dir := t.TempDir()
+	if err := Handoff(dir, "files", nil, filepath.Join(dir, "missing")); err == nil {
+		t.Fatal("handoff of a missing file succeeded")
+	}
+	if err := Handoff(dir, "../escape", nil, writeSrc(t, "x")); err == nil {
+		t.Fatal("handoff to a bad queue name succeeded")
+	}
+}
