@@ -1,0 +1,51 @@
+package uploader
+
+import (
+	"fmt"
+	"path"
+	"slices"
+	"strings"
+
+	"github.com/ferrydb/ferry/internal/spool"
+)
+
+// Job is the payload of a spool entry that carries a file to the store: the
+// key it goes to and the targets still waiting for it. A target leaves
+// Pending, durably, as soon as it confirms the upload, so a restart
+// resumes with the targets that had not.
+type Job struct {
+	Key string `json:"key"`
+	// Pending lists the replica URLs that do not hold the file yet.
+	Pending []string `json:"pending"`
+	// SHA256 is the hex SHA-256 of the data, recorded by the first worker
+	// that hashed it so later attempts skip the pass.
+	SHA256 string `json:"sha256,omitempty"`
+}
+
+// FilesQueue is the spool queue that plain files travel through.
+const FilesQueue = "files"
+
+// CheckKey rejects object keys that no store can hold the same way: empty
+// ones, absolute ones, and ones whose segments are empty or dot-dot.
+func CheckKey(key string) error {
+	if key == "" || strings.HasPrefix(key, "/") || path.Clean(key) != key {
+		return fmt.Errorf("object key %q is not a clean relative path", key)
+	}
+	if slices.Contains(strings.Split(key, "/"), "..") {
+		return fmt.Errorf("object key %q leaves its prefix", key)
+	}
+	return nil
+}
+
+// EnqueueFile hands the file at src to the spool for upload under key to
+// every target. With move, the file is renamed into the spool (it leaves
+// src at once, as files in an inbox should); otherwise it is copied.
+func EnqueueFile(sp *spool.Spool, src, key string, targets []string, move bool) (spool.ID, error) {
+	if err := CheckKey(key); err != nil {
+		return "", err
+	}
+	if len(targets) == 0 {
+		return "", fmt.Errorf("enqueue %s: no target", src)
+	}
+	return sp.EnqueueFile(FilesQueue, Job{Key: key, Pending: targets}, src, move)
+}

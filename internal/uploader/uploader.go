@@ -1,0 +1,214 @@
+// Package uploader drains the spool to object stores: a pool of workers
+// claims entries, sends each to every target that does not hold it yet,
+// checks what the target holds afterwards, and removes the local copy only
+// once every target has confirmed.
+package uploader
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"slices"
+	"sync"
+
+	"github.com/ferrydb/ferry/internal/objstore"
+	"github.com/ferrydb/ferry/internal/spool"
+)
+
+// Opener returns the store for a replica URL. The uploader calls it once
+// per URL and keeps the store.
+type Opener func(ctx context.Context, url string) (objstore.Store, error)
+
+// Options configure an Uploader.
+type Options struct {
+	// Queue is the spool queue to drain; empty means FilesQueue.
+	Queue string
+	// Workers is how many entries are shipped at once; zero means 4.
+	Workers int
+	Log     *slog.Logger
+	// Shipped, when set, is told of each entry every target confirmed.
+	Shipped func(id spool.ID, job Job)
+}
+
+// Uploader ships spool entries to their targets.
+type Uploader struct {
+	sp   *spool.Spool
+	open Opener
+	o    Options
+
+	mu     sync.Mutex
+	stores map[string]objstore.Store
+}
+
+// New returns an uploader for sp.
+func New(sp *spool.Spool, open Opener, o Options) *Uploader {
+	if o.Queue == "" {
+		o.Queue = FilesQueue
+	}
+	if o.Workers <= 0 {
+		o.Workers = 4
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	return &Uploader{sp: sp, open: open, o: o, stores: make(map[string]objstore.Store)}
+}
+
+// Run ships entries until ctx ends or the spool closes. An entry a worker
+// holds when ctx ends is released untouched for the next run.
+func (u *Uploader) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	errs := make(chan error, u.o.Workers)
+	for range u.o.Workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs <- u.work(ctx)
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, spool.ErrClosed) {
+			return err
+		}
+	}
+	return nil
+}
+
+func (u *Uploader) work(ctx context.Context) error {
+	for {
+		e, err := u.sp.Wait(ctx, u.o.Queue)
+		if err != nil {
+			return err
+		}
+		if err := u.finish(ctx, e, u.ship(ctx, e)); err != nil {
+			return err
+		}
+	}
+}
+
+// finish records the outcome of one attempt at e in the spool.
+func (u *Uploader) finish(ctx context.Context, e *spool.Entry, shipErr error) error {
+	log := u.o.Log.With("entry", e.ID())
+	switch {
+	case shipErr == nil:
+		return e.Done()
+	case ctx.Err() != nil:
+		// Stopping, not failing: the entry goes back as it was.
+		return e.Release()
+	case permanent(shipErr):
+		log.Error("upload failed permanently; entry moved to the failed queue", "err", shipErr)
+		return e.FailPermanently(shipErr)
+	default:
+		log.Warn("upload failed; will retry", "attempts", e.Attempts()+1, "err", shipErr)
+		return e.Fail(shipErr)
+	}
+}
+
+// permanent reports whether retrying can never help: the store refused the
+// request for a reason other than load or a passing fault, or the entry
+// itself is unusable.
+func permanent(err error) bool {
+	var pe *permanentError
+	if errors.As(err, &pe) {
+		return true
+	}
+	var se *objstore.Error
+	return errors.As(err, &se) && se.StatusCode >= 400 && !objstore.Transient(err)
+}
+
+type permanentError struct{ err error }
+
+func (e *permanentError) Error() string { return e.err.Error() }
+func (e *permanentError) Unwrap() error { return e.err }
+
+// ship sends e to each pending target, recording each confirmation.
+func (u *Uploader) ship(ctx context.Context, e *spool.Entry) error {
+	var job Job
+	if err := e.Payload(&job); err != nil {
+		return &permanentError{err}
+	}
+	if err := CheckKey(job.Key); err != nil {
+		return &permanentError{err}
+	}
+	f, err := os.Open(e.Path())
+	if err != nil {
+		return &permanentError{fmt.Errorf("open spooled data: %w", err)}
+	}
+	defer f.Close()
+	if job.SHA256 == "" {
+		sum, _, err := objstore.HashBody(f)
+		if err != nil {
+			return fmt.Errorf("hash spooled data: %w", err)
+		}
+		job.SHA256 = sum
+		if err := e.UpdatePayload(job); err != nil {
+			return err
+		}
+	}
+	for len(job.Pending) > 0 {
+		url := job.Pending[0]
+		if err := u.shipTo(ctx, url, f, e.Size(), job); err != nil {
+			return fmt.Errorf("ship %s to %s: %w", job.Key, url, err)
+		}
+		job.Pending = slices.Delete(job.Pending, 0, 1)
+		if err := e.UpdatePayload(job); err != nil {
+			return err
+		}
+	}
+	if u.o.Shipped != nil {
+		u.o.Shipped(e.ID(), job)
+	}
+	return nil
+}
+
+// shipTo makes url hold the data under job.Key: it skips the upload when the
+// target already has the same bytes (a retry after a crash between upload
+// and bookkeeping), and otherwise uploads and reads back what the target
+// recorded, so that a confirmation always means the target has these bytes.
+func (u *Uploader) shipTo(ctx context.Context, url string, f *os.File, size int64, job Job) error {
+	store, err := u.store(ctx, url)
+	if err != nil {
+		return err
+	}
+	if same(ctx, store, job.Key, size, job.SHA256) {
+		return nil
+	}
+	if _, err := f.Seek(0, 0); err != nil {
+		return err
+	}
+	if _, err := store.Put(ctx, job.Key, f, objstore.PutOptions{SHA256: job.SHA256}); err != nil {
+		return err
+	}
+	info, err := store.Head(ctx, job.Key)
+	if err != nil {
+		return fmt.Errorf("confirm upload: %w", err)
+	}
+	if info.Size != size || (info.SHA256 != "" && info.SHA256 != job.SHA256) {
+		return fmt.Errorf("confirm upload: target holds %d bytes with sha256 %q, sent %d bytes with sha256 %s",
+			info.Size, info.SHA256, size, job.SHA256)
+	}
+	return nil
+}
+
+func same(ctx context.Context, store objstore.Store, key string, size int64, sum string) bool {
+	info, err := store.Head(ctx, key)
+	return err == nil && info.Size == size && info.SHA256 == sum
+}
+
+func (u *Uploader) store(ctx context.Context, url string) (objstore.Store, error) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if s, ok := u.stores[url]; ok {
+		return s, nil
+	}
+	s, err := u.open(ctx, url)
+	if err != nil {
+		return nil, &permanentError{err}
+	}
+	u.stores[url] = s
+	return s, nil
+}

@@ -1,0 +1,230 @@
+package uploader_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/ferrydb/ferry/internal/objstore"
+	"github.com/ferrydb/ferry/internal/objstore/memstore"
+	"github.com/ferrydb/ferry/internal/spool"
+	"github.com/ferrydb/ferry/internal/uploader"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// countingStore counts Puts and can be told to fail them.
+type countingStore struct {
+	objstore.Store
+	puts    atomic.Int32
+	failErr atomic.Pointer[error]
+	lie     atomic.Bool // store something other than what was sent
+}
+
+func (c *countingStore) Put(ctx context.Context, key string, body io.ReadSeeker, opts objstore.PutOptions) (objstore.Info, error) {
+	c.puts.Add(1)
+	if p := c.failErr.Load(); p != nil {
+		return objstore.Info{}, *p
+	}
+	if c.lie.Load() {
+		return c.Store.Put(ctx, key, bytes.NewReader([]byte("not what was sent")), objstore.PutOptions{})
+	}
+	return c.Store.Put(ctx, key, body, opts)
+}
+
+type rig struct {
+	t      *testing.T
+	sp     *spool.Spool
+	stores map[string]*countingStore
+	src    string
+	mu     sync.Mutex
+	opens  int
+}
+
+func newRig(t *testing.T, targets ...string) *rig {
+	t.Helper()
+	sp, err := spool.Open(filepath.Join(t.TempDir(), "spool"), spool.Options{Backoff: spool.Backoff{Base: 10 * time.Millisecond, Max: 50 * time.Millisecond}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sp.Close() })
+	r := &rig{t: t, sp: sp, stores: map[string]*countingStore{}, src: t.TempDir()}
+	for _, name := range targets {
+		r.stores[name] = &countingStore{Store: memstore.New()}
+	}
+	return r
+}
+
+func (r *rig) open(_ context.Context, url string) (objstore.Store, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.opens++
+	s, ok := r.stores[url]
+	if !ok {
+		return nil, fmt.Errorf("no store %s", url)
+	}
+	return s, nil
+}
+
+func (r *rig) enqueue(key, data string, targets ...string) {
+	r.t.Helper()
+	p := filepath.Join(r.src, filepath.Base(key))
+	if err := os.WriteFile(p, []byte(data), 0o644); err != nil {
+		r.t.Fatal(err)
+	}
+	if _, err := uploader.EnqueueFile(r.sp, p, key, targets, false); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+// drain runs an uploader until the files queue is empty or the deadline
+// passes, and stops it.
+func (r *rig) drain(deadline time.Duration) {
+	r.t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	u := uploader.New(r.sp, r.open, uploader.Options{Workers: 3})
+	done := make(chan error, 1)
+	go func() { done <- u.Run(ctx) }()
+	end := time.Now().Add(deadline)
+	for r.sp.Len(uploader.FilesQueue) > 0 && time.Now().Before(end) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		r.t.Fatalf("uploader: %v", err)
+	}
+}
+
+func (r *rig) content(target, key string) string {
+	r.t.Helper()
+	rc, _, err := r.stores[target].Get(context.Background(), key, nil)
+	if err != nil {
+		r.t.Fatalf("%s on %s: %v", key, target, err)
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(rc)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return string(b)
+}
+
+func TestShipsToEveryTarget(t *testing.T) {
+	r := newRig(t, "a", "b")
+	for i := range 20 {
+		r.enqueue(fmt.Sprintf("dir/f%02d", i), fmt.Sprintf("content %d", i), "a", "b")
+	}
+	r.drain(10 * time.Second)
+	if n := r.sp.Len(uploader.FilesQueue); n != 0 {
+		t.Fatalf("%d entries left in the spool", n)
+	}
+	for i := range 20 {
+		for _, target := range []string{"a", "b"} {
+			if got, want := r.content(target, fmt.Sprintf("dir/f%02d", i)), fmt.Sprintf("content %d", i); got != want {
+				t.Fatalf("%s holds %q, want %q", target, got, want)
+			}
+		}
+	}
+}
+
+func TestSkipsUploadTargetAlreadyHolds(t *testing.T) {
+	r := newRig(t, "a")
+	if _, err := r.stores["a"].Store.Put(context.Background(), "k", bytes.NewReader([]byte("same")), objstore.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	r.enqueue("k", "same", "a")
+	r.drain(10 * time.Second)
+	if n := r.stores["a"].puts.Load(); n != 0 {
+		t.Fatalf("%d puts for content the target already held, want 0", n)
+	}
+	if r.sp.Len(uploader.FilesQueue) != 0 {
+		t.Fatal("entry not finished")
+	}
+}
+
+func TestTransientFailureIsRetried(t *testing.T) {
+	r := newRig(t, "a")
+	unavailable := error(&objstore.Error{Op: "put", Key: "k", StatusCode: 503, Err: errors.New("slow down")})
+	r.stores["a"].failErr.Store(&unavailable)
+	r.enqueue("k", "eventually", "a")
+	go func() {
+		time.Sleep(200 * time.Millisecond)
+		r.stores["a"].failErr.Store(nil)
+	}()
+	r.drain(10 * time.Second)
+	if got := r.content("a", "k"); got != "eventually" {
+		t.Fatalf("got %q", got)
+	}
+	if n := r.stores["a"].puts.Load(); n < 2 {
+		t.Fatalf("%d puts, want the failed ones retried", n)
+	}
+}
+
+func TestPermanentFailureGoesToFailedQueue(t *testing.T) {
+	r := newRig(t, "a")
+	denied := error(&objstore.Error{Op: "put", Key: "k", StatusCode: 403, Err: errors.New("access denied")})
+	r.stores["a"].failErr.Store(&denied)
+	r.enqueue("k", "x", "a")
+	r.enqueue("other", "y", "a")
+	r.drain(5 * time.Second)
+	failed, err := r.sp.Failed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(failed) != 2 || r.sp.Len(uploader.FilesQueue) != 0 {
+		t.Fatalf("%d failed entries and %d queued, want both failed, none blocking", len(failed), r.sp.Len(uploader.FilesQueue))
+	}
+	if n := r.stores["a"].puts.Load(); n != 2 {
+		t.Fatalf("%d puts, want one try each for a permanent failure", n)
+	}
+}
+
+func TestConfirmedTargetIsNotSentAgain(t *testing.T) {
+	r := newRig(t, "a", "b")
+	unavailable := error(&objstore.Error{Op: "put", StatusCode: 500, Err: errors.New("internal")})
+	r.stores["b"].failErr.Store(&unavailable)
+	r.enqueue("k", "data", "a", "b")
+	r.drain(300 * time.Millisecond) // a confirms; b keeps failing
+	if r.sp.Len(uploader.FilesQueue) != 1 {
+		t.Fatal("the entry finished although target b never took it")
+	}
+	r.stores["b"].failErr.Store(nil)
+	r.drain(10 * time.Second)
+	if r.content("b", "k") != "data" || r.sp.Len(uploader.FilesQueue) != 0 {
+		t.Fatal("b never received the data")
+	}
+	if n := r.stores["a"].puts.Load(); n != 1 {
+		t.Fatalf("target a got %d puts, want 1: it had confirmed already", n)
+	}
+}
+
+func TestMismatchAfterUploadIsNotConfirmed(t *testing.T) {
+	r := newRig(t, "a")
+	r.stores["a"].lie.Store(true)
+	r.enqueue("k", "the real data", "a")
+	r.drain(300 * time.Millisecond)
+	if r.sp.Len(uploader.FilesQueue) != 1 {
+		t.Fatal("an upload the target stored wrongly was confirmed and the local copy removed")
+	}
+}
+
+func TestBadKeysRejected(t *testing.T) {
+	r := newRig(t, "a")
+	p := filepath.Join(r.src, "f")
+	os.WriteFile(p, []byte("x"), 0o644)
+	for _, key := range []string{"", "/abs", "../up", "a/../../b", "a//b"} {
+		if _, err := uploader.EnqueueFile(r.sp, p, key, []string{"a"}, false); err == nil {
+			t.Errorf("key %q accepted", key)
+		}
+	}
+}
