@@ -2,8 +2,12 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
+	"time"
+
+	"github.com/ferrydb/ferry/internal/spool"
 )
 
 type spoolCmd struct{ *app }
@@ -43,15 +47,33 @@ Checks the spool in SPOOL_DIR and reports entries that are too old,
 orphaned (claimed by a worker that is gone), duplicated, or moved to the
 failed queue with their reasons. Exits non-zero if it finds any.`
 	fs := newFlagSet("spool fsck")
-	fs.Bool("json", false, "print JSON, one object per finding")
+	asJSON := fs.Bool("json", false, "print the report as JSON")
 	if err := c.parse(fs, usage, args); err != nil {
 		return withHelp(err, "ferry spool fsck -h")
 	}
 	if fs.NArg() != 1 {
 		return withHelp(usagef("want one SPOOL_DIR, got %d arguments", fs.NArg()), "ferry spool fsck -h")
 	}
-	if err := existing(fs.Arg(0), "directory"); err != nil {
+	dir := fs.Arg(0)
+	if err := existing(dir, "directory"); err != nil {
 		return err
 	}
-	return errNotImplemented
+	rep, err := spool.Check(dir, spool.Limits{}, time.Now())
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(c.stdout)
+		enc.SetIndent("", "  ")
+		err = enc.Encode(rep)
+	} else {
+		err = rep.WriteText(c.stdout)
+	}
+	if err != nil {
+		return err
+	}
+	if !rep.OK() {
+		return fmt.Errorf("spool %s: %d problem(s) found", dir, len(rep.Problems))
+	}
+	return nil
 }

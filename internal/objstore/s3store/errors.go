@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 
 	"github.com/aws/smithy-go"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
@@ -50,10 +51,22 @@ func (e *BucketError) Unwrap() []error {
 	if e.Reason == nil {
 		return []error{e.Err}
 	}
+	if e.Err == nil {
+		return []error{e.Reason}
+	}
 	return []error{e.Reason, e.Err}
 }
 
+// ErrNoCredentials means the AWS credential chain found nothing to sign
+// requests with.
+var ErrNoCredentials = errors.New("no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, use a profile, or give the replica access-key-id and secret-access-key")
+
 func (s *Store) bucketError(err error) error {
+	// The SDK reports a credential chain that came up empty as a failure
+	// to sign, with no type to test for; its message is stable.
+	if strings.Contains(err.Error(), "get identity: get credentials") {
+		return &BucketError{Bucket: s.bucket, Endpoint: s.endpoint, Reason: ErrNoCredentials}
+	}
 	status, code := classify(err)
 	return &BucketError{Bucket: s.bucket, Endpoint: s.endpoint, Reason: bucketReason(status, code), Code: code, Err: err}
 }

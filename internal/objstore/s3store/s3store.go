@@ -32,7 +32,9 @@ import (
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/feature/ec2/imds"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/smithy-go/logging"
 )
 
 const (
@@ -200,6 +202,16 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 	}
 	if cfg.Region != "" {
 		opts = append(opts, config.WithRegion(cfg.Region))
+	}
+	// Failures reach the caller as errors; the SDK's own log lines (such
+	// as its IMDS fallback warnings) would bypass ferry's logger.
+	opts = append(opts, config.WithLogger(logging.Nop{}))
+	if cfg.Endpoint != "" {
+		// EC2 instance roles are for AWS itself. Against another server,
+		// asking the instance metadata service for credentials only adds
+		// seconds of timeouts, and a request to a link-local address, on
+		// every machine that is not an EC2 instance.
+		opts = append(opts, config.WithEC2IMDSClientEnableState(imds.ClientDisabled))
 	}
 	if cfg.AccessKeyID != "" {
 		opts = append(opts, config.WithCredentialsProvider(
