@@ -1,0 +1,185 @@
+// Package inbox watches a directory that applications drop files into and
+// hands each file to the spool once it is complete, at which point it
+// leaves the inbox. A file is complete when it was renamed in, or when it
+// has stopped changing for a quiet period: a writer that closes a file and
+// walks away.
+//
+// fsnotify events only hint that something changed; a periodic scan is the
+// truth, because events can be dropped (queue overflow, a directory created
+// and filled before its watch was added) and some file systems raise none.
+package inbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+)
+
+// Handler takes a complete file out of the inbox: path is where it lies,
+// key its slash-separated path relative to the inbox. When Handler returns
+// nil the file must be gone from path; on an error it stays and is offered
+// again on a later scan.
+type Handler func(path, key string) error
+
+// Options configure a Watcher.
+type Options struct {
+	// Quiet is how long a file must stay unchanged to count as complete;
+	// zero means one second.
+	Quiet time.Duration
+	// Poll is the interval of the scans that back up fsnotify; zero means
+	// one second.
+	Poll time.Duration
+	Log  *slog.Logger
+}
+
+// Watcher watches one inbox directory.
+type Watcher struct {
+	dir    string
+	handle Handler
+	o      Options
+	seen   map[string]sighting
+}
+
+// sighting is what a scan last saw of a file and since when it has looked
+// that way.
+type sighting struct {
+	size  int64
+	mtime time.Time
+	since time.Time
+}
+
+// New returns a watcher of dir that passes complete files to handle.
+func New(dir string, handle Handler, o Options) *Watcher {
+	if o.Quiet <= 0 {
+		o.Quiet = time.Second
+	}
+	if o.Poll <= 0 {
+		o.Poll = time.Second
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	return &Watcher{dir: dir, handle: handle, o: o, seen: map[string]sighting{}}
+}
+
+// Run watches until ctx ends. It fails at once if the inbox cannot be read.
+func (w *Watcher) Run(ctx context.Context) error {
+	if fi, err := os.Stat(w.dir); err != nil {
+		return fmt.Errorf("inbox %s: %w", w.dir, err)
+	} else if !fi.IsDir() {
+		return fmt.Errorf("inbox %s is not a directory", w.dir)
+	}
+	events, closeWatch := w.watch()
+	defer closeWatch()
+	poll := time.NewTicker(w.o.Poll)
+	defer poll.Stop()
+	// A hint schedules a scan a little later, so that a burst of events
+	// costs one scan and a renamed-in file's quiet period starts counting.
+	var soon <-chan time.Time
+	for {
+		w.scan(time.Now())
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-poll.C:
+		case <-soon:
+			soon = nil
+		case _, ok := <-events:
+			if !ok {
+				events = nil
+			} else if soon == nil {
+				soon = time.After(50 * time.Millisecond)
+			}
+		}
+	}
+}
+
+// watch starts fsnotify on the inbox; without it the scans alone do the
+// job, only later.
+func (w *Watcher) watch() (<-chan fsnotify.Event, func()) {
+	fw, err := fsnotify.NewWatcher()
+	if err != nil {
+		w.o.Log.Warn("inbox: no file events, scanning only", "inbox", w.dir, "err", err)
+		return nil, func() {}
+	}
+	if err := fw.Add(w.dir); err != nil {
+		w.o.Log.Warn("inbox: no file events, scanning only", "inbox", w.dir, "err", err)
+	}
+	go func() {
+		for err := range fw.Errors {
+			w.o.Log.Debug("inbox: file event error; the next scan covers it", "inbox", w.dir, "err", err)
+		}
+	}()
+	return fw.Events, func() { fw.Close() }
+}
+
+// scan walks the inbox once and hands over every file that has been quiet
+// long enough.
+func (w *Watcher) scan(now time.Time) {
+	present := map[string]bool{}
+	err := filepath.WalkDir(w.dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if path == w.dir {
+				return err
+			}
+			return nil // vanished while walking: the next scan sees the truth
+		}
+		if path != w.dir && ignored(d.Name()) {
+			if d.IsDir() {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if !d.Type().IsRegular() {
+			return nil
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return nil
+		}
+		present[path] = true
+		prev, ok := w.seen[path]
+		if !ok || prev.size != fi.Size() || !prev.mtime.Equal(fi.ModTime()) {
+			w.seen[path] = sighting{size: fi.Size(), mtime: fi.ModTime(), since: now}
+			return nil
+		}
+		if now.Sub(prev.since) < w.o.Quiet {
+			return nil
+		}
+		rel, err := filepath.Rel(w.dir, path)
+		if err != nil {
+			return nil
+		}
+		if err := w.handle(path, filepath.ToSlash(rel)); err != nil {
+			w.o.Log.Warn("inbox: file stays in the inbox for a later try", "file", path, "err", err)
+			return nil
+		}
+		delete(w.seen, path)
+		delete(present, path)
+		return nil
+	})
+	if err != nil && !errors.Is(err, context.Canceled) {
+		w.o.Log.Warn("inbox: scan failed", "inbox", w.dir, "err", err)
+	}
+	for path := range w.seen {
+		if !present[path] {
+			delete(w.seen, path)
+		}
+	}
+}
+
+// ignored reports names that by convention are still being written: hidden
+// files and the temporary names editors and downloaders use before they
+// rename a file into place.
+func ignored(name string) bool {
+	return strings.HasPrefix(name, ".") || strings.HasSuffix(name, ".tmp") ||
+		strings.HasSuffix(name, ".part") || strings.HasSuffix(name, "~")
+}
