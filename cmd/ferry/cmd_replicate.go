@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"fmt"
 
 	"github.com/ferrydb/ferry/internal/config"
+	"github.com/ferrydb/ferry/internal/daemon"
 )
 
 type replicateCmd struct{ *app }
@@ -64,8 +66,16 @@ func (c *replicateCmd) Run(ctx context.Context, args []string) error {
 	if !set["config"] {
 		path = config.DefaultPath
 	}
-	if _, err := c.loadConfig(path, set["config"]); err != nil {
+	cfg, err := c.loadConfig(path, set["config"])
+	if err != nil {
 		return err
 	}
-	return errNotImplemented
+	if set["exec"] {
+		return fmt.Errorf("-exec: %w", errNotImplemented)
+	}
+	root, err := spoolRoot("", cfg.Spool)
+	if err != nil {
+		return err
+	}
+	return daemon.Run(ctx, cfg, daemon.Options{FilesSpool: filesSpool(root), Log: c.log})
 }
