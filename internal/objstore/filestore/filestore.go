@@ -78,12 +78,15 @@ func validKey(key string) error {
 	if key == "" {
 		return errors.New("empty key")
 	}
-	if strings.HasPrefix(key, reservedPrefix) {
-		return fmt.Errorf("keys starting with %q are reserved", reservedPrefix)
-	}
 	for seg := range strings.SplitSeq(key, "/") {
 		if seg == "" || seg == "." || seg == ".." {
 			return fmt.Errorf("key segment %q is not allowed", seg)
+		}
+		// Reserved at every depth, so that a store rooted inside another
+		// one (file:///r and file:///r/sub) never lists the inner one's
+		// lock and temporary files as objects.
+		if strings.HasPrefix(seg, reservedPrefix) {
+			return fmt.Errorf("key segments starting with %q are reserved", reservedPrefix)
 		}
 	}
 	if strings.ContainsRune(key, 0) {
@@ -342,7 +345,7 @@ func (s *Store) walk(ctx context.Context, dir, keyDir, prefix string, yield func
 		if keyDir != "" {
 			key = keyDir + "/" + key
 		}
-		if keyDir == "" && strings.HasPrefix(key, reservedPrefix) {
+		if strings.HasPrefix(e.Name(), reservedPrefix) {
 			continue
 		}
 		if e.IsDir() {

@@ -133,7 +133,7 @@ func readAll(rc interface{ Read([]byte) (int, error) }) ([]byte, error) {
 
 func TestKeysThatEscapeAreRejected(t *testing.T) {
 	s := newStore(t)
-	for _, key := range []string{"", "../x", "a/../../x", "/abs", "a//b", ".ferry-tmp/x", "a/./b"} {
+	for _, key := range []string{"", "../x", "a/../../x", "/abs", "a//b", ".ferry-tmp/x", "a/./b", "sub/.ferry-locks/01"} {
 		if _, err := s.Put(context.Background(), key, strings.NewReader("x"), objstore.PutOptions{}); err == nil {
 			t.Errorf("put %q succeeded, want an error", key)
 		}
