@@ -3,7 +3,15 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
+	"time"
+
+	"github.com/ferrydb/ferry/internal/artifact"
+	"github.com/ferrydb/ferry/internal/config"
+	"github.com/ferrydb/ferry/internal/objstore"
+	"github.com/ferrydb/ferry/internal/target"
 )
 
 type artifactCmd struct{ *app }
@@ -51,25 +59,79 @@ func (c *artifactCmd) Run(ctx context.Context, args []string) error {
 	}
 	help := "ferry artifact " + sub + " -h"
 	fs := newFlagSet("artifact " + sub)
+	var lease *time.Duration
+	if sub == "upload" {
+		lease = fs.Duration("lease", 0, "hold a lease for `TTL` (renewed while uploading) so that only one machine uploads this KEY at a time")
+		synopsis = "ferry artifact upload [-lease TTL] DIR REPLICA_URL/KEY"
+	}
 	if err := c.parse(fs, "Usage: "+synopsis+"\n\nRun 'ferry artifact -h' for what it does.", args); err != nil {
 		return withHelp(err, help)
 	}
 	if fs.NArg() != want {
 		return withHelp(usagef("want %d arguments, got %d", want, fs.NArg()), help)
 	}
-	var err error
-	switch sub {
-	case "upload":
-		if err = existing(fs.Arg(0), "directory"); err == nil {
-			_, err = keyURL(fs.Arg(1))
+	urlArg := fs.Arg(0)
+	if sub == "upload" {
+		if err := existing(fs.Arg(0), "directory"); err != nil {
+			return err
 		}
-	case "download":
-		_, err = keyURL(fs.Arg(0))
-	case "peek":
-		_, err = keyURL(fs.Arg(0))
+		if *lease < 0 {
+			return usagef("-lease must be positive")
+		}
+		urlArg = fs.Arg(1)
 	}
+	store, key, err := openKeyURL(ctx, urlArg)
 	if err != nil {
 		return err
 	}
-	return errNotImplemented
+	switch sub {
+	case "upload":
+		var m artifact.Manifest
+		if *lease > 0 {
+			host, _ := os.Hostname()
+			m, err = artifact.UploadWithLease(ctx, store, key, fs.Arg(0), fmt.Sprintf("%s:%d", host, os.Getpid()), *lease, artifact.UploadOptions{})
+		} else {
+			m, err = artifact.Upload(ctx, store, key, fs.Arg(0), artifact.UploadOptions{})
+		}
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(c.stdout, "uploaded %s: %d entries, %d bytes\n", urlArg, len(m.Entries), m.FileBytes())
+	case "download":
+		m, err := artifact.Download(ctx, store, key, fs.Arg(1), artifact.DownloadOptions{})
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(c.stdout, "downloaded %s into %s: %d entries, %d bytes, all verified\n", urlArg, fs.Arg(1), len(m.Entries), m.FileBytes())
+	case "peek":
+		m, err := artifact.Peek(ctx, store, key)
+		if err != nil {
+			return err
+		}
+		return m.WriteText(c.stdout)
+	}
+	return nil
+}
+
+// openKeyURL opens the store that holds the object a REPLICA_URL/KEY
+// argument names, and returns the key within it. The store is rooted at the
+// bucket (s3) or at the key's parent directory (file), which names the same
+// objects whatever part of the path the user thinks of as the replica.
+func openKeyURL(ctx context.Context, arg string) (objstore.Store, string, error) {
+	t, err := keyURL(arg)
+	if err != nil {
+		return nil, "", err
+	}
+	var key string
+	switch t.Scheme {
+	case "s3":
+		key, t.Prefix = t.Prefix, ""
+	case "file":
+		key, t.Path = filepath.Base(t.Path), filepath.Dir(t.Path)
+	}
+	store, err := target.Open(ctx, config.Replica{Target: t}, target.Options{})
+	if err != nil {
+		return nil, "", err
+	}
+	return store, key, nil
 }

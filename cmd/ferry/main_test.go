@@ -173,9 +173,6 @@ func TestNotImplementedAfterValidation(t *testing.T) {
 		{"verify", "-deep", "file:///srv/r"},
 		{"gc", "-dry-run", db},
 		{"follow", "-interval", "500ms", "s3://bkt/app", filepath.Join(dir, "follower.db")},
-		{"artifact", "upload", dir, "s3://bkt/builds/42"},
-		{"artifact", "download", "file:///srv/a/builds/42", dir},
-		{"artifact", "peek", "s3://bkt/builds/42"},
 	} {
 		name := args[0]
 		r := runFerry(t, args...)

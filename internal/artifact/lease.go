@@ -1,0 +1,267 @@
+package artifact
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/ferrydb/ferry/internal/objstore"
+)
+
+// A Lease gives one holder the right to run a round (an upload, say) on a
+// key, for at most one holder at a time across machines, as long as every
+// machine's clock is roughly right.
+//
+// The lease is the object KEY.lease holding JSON {holder, expires, token}.
+// Acquire creates it with a create-only Put, or takes over a record that
+// has expired or been released with a compare-and-swap Put on the etag it
+// read; Renew and Release are compare-and-swap Puts on the etag of the
+// holder's own last write. So every change is conditional on the store, and
+// two machines racing for the same lease cannot both win.
+//
+// Clocks: expiry is an absolute time written by the holder and compared by
+// a would-be taker with its own clock. A taker whose clock runs ahead of
+// the holder's by d sees the lease expire d early. A holder that renews
+// every ttl/3 keeps at least 2/3 of ttl ahead of its own clock, so the
+// guarantee holds for skews under 2/3 of ttl; choose ttl much larger than
+// the skew NTP allows (seconds, not milliseconds).
+//
+// No lease can stop a holder that has paused (a stalled process, a long GC)
+// past its expiry from finishing a write already in flight. UploadWithLease
+// therefore renews just before writing the manifest, which is what makes
+// an artifact visible, and the manifest records the tar's checksum, so a
+// late tar from a stale holder shows up as a mismatch rather than a mix.
+type Lease struct {
+	store  objstore.Store
+	key    string
+	holder string
+	token  string
+	ttl    time.Duration
+	now    func() time.Time
+
+	mu       sync.Mutex
+	etag     string
+	expires  time.Time
+	released bool
+}
+
+// leaseRecord is the content of a lease object.
+type leaseRecord struct {
+	Holder  string    `json:"holder"`
+	Expires time.Time `json:"expires"`
+	// Token is random per Acquire. It makes every record's bytes, and so
+	// its etag, unique (two records with equal bytes would share an etag
+	// and defeat compare-and-swap), and lets a holder recognise its own
+	// write when a Put timed out after the store applied it.
+	Token    string `json:"token"`
+	Released bool   `json:"released,omitempty"`
+}
+
+// LeaseOption changes how Acquire behaves.
+type LeaseOption func(*Lease)
+
+// WithClock makes the lease read the time from now instead of time.Now,
+// for tests that move time without waiting.
+func WithClock(now func() time.Time) LeaseOption {
+	return func(l *Lease) { l.now = now }
+}
+
+const (
+	maxHolderLen    = 256
+	maxLeaseBytes   = 64 << 10
+	acquireAttempts = 5
+	deleteHint      = "if no ferry holds it, delete the object"
+)
+
+// Acquire takes the lease named key (object KEY.lease) for holder, for ttl.
+// If another holder has it and it has not expired, the error is a
+// *HeldError matching ErrLeaseHeld that names the holder and expiry.
+func Acquire(ctx context.Context, store objstore.Store, key, holder string, ttl time.Duration, opts ...LeaseOption) (*Lease, error) {
+	if err := checkKey(key); err != nil {
+		return nil, err
+	}
+	if holder == "" || len(holder) > maxHolderLen {
+		return nil, fmt.Errorf("lease %s: holder name must be 1 to %d bytes", LeaseKey(key), maxHolderLen)
+	}
+	if ttl <= 0 {
+		return nil, fmt.Errorf("lease %s: ttl %s is not positive", LeaseKey(key), ttl)
+	}
+	var tok [16]byte
+	rand.Read(tok[:])
+	l := &Lease{store: store, key: LeaseKey(key), holder: holder, token: hex.EncodeToString(tok[:]), ttl: ttl, now: time.Now}
+	for _, o := range opts {
+		o(l)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for range acquireAttempts {
+		err := l.put(ctx, false, objstore.PutOptions{IfNoneMatch: true})
+		if !objstore.IsPreconditionFailed(err) {
+			return l.orNil(err)
+		}
+		rec, etag, err := readLease(ctx, store, l.key)
+		if objstore.IsNotFound(err) {
+			continue // deleted by hand since the create failed: create again
+		}
+		if err != nil {
+			return nil, err
+		}
+		if rec.Token == l.token && !rec.Released {
+			// Our own create, applied by the store although the answer
+			// was lost, and retried by a retrying store underneath.
+			l.etag, l.expires = etag, rec.Expires
+			return l, nil
+		}
+		if !rec.Released && l.now().Before(rec.Expires) {
+			return nil, &HeldError{Key: l.key, Holder: rec.Holder, Expires: rec.Expires}
+		}
+		err = l.put(ctx, false, objstore.PutOptions{IfMatch: etag})
+		if !objstore.IsPreconditionFailed(err) && !objstore.IsNotFound(err) {
+			return l.orNil(err)
+		}
+		// Another machine took it over between the read and the write;
+		// the next round reads who.
+	}
+	return nil, fmt.Errorf("lease %s: still contended after %d attempts; try again", l.key, acquireAttempts)
+}
+
+func (l *Lease) orNil(err error) (*Lease, error) {
+	if err != nil {
+		return nil, fmt.Errorf("lease %s: %w", l.key, err)
+	}
+	return l, nil
+}
+
+// Key returns the key of the lease object.
+func (l *Lease) Key() string { return l.key }
+
+// Holder returns the holder name the lease was acquired for.
+func (l *Lease) Holder() string { return l.holder }
+
+// Expires returns the expiry of the holder's last successful write.
+func (l *Lease) Expires() time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.expires
+}
+
+// Renew extends the lease to ttl from now. It fails with ErrLeaseLost if
+// another holder has taken the lease over or it was released.
+func (l *Lease) Renew(ctx context.Context) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.released {
+		return fmt.Errorf("lease %s: renew after release: %w", l.key, ErrLeaseLost)
+	}
+	return l.swap(ctx, false)
+}
+
+// Release gives the lease up so that another holder can take it at once.
+// It writes a released record with compare-and-swap rather than deleting
+// the object, because an S3 delete cannot be made conditional: a delete
+// racing a takeover could remove the new holder's lease. Releasing a lease
+// that was taken over fails with ErrLeaseLost; releasing twice is a no-op.
+func (l *Lease) Release(ctx context.Context) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.released {
+		return nil
+	}
+	err := l.swap(ctx, true)
+	if err == nil || errors.Is(err, ErrLeaseLost) {
+		l.released = true
+	}
+	return err
+}
+
+// swap replaces the holder's record if it is still the one the holder
+// last wrote.
+func (l *Lease) swap(ctx context.Context, release bool) error {
+	for range 2 {
+		err := l.put(ctx, release, objstore.PutOptions{IfMatch: l.etag})
+		if err == nil {
+			return nil
+		}
+		if !objstore.IsPreconditionFailed(err) && !objstore.IsNotFound(err) {
+			return fmt.Errorf("lease %s: %w", l.key, err)
+		}
+		// The etag moved. If the record still carries our token, the
+		// mover was a write of ours that the store applied while
+		// reporting a failure (a timeout after the server committed it):
+		// adopt it and try again. Anything else means someone else holds
+		// the lease now.
+		rec, etag, rerr := readLease(ctx, l.store, l.key)
+		switch {
+		case rerr != nil:
+			return fmt.Errorf("lease %s of %q: %w: its record changed (%v)", l.key, l.holder, ErrLeaseLost, rerr)
+		case rec.Released:
+			return fmt.Errorf("lease %s of %q: %w: it was released by %q", l.key, l.holder, ErrLeaseLost, rec.Holder)
+		case rec.Token != l.token:
+			return fmt.Errorf("lease %s of %q: %w: it is now held by %q until %s", l.key, l.holder, ErrLeaseLost,
+				rec.Holder, rec.Expires.UTC().Format(time.RFC3339Nano))
+		}
+		l.etag = etag
+	}
+	return fmt.Errorf("lease %s of %q: %w: its record keeps changing", l.key, l.holder, ErrLeaseLost)
+}
+
+// put writes the holder's record. The caller holds l.mu.
+func (l *Lease) put(ctx context.Context, release bool, opts objstore.PutOptions) error {
+	now := l.now()
+	rec := leaseRecord{Holder: l.holder, Expires: now.Add(l.ttl), Token: l.token, Released: release}
+	if release {
+		rec.Expires = now
+	}
+	data, err := json.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	info, err := l.store.Put(ctx, l.key, bytes.NewReader(data), opts)
+	if err != nil {
+		return err
+	}
+	if info.ETag == "" {
+		// Without an etag the next compare-and-swap has nothing to
+		// compare against; reading it back with Head could return a
+		// rival's etag and let both believe they hold the lease.
+		return errors.New("the store returned no etag; leases need a store with conditional writes")
+	}
+	l.etag, l.expires = info.ETag, rec.Expires
+	return nil
+}
+
+// readLease reads a lease record and the etag it was read with.
+func readLease(ctx context.Context, store objstore.Store, key string) (leaseRecord, string, error) {
+	rc, info, err := store.Get(ctx, key, nil)
+	if err != nil {
+		return leaseRecord{}, "", err
+	}
+	defer rc.Close()
+	data, err := io.ReadAll(io.LimitReader(rc, maxLeaseBytes+1))
+	if err != nil {
+		return leaseRecord{}, "", fmt.Errorf("lease %s: %w", key, err)
+	}
+	if len(data) > maxLeaseBytes {
+		return leaseRecord{}, "", fmt.Errorf("lease %s is larger than %d bytes, so not a lease; %s", key, maxLeaseBytes, deleteHint)
+	}
+	var rec leaseRecord
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&rec); err != nil {
+		return leaseRecord{}, "", fmt.Errorf("lease %s is unreadable (%v); %s", key, err, deleteHint)
+	}
+	if rec.Token == "" || rec.Holder == "" || rec.Expires.IsZero() {
+		return leaseRecord{}, "", fmt.Errorf("lease %s lacks a holder, token or expiry; %s", key, deleteHint)
+	}
+	if info.ETag == "" {
+		return leaseRecord{}, "", fmt.Errorf("lease %s: the store returned no etag; leases need a store with conditional writes", key)
+	}
+	return rec, info.ETag, nil
+}
