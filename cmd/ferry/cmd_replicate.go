@@ -73,6 +73,9 @@ func (c *replicateCmd) Run(ctx context.Context, args []string) error {
 	if set["exec"] {
 		return fmt.Errorf("-exec: %w", errNotImplemented)
 	}
+	if len(cfg.DBs) > 0 {
+		return fmt.Errorf("replicating SQLite databases (dbs: in %s): %w", cfg.Source, errNotImplemented)
+	}
 	root, err := spoolRoot("", cfg.Spool)
 	if err != nil {
 		return err
