@@ -120,6 +120,10 @@ func permanent(err error) bool {
 	return errors.As(err, &se) && se.StatusCode >= 400 && !objstore.Transient(err)
 }
 
+// rememberSumFrom is the entry size from which the data's checksum is
+// written back into the entry once computed.
+const rememberSumFrom = 1 << 20
+
 type permanentError struct{ err error }
 
 func (e *permanentError) Error() string { return e.err.Error() }
@@ -145,8 +149,12 @@ func (u *Uploader) ship(ctx context.Context, e *spool.Entry) error {
 			return fmt.Errorf("hash spooled data: %w", err)
 		}
 		job.SHA256 = sum
-		if err := e.UpdatePayload(job); err != nil {
-			return err
+		// Recording the sum spares a retry the hashing pass. For a small
+		// file that pass costs less than the fsync that records it.
+		if e.Size() >= rememberSumFrom {
+			if err := e.UpdatePayload(job); err != nil {
+				return err
+			}
 		}
 	}
 	for len(job.Pending) > 0 {
@@ -155,8 +163,12 @@ func (u *Uploader) ship(ctx context.Context, e *spool.Entry) error {
 			return fmt.Errorf("ship %s to %s: %w", job.Key, url, err)
 		}
 		job.Pending = slices.Delete(job.Pending, 0, 1)
-		if err := e.UpdatePayload(job); err != nil {
-			return err
+		// With targets left, record this one's confirmation so a restart
+		// does not send it again; after the last, Done records everything.
+		if len(job.Pending) > 0 {
+			if err := e.UpdatePayload(job); err != nil {
+				return err
+			}
 		}
 	}
 	if u.o.Shipped != nil {

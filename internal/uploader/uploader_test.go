@@ -21,7 +21,14 @@ import (
 	"github.com/ferrydb/ferry/internal/uploader"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// The benchmarks talk to a real S3 server, whose idle keep-alive
+// connections outlive a run by design.
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),
+		goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
+		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"))
+}
 
 // countingStore counts Puts and can be told to fail them.
 type countingStore struct {
