@@ -1,0 +1,28 @@
+package snapshot
+
+import (
+	"github.com/klauspost/compress/zstd"
+)
+
+// maxStoredChunk bounds a stored chunk: zstd never grows 64 KiB by more
+// than a few dozen bytes, so anything longer is damage, and reading it
+// whole would let a hostile store hand a restore an endless body.
+const maxStoredChunk = ChunkSize + 4096
+
+func newEncoder(parallelism int) (*zstd.Encoder, error) {
+	return zstd.NewWriter(nil,
+		zstd.WithEncoderConcurrency(parallelism),
+		zstd.WithEncoderCRC(false), // the address already checks the content
+		zstd.WithEncoderLevel(zstd.SpeedDefault))
+}
+
+// newDecoder returns a decoder that refuses to produce more than one chunk
+// from a frame, whatever the frame claims.
+func newDecoder(parallelism int) (*zstd.Decoder, error) {
+	return zstd.NewReader(nil,
+		zstd.WithDecoderConcurrency(parallelism),
+		zstd.WithDecoderLowmem(true),
+		zstd.WithDecoderMaxWindow(ChunkSize),
+		zstd.WithDecoderMaxMemory(ChunkSize),
+		zstd.WithDecodeAllCapLimit(true))
+}

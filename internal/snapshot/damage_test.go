@@ -1,0 +1,198 @@
+package snapshot
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"testing"
+
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/ferrydb/ferry/internal/objstore"
+	"github.com/ferrydb/ferry/internal/objstore/memstore"
+)
+
+// smallSnapshot stores a 5-chunk snapshot with distinct chunks.
+func smallSnapshot(t *testing.T) (*memstore.Store, Manifest, []byte) {
+	t.Helper()
+	store := memstore.New()
+	img := make([]byte, 4*ChunkSize+1024)
+	rng := rand.New(rand.NewPCG(4, 4))
+	for i := range img {
+		img[i] = byte(rng.Uint32())
+	}
+	m, _, err := Write(context.Background(), store, bytes.NewReader(img), 1024, uint32(len(img)/1024), 5, t0, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return store, m, img
+}
+
+func zstdFrame(t *testing.T, data []byte) []byte {
+	t.Helper()
+	enc, err := zstd.NewWriter(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer enc.Close()
+	return enc.EncodeAll(data, nil)
+}
+
+// TestRestoreCorruptChunk damages one stored chunk in several ways: each
+// Restore must fail naming that chunk, and write nothing from it.
+func TestRestoreCorruptChunk(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		data func(t *testing.T, stored []byte) []byte
+	}{
+		{"bit flip", func(t *testing.T, b []byte) []byte { b = bytes.Clone(b); b[len(b)/2] ^= 4; return b }},
+		{"truncated", func(t *testing.T, b []byte) []byte { return b[:len(b)-10] }},
+		{"empty", func(t *testing.T, b []byte) []byte { return nil }},
+		{"other content", func(t *testing.T, b []byte) []byte { return zstdFrame(t, []byte("not this chunk")) }},
+		{"right length, other content", func(t *testing.T, b []byte) []byte { return zstdFrame(t, make([]byte, ChunkSize)) }},
+		{"bomb", func(t *testing.T, b []byte) []byte { return zstdFrame(t, make([]byte, 64<<20)) }},
+		{"endless body", func(t *testing.T, b []byte) []byte { return make([]byte, 1<<20) }},
+		{"not zstd", func(t *testing.T, b []byte) []byte { return bytes.Repeat([]byte("garbage"), 100) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			store, m, _ := smallSnapshot(t)
+			key := ChunkKey(m.Chunks[2])
+			rc, _, err := store.Get(context.Background(), key, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var stored bytes.Buffer
+			stored.ReadFrom(rc)
+			rc.Close()
+			store.Corrupt(key, tc.data(t, stored.Bytes()))
+
+			var dst memFile
+			err = Restore(context.Background(), store, m, &dst, 1)
+			var ce *ChunkError
+			if !errors.Is(err, objstore.ErrCorrupt) || !errors.As(err, &ce) || ce.Key != key || ce.Index != 2 {
+				t.Fatalf("Restore = %v, want a corrupt-chunk error for %s", err, key)
+			}
+			if !strings.Contains(err.Error(), key) || !strings.Contains(err.Error(), m.Key()) {
+				t.Fatalf("message %q does not name chunk %s and snapshot %s", err, key, m.Key())
+			}
+			if len(dst.buf) > 2*ChunkSize {
+				// Parallelism 1 goes in order: chunks 0 and 1 may be there,
+				// nothing from chunk 2 on.
+				t.Fatalf("restore wrote %d bytes", len(dst.buf))
+			}
+		})
+	}
+}
+
+func TestRestoreMissingChunk(t *testing.T) {
+	store, m, _ := smallSnapshot(t)
+	key := ChunkKey(m.Chunks[3])
+	if err := store.Delete(context.Background(), key); err != nil {
+		t.Fatal(err)
+	}
+	err := Restore(context.Background(), store, m, &memFile{}, 4)
+	var ce *ChunkError
+	if !errors.Is(err, objstore.ErrNotFound) || !errors.As(err, &ce) || ce.Key != key || !strings.Contains(err.Error(), key) {
+		t.Fatalf("Restore = %v, want not-found naming %s", err, key)
+	}
+	err = Check(context.Background(), store, m, 4)
+	if !errors.Is(err, objstore.ErrNotFound) || !errors.As(err, &ce) || ce.Key != key {
+		t.Fatalf("Check = %v, want not-found naming %s", err, key)
+	}
+}
+
+// TestManifestNamingAbsentChunk stores a well-formed manifest that names a
+// chunk the store never had: Load accepts it (it is well-formed), Check
+// and Restore refuse it, naming the chunk.
+func TestManifestNamingAbsentChunk(t *testing.T) {
+	store, m, _ := smallSnapshot(t)
+	ctx := context.Background()
+	bad := m
+	bad.TXID = 6
+	bad.Chunks = append([]Address(nil), m.Chunks...)
+	bad.Chunks[1] = SHA256{}.Address([]byte("a chunk nobody stored"))
+	bad.DBHash = DBHash(bad.PageSize, bad.PageCount, bad.Chunks)
+	data, err := bad.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.Put(ctx, bad.Key(), bytes.NewReader(data), objstore.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	loaded, err := Load(ctx, store, 6)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := ChunkKey(bad.Chunks[1])
+	for name, err := range map[string]error{
+		"Check":   Check(ctx, store, loaded, 2),
+		"Restore": Restore(ctx, store, loaded, &memFile{}, 2),
+	} {
+		if !errors.Is(err, objstore.ErrNotFound) || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s = %v, want not-found naming %s", name, err, want)
+		}
+	}
+}
+
+// TestManifestWrittenLast fails the upload of one chunk: Write must fail
+// and leave no manifest behind, so no reader can see the snapshot.
+func TestManifestWrittenLast(t *testing.T) {
+	img := randomImage(rand.New(rand.NewPCG(5, 5)), 20*ChunkSize)
+	for _, failAt := range []int64{1, 7, 20} {
+		t.Run(fmt.Sprint(failAt), func(t *testing.T) {
+			store := &countingStore{Store: memstore.New()}
+			boom := errors.New("store is down")
+			store.failPut = func(key string) error {
+				if strings.HasPrefix(key, "chunks/") && store.chunkPuts.Load() == failAt {
+					return &objstore.Error{Op: "put", Key: key, StatusCode: 503, Err: boom}
+				}
+				return nil
+			}
+			_, _, err := Write(context.Background(), store, bytes.NewReader(img), 4096, uint32(len(img)/4096), 8, t0, Options{Parallelism: 3})
+			if !errors.Is(err, boom) {
+				t.Fatalf("Write = %v", err)
+			}
+			var ce *ChunkError
+			if !errors.As(err, &ce) || !strings.HasPrefix(ce.Key, "chunks/") {
+				t.Fatalf("error %v does not name the chunk", err)
+			}
+			for obj, err := range store.List(context.Background(), "snapshots/") {
+				t.Fatalf("found %s (%v) after a failed snapshot", obj.Key, err)
+			}
+		})
+	}
+}
+
+func TestWriteShortDatabase(t *testing.T) {
+	img := make([]byte, 10*4096)
+	store := memstore.New()
+	_, _, err := Write(context.Background(), store, bytes.NewReader(img), 4096, 11, 1, t0, Options{})
+	if err == nil || !strings.Contains(err.Error(), "shorter than its page count") {
+		t.Fatalf("Write = %v", err)
+	}
+	for obj := range store.List(context.Background(), "snapshots/") {
+		t.Fatalf("found %s after a failed snapshot", obj.Key)
+	}
+}
+
+// TestWriteRetryFindsOwnManifest repeats a Write whose manifest is already
+// stored, as a retry after a lost response would: identical bytes are
+// success, different ones are refused.
+func TestWriteRetryFindsOwnManifest(t *testing.T) {
+	img := randomImage(rand.New(rand.NewPCG(6, 6)), 3*ChunkSize)
+	store := memstore.New()
+	ctx := context.Background()
+	for range 2 {
+		if _, _, err := Write(ctx, store, bytes.NewReader(img), 4096, 48, 3, t0, Options{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	img[0] ^= 1
+	_, _, err := Write(ctx, store, bytes.NewReader(img), 4096, 48, 3, t0, Options{})
+	if !objstore.IsPreconditionFailed(err) {
+		t.Fatalf("Write over a different manifest = %v", err)
+	}
+}

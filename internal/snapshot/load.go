@@ -1,0 +1,109 @@
+package snapshot
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/ferrydb/ferry/internal/objstore"
+)
+
+// ManifestInfo is what List says about one snapshot.
+type ManifestInfo struct {
+	Key       string
+	TXID      uint64
+	Time      time.Time
+	PageSize  int
+	PageCount uint32
+	Size      int64 // database bytes
+	// Err is set when the manifest's header cannot be read or fails its
+	// checks; only Key and TXID are then filled in. One damaged manifest
+	// does not hide the others.
+	Err error
+}
+
+// List returns every snapshot in the store, oldest txid first, from each
+// manifest's checksummed header (one ranged read per manifest). Objects
+// under snapshots/ whose keys are not manifest keys are skipped.
+func List(ctx context.Context, store objstore.Store) ([]ManifestInfo, error) {
+	var out []ManifestInfo
+	for obj, err := range store.List(ctx, "snapshots/") {
+		if err != nil {
+			return nil, fmt.Errorf("list snapshots: %w", err)
+		}
+		txid, err := ParseManifestKey(obj.Key)
+		if err != nil {
+			continue
+		}
+		mi := ManifestInfo{Key: obj.Key, TXID: txid}
+		m, err := readHeader(ctx, store, obj.Key)
+		if err == nil && m.TXID != txid {
+			err = &ManifestError{Key: obj.Key, Reason: fmt.Sprintf("names txid %d, its key txid %d", m.TXID, txid)}
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, fmt.Errorf("list snapshots: %w", err)
+			}
+			mi.Err = err
+		} else {
+			mi.Time, mi.PageSize, mi.PageCount, mi.Size = m.Time, m.PageSize, m.PageCount, m.Size()
+		}
+		out = append(out, mi)
+	}
+	return out, nil
+}
+
+func readHeader(ctx context.Context, store objstore.Store, key string) (Manifest, error) {
+	rc, _, err := store.Get(ctx, key, &objstore.Range{Offset: 0, Length: manifestHeaderSize})
+	if err != nil {
+		return Manifest{}, fmt.Errorf("read snapshot manifest: %w", err)
+	}
+	defer rc.Close()
+	var b [manifestHeaderSize]byte
+	n, err := io.ReadFull(rc, b[:])
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && err != io.EOF {
+		return Manifest{}, fmt.Errorf("read snapshot manifest %s: %w", key, err)
+	}
+	m, _, err := parseManifestHeader(b[:n], key)
+	return m, err
+}
+
+// Load reads, checks and returns the manifest of the snapshot at txid.
+func Load(ctx context.Context, store objstore.Store, txid uint64) (Manifest, error) {
+	key := ManifestKey(txid)
+	data, err := readManifest(ctx, store, key)
+	if err != nil {
+		return Manifest{}, err
+	}
+	m, err := parseManifest(data, key)
+	if err != nil {
+		return Manifest{}, err
+	}
+	if m.TXID != txid {
+		return Manifest{}, &ManifestError{Key: key, Reason: fmt.Sprintf("names txid %d, its key txid %d", m.TXID, txid)}
+	}
+	return m, nil
+}
+
+// readManifest reads a whole manifest object, refusing one larger than
+// MaxManifestSize before and while reading it.
+func readManifest(ctx context.Context, store objstore.Store, key string) ([]byte, error) {
+	rc, info, err := store.Get(ctx, key, nil)
+	if err != nil {
+		return nil, fmt.Errorf("load snapshot manifest %s: %w", key, err)
+	}
+	defer rc.Close()
+	if info.Size > MaxManifestSize {
+		return nil, &ManifestError{Key: key, Reason: fmt.Sprintf("%d bytes, more than the %d a manifest may have", info.Size, MaxManifestSize)}
+	}
+	data, err := io.ReadAll(io.LimitReader(rc, MaxManifestSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("load snapshot manifest %s: %w", key, err)
+	}
+	if len(data) > MaxManifestSize {
+		return nil, &ManifestError{Key: key, Reason: fmt.Sprintf("more than the %d bytes a manifest may have", MaxManifestSize)}
+	}
+	return data, nil
+}

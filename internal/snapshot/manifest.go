@@ -1,0 +1,230 @@
+package snapshot
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Version is the manifest format version this build writes and reads.
+const Version = 1
+
+// MaxManifestSize bounds the manifest a reader accepts, and so the
+// database a snapshot can hold (about 128 GiB): a hostile or damaged store
+// must not be able to make a restore allocate without limit.
+const MaxManifestSize = 64 << 20
+
+const (
+	manifestHeaderSize = 96
+	manifestSumSize    = 32
+	encodingZstd       = 1
+	minPageSize        = 512
+	maxPageSize        = 65536
+	maxChunks          = (MaxManifestSize - manifestHeaderSize - manifestSumSize) / len(Address{})
+)
+
+var (
+	manifestMagic = [8]byte{'F', 'E', 'R', 'R', 'Y', 'S', 'N', 'P'}
+	castagnoli    = crc32.MakeTable(crc32.Castagnoli)
+)
+
+// Manifest describes one snapshot: the database image at TXID.
+type Manifest struct {
+	TXID      uint64
+	Time      time.Time // commit time of TXID, UTC
+	PageSize  int
+	PageCount uint32
+	Scheme    Scheme
+	Chunks    []Address // in image order
+	DBHash    [32]byte
+}
+
+// Size returns the database image's length in bytes.
+func (m *Manifest) Size() int64 { return int64(m.PageSize) * int64(m.PageCount) }
+
+// ChunkLen returns the length of chunk i.
+func (m *Manifest) ChunkLen(i int) int { return chunkLen(m.Size(), i) }
+
+// Key returns the manifest's object key.
+func (m *Manifest) Key() string { return ManifestKey(m.TXID) }
+
+// ManifestKey returns the object key of the manifest of the snapshot at
+// txid.
+func ManifestKey(txid uint64) string { return fmt.Sprintf("snapshots/%016x.manifest", txid) }
+
+// ParseManifestKey returns the txid a manifest key names. It accepts
+// exactly what ManifestKey produces.
+func ParseManifestKey(key string) (uint64, error) {
+	name, ok := strings.CutPrefix(key, "snapshots/")
+	if ok {
+		name, ok = strings.CutSuffix(name, ".manifest")
+	}
+	if !ok || len(name) != 16 {
+		return 0, fmt.Errorf("%q is not a manifest key (snapshots/<16 hex>.manifest)", key)
+	}
+	for i := 0; i < len(name); i++ {
+		if c := name[i]; !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return 0, fmt.Errorf("%q is not a manifest key: %q is not lower-case hex", key, name)
+		}
+	}
+	txid, err := strconv.ParseUint(name, 16, 64)
+	if err == nil && txid == 0 {
+		err = errors.New("txid 0")
+	}
+	if err != nil {
+		return 0, fmt.Errorf("%q is not a manifest key: %w", key, err)
+	}
+	return txid, nil
+}
+
+// validShape checks what a manifest header alone says.
+func validShape(pageSize int, pageCount uint32, txid uint64, nanos int64) error {
+	switch {
+	case pageSize < minPageSize || pageSize > maxPageSize || pageSize&(pageSize-1) != 0:
+		return fmt.Errorf("page size %d is not a power of two from %d to %d", pageSize, minPageSize, maxPageSize)
+	case pageCount == 0:
+		return errors.New("page count is 0")
+	case ChunkCount(int64(pageSize)*int64(pageCount)) > maxChunks:
+		return fmt.Errorf("%d pages of %d bytes need more chunks than a manifest may name (%d)", pageCount, pageSize, maxChunks)
+	case txid == 0:
+		return errors.New("txid is 0")
+	case nanos < 0:
+		return fmt.Errorf("time %d is before 1970", nanos)
+	}
+	return nil
+}
+
+// Validate reports whether m is a manifest that could be written and
+// restored.
+func (m *Manifest) Validate() error {
+	if m.Time.Before(time.Unix(0, 0)) || m.Time.After(time.Unix(0, 1<<63-1)) {
+		return fmt.Errorf("time %s cannot be stored", m.Time)
+	}
+	if err := validShape(m.PageSize, m.PageCount, m.TXID, m.Time.UnixNano()); err != nil {
+		return err
+	}
+	if _, err := addresserFor(m.Scheme); err != nil {
+		return err
+	}
+	if want := ChunkCount(m.Size()); len(m.Chunks) != want {
+		return fmt.Errorf("%d chunk addresses for %d chunks", len(m.Chunks), want)
+	}
+	if DBHash(m.PageSize, m.PageCount, m.Chunks) != m.DBHash {
+		return errors.New("database hash does not match the chunk addresses")
+	}
+	return nil
+}
+
+// MarshalBinary encodes m in the manifest format.
+func (m *Manifest) MarshalBinary() ([]byte, error) {
+	if err := m.Validate(); err != nil {
+		return nil, fmt.Errorf("encode manifest %s: %w", m.Key(), err)
+	}
+	b := make([]byte, manifestHeaderSize, manifestHeaderSize+len(m.Chunks)*len(Address{})+manifestSumSize)
+	le := binary.LittleEndian
+	copy(b[0:8], manifestMagic[:])
+	le.PutUint16(b[8:], Version)
+	b[10] = byte(m.Scheme)
+	b[11] = encodingZstd
+	le.PutUint32(b[12:], uint32(m.PageSize))
+	le.PutUint32(b[16:], m.PageCount)
+	le.PutUint32(b[20:], ChunkSize)
+	le.PutUint32(b[24:], uint32(len(m.Chunks)))
+	le.PutUint64(b[32:], m.TXID)
+	le.PutUint64(b[40:], uint64(m.Time.UnixNano()))
+	le.PutUint64(b[48:], uint64(m.Size()))
+	copy(b[56:88], m.DBHash[:])
+	le.PutUint32(b[88:], crc32.Checksum(b[:88], castagnoli))
+	for i := range m.Chunks {
+		b = append(b, m.Chunks[i][:]...)
+	}
+	sum := sha256.Sum256(b)
+	return append(b, sum[:]...), nil
+}
+
+// ParseManifest decodes and checks a manifest. It accepts exactly what
+// MarshalBinary produces.
+func ParseManifest(data []byte) (Manifest, error) { return parseManifest(data, "") }
+
+func parseManifest(data []byte, key string) (Manifest, error) {
+	m, n, err := parseManifestHeader(data, key)
+	if err != nil {
+		return Manifest{}, err
+	}
+	corrupt := func(format string, args ...any) error {
+		return &ManifestError{Key: key, Reason: fmt.Sprintf(format, args...)}
+	}
+	if want := manifestHeaderSize + n*len(Address{}) + manifestSumSize; len(data) != want {
+		return Manifest{}, corrupt("%d bytes, %d chunks make it %d", len(data), n, want)
+	}
+	body := data[:len(data)-manifestSumSize]
+	if sha256.Sum256(body) != [32]byte(data[len(body):]) {
+		return Manifest{}, corrupt("checksum does not match its content")
+	}
+	m.Chunks = make([]Address, n)
+	for i := range m.Chunks {
+		m.Chunks[i] = Address(body[manifestHeaderSize+i*len(Address{}):])
+	}
+	if DBHash(m.PageSize, m.PageCount, m.Chunks) != m.DBHash {
+		return Manifest{}, corrupt("database hash does not match the chunk addresses")
+	}
+	return m, nil
+}
+
+// parseManifestHeader checks a manifest's first 96 bytes and returns what
+// they say, with no chunks, and the chunk count. Magic and version come
+// before the checksum: a later version may lay the rest out differently.
+func parseManifestHeader(data []byte, key string) (Manifest, int, error) {
+	corrupt := func(format string, args ...any) error {
+		return &ManifestError{Key: key, Reason: fmt.Sprintf(format, args...)}
+	}
+	if len(data) < manifestHeaderSize {
+		return Manifest{}, 0, corrupt("truncated: %d bytes, shorter than the %d-byte header", len(data), manifestHeaderSize)
+	}
+	le := binary.LittleEndian
+	if [8]byte(data[0:8]) != manifestMagic {
+		return Manifest{}, 0, corrupt("not a ferry manifest: magic %q", data[0:8])
+	}
+	if v := le.Uint16(data[8:]); v != Version {
+		return Manifest{}, 0, fmt.Errorf("snapshot manifest %s: %w version %d (this ferry reads version %d; a newer ferry wrote it, or it is damaged)",
+			key, ErrVersion, v, Version)
+	}
+	if got, want := crc32.Checksum(data[:88], castagnoli), le.Uint32(data[88:]); got != want {
+		return Manifest{}, 0, corrupt("header checksum %08x, header says %08x", got, want)
+	}
+	if _, err := addresserFor(Scheme(data[10])); err != nil {
+		return Manifest{}, 0, fmt.Errorf("snapshot manifest %s: %w", key, err)
+	}
+	if data[11] != encodingZstd {
+		return Manifest{}, 0, fmt.Errorf("snapshot manifest %s: %w: chunk encoding %d", key, ErrVersion, data[11])
+	}
+	m := Manifest{
+		Scheme:    Scheme(data[10]),
+		PageSize:  int(le.Uint32(data[12:])),
+		PageCount: le.Uint32(data[16:]),
+		TXID:      le.Uint64(data[32:]),
+		DBHash:    [32]byte(data[56:88]),
+	}
+	nanos := int64(le.Uint64(data[40:]))
+	if err := validShape(m.PageSize, m.PageCount, m.TXID, nanos); err != nil {
+		return Manifest{}, 0, corrupt("%v", err)
+	}
+	m.Time = time.Unix(0, nanos).UTC()
+	n := int(le.Uint32(data[24:]))
+	switch {
+	case le.Uint32(data[20:]) != ChunkSize:
+		return Manifest{}, 0, corrupt("chunk size %d, not %d", le.Uint32(data[20:]), ChunkSize)
+	case n != ChunkCount(m.Size()):
+		return Manifest{}, 0, corrupt("%d chunks for %d bytes of database", n, m.Size())
+	case le.Uint64(data[48:]) != uint64(m.Size()):
+		return Manifest{}, 0, corrupt("database size %d bytes, %d pages of %d make %d", le.Uint64(data[48:]), m.PageCount, m.PageSize, m.Size())
+	case le.Uint32(data[28:]) != 0 || le.Uint32(data[92:]) != 0:
+		return Manifest{}, 0, corrupt("reserved header fields are not 0")
+	}
+	return m, n, nil
+}
