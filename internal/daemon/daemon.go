@@ -35,6 +35,9 @@ type Options struct {
 	Registry *prometheus.Registry
 	// Target tunes the object-store wrappers (tests shorten the retries).
 	Target target.Options
+	// SpoolBackoff spaces the retries of an entry whose upload failed;
+	// zero means the spool's default (1s doubling to 5m).
+	SpoolBackoff spool.Backoff
 	// Ready, when set, is called once everything has started, with the
 	// address the HTTP server listens on ("" without one).
 	Ready func(addr string)
@@ -70,7 +73,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 		return err
 	}
 
-	sp, err := spool.Open(o.FilesSpool, spool.Options{})
+	sp, err := spool.Open(o.FilesSpool, spool.Options{Backoff: o.SpoolBackoff})
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,289 @@
+package wal
+
+import (
+	"cmp"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+)
+
+var (
+	// ErrCorrupt means the log holds a frame that passes every check SQLite
+	// makes yet cannot have been written by SQLite.
+	ErrCorrupt = errors.New("wal: corrupt log")
+	// ErrChanged means a frame read by ReadPage is no longer the frame the
+	// scan verified. The transaction must be read again from its Start.
+	ErrChanged = errors.New("wal: frame changed since it was scanned")
+)
+
+// PageRef locates the latest copy of one page within a transaction. It
+// carries the checksums the scan verified, so that [Reader.ReadPage] can
+// prove the bytes it returns are the ones that were verified.
+type PageRef struct {
+	// Pgno is the database page number, from 1.
+	Pgno uint32
+	// Offset is the byte offset in the log of the frame holding the page;
+	// the page bytes start FrameHeaderSize bytes later.
+	Offset int64
+
+	seed1, seed2 uint32 // running checksum before this frame
+	sum1, sum2   uint32 // running checksum after it, as stored in the frame
+}
+
+// Txn is one committed transaction.
+type Txn struct {
+	// Start is the position of the transaction's first frame, and End the
+	// position after its commit frame, from which reading continues.
+	Start, End Position
+	// Commit is the database size in pages after the transaction.
+	Commit uint32
+	// Frames is the number of frames the transaction wrote, counting
+	// pages written more than once.
+	Frames int
+	// Pages holds one reference per page the transaction left in the
+	// database, sorted by page number: the latest frame for each page.
+	// Pages beyond Commit are left out: the commit truncates the database
+	// below them, so they are not part of the committed state.
+	Pages []PageRef
+}
+
+// Reader yields the committed transactions of one log generation, in order.
+// Next is not safe for concurrent use; ReadPage is (see there).
+type Reader struct {
+	f io.ReaderAt
+
+	// Fixed for the life of the Reader, so ReadPage may run concurrently
+	// with Next.
+	bigEndian    bool
+	pageSize     int
+	salt1, salt2 uint32
+	lockPage     uint32
+
+	pos   Position // advanced by Next
+	frame []byte   // Next's scratch buffer
+}
+
+// NewReader returns a Reader positioned at the first frame of the log
+// generation that hdr, as returned by ReadHeader, describes.
+func NewReader(f io.ReaderAt, hdr Header) *Reader {
+	return newReader(f, hdr.BigEndian, hdr.Start())
+}
+
+// Resume returns a Reader that continues from pos, a position earlier
+// returned by this package for the same log file. It returns a
+// [*BreakError] when the log no longer continues from pos; other errors are
+// I/O errors.
+func Resume(f io.ReaderAt, pos Position) (*Reader, error) {
+	r := newReader(f, false, pos)
+	hdr, err := r.check()
+	if err != nil {
+		return nil, err
+	}
+	r.bigEndian = hdr.BigEndian
+	return r, nil
+}
+
+func newReader(f io.ReaderAt, bigEndian bool, pos Position) *Reader {
+	r := &Reader{f: f, bigEndian: bigEndian, pageSize: pos.PageSize, salt1: pos.Salt1, salt2: pos.Salt2, pos: pos}
+	if pos.valid() {
+		r.lockPage = LockPage(pos.PageSize)
+		r.frame = make([]byte, pos.FrameSize())
+	}
+	return r
+}
+
+// Position returns where the committed prefix read so far ends: the End of
+// the last transaction Next returned, or where the Reader started. After
+// Next returns io.EOF it is the end of the log's committed prefix.
+func (r *Reader) Position() Position { return r.pos }
+
+// Next returns the next committed transaction. It returns io.EOF when the
+// log holds no further complete committed transaction; calling Next again
+// later picks up transactions committed since. It returns a [*BreakError]
+// when the log no longer continues from Position, and wraps ErrCorrupt
+// when a verified frame cannot have come from SQLite.
+//
+// Next checks the header and the frame before Position on every call, then
+// verifies each frame it reads. It rereads the frames of a transaction that
+// is still being written on every call until that transaction commits.
+func (r *Reader) Next() (Txn, error) {
+	hdr, err := r.check()
+	if err != nil {
+		return Txn{}, err
+	}
+	if hdr.BigEndian != r.bigEndian {
+		// Same salts, other byte order: not a log SQLite continued.
+		return Txn{}, &BreakError{Reason: BreakHeader, Pos: r.pos, Header: hdr,
+			Err: errors.New("checksum byte order changed")}
+	}
+	return r.scan()
+}
+
+// check verifies that the log still continues from r.pos and returns its
+// header.
+func (r *Reader) check() (Header, error) {
+	pos := r.pos
+	if !pos.valid() {
+		return Header{}, &BreakError{Reason: BreakPosition, Pos: pos}
+	}
+	hdr, err := ReadHeader(r.f)
+	switch {
+	case errors.Is(err, ErrNoHeader):
+		return Header{}, &BreakError{Reason: BreakTruncated, Pos: pos, Err: err}
+	case errors.Is(err, ErrBadHeader):
+		return Header{}, &BreakError{Reason: BreakHeader, Pos: pos, Err: err}
+	case err != nil:
+		return Header{}, err
+	}
+	if reason := compareHeader(hdr, pos); reason != 0 {
+		return Header{}, &BreakError{Reason: reason, Pos: pos, Header: hdr}
+	}
+	if pos.Offset == HeaderSize {
+		if hdr.Sum1 != pos.Sum1 || hdr.Sum2 != pos.Sum2 {
+			return Header{}, &BreakError{Reason: BreakOverwritten, Pos: pos, Header: hdr}
+		}
+		return hdr, nil
+	}
+
+	// The header matching is not enough: a copy of the log taken from
+	// another machine, or an older backup restored over the database, can
+	// carry the same salts with different frames, and a log cut short keeps
+	// its header. The frame that ends at pos must still be there and still
+	// carry the checksum we hold. Committed frames never change within one
+	// generation, so a different checksum means a different log.
+	var last [FrameHeaderSize]byte
+	if err := readFull(r.f, last[:], pos.Offset-pos.FrameSize()); err != nil {
+		return Header{}, r.tailError(hdr, err)
+	}
+	var one [1]byte
+	if err := readFull(r.f, one[:], pos.Offset-1); err != nil {
+		return Header{}, r.tailError(hdr, err)
+	}
+	be := binary.BigEndian
+	if be.Uint32(last[8:12]) != pos.Salt1 || be.Uint32(last[12:16]) != pos.Salt2 ||
+		be.Uint32(last[16:20]) != pos.Sum1 || be.Uint32(last[20:24]) != pos.Sum2 {
+		return Header{}, &BreakError{Reason: BreakOverwritten, Pos: pos, Header: hdr}
+	}
+	return hdr, nil
+}
+
+func (r *Reader) tailError(hdr Header, err error) error {
+	if errors.Is(err, io.EOF) {
+		return &BreakError{Reason: BreakTruncated, Pos: r.pos, Header: hdr}
+	}
+	return fmt.Errorf("wal: read frame before %v: %w", r.pos, err)
+}
+
+// scan reads frames from r.pos up to and including the next commit frame.
+func (r *Reader) scan() (Txn, error) {
+	be := binary.BigEndian
+	start := r.pos
+	off := start.Offset
+	s1, s2 := start.Sum1, start.Sum2
+	var refs []PageRef
+	for {
+		err := readFull(r.f, r.frame, off)
+		if errors.Is(err, io.EOF) {
+			return Txn{}, io.EOF
+		}
+		if err != nil {
+			return Txn{}, fmt.Errorf("wal: read frame at offset %d: %w", off, err)
+		}
+		h := r.frame[:FrameHeaderSize]
+		pgno := be.Uint32(h[0:4])
+		if be.Uint32(h[8:12]) != start.Salt1 || be.Uint32(h[12:16]) != start.Salt2 || pgno == 0 {
+			return Txn{}, io.EOF
+		}
+		c1, c2 := checksum(r.bigEndian, s1, s2, h[:8])
+		c1, c2 = checksum(r.bigEndian, c1, c2, r.frame[FrameHeaderSize:])
+		if c1 != be.Uint32(h[16:20]) || c2 != be.Uint32(h[20:24]) {
+			return Txn{}, io.EOF
+		}
+		if pgno == r.lockPage {
+			return Txn{}, fmt.Errorf("wal: frame at offset %d writes page %d, the lock page, which SQLite never writes: %w", off, pgno, ErrCorrupt)
+		}
+		refs = append(refs, PageRef{Pgno: pgno, Offset: off, seed1: s1, seed2: s2, sum1: c1, sum2: c2})
+		s1, s2 = c1, c2
+		off += int64(len(r.frame))
+		commit := be.Uint32(h[4:8])
+		if commit == 0 {
+			continue
+		}
+		end := start
+		end.Offset, end.Sum1, end.Sum2 = off, s1, s2
+		r.pos = end
+		return Txn{Start: start, End: end, Commit: commit, Frames: len(refs), Pages: latest(refs, commit)}, nil
+	}
+}
+
+// latest keeps, for each page number up to commit, the last frame that
+// wrote it. refs must be in log order. It reuses refs' storage.
+func latest(refs []PageRef, commit uint32) []PageRef {
+	// A stable sort keeps frames of one page in log order, so the last of
+	// each run is the latest.
+	slices.SortStableFunc(refs, func(a, b PageRef) int { return cmp.Compare(a.Pgno, b.Pgno) })
+	out := refs[:0]
+	for i, ref := range refs {
+		if ref.Pgno > commit {
+			break
+		}
+		if i+1 < len(refs) && refs[i+1].Pgno == ref.Pgno {
+			continue
+		}
+		out = append(out, ref)
+	}
+	return slices.Clip(out)
+}
+
+// ReadPage reads the page ref points to into p, which must be exactly one
+// page long. It checks the frame again against the checksums the scan
+// verified and returns an error wrapping ErrChanged if they differ: SQLite
+// may have reused that part of the log since (after a checkpoint, if nothing
+// held it back), or, rarely, the scan saw a transaction while SQLite was
+// still rewriting its checksums. Either way the bytes are not returned as
+// valid; read the transaction again from its Start (with Resume), which
+// reports a break if the log moved on.
+//
+// ReadPage may be called concurrently with itself and with Next if the
+// underlying io.ReaderAt allows concurrent reads (an *os.File does).
+func (r *Reader) ReadPage(ref PageRef, p []byte) error {
+	if len(p) != r.pageSize {
+		return fmt.Errorf("wal: read page %d: buffer is %d bytes, page size is %d", ref.Pgno, len(p), r.pageSize)
+	}
+	var h [FrameHeaderSize]byte
+	err := readFull(r.f, h[:], ref.Offset)
+	if err == nil {
+		err = readFull(r.f, p, ref.Offset+FrameHeaderSize)
+	}
+	if errors.Is(err, io.EOF) {
+		return fmt.Errorf("wal: read page %d at offset %d: log is shorter: %w", ref.Pgno, ref.Offset, ErrChanged)
+	}
+	if err != nil {
+		return fmt.Errorf("wal: read page %d at offset %d: %w", ref.Pgno, ref.Offset, err)
+	}
+	be := binary.BigEndian
+	c1, c2 := checksum(r.bigEndian, ref.seed1, ref.seed2, h[:8])
+	c1, c2 = checksum(r.bigEndian, c1, c2, p)
+	if be.Uint32(h[0:4]) != ref.Pgno ||
+		be.Uint32(h[8:12]) != r.salt1 || be.Uint32(h[12:16]) != r.salt2 ||
+		be.Uint32(h[16:20]) != ref.sum1 || be.Uint32(h[20:24]) != ref.sum2 ||
+		c1 != ref.sum1 || c2 != ref.sum2 {
+		return fmt.Errorf("wal: read page %d at offset %d: %w", ref.Pgno, ref.Offset, ErrChanged)
+	}
+	return nil
+}
+
+// readFull reads exactly len(b) bytes at off. It returns io.EOF when the
+// file ends first, whatever the io.ReaderAt reported for the short read.
+func readFull(f io.ReaderAt, b []byte, off int64) error {
+	n, err := f.ReadAt(b, off)
+	if n == len(b) {
+		return nil
+	}
+	if err == nil || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return io.EOF
+	}
+	return err
+}
