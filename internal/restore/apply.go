@@ -1,0 +1,246 @@
+package restore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	_ "modernc.org/sqlite" // the SQLite that checks every restored database
+
+	"github.com/ferrydb/ferry/internal/objstore"
+	"github.com/ferrydb/ferry/internal/segment"
+	"github.com/ferrydb/ferry/internal/snapshot"
+)
+
+// Options tune a restore.
+type Options struct {
+	// Parallelism is how many chunks are fetched at once; zero means 8.
+	Parallelism int
+	// Before, when set, ends the restore at the last transaction committed
+	// at or before it, however far the plan reaches.
+	Before time.Time
+	// Progress, when set, is told of each segment applied.
+	Progress func(applied, total int)
+}
+
+// Result describes the database a restore wrote.
+type Result struct {
+	TXID     uint64    `json:"txid"`
+	Time     time.Time `json:"time"`
+	PageSize int       `json:"page_size"`
+	Pages    uint32    `json:"pages"`
+}
+
+// ToFile carries out plan into the file out, which must not exist. The
+// database is built in a temporary file beside out, checked with SQLite's
+// PRAGMA integrity_check, fsynced, and only then renamed to out: out either
+// does not exist or holds a complete, checked database.
+func ToFile(ctx context.Context, store objstore.Store, plan Plan, out string, o Options) (Result, error) {
+	if o.Parallelism <= 0 {
+		o.Parallelism = 8
+	}
+	m, err := snapshot.Load(ctx, store, plan.Snapshot.TXID)
+	if err != nil {
+		return Result{}, err
+	}
+	if !o.Before.IsZero() && m.Time.After(o.Before) {
+		return Result{}, fmt.Errorf("snapshot %s was taken at %s, after %s", m.Key(), m.Time.Format(time.RFC3339Nano), o.Before.Format(time.RFC3339Nano))
+	}
+	dir := filepath.Dir(out)
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(out)+".ferry-restore-*")
+	if err != nil {
+		return Result{}, fmt.Errorf("create temporary file beside %s: %w", out, err)
+	}
+	committed := false
+	defer func() {
+		tmp.Close()
+		if !committed {
+			removeDB(tmp.Name())
+		}
+	}()
+	if err := snapshot.Restore(ctx, store, m, tmp, o.Parallelism); err != nil {
+		return Result{}, err
+	}
+	st := &state{f: tmp, res: Result{TXID: m.TXID, Time: m.Time, PageSize: m.PageSize, Pages: m.PageCount}, target: plan.TXID, before: o.Before}
+	for i, ref := range plan.Segments {
+		done, err := st.applySegment(ctx, store, ref, dir)
+		if err != nil {
+			return Result{}, err
+		}
+		if o.Progress != nil {
+			o.Progress(i+1, len(plan.Segments))
+		}
+		if done {
+			break
+		}
+	}
+	if o.Before.IsZero() && st.res.TXID != plan.TXID {
+		return Result{}, fmt.Errorf("segments end at txid %d, short of txid %d", st.res.TXID, plan.TXID)
+	}
+	if err := tmp.Sync(); err != nil {
+		return Result{}, fmt.Errorf("fsync %s: %w", tmp.Name(), err)
+	}
+	if err := tmp.Close(); err != nil {
+		return Result{}, err
+	}
+	if err := IntegrityCheck(ctx, tmp.Name()); err != nil {
+		return Result{}, fmt.Errorf("restored database at txid %d fails SQLite's check, so it was not written to %s: %w", st.res.TXID, out, err)
+	}
+	if _, err := os.Lstat(out); err == nil {
+		return Result{}, fmt.Errorf("%s appeared while restoring; not replaced", out)
+	}
+	if err := os.Rename(tmp.Name(), out); err != nil {
+		return Result{}, fmt.Errorf("rename into %s: %w", out, err)
+	}
+	committed = true
+	if err := syncDir(dir); err != nil {
+		return Result{}, err
+	}
+	return st.res, nil
+}
+
+// state is the database being rebuilt and how far it has come.
+type state struct {
+	f      *os.File
+	res    Result
+	target uint64
+	before time.Time
+}
+
+// applySegment downloads one segment into a private temporary file,
+// verifies all of it, then applies its transactions after the current one,
+// stopping at the target. It reports whether the target was reached.
+func (st *state) applySegment(ctx context.Context, store objstore.Store, ref SegmentRef, dir string) (bool, error) {
+	f, err := os.CreateTemp(dir, ".ferry-segment-*")
+	if err != nil {
+		return false, err
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	rc, _, err := store.Get(ctx, ref.Key, nil)
+	if err != nil {
+		return false, fmt.Errorf("fetch segment: %w", err)
+	}
+	_, err = io.Copy(f, rc)
+	rc.Close()
+	if err != nil {
+		return false, fmt.Errorf("fetch segment %s: %w", ref.Key, err)
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return false, err
+	}
+	r, _, err := segment.Open(f, segment.Options{Key: ref.Key})
+	if err != nil {
+		return false, err
+	}
+	defer r.Close()
+	if ps := r.Header().PageSize; ps != st.res.PageSize {
+		return false, fmt.Errorf("segment %s has %d-byte pages where the database has %d: the chain is broken", ref.Key, ps, st.res.PageSize)
+	}
+	for {
+		txn, err := r.Next()
+		if err == io.EOF {
+			return false, nil
+		}
+		if err != nil {
+			return false, err
+		}
+		if txn.TXID <= st.res.TXID {
+			continue
+		}
+		if txn.TXID != st.res.TXID+1 {
+			return false, fmt.Errorf("segment %s starts at txid %d, after txid %d: the chain has a gap", ref.Key, txn.TXID, st.res.TXID)
+		}
+		if txn.TXID > st.target || (!st.before.IsZero() && txn.Time.After(st.before)) {
+			return true, nil
+		}
+		if err := st.apply(r, txn); err != nil {
+			return false, fmt.Errorf("apply txid %d from %s: %w", txn.TXID, ref.Key, err)
+		}
+		if txn.TXID == st.target {
+			return true, nil
+		}
+	}
+}
+
+func (st *state) apply(r *segment.Reader, txn segment.Txn) error {
+	ps := int64(st.res.PageSize)
+	for {
+		p, err := r.NextPage()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		if _, err := st.f.WriteAt(p.Data, int64(p.Pgno-1)*ps); err != nil {
+			return err
+		}
+	}
+	if err := st.f.Truncate(int64(txn.DBSize) * ps); err != nil {
+		return err
+	}
+	st.res.TXID, st.res.Time, st.res.Pages = txn.TXID, txn.Time, txn.DBSize
+	return nil
+}
+
+// IntegrityCheck runs PRAGMA integrity_check on the database at path and
+// returns its complaints as an error.
+func IntegrityCheck(ctx context.Context, path string) error {
+	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(5000)")
+	if err != nil {
+		return err
+	}
+	defer func() {
+		db.Close()
+		// A database in WAL mode leaves its -wal and -shm files behind if
+		// the last connection could not clean up; they belong to nobody.
+		os.Remove(path + "-wal")
+		os.Remove(path + "-shm")
+	}()
+	rows, err := db.QueryContext(ctx, "PRAGMA integrity_check")
+	if err != nil {
+		return fmt.Errorf("integrity check: %w", err)
+	}
+	defer rows.Close()
+	var problems []string
+	for rows.Next() {
+		var line string
+		if err := rows.Scan(&line); err != nil {
+			return err
+		}
+		if line != "ok" {
+			problems = append(problems, line)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("integrity check: %w", err)
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("integrity check: %s", problems[0])
+	}
+	return nil
+}
+
+func removeDB(path string) {
+	os.Remove(path)
+	os.Remove(path + "-wal")
+	os.Remove(path + "-shm")
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil && !errors.Is(err, os.ErrInvalid) {
+		return fmt.Errorf("fsync %s: %w", dir, err)
+	}
+	return nil
+}

@@ -1,0 +1,174 @@
+// Package restore rebuilds a database from what a replica holds: the newest
+// snapshot at or before the wanted transaction, then the contiguous change
+// sets after it, applied one transaction at a time. It plans from listings
+// alone, verifies every object before a byte of it reaches the output, and
+// writes the output only after SQLite itself has checked the result.
+package restore
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/ferrydb/ferry/internal/objstore"
+	"github.com/ferrydb/ferry/internal/segment"
+	"github.com/ferrydb/ferry/internal/snapshot"
+)
+
+// SegmentRef is a change set as listed: its key, its txid range and size.
+type SegmentRef struct {
+	Key   string `json:"key"`
+	First uint64 `json:"first_txid"`
+	Last  uint64 `json:"last_txid"`
+	Size  int64  `json:"size"`
+}
+
+// Catalog is what a replica holds, from its listings.
+type Catalog struct {
+	Snapshots []snapshot.ManifestInfo
+	Segments  []SegmentRef // sorted by First, then Last
+}
+
+// ReadCatalog lists a replica's snapshots and segments.
+func ReadCatalog(ctx context.Context, store objstore.Store) (Catalog, error) {
+	snaps, err := snapshot.List(ctx, store)
+	if err != nil {
+		return Catalog{}, fmt.Errorf("list snapshots: %w", err)
+	}
+	var c Catalog
+	for _, s := range snaps {
+		if s.Err == nil {
+			c.Snapshots = append(c.Snapshots, s)
+		}
+	}
+	for info, err := range store.List(ctx, "segments/") {
+		if err != nil {
+			return Catalog{}, fmt.Errorf("list segments: %w", err)
+		}
+		first, last, err := segment.ParseKey(info.Key)
+		if err != nil {
+			continue // not a segment of ours; verify reports strays
+		}
+		c.Segments = append(c.Segments, SegmentRef{Key: info.Key, First: first, Last: last, Size: info.Size})
+	}
+	slices.SortFunc(c.Segments, func(a, b SegmentRef) int {
+		if a.First != b.First {
+			return cmpU64(a.First, b.First)
+		}
+		return cmpU64(a.Last, b.Last)
+	})
+	slices.SortFunc(c.Snapshots, func(a, b snapshot.ManifestInfo) int { return cmpU64(a.TXID, b.TXID) })
+	return c, nil
+}
+
+func cmpU64(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// chain returns the segments that carry a database from after txid from
+// as far forward as they reach contiguously, stopping at to (0 means no
+// limit), and the last txid reached. Segments may overlap (a change set
+// captured again after a crash); the one reaching furthest is taken.
+func (c Catalog) chain(from, to uint64) ([]SegmentRef, uint64) {
+	var out []SegmentRef
+	reached := from
+	for to == 0 || reached < to {
+		next := reached + 1
+		best := -1
+		for i, s := range c.Segments {
+			if s.First <= next && next <= s.Last && (best < 0 || s.Last > c.Segments[best].Last) {
+				best = i
+			}
+		}
+		if best < 0 {
+			break
+		}
+		out = append(out, c.Segments[best])
+		reached = c.Segments[best].Last
+	}
+	if to != 0 && reached > to {
+		reached = to
+	}
+	return out, reached
+}
+
+// Range is a run of txids that can each be restored.
+type Range struct {
+	First uint64 `json:"first_txid"`
+	Last  uint64 `json:"last_txid"`
+}
+
+// Ranges returns the restorable txid ranges, merged and in order: every
+// txid from a snapshot to as far as segments reach after it. The spaces
+// between ranges are the gaps in point-in-time coverage.
+func (c Catalog) Ranges() []Range {
+	var rs []Range
+	for _, s := range c.Snapshots {
+		_, reach := c.chain(s.TXID, 0)
+		rs = append(rs, Range{First: s.TXID, Last: reach})
+	}
+	slices.SortFunc(rs, func(a, b Range) int { return cmpU64(a.First, b.First) })
+	var merged []Range
+	for _, r := range rs {
+		if n := len(merged); n > 0 && r.First <= merged[n-1].Last+1 {
+			merged[n-1].Last = max(merged[n-1].Last, r.Last)
+			continue
+		}
+		merged = append(merged, r)
+	}
+	return merged
+}
+
+// Plan is the objects a restore reads, in order.
+type Plan struct {
+	Snapshot snapshot.ManifestInfo `json:"snapshot"`
+	Segments []SegmentRef          `json:"segments"`
+	// TXID is the transaction the restored database ends at.
+	TXID uint64 `json:"txid"`
+}
+
+// ErrNoSnapshot means the replica holds no usable snapshot.
+var ErrNoSnapshot = fmt.Errorf("replica holds no snapshot")
+
+// PlanTXID plans a restore to exactly txid; 0 means the latest restorable.
+// Among the snapshots that reach the target it takes the newest, which
+// makes the chain of segments to apply the shortest.
+func (c Catalog) PlanTXID(txid uint64) (Plan, error) {
+	if len(c.Snapshots) == 0 {
+		return Plan{}, ErrNoSnapshot
+	}
+	if txid == 0 {
+		for _, r := range c.Ranges() {
+			txid = max(txid, r.Last)
+		}
+	}
+	for i := len(c.Snapshots) - 1; i >= 0; i-- {
+		s := c.Snapshots[i]
+		if s.TXID > txid {
+			continue
+		}
+		segs, reach := c.chain(s.TXID, txid)
+		if reach == txid {
+			return Plan{Snapshot: s, Segments: segs, TXID: txid}, nil
+		}
+	}
+	return Plan{}, fmt.Errorf("txid %d is not restorable from this replica; restorable: %s", txid, formatRanges(c.Ranges()))
+}
+
+func formatRanges(rs []Range) string {
+	if len(rs) == 0 {
+		return "nothing"
+	}
+	parts := make([]string, len(rs))
+	for i, r := range rs {
+		parts[i] = fmt.Sprintf("%d-%d", r.First, r.Last)
+	}
+	return strings.Join(parts, ", ")
+}
