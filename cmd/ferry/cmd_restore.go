@@ -2,11 +2,19 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/ferrydb/ferry/internal/config"
+	"github.com/ferrydb/ferry/internal/restore"
+	"github.com/ferrydb/ferry/internal/target"
 )
 
 type restoreCmd struct{ *app }
@@ -48,18 +56,105 @@ func (c *restoreCmd) Run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	if opts.configPath != "" {
-		cfg, err := c.loadConfig(opts.configPath, true)
-		if err != nil {
-			return err
-		}
-		if !opts.from.isURL {
-			if _, ok := cfg.DB(opts.from.dbPath); !ok {
-				return fmt.Errorf("database %s is not in %s", opts.from.dbPath, cfg.Source)
+	replica, err := c.replicaFor(opts.from, opts.configPath)
+	if err != nil {
+		return err
+	}
+	if opts.output == "" {
+		opts.output = opts.from.dbPath
+	}
+	if !opts.dryRun {
+		if _, err := os.Lstat(opts.output); err == nil {
+			if opts.ifDBNotExists {
+				fmt.Fprintf(c.stderr, "ferry restore: %s exists; nothing to do\n", opts.output)
+				return nil
 			}
+			return fmt.Errorf("%s exists; restore never overwrites a database (remove it, or choose another -o)", opts.output)
 		}
 	}
-	return errNotImplemented
+	store, err := target.Open(ctx, replica, target.Options{Check: true, MustExist: true})
+	if err != nil {
+		return err
+	}
+	cat, err := restore.ReadCatalog(ctx, store)
+	if err != nil {
+		return err
+	}
+	var plan restore.Plan
+	switch {
+	case !opts.at.IsZero():
+		plan, err = cat.PlanTime(opts.at)
+	default:
+		plan, err = cat.PlanTXID(opts.txid) // 0 means the latest
+	}
+	if errors.Is(err, restore.ErrNoSnapshot) && opts.ifReplicaExists {
+		fmt.Fprintf(c.stderr, "ferry restore: %s holds nothing to restore; nothing to do\n", replica.Target)
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w", replica.Target, err)
+	}
+	if opts.dryRun {
+		return c.printPlan(plan, opts)
+	}
+	bar := newProgress(c.stderr, int64(len(plan.Segments)), "applying segments")
+	res, err := restore.ToFile(ctx, store, plan, opts.output, restore.Options{
+		Parallelism: opts.parallelism,
+		Before:      opts.at,
+		Progress:    func(int, int) { bar.add(1) },
+	})
+	bar.finish()
+	if err != nil {
+		return err
+	}
+	if opts.json {
+		return writeJSON(c.stdout, res)
+	}
+	fmt.Fprintf(c.stdout, "restored %s to txid %d (committed %s) into %s\n", replica.Target, res.TXID, res.Time.Format(time.RFC3339Nano), opts.output)
+	return nil
+}
+
+func (c *restoreCmd) printPlan(plan restore.Plan, opts restoreOptions) error {
+	if opts.json {
+		return writeJSON(c.stdout, plan)
+	}
+	fmt.Fprintf(c.stdout, "snapshot %s (txid %d, %s, %d bytes)\n", plan.Snapshot.Key, plan.Snapshot.TXID, plan.Snapshot.Time.Format(time.RFC3339), plan.Snapshot.Size)
+	for _, s := range plan.Segments {
+		fmt.Fprintf(c.stdout, "segment  %s (txids %d-%d, %d bytes)\n", s.Key, s.First, s.Last, s.Size)
+	}
+	if opts.at.IsZero() {
+		fmt.Fprintf(c.stdout, "ends at txid %d\n", plan.TXID)
+	} else {
+		fmt.Fprintf(c.stdout, "ends at the last transaction committed at or before %s (at most txid %d)\n", opts.at.Format(time.RFC3339Nano), plan.TXID)
+	}
+	return nil
+}
+
+// replicaFor returns the replica a DB_PATH|REPLICA_URL argument names: the
+// URL itself, or the first replica of the database in the config.
+func (a *app) replicaFor(from location, configPath string) (config.Replica, error) {
+	if from.isURL {
+		return config.Replica{Target: from.target}, nil
+	}
+	path, explicit := configPath, configPath != ""
+	if !explicit {
+		path = config.DefaultPath
+	}
+	cfg, err := a.loadConfig(path, explicit)
+	if err != nil {
+		return config.Replica{}, err
+	}
+	db, ok := cfg.DB(from.dbPath)
+	if !ok {
+		return config.Replica{}, fmt.Errorf("database %s is not in %s", from.dbPath, cfg.Source)
+	}
+	return db.Replicas[0], nil
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
 }
 
 func (c *restoreCmd) options(args []string) (restoreOptions, error) {

@@ -1,6 +1,14 @@
 package main
 
-import "context"
+import (
+	"context"
+	"fmt"
+	"text/tabwriter"
+	"time"
+
+	"github.com/ferrydb/ferry/internal/restore"
+	"github.com/ferrydb/ferry/internal/target"
+)
 
 type snapshotsCmd struct{ *app }
 
@@ -8,7 +16,7 @@ func (*snapshotsCmd) Name() string    { return "snapshots" }
 func (*snapshotsCmd) Summary() string { return "list a replica's snapshots" }
 func (*snapshotsCmd) Usage() string {
 	return `
-Usage: ferry snapshots [-json] DB_PATH|REPLICA_URL
+Usage: ferry snapshots [-json] [-config PATH] DB_PATH|REPLICA_URL
 
 Lists the snapshots in a database's replica, oldest first, with each one's
 txid, time and size.`
@@ -16,12 +24,56 @@ txid, time and size.`
 
 func (c *snapshotsCmd) Run(ctx context.Context, args []string) error {
 	fs := newFlagSet("snapshots")
-	fs.Bool("json", false, "print JSON, one object per snapshot")
+	asJSON := fs.Bool("json", false, "print JSON")
+	cfgPath := configFlag(fs)
 	if err := c.parse(fs, c.Usage(), args); err != nil {
 		return err
 	}
-	if _, err := oneLocation(fs); err != nil {
+	loc, err := oneLocation(fs)
+	if err != nil {
 		return err
 	}
-	return errNotImplemented
+	cat, err := c.catalog(ctx, loc, *cfgPath)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		type snap struct {
+			Key       string    `json:"key"`
+			TXID      uint64    `json:"txid"`
+			Time      time.Time `json:"time"`
+			PageSize  int       `json:"page_size"`
+			PageCount uint32    `json:"page_count"`
+			Size      int64     `json:"size"`
+		}
+		out := []snap{}
+		for _, s := range cat.Snapshots {
+			out = append(out, snap{s.Key, s.TXID, s.Time, s.PageSize, s.PageCount, s.Size})
+		}
+		return writeJSON(c.stdout, out)
+	}
+	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "TXID\tTIME\tSIZE\tPAGES")
+	for _, s := range cat.Snapshots {
+		fmt.Fprintf(tw, "%d\t%s\t%d\t%d x %d\n", s.TXID, s.Time.Format(time.RFC3339), s.Size, s.PageCount, s.PageSize)
+	}
+	return tw.Flush()
+}
+
+// catalog lists what the replica a DB_PATH|REPLICA_URL argument names
+// holds.
+func (a *app) catalog(ctx context.Context, loc location, configPath string) (restore.Catalog, error) {
+	replica, err := a.replicaFor(loc, configPath)
+	if err != nil {
+		return restore.Catalog{}, err
+	}
+	store, err := target.Open(ctx, replica, target.Options{Check: true, MustExist: true})
+	if err != nil {
+		return restore.Catalog{}, err
+	}
+	cat, err := restore.ReadCatalog(ctx, store)
+	if err != nil {
+		return restore.Catalog{}, fmt.Errorf("%s: %w", replica.Target, err)
+	}
+	return cat, nil
 }

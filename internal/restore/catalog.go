@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/ferrydb/ferry/internal/objstore"
 	"github.com/ferrydb/ferry/internal/segment"
@@ -171,4 +172,24 @@ func formatRanges(rs []Range) string {
 		parts[i] = fmt.Sprintf("%d-%d", r.First, r.Last)
 	}
 	return strings.Join(parts, ", ")
+}
+
+// PlanTime plans a restore to the last transaction committed at or before
+// t. Listings carry no per-transaction times, so the plan reaches as far as
+// the segments go from the newest snapshot taken at or before t, and
+// Options.Before set to t stops the restore at the right transaction.
+func (c Catalog) PlanTime(t time.Time) (Plan, error) {
+	if len(c.Snapshots) == 0 {
+		return Plan{}, ErrNoSnapshot
+	}
+	for i := len(c.Snapshots) - 1; i >= 0; i-- {
+		s := c.Snapshots[i]
+		if s.Time.After(t) {
+			continue
+		}
+		segs, reach := c.chain(s.TXID, 0)
+		return Plan{Snapshot: s, Segments: segs, TXID: reach}, nil
+	}
+	return Plan{}, fmt.Errorf("no snapshot was taken at or before %s; the oldest is from %s",
+		t.Format(time.RFC3339), c.Snapshots[0].Time.Format(time.RFC3339))
 }

@@ -7,6 +7,7 @@ package target
 import (
 	"context"
 	"fmt"
+	"os"
 
 	"github.com/ferrydb/ferry/internal/config"
 	"github.com/ferrydb/ferry/internal/objstore"
@@ -25,11 +26,15 @@ type Options struct {
 	// credentials that are refused, rather than leaving the first upload
 	// to find out inside a retry loop.
 	Check bool
+	// MustExist makes Open fail for a file:// replica whose directory does
+	// not exist, instead of creating it: commands that only read a replica
+	// must not leave an empty one behind a typo.
+	MustExist bool
 }
 
 // Open returns the store behind replica r.
 func Open(ctx context.Context, r config.Replica, o Options) (objstore.Store, error) {
-	backend, err := openBackend(ctx, r, o.Check)
+	backend, err := openBackend(ctx, r, o)
 	if err != nil {
 		return nil, err
 	}
@@ -52,10 +57,15 @@ func OpenURL(ctx context.Context, rawURL string, o Options) (objstore.Store, err
 	return Open(ctx, config.Replica{Target: t}, o)
 }
 
-func openBackend(ctx context.Context, r config.Replica, check bool) (objstore.Store, error) {
+func openBackend(ctx context.Context, r config.Replica, o Options) (objstore.Store, error) {
 	t := r.Target
 	switch t.Scheme {
 	case "file":
+		if o.MustExist {
+			if fi, err := os.Stat(t.Path); err != nil || !fi.IsDir() {
+				return nil, fmt.Errorf("replica %s: no such directory", t)
+			}
+		}
 		s, err := filestore.New(t.Path)
 		if err != nil {
 			return nil, fmt.Errorf("replica %s: %w", t, err)
@@ -75,7 +85,7 @@ func openBackend(ctx context.Context, r config.Replica, check bool) (objstore.St
 		if err != nil {
 			return nil, fmt.Errorf("replica %s: %w", t, err)
 		}
-		if check {
+		if o.Check {
 			if err := s.Check(ctx); err != nil {
 				return nil, fmt.Errorf("replica %s: %w", t, err)
 			}
