@@ -165,7 +165,6 @@ func TestNotImplementedAfterValidation(t *testing.T) {
 		{"status", "-json"},
 		{"status", "-config", cfg},
 		{"sync", "-timeout", "1d", db},
-		{"verify", "-deep", "file:///srv/r"},
 		{"gc", "-dry-run", db},
 		{"follow", "-interval", "500ms", "s3://bkt/app", filepath.Join(dir, "follower.db")},
 	} {

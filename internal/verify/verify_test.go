@@ -1,0 +1,127 @@
+package verify_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"io"
+	"testing"
+	"time"
+
+	"github.com/ferrydb/ferry/internal/objstore"
+	"github.com/ferrydb/ferry/internal/objstore/memstore"
+	"github.com/ferrydb/ferry/internal/segment"
+	"github.com/ferrydb/ferry/internal/snapshot"
+	"github.com/ferrydb/ferry/internal/verify"
+)
+
+const pageSize = 4096
+
+// replica stores a 1 MiB snapshot at txid 1 and three segments after it.
+func replica(t *testing.T) (*memstore.Store, snapshot.Manifest) {
+	t.Helper()
+	store := memstore.New()
+	ctx := context.Background()
+	img := make([]byte, 1<<20)
+	rand.Read(img)
+	m, _, err := snapshot.Write(ctx, store, bytes.NewReader(img), pageSize, uint32(len(img)/pageSize), 1, time.Now(), snapshot.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for first := uint64(2); first <= 8; first += 3 {
+		var buf bytes.Buffer
+		w, err := segment.NewWriter(&buf, segment.Header{PageSize: pageSize, First: first, Last: first + 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for txid := first; txid <= first+2; txid++ {
+			w.Begin(txid, time.Now(), 256)
+			page := make([]byte, pageSize)
+			rand.Read(page)
+			w.Page(uint32(txid), page)
+			if err := w.Commit(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := store.Put(ctx, segment.Key(first, first+2), bytes.NewReader(buf.Bytes()), objstore.PutOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return store, m
+}
+
+func read(t *testing.T, s objstore.Store, key string) []byte {
+	t.Helper()
+	rc, _, err := s.Get(context.Background(), key, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestIntactReplica(t *testing.T) {
+	store, _ := replica(t)
+	for _, deep := range []bool{false, true} {
+		rep, err := verify.Run(context.Background(), store, deep)
+		if err != nil || !rep.OK() {
+			t.Fatalf("deep=%v: %+v, %v", deep, rep.Problems, err)
+		}
+		if rep.Snapshots != 1 || rep.Segments != 3 || rep.Chunks != 16 || len(rep.Ranges) != 1 || rep.Ranges[0].Last != 10 {
+			t.Fatalf("deep=%v: report %+v", deep, rep)
+		}
+	}
+}
+
+func TestEachDamagedObjectIsNamed(t *testing.T) {
+	store, m := replica(t)
+	ctx := context.Background()
+	flipped := snapshot.ChunkKey(m.Chunks[3])
+	b := read(t, store, flipped)
+	b[len(b)/2] ^= 1
+	store.Corrupt(flipped, b)
+	deleted := snapshot.ChunkKey(m.Chunks[7])
+	store.Delete(ctx, deleted)
+	badSeg := segment.Key(2, 4)
+	s := read(t, store, badSeg)
+	s[60] ^= 0x80
+	store.Corrupt(badSeg, s)
+	cutSeg := segment.Key(5, 7)
+	store.Corrupt(cutSeg, read(t, store, cutSeg)[:50])
+
+	shallow, err := verify.Run(ctx, store, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !named(shallow, deleted, "missing") {
+		t.Fatalf("shallow check did not name the deleted chunk: %+v", shallow.Problems)
+	}
+	deep, err := verify.Run(ctx, store, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for key, kind := range map[string]string{deleted: "missing", flipped: "corrupt", badSeg: "corrupt", cutSeg: "corrupt"} {
+		if !named(deep, key, kind) {
+			t.Errorf("deep check did not name %s as %s: %+v", key, kind, deep.Problems)
+		}
+	}
+	if len(deep.Problems) != 4 {
+		t.Errorf("deep check found %d problems, want exactly the 4 planted: %+v", len(deep.Problems), deep.Problems)
+	}
+}
+
+func named(r verify.Report, key, kind string) bool {
+	for _, p := range r.Problems {
+		if p.Key == key && p.Kind == kind {
+			return true
+		}
+	}
+	return false
+}
