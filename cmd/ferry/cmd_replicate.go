@@ -3,9 +3,13 @@ package main
 import (
 	"context"
 	"fmt"
+	iofs "io/fs"
+	"path/filepath"
+	"time"
 
 	"github.com/ferrydb/ferry/internal/config"
 	"github.com/ferrydb/ferry/internal/daemon"
+	"github.com/ferrydb/ferry/internal/spool"
 )
 
 type replicateCmd struct{ *app }
@@ -70,9 +74,6 @@ func (c *replicateCmd) Run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	if set["exec"] {
-		return fmt.Errorf("-exec: %w", errNotImplemented)
-	}
 	if len(cfg.DBs) > 0 {
 		return fmt.Errorf("replicating SQLite databases (dbs: in %s): %w", cfg.Source, errNotImplemented)
 	}
@@ -80,5 +81,39 @@ func (c *replicateCmd) Run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	return daemon.Run(ctx, cfg, daemon.Options{FilesSpool: filesSpool(root), Log: c.log})
+	opts := daemon.Options{FilesSpool: filesSpool(root), Log: c.log}
+	if !set["exec"] {
+		return daemon.Run(ctx, cfg, opts)
+	}
+	child := daemon.Child{Command: *execCmd, FlushTimeout: 30 * time.Second, Drained: func() bool {
+		return filesDrained(opts.FilesSpool, cfg.Files)
+	}}
+	code, err := child.Run(ctx, func(ctx context.Context) error { return daemon.Run(ctx, cfg, opts) })
+	if err != nil {
+		return err
+	}
+	return &childExit{code: code}
+}
+
+// filesDrained reports whether every inbox is empty and the files spool
+// holds nothing: all that was handed to ferry is in its targets.
+func filesDrained(spoolDir string, inboxes []config.Inbox) bool {
+	rep, err := spool.Check(spoolDir, spool.Limits{}, time.Now())
+	if err != nil || rep.Entries > 0 {
+		return false
+	}
+	for _, in := range inboxes {
+		found := false
+		filepath.WalkDir(in.Path, func(_ string, d iofs.DirEntry, err error) error {
+			if err == nil && d.Type().IsRegular() {
+				found = true
+				return filepath.SkipAll
+			}
+			return nil
+		})
+		if found {
+			return false
+		}
+	}
+	return true
 }

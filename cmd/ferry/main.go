@@ -114,12 +114,21 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return a.exit(ctx, cmd, cmd.Run(ctx, args))
 }
 
+// childExit ends ferry with the exit code of the application it ran with
+// -exec, saying nothing: the application spoke for itself.
+type childExit struct{ code int }
+
+func (e *childExit) Error() string { return fmt.Sprintf("application exited with code %d", e.code) }
+
 // exit reports err from cmd on stderr and returns the exit status.
 func (a *app) exit(ctx context.Context, cmd command, err error) int {
 	var ue *usageError
+	var ce *childExit
 	switch {
 	case err == nil, errors.Is(err, errHelp):
 		return exitOK
+	case errors.As(err, &ce):
+		return ce.code
 	case errors.As(err, &ue):
 		help := ue.help
 		if help == "" {

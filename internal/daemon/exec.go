@@ -1,0 +1,92 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"syscall"
+	"time"
+)
+
+// Child runs the application as a child of ferry (`ferry replicate -exec`),
+// so that one process supervisor starts both and the application's exit
+// ends replication: signals that reach ferry are passed to the child, and
+// when the child exits ferry stops, after giving pending uploads up to
+// FlushTimeout, and exits with the child's code.
+type Child struct {
+	// Command is the command line, run by /bin/sh as `exec COMMAND`, so
+	// quoting works as in a shell and the application itself, not a
+	// shell, receives the signals.
+	Command      string
+	FlushTimeout time.Duration
+	// Drained reports whether everything captured so far is durable in
+	// every target; after the child exits, ferry stops as soon as it is,
+	// or at FlushTimeout.
+	Drained func() bool
+}
+
+// Run starts the child, then runs replicate with a context that ends when
+// the child has exited and FlushTimeout has passed (or replicate returned
+// on its own). It returns the child's exit code.
+func (c Child) Run(ctx context.Context, replicate func(ctx context.Context) error) (int, error) {
+	if c.Command == "" {
+		return 1, errors.New("-exec needs a command")
+	}
+	cmd := exec.Command("/bin/sh", "-c", "exec "+c.Command)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2)
+	defer signal.Stop(sigs)
+	if err := cmd.Start(); err != nil {
+		return 1, fmt.Errorf("-exec: start %q: %w", c.Command, err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+
+	rctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	defer stop()
+	replicated := make(chan error, 1)
+	go func() { replicated <- replicate(rctx) }()
+
+	var childErr error
+	for waiting := true; waiting; {
+		select {
+		case s := <-sigs:
+			// The child decides what a signal means; its exit ends us.
+			_ = cmd.Process.Signal(s)
+		case childErr = <-exited:
+			waiting = false
+		case err := <-replicated:
+			// Replication failed: the application must not run on
+			// believing its data is safe.
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			<-exited
+			return 1, err
+		}
+	}
+	// ctx is not consulted here: the SIGTERM that stopped the child has
+	// usually ended it too, and that is exactly when pending data must
+	// still go out. FlushTimeout bounds the wait.
+	deadline := time.Now().Add(c.FlushTimeout)
+	for c.Drained != nil && !c.Drained() && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	stop()
+	if err := <-replicated; err != nil {
+		return 1, err
+	}
+	var ee *exec.ExitError
+	if errors.As(childErr, &ee) {
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			return 128 + int(ws.Signal()), nil
+		}
+		return ee.ExitCode(), nil
+	}
+	if childErr != nil {
+		return 1, childErr
+	}
+	return 0, nil
+}
