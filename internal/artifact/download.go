@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ferrydb/ferry/internal/durable"
 	"github.com/ferrydb/ferry/internal/objstore"
 )
 
@@ -101,7 +102,7 @@ func Download(ctx context.Context, store objstore.Store, key, dest string, opts 
 		return Manifest{}, fmt.Errorf("download %s: rename %s to %s: %w", key, staging, dest, err)
 	}
 	done = true
-	if err := syncDir(parent); err != nil {
+	if err := durable.SyncDir(parent); err != nil {
 		return Manifest{}, fmt.Errorf("download %s: %w", key, err)
 	}
 	return m, nil
@@ -242,18 +243,6 @@ func syncIn(root *os.Root, name string) error {
 	defer d.Close()
 	if err := d.Sync(); err != nil {
 		return fmt.Errorf("sync %s: %w", name, err)
-	}
-	return nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
 	}
 	return nil
 }

@@ -3,7 +3,6 @@ package restore
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -12,6 +11,7 @@ import (
 
 	_ "modernc.org/sqlite" // the SQLite that checks every restored database
 
+	"github.com/ferrydb/ferry/internal/durable"
 	"github.com/ferrydb/ferry/internal/objstore"
 	"github.com/ferrydb/ferry/internal/segment"
 	"github.com/ferrydb/ferry/internal/snapshot"
@@ -98,7 +98,7 @@ func ToFile(ctx context.Context, store objstore.Store, plan Plan, out string, o 
 		return Result{}, fmt.Errorf("rename into %s: %w", out, err)
 	}
 	committed = true
-	if err := syncDir(dir); err != nil {
+	if err := durable.SyncDir(dir); err != nil {
 		return Result{}, err
 	}
 	return st.res, nil
@@ -231,16 +231,4 @@ func removeDB(path string) {
 	os.Remove(path)
 	os.Remove(path + "-wal")
 	os.Remove(path + "-shm")
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil && !errors.Is(err, os.ErrInvalid) {
-		return fmt.Errorf("fsync %s: %w", dir, err)
-	}
-	return nil
 }

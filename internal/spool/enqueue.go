@@ -6,6 +6,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+
+	"github.com/ferrydb/ferry/internal/durable"
 )
 
 // Enqueue adds an entry to queue holding the bytes that write produces and
@@ -149,7 +151,7 @@ func (s *Spool) EnqueueFile(queue string, payload any, src string, move bool) (I
 		if err := os.Remove(src); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return id, fmt.Errorf("spooled %s as %s but could not remove it: %w", src, id, err)
 		}
-		if err := syncDir(parent(src)); err != nil {
+		if err := durable.SyncDir(parent(src)); err != nil {
 			return id, fmt.Errorf("spooled %s as %s: %w", src, id, err)
 		}
 	}
@@ -182,7 +184,7 @@ func (s *Spool) commit(queue string, id ID, stage string, m *meta, res *reserveW
 		err = writeFileSync(filepath.Join(stage, metaName), b)
 	}
 	if err == nil {
-		err = syncDir(stage)
+		err = durable.SyncDir(stage)
 	}
 	if err != nil {
 		return false, s.writeErr(queue, err)
@@ -208,7 +210,7 @@ func (s *Spool) commit(queue string, id ID, stage string, m *meta, res *reserveW
 	s.mu.Unlock()
 	// tmp/ is never fsynced: whatever a crash leaves there, Open sweeps,
 	// so only the queue side of a rename out of it must be durable.
-	if err := syncDir(queueDir(s.dir, queue)); err != nil {
+	if err := durable.SyncDir(queueDir(s.dir, queue)); err != nil {
 		return true, fmt.Errorf("enqueue %s to queue %s in spool %s: %w", id, queue, s.dir, err)
 	}
 	return true, nil

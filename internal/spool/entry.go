@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"sync"
 	"time"
+
+	"github.com/ferrydb/ferry/internal/durable"
 )
 
 // Entry is an entry checked out by Claim. Exactly one of Done, MoveTo,
@@ -114,7 +116,7 @@ func (e *Entry) Done() error {
 		s.mu.Unlock()
 		// Renaming into tmp/ makes Done one atomic step; fsyncing
 		// checkout/ makes it durable (tmp/ is swept by Open either way).
-		err := syncDir(checkoutDir(s.dir, e.queue))
+		err := durable.SyncDir(checkoutDir(s.dir, e.queue))
 		removeAllQuiet(gone)
 		return true, err
 	})

@@ -2,34 +2,18 @@ package spool
 
 import (
 	"errors"
-	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"syscall"
+
+	"github.com/ferrydb/ferry/internal/durable"
 )
 
 const (
 	dirPerm  = 0o700
 	filePerm = 0o600
 )
-
-// syncDir fsyncs a directory, making the names created, renamed or removed
-// in it durable. Without it a power loss can undo a rename that returned.
-func syncDir(path string) error {
-	d, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("fsync directory %s: %w", path, err)
-	}
-	return nil
-}
 
 // syncDirs fsyncs each distinct directory in order.
 func syncDirs(paths ...string) error {
@@ -41,7 +25,7 @@ func syncDirs(paths ...string) error {
 		if seen {
 			continue
 		}
-		if err := syncDir(p); err != nil {
+		if err := durable.SyncDir(p); err != nil {
 			return err
 		}
 	}

@@ -9,6 +9,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/ferrydb/ferry/internal/durable"
 )
 
 // incomingName is the directory where processes that do not own the spool
@@ -74,13 +76,13 @@ func Handoff(dir, queue string, payload any, src string) error {
 		err = writeFileSync(filepath.Join(stage, metaName), b)
 	}
 	if err == nil {
-		err = syncDir(stage)
+		err = durable.SyncDir(stage)
 	}
 	if err == nil {
 		err = os.Rename(stage, filepath.Join(target, name))
 	}
 	if err == nil {
-		err = syncDir(target)
+		err = durable.SyncDir(target)
 	}
 	if err != nil {
 		return fail(err)

@@ -5,6 +5,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"github.com/ferrydb/ferry/internal/durable"
 )
 
 // load prepares the layout and rebuilds the index from disk. It runs under
@@ -21,7 +23,7 @@ func (s *Spool) load() error {
 		}
 	}
 	if created {
-		if err := syncDir(s.dir); err != nil {
+		if err := durable.SyncDir(s.dir); err != nil {
 			return err
 		}
 	}
@@ -59,7 +61,7 @@ func (s *Spool) sweepTmp() error {
 		}
 	}
 	if len(names) > 0 {
-		return syncDir(tmp)
+		return durable.SyncDir(tmp)
 	}
 	return nil
 }

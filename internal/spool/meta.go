@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/ferrydb/ferry/internal/durable"
 )
 
 const metaVersion = 1
@@ -86,5 +88,5 @@ func writeMeta(entryDir string, m *meta) error {
 		os.Remove(tmp)
 		return err
 	}
-	return syncDir(entryDir)
+	return durable.SyncDir(entryDir)
 }

@@ -10,6 +10,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/ferrydb/ferry/internal/durable"
 )
 
 // Options configure a Spool. The zero value is usable: unbounded, real
@@ -235,7 +237,7 @@ func (s *Spool) DropQueue(queue string) (dropped int, bytes int64, err error) {
 		q.notify()
 	}
 	s.mu.Unlock()
-	err = syncDir(queuesDir(s.dir))
+	err = durable.SyncDir(queuesDir(s.dir))
 	removeAllQuiet(gone)
 	if err != nil {
 		return dropped, bytes, fmt.Errorf("drop queue %s in spool %s: %w", queue, s.dir, err)

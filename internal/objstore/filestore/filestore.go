@@ -26,6 +26,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ferrydb/ferry/internal/durable"
 	"github.com/ferrydb/ferry/internal/objstore"
 )
 
@@ -167,7 +168,7 @@ func (s *Store) put(ctx context.Context, key, p string, body io.ReadSeeker, opts
 			return objstore.Info{}, err
 		}
 	}
-	if err := syncDir(filepath.Dir(p)); err != nil {
+	if err := durable.SyncDir(filepath.Dir(p)); err != nil {
 		return objstore.Info{}, err
 	}
 	st, err := os.Stat(p)
@@ -291,7 +292,7 @@ func (s *Store) delete(key, p string) error {
 		return err
 	}
 	dir := filepath.Dir(p)
-	if err := syncDir(dir); err != nil {
+	if err := durable.SyncDir(dir); err != nil {
 		return err
 	}
 	for dir != s.root && strings.HasPrefix(dir, s.root) {
@@ -466,19 +467,7 @@ func mkdirAllSynced(root, dir string) error {
 	if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
 		return err
 	}
-	return syncDir(parent)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("fsync directory %s: %w", dir, err)
-	}
-	return nil
+	return durable.SyncDir(parent)
 }
 
 var _ objstore.Store = (*Store)(nil)
