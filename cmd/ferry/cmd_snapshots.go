@@ -23,21 +23,11 @@ txid, time and size.`
 }
 
 func (c *snapshotsCmd) Run(ctx context.Context, args []string) error {
-	fs := newFlagSet("snapshots")
-	asJSON := fs.Bool("json", false, "print JSON")
-	cfgPath := configFlag(fs)
-	if err := c.parse(fs, c.Usage(), args); err != nil {
-		return err
-	}
-	loc, err := oneLocation(fs)
+	cat, asJSON, err := c.listing(ctx, "snapshots", c.Usage(), args)
 	if err != nil {
 		return err
 	}
-	cat, err := c.catalog(ctx, loc, *cfgPath)
-	if err != nil {
-		return err
-	}
-	if *asJSON {
+	if asJSON {
 		type snap struct {
 			Key       string    `json:"key"`
 			TXID      uint64    `json:"txid"`
@@ -58,6 +48,23 @@ func (c *snapshotsCmd) Run(ctx context.Context, args []string) error {
 		fmt.Fprintf(tw, "%d\t%s\t%d\t%d x %d\n", s.TXID, s.Time.Format(time.RFC3339), s.Size, s.PageCount, s.PageSize)
 	}
 	return tw.Flush()
+}
+
+// listing parses the command line shared by the commands that list a
+// replica ([-json] [-config PATH] DB_PATH|REPLICA_URL) and lists it.
+func (a *app) listing(ctx context.Context, name, usage string, args []string) (cat restore.Catalog, asJSON bool, err error) {
+	fs := newFlagSet(name)
+	jsonFlag := fs.Bool("json", false, "print JSON")
+	cfgPath := configFlag(fs)
+	if err := a.parse(fs, usage, args); err != nil {
+		return cat, false, err
+	}
+	loc, err := oneLocation(fs)
+	if err != nil {
+		return cat, false, err
+	}
+	cat, err = a.catalog(ctx, loc, *cfgPath)
+	return cat, *jsonFlag, err
 }
 
 // catalog lists what the replica a DB_PATH|REPLICA_URL argument names

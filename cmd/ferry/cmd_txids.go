@@ -24,17 +24,7 @@ restarted the chain). Any txid inside a range can be given to
 }
 
 func (c *txidsCmd) Run(ctx context.Context, args []string) error {
-	fs := newFlagSet("txids")
-	asJSON := fs.Bool("json", false, "print JSON")
-	cfgPath := configFlag(fs)
-	if err := c.parse(fs, c.Usage(), args); err != nil {
-		return err
-	}
-	loc, err := oneLocation(fs)
-	if err != nil {
-		return err
-	}
-	cat, err := c.catalog(ctx, loc, *cfgPath)
+	cat, asJSON, err := c.listing(ctx, "txids", c.Usage(), args)
 	if err != nil {
 		return err
 	}
@@ -57,7 +47,7 @@ func (c *txidsCmd) Run(ctx context.Context, args []string) error {
 		}
 		spans = append(spans, s)
 	}
-	if *asJSON {
+	if asJSON {
 		if spans == nil {
 			spans = []span{}
 		}
