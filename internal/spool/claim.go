@@ -27,6 +27,9 @@ func (s *Spool) Claim(queue string) (*Entry, error) {
 // queue, and at the end of the earliest backoff.
 func (s *Spool) Wait(ctx context.Context, queue string) (*Entry, error) {
 	for {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
 		e, changed, err := s.claim(queue)
 		if err == nil {
 			return e, nil

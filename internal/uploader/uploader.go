@@ -80,6 +80,11 @@ func (u *Uploader) Run(ctx context.Context) error {
 
 func (u *Uploader) work(ctx context.Context) error {
 	for {
+		// Checked before claiming: an entry released because ctx ended
+		// is ready again at once, and claiming it would spin.
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		e, err := u.sp.Wait(ctx, u.o.Queue)
 		if err != nil {
 			return err

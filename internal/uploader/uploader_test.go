@@ -235,3 +235,47 @@ func TestBadKeysRejected(t *testing.T) {
 		}
 	}
 }
+
+// TestStopsWhileOtherEntriesPending stops the uploader while an entry it
+// cannot ship yet is queued: Run must return, not spin on releasing and
+// reclaiming that entry.
+func TestStopsWhileOtherEntriesPending(t *testing.T) {
+	r := newRig(t, "a")
+	block := make(chan struct{})
+	r.stores["a"].Store = blockingStore{Store: memstore.New(), block: block}
+	r.enqueue("k", "x", "a")
+	ctx, cancel := context.WithCancel(context.Background())
+	u := uploader.New(r.sp, r.open, uploader.Options{Workers: 2})
+	done := make(chan error, 1)
+	go func() { done <- u.Run(ctx) }()
+	time.Sleep(100 * time.Millisecond)
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("uploader did not stop after its context ended")
+	}
+	close(block)
+	if r.sp.Len(uploader.FilesQueue) != 1 {
+		t.Fatal("the unshipped entry was lost")
+	}
+}
+
+// blockingStore fails every call with the caller's context error once that
+// context ends, like a store whose calls were all cut off.
+type blockingStore struct {
+	objstore.Store
+	block chan struct{}
+}
+
+func (b blockingStore) Head(ctx context.Context, key string) (objstore.Info, error) {
+	select {
+	case <-ctx.Done():
+		return objstore.Info{}, ctx.Err()
+	case <-b.block:
+		return b.Store.Head(ctx, key)
+	}
+}
