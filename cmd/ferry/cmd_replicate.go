@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	iofs "io/fs"
 	"path/filepath"
 	"time"
@@ -45,6 +44,7 @@ func (c *replicateCmd) Run(ctx context.Context, args []string) error {
 	if set["config"] && *cfgPath == "" {
 		return usagef("-config needs a path")
 	}
+	var cfg *config.Config
 	if fs.NArg() > 0 {
 		if set["config"] {
 			return usagef("give either -config or DB_PATH REPLICA_URL..., not both")
@@ -56,37 +56,49 @@ func (c *replicateCmd) Run(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
+		var replicas []config.Replica
 		for _, arg := range fs.Args()[1:] {
-			if _, err := replicaURL(arg); err != nil {
+			t, err := replicaURL(arg)
+			if err != nil {
 				return err
 			}
+			replicas = append(replicas, config.Replica{Target: t})
 		}
 		if err := existing(db, "file"); err != nil {
 			return err
 		}
-		return errNotImplemented
+		cfg = &config.Config{Source: "the command line", DBs: []config.DB{{
+			Path: db, Replicas: replicas,
+			SyncInterval: config.DefaultSyncInterval, SnapshotInterval: config.DefaultSnapshotInterval,
+			Retention: config.DefaultRetention, MaxSpoolBytes: config.DefaultMaxSpoolBytes,
+		}}}
 	}
-	path := *cfgPath
-	if !set["config"] {
-		path = config.DefaultPath
+	if cfg == nil {
+		path := *cfgPath
+		if !set["config"] {
+			path = config.DefaultPath
+		}
+		var err error
+		if cfg, err = c.loadConfig(path, set["config"]); err != nil {
+			return err
+		}
 	}
-	cfg, err := c.loadConfig(path, set["config"])
-	if err != nil {
-		return err
-	}
-	if len(cfg.DBs) > 0 {
-		return fmt.Errorf("replicating SQLite databases (dbs: in %s): %w", cfg.Source, errNotImplemented)
-	}
+	return c.daemon(ctx, cfg, *execCmd)
+}
+
+// daemon runs the daemon for cfg, with the application as a child when
+// execCmd is set.
+func (c *replicateCmd) daemon(ctx context.Context, cfg *config.Config, execCmd string) error {
 	root, err := spoolRoot("", cfg.Spool)
 	if err != nil {
 		return err
 	}
 	opts := daemon.Options{FilesSpool: filesSpool(root), Log: c.log}
-	if !set["exec"] {
+	if execCmd == "" {
 		return daemon.Run(ctx, cfg, opts)
 	}
-	child := daemon.Child{Command: *execCmd, FlushTimeout: 30 * time.Second, Drained: func() bool {
-		return filesDrained(opts.FilesSpool, cfg.Files)
+	child := daemon.Child{Command: execCmd, FlushTimeout: 30 * time.Second, Drained: func() bool {
+		return filesDrained(opts.FilesSpool, cfg.Files) && dbsDrained(cfg)
 	}}
 	code, err := child.Run(ctx, func(ctx context.Context) error { return daemon.Run(ctx, cfg, opts) })
 	if err != nil {
@@ -94,7 +106,6 @@ func (c *replicateCmd) Run(ctx context.Context, args []string) error {
 	}
 	return &childExit{code: code}
 }
-
 // filesDrained reports whether every inbox is empty and the files spool
 // holds nothing: all that was handed to ferry is in its targets.
 func filesDrained(spoolDir string, inboxes []config.Inbox) bool {

@@ -1,6 +1,13 @@
 package main
 
-import "context"
+import (
+	"context"
+	"fmt"
+	"text/tabwriter"
+
+	"github.com/ferrydb/ferry/internal/config"
+	"github.com/ferrydb/ferry/internal/daemon"
+)
 
 type statusCmd struct{ *app }
 
@@ -10,7 +17,7 @@ func (*statusCmd) Summary() string {
 }
 func (*statusCmd) Usage() string {
 	return `
-Usage: ferry status [-json] [-config PATH]
+Usage: ferry status [-json] [-config PATH] [DB_PATH...]
 
 Shows, for each database and each of its replicas, the local txid, the
 replicated txid, the lag in seconds, the bytes waiting in the spool and
@@ -19,21 +26,66 @@ the last error, as reported by the running daemon.`
 
 func (c *statusCmd) Run(ctx context.Context, args []string) error {
 	fs := newFlagSet("status")
-	fs.Bool("json", false, "print JSON")
+	asJSON := fs.Bool("json", false, "print JSON")
 	cfgPath := configFlag(fs)
 	if err := c.parse(fs, c.Usage(), args); err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return usagef("unexpected argument %q", fs.Arg(0))
-	}
-	if setFlags(fs)["config"] {
-		if *cfgPath == "" {
-			return usagef("-config needs a path")
-		}
-		if _, err := c.loadConfig(*cfgPath, true); err != nil {
+	var dbs []string
+	for _, arg := range fs.Args() {
+		db, err := dbPath(arg)
+		if err != nil {
 			return err
 		}
+		dbs = append(dbs, db)
 	}
-	return errNotImplemented
+	if len(dbs) == 0 {
+		set := setFlags(fs)
+		if set["config"] && *cfgPath == "" {
+			return usagef("-config needs a path")
+		}
+		path := *cfgPath
+		if !set["config"] {
+			path = config.DefaultPath
+		}
+		cfg, err := c.loadConfig(path, set["config"])
+		if err != nil {
+			return err
+		}
+		for _, db := range cfg.DBs {
+			dbs = append(dbs, db.Path)
+		}
+		if len(dbs) == 0 {
+			return fmt.Errorf("%s names no database", cfg.Source)
+		}
+	}
+	var all daemon.StatusReport
+	for _, db := range dbs {
+		rep, err := newControlClient(db).status(ctx)
+		if err != nil {
+			return err
+		}
+		all.DBs = append(all.DBs, rep.DBs...)
+	}
+	if *asJSON {
+		return writeJSON(c.stdout, all)
+	}
+	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "DB\tTARGET\tLOCAL TXID\tREPLICATED\tLAG\tSPOOL\tLAST ERROR")
+	for _, db := range all.DBs {
+		for _, t := range db.Targets {
+			lastErr := t.LastError
+			if lastErr == "" {
+				lastErr = db.LastError
+			}
+			if lastErr == "" {
+				lastErr = "-"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%.1fs\t%d B\t%s\n", db.DB, t.URL, db.TXID, t.Replicated, db.Lag[t.URL], db.SpoolBytes, lastErr)
+		}
+		for _, g := range db.Gaps {
+			fmt.Fprintf(tw, "%s\t%s\tgap\t%d-%d\t\t\t%s\n", db.DB, g.Target, g.First, g.Last, g.Reason)
+		}
+	}
+	return tw.Flush()
 }

@@ -3,9 +3,12 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"time"
 
 	"github.com/ferrydb/ferry/internal/config"
+	"github.com/ferrydb/ferry/internal/daemon"
 )
 
 type syncCmd struct{ *app }
@@ -49,5 +52,28 @@ func (c *syncCmd) Run(ctx context.Context, args []string) error {
 	if err := existing(db, "file"); err != nil {
 		return err
 	}
-	return errNotImplemented
+	wait := timeout
+	if wait == 0 {
+		wait = 365 * 24 * time.Hour
+	}
+	rep, err := newControlClient(db).sync(ctx, wait)
+	if err != nil {
+		return err
+	}
+	if !rep.Done {
+		return fmt.Errorf("%s: not yet durable everywhere (%s): %s", db, rep.Error, progressLine(rep.Status))
+	}
+	fmt.Fprintf(c.stdout, "%s: durable: %s\n", db, progressLine(rep.Status))
+	return nil
+}
+
+// progressLine sums up how far each target of each database has come.
+func progressLine(rep daemon.StatusReport) string {
+	var parts []string
+	for _, db := range rep.DBs {
+		for _, t := range db.Targets {
+			parts = append(parts, fmt.Sprintf("%s has txid %d of %d", t.URL, t.Replicated, db.TXID))
+		}
+	}
+	return strings.Join(parts, "; ")
 }

@@ -157,14 +157,7 @@ func TestNotImplementedAfterValidation(t *testing.T) {
 	if err := os.WriteFile(db, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg := writeConfig(t, dir, "dbs:\n  - path: "+db+"\n    replicas: [file:///srv/r]\n")
 	for _, args := range [][]string{
-		{"replicate", db, "file:///srv/r", "s3://bkt/app?region=us-east-1"},
-		{"replicate", "-config", cfg},
-		{"replicate", "-exec", "sleep 1", "-config", cfg},
-		{"status", "-json"},
-		{"status", "-config", cfg},
-		{"sync", "-timeout", "1d", db},
 		{"gc", "-dry-run", db},
 		{"follow", "-interval", "500ms", "s3://bkt/app", filepath.Join(dir, "follower.db")},
 	} {
@@ -172,6 +165,43 @@ func TestNotImplementedAfterValidation(t *testing.T) {
 		r := runFerry(t, args...)
 		if r.code != 1 || !strings.HasPrefix(r.stderr, "ferry "+name+": ") || !strings.HasSuffix(r.stderr, "not implemented yet\n") || strings.Count(r.stderr, "\n") != 1 {
 			t.Errorf("%v: exit %d, stderr %q; want exit 1 and not implemented", args, r.code, r.stderr)
+		}
+	}
+}
+
+// TestDatabaseCommandsFailClearly covers what the database commands say
+// about inputs they cannot work with, each in one line.
+func TestDatabaseCommandsFailClearly(t *testing.T) {
+	dir := t.TempDir()
+	empty := filepath.Join(dir, "empty.db")
+	os.WriteFile(empty, nil, 0o600)
+	notSQLite := filepath.Join(dir, "text.db")
+	os.WriteFile(notSQLite, []byte("this is not a database, just some text that is long enough to have a header"), 0o600)
+	replica := "file://" + filepath.Join(dir, "replica")
+	cfg := writeConfig(t, dir, "dbs:\n  - path: "+empty+"\n    replicas: [\""+replica+"\"]\n")
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"replicate", empty, replica}, "not in WAL mode"},
+		{[]string{"replicate", notSQLite, replica}, "not"},
+		{[]string{"replicate", filepath.Join(dir, "missing.db"), replica}, "no such file"},
+		{[]string{"replicate", "-config", cfg}, "not in WAL mode"},
+		{[]string{"status", "-config", cfg}, "no ferry daemon is replicating " + empty},
+		{[]string{"status", empty}, "no ferry daemon is replicating " + empty},
+		{[]string{"sync", "-timeout", "1s", empty}, "no ferry daemon is replicating " + empty},
+	} {
+		r := runFerry(t, tc.args...)
+		if r.code != 1 || !strings.Contains(r.stderr, tc.want) || strings.Count(r.stderr, "\n") != 1 {
+			t.Errorf("%v: exit %d, stderr %q; want exit 1 and one line with %q", tc.args, r.code, r.stderr, tc.want)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "replica")); err == nil {
+		entries, _ := os.ReadDir(filepath.Join(dir, "replica"))
+		for _, e := range entries {
+			if e.Name()[0] != '.' {
+				t.Errorf("a refused replicate wrote %s into the replica", e.Name())
+			}
 		}
 	}
 }
@@ -244,7 +274,6 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"follow", "-interval", "soon", "s3://bkt/x", "/a.db"}, `ferry follow: invalid value "soon" for flag -interval`},
 		{[]string{"push", "-key", "a/../b", dir, "s3://bkt"}, `ferry push: invalid value "a/../b" for flag -key`},
 		{[]string{"push", "s3://bkt"}, `ferry push: want one or more PATHs and a REPLICA_URL`},
-		{[]string{"status", "extra"}, `ferry status: unexpected argument "extra"`},
 		{[]string{"spool"}, `ferry spool: missing subcommand; run 'ferry spool -h'`},
 		{[]string{"spool", "check"}, `ferry spool: unknown subcommand "check"`},
 		{[]string{"spool", "fsck"}, `ferry spool: want one SPOOL_DIR, got 0 arguments; run 'ferry spool fsck -h'`},
@@ -291,7 +320,7 @@ func TestConfigLoggingAppliesUnlessFlagged(t *testing.T) {
 		t.Errorf("config's debug JSON logging not applied: %q", r.stderr)
 	}
 	r = runFerry(t, "-log-level", "info", "replicate", "-config", cfg)
-	if !strings.HasPrefix(r.stderr, "ferry replicate: ") || !strings.HasSuffix(r.stderr, "not implemented yet\n") || strings.Count(r.stderr, "\n") != 1 {
+	if r.stderr != "ferry replicate: database /data/app.db: no such file\n" {
 		t.Errorf("-log-level info did not win over the config: %q", r.stderr)
 	}
 }

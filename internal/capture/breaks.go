@@ -1,0 +1,193 @@
+package capture
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/ferrydb/ferry/internal/wal"
+)
+
+// answerBreak answers a log that no longer continues from what ferry
+// captured. What ferry could not see is folded into one new txid, the
+// database as it is now, which only a snapshot carries; a change set never
+// guesses it. The steps:
+//
+//  1. Ship the transactions captured before the break: they are real.
+//  2. Under a fresh read transaction, read the current log generation from
+//     its header to its end, noting the latest frame of every page. The
+//     database file with those frames laid over it is the database now.
+//  3. Give that state the txid after every txid that may exist anywhere
+//     (Reserved), save it, and snapshot it for every target, rereading
+//     every chunk: which pages changed unseen is not known.
+func (r *Replicator) answerBreak(ctx context.Context, cause error) error {
+	r.broken = cause
+	r.stopSnapshots()
+	if !r.batch.empty() {
+		r.shipBatch()
+		if !r.batch.empty() {
+			r.dropBatch("the change set before a break could not be spooled")
+		}
+	}
+	if err := r.sql.handover(ctx, r.rescan); err != nil {
+		return fmt.Errorf("read the log after a break: %w", err)
+	}
+	r.protected = true
+	r.txid = max(r.txid, r.reserved) + 1
+	r.txTime = time.Now()
+	r.reserved = r.txid
+	r.durable = r.current()
+	for _, t := range r.targets {
+		r.unsync(t, r.txid, "the log broke continuity: "+cause.Error())
+		t.full, t.prev = true, nil
+		clear(t.dirty)
+	}
+	r.progress.setLocal(r.txid, r.txTime)
+	r.broken = nil
+	if err := r.save(); err != nil {
+		return err
+	}
+	r.startSnapshots(ctx, time.Now())
+	return nil
+}
+
+// rescan reads the current log generation from its header to the end of
+// what is committed, as the start of a new chain.
+func (r *Replicator) rescan() error {
+	if r.log != nil {
+		r.log.Close()
+		r.log = nil
+	}
+	r.posValid = false
+	f, err := r.openLog()
+	if err != nil {
+		return err
+	}
+	clear(r.overlay)
+	r.gen = nil
+	var hdr wal.Header
+	if f != nil {
+		hdr, err = wal.ReadHeader(f)
+	}
+	if f == nil || errors.Is(err, wal.ErrNoHeader) || errors.Is(err, wal.ErrBadHeader) {
+		// No log to speak of: the database file is the database.
+		h, err := readDBHeader(r.db)
+		if err != nil {
+			return err
+		}
+		r.pageSize = h.pageSize
+		r.dbSize = h.pages
+		if r.dbSize == 0 {
+			if r.dbSize, err = filePages(r.db, h.pageSize); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read log header: %w", err)
+	}
+	rd := wal.NewReader(f, hdr)
+	r.pageSize, r.pos, r.posValid = hdr.PageSize, hdr.Start(), true
+	dbSize := uint32(0)
+	for {
+		txn, err := rd.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		r.lay(txn, dbSize)
+		dbSize, r.pos = txn.Commit, txn.End
+	}
+	r.gen = rd
+	if dbSize == 0 {
+		h, err := readDBHeader(r.db)
+		if err != nil {
+			return err
+		}
+		if dbSize = h.pages; dbSize == 0 {
+			if dbSize, err = filePages(r.db, h.pageSize); err != nil {
+				return err
+			}
+		}
+	}
+	r.dbSize = dbSize
+	return nil
+}
+
+// resume continues from the saved position after a restart: it checks
+// that the log still continues from there and rebuilds the overlay from
+// the generation's header up to it. Nothing before the restart protected
+// the log, so a new generation is a break here.
+func (r *Replicator) resume() error {
+	f, err := r.openLog()
+	if err != nil {
+		return err
+	}
+	if f == nil {
+		return broke("the log file %s is gone", r.walPath)
+	}
+	if _, err := wal.Resume(f, r.pos); err != nil {
+		var be *wal.BreakError
+		if errors.As(err, &be) {
+			return &breakError{err}
+		}
+		return err
+	}
+	hdr, err := wal.ReadHeader(f)
+	if err != nil {
+		return broke("read log header: %v", err)
+	}
+	rd := wal.NewReader(f, hdr)
+	clear(r.overlay)
+	var size uint32
+	for rd.Position().Offset < r.pos.Offset {
+		txn, err := rd.Next()
+		if err != nil {
+			return broke("the log no longer reaches the saved position: %v", err)
+		}
+		r.lay(txn, size)
+		size = txn.Commit
+	}
+	if rd.Position() != r.pos {
+		return broke("the saved position %v is not a commit of the log", r.pos)
+	}
+	r.gen = rd
+	return r.capturePass(context.Background())
+}
+
+// lay lays txn's pages over the image, after a transaction that left the
+// database size pages long.
+func (r *Replicator) lay(txn wal.Txn, size uint32) {
+	for _, ref := range txn.Pages {
+		r.overlay[ref.Pgno] = ref
+	}
+	if txn.Commit < size {
+		// Pages past the end are no longer part of the database: SQLite
+		// zero-fills a page it grows into and writes it, never reads it.
+		for pgno := range r.overlay {
+			if pgno > txn.Commit {
+				delete(r.overlay, pgno)
+			}
+		}
+	}
+}
+
+// unsync leaves t out of change sets until a snapshot starts for it,
+// noting the first txid it misses.
+func (r *Replicator) unsync(t *target, from uint64, cause string) {
+	if t.synced && t.base > 0 {
+		t.unsyncedFrom, t.unsyncedCause = from, cause
+	}
+	t.synced = false
+	r.progress.setSynced(t.url, false)
+}
+
+// current returns where the capture is.
+func (r *Replicator) current() point {
+	return point{txid: r.txid, at: r.txTime, pos: r.pos, posValid: r.posValid, pageSize: r.pageSize, dbSize: r.dbSize}
+}

@@ -1,0 +1,219 @@
+package capture
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"time"
+
+	"github.com/ferrydb/ferry/internal/wal"
+)
+
+// breakError says why the log no longer continues from what ferry
+// captured; the capture answers it with a new txid that a snapshot
+// carries.
+type breakError struct{ err error }
+
+func (e *breakError) Error() string { return e.err.Error() }
+func (e *breakError) Unwrap() error { return e.err }
+
+func broke(format string, args ...any) error {
+	return &breakError{fmt.Errorf(format, args...)}
+}
+
+// errReopen means the database file itself was replaced: every
+// connection and descriptor belongs to a file that is no longer the
+// database.
+var errReopen = errors.New("the database file was replaced")
+
+// capturePass reads every transaction committed since r.pos into the
+// batch. It returns a *breakError when the log no longer continues from
+// r.pos, and otherwise stops quietly at the end of what is committed, or
+// at a transaction whose frames changed under it (the next pass finds out
+// why).
+func (r *Replicator) capturePass(ctx context.Context) error {
+	if err := r.checkDB(); err != nil {
+		return err
+	}
+	f, err := r.openLog()
+	if err != nil || f == nil {
+		return err
+	}
+	if !r.posValid {
+		hdr, err := wal.ReadHeader(f)
+		if errors.Is(err, wal.ErrNoHeader) || errors.Is(err, wal.ErrBadHeader) {
+			return nil // still no transaction in the new generation
+		}
+		if err != nil {
+			return fmt.Errorf("read log header: %w", err)
+		}
+		if !r.protected {
+			return broke("a new log generation began while ferry held no read transaction")
+		}
+		if hdr.PageSize != r.pageSize {
+			return broke("the page size changed from %d to %d", r.pageSize, hdr.PageSize)
+		}
+		r.newGeneration(&hdr)
+	}
+	rd, err := wal.Resume(f, r.pos)
+	for {
+		var txn wal.Txn
+		if err == nil {
+			txn, err = rd.Next()
+		}
+		var be *wal.BreakError
+		switch {
+		case err == nil:
+		case errors.Is(err, io.EOF):
+			r.gen = rd
+			return nil
+		case errors.As(err, &be):
+			if !r.protected || !newGeneration(be) {
+				return &breakError{err}
+			}
+			// A new generation seen while protected continues the old one:
+			// every frame of the old one was in the database file before
+			// SQLite could restart the log, and ferry had read them all.
+			r.o.Log.Debug("the log started a new generation", "db", r.o.DBPath, "after", r.pos, "how", be.Reason)
+			if be.Reason == wal.BreakTruncated {
+				r.newGeneration(nil)
+				return nil
+			}
+			r.newGeneration(&be.Header)
+			rd, err = wal.NewReader(f, be.Header), nil
+			continue
+		default:
+			return fmt.Errorf("read log: %w", err)
+		}
+		if err = r.addTxn(rd, txn); err != nil {
+			if errors.Is(err, wal.ErrChanged) {
+				return nil
+			}
+			return err
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+	}
+}
+
+// newGeneration reports whether a break is only the log starting a new
+// generation (or being emptied for one), as opposed to a log that was cut,
+// overwritten or replaced.
+func newGeneration(be *wal.BreakError) bool {
+	switch be.Reason {
+	case wal.BreakSeq, wal.BreakSalt:
+		return true
+	case wal.BreakTruncated:
+		return errors.Is(be.Err, wal.ErrNoHeader)
+	}
+	return false
+}
+
+// newGeneration moves the capture to the start of the generation hdr
+// describes, or, with nil, to waiting for one. Every page of the old
+// generation is in the database file by now, so the overlay starts empty.
+func (r *Replicator) newGeneration(hdr *wal.Header) {
+	clear(r.overlay)
+	r.gen = nil
+	if hdr == nil {
+		r.posValid = false
+		return
+	}
+	r.pos, r.posValid = hdr.Start(), true
+}
+
+// addTxn copies one committed transaction into the batch and gives it the
+// next txid.
+func (r *Replicator) addTxn(rd *wal.Reader, txn wal.Txn) error {
+	if len(r.page) != r.pageSize {
+		r.page = make([]byte, r.pageSize)
+	}
+	txid := r.txid + 1
+	at := time.Now()
+	if at.Before(r.txTime) {
+		at = r.txTime
+	}
+	mark := r.batch.mark()
+	err := r.batch.begin(txid, at, txn.Commit, len(txn.Pages), r.pageSize)
+	for i := 0; err == nil && i < len(txn.Pages); i++ {
+		ref := txn.Pages[i]
+		if err = rd.ReadPage(ref, r.page); err == nil {
+			err = r.batch.page(ref.Pgno, r.page)
+		}
+	}
+	if err != nil {
+		if rerr := r.batch.rollback(mark); rerr != nil {
+			return fmt.Errorf("%w (and rolling back the batch: %v)", err, rerr)
+		}
+		return err
+	}
+	r.batch.commit(txid)
+	r.lay(txn, r.dbSize)
+	for _, t := range r.targets {
+		for _, ref := range txn.Pages {
+			t.dirty.AddPage(r.pageSize, ref.Pgno)
+		}
+	}
+	r.txid, r.txTime, r.dbSize, r.pos = txid, at, txn.Commit, txn.End
+	r.gen = rd
+	r.progress.setLocal(txid, at)
+	return nil
+}
+
+// openLog returns the log file, opening it when needed, or nil when there
+// is none and none is needed. SQLite never deletes or recreates the log
+// while a connection (ferry's) is open, so a log file that vanished or was
+// replaced under a position is a break.
+func (r *Replicator) openLog() (*os.File, error) {
+	st, err := os.Stat(r.walPath)
+	if errors.Is(err, fs.ErrNotExist) {
+		if r.log != nil {
+			r.log.Close()
+			r.log = nil
+		}
+		if r.posValid {
+			return nil, broke("the log file %s was deleted", r.walPath)
+		}
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("stat log: %w", err)
+	}
+	if r.log != nil {
+		if cur, err := r.log.Stat(); err == nil && os.SameFile(cur, st) {
+			return r.log, nil
+		}
+		r.log.Close()
+		r.log = nil
+		if r.posValid {
+			return nil, broke("the log file %s was replaced", r.walPath)
+		}
+	}
+	f, err := os.Open(r.walPath)
+	if err != nil {
+		return nil, fmt.Errorf("open log: %w", err)
+	}
+	r.log = f
+	return f, nil
+}
+
+// checkDB returns errReopen when the file at the database's path is no
+// longer the one ferry opened.
+func (r *Replicator) checkDB() error {
+	st, err := os.Stat(r.o.DBPath)
+	if err != nil {
+		return fmt.Errorf("stat database: %w", err)
+	}
+	cur, err := r.db.Stat()
+	if err != nil {
+		return fmt.Errorf("stat database: %w", err)
+	}
+	if !os.SameFile(cur, st) {
+		return errReopen
+	}
+	return nil
+}

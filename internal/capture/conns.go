@@ -1,0 +1,187 @@
+package capture
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+
+	_ "modernc.org/sqlite" // the SQLite that holds ferry's read transactions and runs its checkpoints
+)
+
+// sqliteConns are ferry's own connections to the database: two read-only
+// ones that take turns holding the read transaction that protects the log
+// (see the package documentation), and one read-write one that only ever
+// runs checkpoints. None of them writes a row.
+//
+// Read-only connections never checkpoint or delete the log when they
+// close, even when they are the last connection to the database; the
+// read-write one is closed first, while the readers are still open, so
+// that it is never the last and never does either.
+type sqliteConns struct {
+	ro      *sql.DB
+	readers [2]*sql.Conn
+	txs     [2]*sql.Tx
+	cur     int // index of the reader holding a transaction, -1 for none
+
+	rw   *sql.DB
+	ckpt *sql.Conn
+}
+
+// sqliteURI turns a path into a SQLite URI filename, escaping what SQLite
+// would otherwise read as a query or fragment.
+func sqliteURI(path string, params ...string) string {
+	segs := strings.Split(path, "/")
+	for i, s := range segs {
+		segs[i] = url.PathEscape(s)
+	}
+	return "file:" + strings.Join(segs, "/") + "?" + strings.Join(params, "&")
+}
+
+func openConns(ctx context.Context, path string, busy time.Duration) (*sqliteConns, error) {
+	c := &sqliteConns{cur: -1}
+	var err error
+	// A reader waits longer than a checkpoint: taking a read mark only
+	// contends with other connections' brief lock operations.
+	c.ro, err = sql.Open("sqlite", sqliteURI(path, "mode=ro", "_pragma=busy_timeout(5000)"))
+	if err != nil {
+		return nil, err
+	}
+	c.ro.SetMaxOpenConns(2)
+	// mode=rw: never create the database if it vanished since Open
+	// checked it.
+	c.rw, err = sql.Open("sqlite", sqliteURI(path, "mode=rw", fmt.Sprintf("_pragma=busy_timeout(%d)", max(1, busy.Milliseconds()))))
+	if err != nil {
+		c.ro.Close()
+		return nil, err
+	}
+	c.rw.SetMaxOpenConns(1)
+	if c.ckpt, err = c.rw.Conn(ctx); err == nil {
+		for i := range c.readers {
+			if c.readers[i], err = c.ro.Conn(ctx); err != nil {
+				break
+			}
+		}
+	}
+	if err != nil {
+		c.close()
+		return nil, err
+	}
+	var mode string
+	if err := c.ckpt.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
+		c.close()
+		return nil, fmt.Errorf("read journal mode: %w", err)
+	}
+	if !strings.EqualFold(mode, "wal") {
+		c.close()
+		return nil, fmt.Errorf("%w (journal_mode is %s)", ErrNotWAL, mode)
+	}
+	return c, nil
+}
+
+// held reports whether a read transaction is held.
+func (c *sqliteConns) held() bool { return c.cur >= 0 }
+
+// handover begins a read transaction on the idle reader, runs pass (a
+// complete pass over the log), and only then ends the transaction the
+// other reader held, so that the log is protected at every instant. If
+// begin or pass fails, the new transaction is dropped and the old one
+// stays.
+func (c *sqliteConns) handover(ctx context.Context, pass func() error) error {
+	next := 0
+	if c.cur == 0 {
+		next = 1
+	}
+	tx, err := beginRead(ctx, c.readers[next])
+	if err != nil {
+		return err
+	}
+	if err := pass(); err != nil {
+		tx.Rollback()
+		return err
+	}
+	if c.cur >= 0 {
+		c.txs[c.cur].Rollback()
+		c.txs[c.cur] = nil
+	}
+	c.txs[next], c.cur = tx, next
+	return nil
+}
+
+// beginRead starts a read transaction and makes SQLite take its read mark.
+func beginRead(ctx context.Context, conn *sql.Conn) (*sql.Tx, error) {
+	// The transaction must outlive ctx: database/sql rolls a transaction
+	// back when the context it began with ends.
+	tx, err := conn.BeginTx(context.WithoutCancel(ctx), nil)
+	if err != nil {
+		return nil, fmt.Errorf("begin read transaction: %w", err)
+	}
+	var n int64
+	if err := tx.QueryRowContext(ctx, "SELECT count(*) FROM sqlite_master").Scan(&n); err != nil {
+		tx.Rollback()
+		return nil, fmt.Errorf("begin read transaction: %w", err)
+	}
+	return tx, nil
+}
+
+// releaseAll ends every read transaction.
+func (c *sqliteConns) releaseAll() {
+	for i, tx := range c.txs {
+		if tx != nil {
+			tx.Rollback()
+			c.txs[i] = nil
+		}
+	}
+	c.cur = -1
+}
+
+// ckptResult is what PRAGMA wal_checkpoint reports: whether it was kept
+// from finishing, the frames in the log, and the frames now copied into
+// the database file.
+type ckptResult struct {
+	busy       bool
+	log, moved int64
+}
+
+// complete reports whether every frame of the log is in the database file.
+func (r ckptResult) complete() bool { return !r.busy && r.log == r.moved }
+
+// checkpoint runs PRAGMA wal_checkpoint(mode). A checkpoint that could not
+// get its locks within the busy timeout is not an error: it reports busy.
+func (c *sqliteConns) checkpoint(ctx context.Context, mode string) (ckptResult, error) {
+	var busy, log, moved int64
+	err := c.ckpt.QueryRowContext(ctx, "PRAGMA wal_checkpoint("+mode+")").Scan(&busy, &log, &moved)
+	if err != nil {
+		if strings.Contains(err.Error(), "SQLITE_BUSY") || strings.Contains(err.Error(), "database is locked") {
+			return ckptResult{busy: true}, nil
+		}
+		return ckptResult{}, fmt.Errorf("checkpoint %s: %w", mode, err)
+	}
+	return ckptResult{busy: busy != 0, log: log, moved: moved}, nil
+}
+
+// close closes the checkpoint connection first and the readers last, so
+// that no connection of ferry's is ever the last one, except a read-only
+// one, which leaves the log alone.
+func (c *sqliteConns) close() error {
+	var errs []error
+	if c.ckpt != nil {
+		errs = append(errs, c.ckpt.Close())
+	}
+	if c.rw != nil {
+		errs = append(errs, c.rw.Close())
+	}
+	c.releaseAll()
+	for _, r := range c.readers {
+		if r != nil {
+			errs = append(errs, r.Close())
+		}
+	}
+	if c.ro != nil {
+		errs = append(errs, c.ro.Close())
+	}
+	return errors.Join(errs...)
+}

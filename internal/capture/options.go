@@ -1,0 +1,98 @@
+package capture
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/ferrydb/ferry/internal/objstore"
+	"github.com/ferrydb/ferry/internal/spool"
+)
+
+// Options configure a Replicator.
+type Options struct {
+	// DBPath is the database to replicate. It must exist and be in WAL
+	// mode.
+	DBPath string
+	// SpoolDir holds the spool of change sets and the capture state. One
+	// process at a time may use it.
+	SpoolDir string
+	// Targets maps each replica URL to its store. Change sets go to every
+	// target through the spool; snapshots go to each store directly.
+	Targets map[string]objstore.Store
+
+	// SyncInterval is the most often a change set is shipped under steady
+	// load; the first commit after a quiet period ships at once. Zero
+	// means 1s.
+	SyncInterval time.Duration
+	// SnapshotInterval is how often a changed database gets a new
+	// snapshot. Zero means 1h.
+	SnapshotInterval time.Duration
+	// MaxSpoolBytes bounds the spool; past it the change-set backlog is
+	// dropped and a snapshot re-establishes the chain. Zero means no bound.
+	MaxSpoolBytes int64
+
+	// CheckpointPages is the log length, in frames, from which ferry runs
+	// PASSIVE checkpoints itself. Zero means 1000, SQLite's own default.
+	CheckpointPages int
+	// TruncatePages is the log length, in frames, from which ferry takes
+	// SQLite's writer lock, for at most CheckpointBusyTimeout, to finish a
+	// checkpoint and shrink the log: a log that long means PASSIVE
+	// checkpoints could not keep up. Zero means four times
+	// CheckpointPages.
+	TruncatePages int
+	// CheckpointBusyTimeout bounds how long a checkpoint that takes the
+	// writer lock waits for readers and writers, and so how long it can
+	// hold the application's writers up. Zero means 30ms.
+	CheckpointBusyTimeout time.Duration
+	// PollInterval is how often the log is checked when no file event
+	// arrives. Zero means 50ms.
+	PollInterval time.Duration
+
+	// SpoolBackoff spaces upload retries; zero means the spool's default.
+	SpoolBackoff spool.Backoff
+	// UploadWorkers is the uploader's worker count; zero means its
+	// default.
+	UploadWorkers int
+	Log           *slog.Logger
+}
+
+func (o Options) withDefaults() (Options, error) {
+	if o.DBPath == "" {
+		return o, errors.New("capture: no database path")
+	}
+	if o.SpoolDir == "" {
+		return o, fmt.Errorf("capture %s: no spool directory", o.DBPath)
+	}
+	if len(o.Targets) == 0 {
+		return o, fmt.Errorf("capture %s: no replica target", o.DBPath)
+	}
+	for url, s := range o.Targets {
+		if s == nil {
+			return o, fmt.Errorf("capture %s: target %s has no store", o.DBPath, url)
+		}
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&o.SyncInterval, time.Second)
+	def(&o.SnapshotInterval, time.Hour)
+	def(&o.CheckpointBusyTimeout, 30*time.Millisecond)
+	def(&o.PollInterval, 50*time.Millisecond)
+	if o.CheckpointPages <= 0 {
+		o.CheckpointPages = 1000
+	}
+	if o.TruncatePages <= 0 {
+		o.TruncatePages = 4 * o.CheckpointPages
+	}
+	if o.TruncatePages < o.CheckpointPages {
+		o.TruncatePages = o.CheckpointPages
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	return o, nil
+}

@@ -1,0 +1,208 @@
+package capture
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/ferrydb/ferry/internal/objstore"
+	"github.com/ferrydb/ferry/internal/snapshot"
+	"github.com/ferrydb/ferry/internal/spool"
+	"github.com/ferrydb/ferry/internal/wal"
+)
+
+// segmentsQueue is the spool queue change sets travel through, in txid
+// order.
+const segmentsQueue = "segments"
+
+// ErrClosed is returned by Sync once the Replicator has stopped.
+var ErrClosed = errors.New("capture: replicator is closed")
+
+// Replicator captures one database. Open checks everything an operator
+// must fix; Run does the work until its context ends.
+type Replicator struct {
+	o       Options
+	walPath string
+	urls    []string // target URLs, sorted
+	sp      *spool.Spool
+
+	// db is the database file, open from Open to Close; see the package
+	// documentation on POSIX locks.
+	db       *os.File
+	sql      *sqliteConns
+	progress *progress
+
+	syncReq chan chan uint64
+	done    chan struct{} // closed when Run returns
+	runOnce sync.Once
+	close   sync.Once
+
+	// Everything below belongs to the goroutine in Run.
+	state     *savedState // as loaded; nil for a new replica
+	log       *os.File    // the current log file
+	gen       *wal.Reader // a reader of the current generation, for ReadPage
+	pos       wal.Position
+	posValid  bool // false: the log has no header yet after a reset
+	protected bool // see the package documentation
+	pageSize  int
+	dbSize    uint32
+	txid      uint64
+	txTime    time.Time
+	reserved  uint64
+	durable   point // end of the last spooled change set
+	overlay   map[uint32]wal.PageRef
+	page      []byte
+	batch     *batch
+	lastShip  time.Time
+	lastCkpt  time.Time
+	broken    error // a break not yet answered
+	targets   map[string]*target
+	job       *snapJob
+	waiting   []chan uint64 // Sync callers waiting for the next capture
+}
+
+// point is a txid with what the capture needs to go on from it.
+type point struct {
+	txid     uint64
+	at       time.Time
+	pos      wal.Position
+	posValid bool
+	pageSize int
+	dbSize   uint32
+}
+
+// target is the capture's view of one replica target.
+type target struct {
+	url   string
+	store objstore.Store
+	// base is the newest snapshot completed there, prev its manifest when
+	// loaded, and baseTime when it was taken.
+	base     uint64
+	prev     *snapshot.Manifest
+	baseTime time.Time
+	// dirty holds the chunks written since base; full means they are not
+	// known and the next snapshot rereads everything.
+	dirty snapshot.ChunkSet
+	full  bool
+	// synced says that change sets reach the target from base on. A
+	// target that is not synced is left out of new change sets until a
+	// snapshot starts for it.
+	synced        bool
+	unsyncedFrom  uint64
+	unsyncedCause string
+	// While a snapshot is in flight for the target, jobDirty and jobFull
+	// are the dirty chunks it was handed; resyncing says that it is the
+	// snapshot that lets change sets reach the target again.
+	snapping  bool
+	resyncing bool
+	jobDirty  snapshot.ChunkSet
+	jobFull   bool
+	failures  int
+	nextTry   time.Time
+}
+
+// Open checks the database and the spool and returns a Replicator ready to
+// Run. It fails with one clear error, naming the path, when the database is
+// missing, is not SQLite, is not in WAL mode, or when another process holds
+// the spool. Open writes nothing to the database.
+func Open(ctx context.Context, o Options) (*Replicator, error) {
+	o, err := o.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	if o.DBPath, err = filepath.Abs(o.DBPath); err != nil {
+		return nil, fmt.Errorf("capture %s: %w", o.DBPath, err)
+	}
+	db, _, err := openDB(o.DBPath)
+	if err != nil {
+		return nil, err
+	}
+	r := &Replicator{
+		o:       o,
+		walPath: o.DBPath + "-wal",
+		urls:    slices.Sorted(maps.Keys(o.Targets)),
+		db:      db,
+		syncReq: make(chan chan uint64),
+		done:    make(chan struct{}),
+		overlay: map[uint32]wal.PageRef{},
+		targets: map[string]*target{},
+	}
+	fail := func(err error) (*Replicator, error) {
+		r.closeAll()
+		return nil, err
+	}
+	r.sp, err = spool.Open(o.SpoolDir, spool.Options{MaxBytes: o.MaxSpoolBytes, Ordered: []string{segmentsQueue}, Backoff: o.SpoolBackoff})
+	if err != nil {
+		return fail(fmt.Errorf("capture %s: %w", o.DBPath, err))
+	}
+	if r.state, err = loadState(o.SpoolDir, o.DBPath); err != nil {
+		return fail(fmt.Errorf("capture %s: %w", o.DBPath, err))
+	}
+	if r.sql, err = openConns(ctx, o.DBPath, o.CheckpointBusyTimeout); err != nil {
+		return fail(fmt.Errorf("capture %s: %w", o.DBPath, err))
+	}
+	if r.batch, err = openBatch(o.SpoolDir); err != nil {
+		return fail(fmt.Errorf("capture %s: %w", o.DBPath, err))
+	}
+	r.progress = newProgress(r.urls)
+	return r, nil
+}
+
+// Close releases the database, its connections and the spool. Run calls
+// it when it returns; call it directly only for a Replicator never run.
+func (r *Replicator) Close() error {
+	var err error
+	r.close.Do(func() { err = r.closeAll() })
+	return err
+}
+
+func (r *Replicator) closeAll() error {
+	var errs []error
+	// The SQLite connections go before the database file: closing the
+	// file first would drop their locks.
+	if r.sql != nil {
+		errs = append(errs, r.sql.close())
+	}
+	if r.log != nil {
+		errs = append(errs, r.log.Close())
+	}
+	if r.db != nil {
+		errs = append(errs, r.db.Close())
+	}
+	if r.batch != nil {
+		errs = append(errs, r.batch.close())
+	}
+	if r.sp != nil {
+		errs = append(errs, r.sp.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// Sync returns once every transaction committed before the call can be
+// restored from every target, with the txid of the newest of them. It
+// fails when ctx ends first or the Replicator stops.
+func (r *Replicator) Sync(ctx context.Context) (uint64, error) {
+	reply := make(chan uint64, 1)
+	select {
+	case r.syncReq <- reply:
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	case <-r.done:
+		return 0, ErrClosed
+	}
+	var txid uint64
+	select {
+	case txid = <-reply:
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	case <-r.done:
+		return 0, ErrClosed
+	}
+	return txid, r.progress.wait(ctx, txid, r.done)
+}

@@ -1,0 +1,292 @@
+package capture
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/ferrydb/ferry/internal/objstore"
+	"github.com/ferrydb/ferry/internal/snapshot"
+	"github.com/ferrydb/ferry/internal/uploader"
+)
+
+// Run captures the database until ctx ends, then spools what it captured,
+// saves its state and closes the Replicator. It returns an error only for
+// a failure that retrying cannot fix; everything else (a store that is
+// down, a full spool, a break in the log) is retried or answered, and
+// reported through Status.
+func (r *Replicator) Run(ctx context.Context) error {
+	first := false
+	r.runOnce.Do(func() { first = true })
+	if !first {
+		return errors.New("capture: Run called twice")
+	}
+	defer func() {
+		close(r.done)
+		r.Close()
+	}()
+	// Deferred calls run last first: cancel, then wait for the
+	// goroutines, then close.
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	up := uploader.New(r.sp, r.openTarget, uploader.Options{
+		Queue:   segmentsQueue,
+		Workers: r.o.UploadWorkers,
+		Log:     r.o.Log,
+		Shipped: r.progress.shipped,
+	})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := up.Run(ctx); err != nil {
+			r.fail(fmt.Errorf("uploader: %w", err))
+		}
+	}()
+	if err := r.start(ctx, &wg); err != nil {
+		return err
+	}
+	events := watchLog(ctx, &wg, r.o.DBPath, r.o.Log)
+	tick := time.NewTicker(r.o.PollInterval)
+	defer tick.Stop()
+	for {
+		r.step(ctx)
+		var jobDone <-chan struct{}
+		if r.job != nil {
+			jobDone = r.job.done
+		}
+		select {
+		case <-ctx.Done():
+			r.shutdown()
+			return nil
+		case <-tick.C:
+		case <-events:
+		case reply := <-r.syncReq:
+			r.waiting = append(r.waiting, reply)
+		case <-jobDone:
+			r.finishSnapshots()
+		}
+	}
+}
+
+func (r *Replicator) openTarget(_ context.Context, url string) (objstore.Store, error) {
+	if s, ok := r.o.Targets[url]; ok {
+		return s, nil
+	}
+	return nil, fmt.Errorf("a change set names target %s, which this replicator does not have", url)
+}
+
+// start sets the capture up from the saved state, or, for a new replica,
+// from what the targets already hold.
+func (r *Replicator) start(ctx context.Context, wg *sync.WaitGroup) error {
+	st := r.state
+	for _, u := range r.urls {
+		t := &target{url: u, store: r.o.Targets[u], dirty: snapshot.ChunkSet{}, full: true}
+		if st != nil {
+			if sv := st.Targets[u]; sv != nil {
+				t.base, t.baseTime, t.synced = sv.Snapshot, sv.SnapshotTime, sv.Synced
+				t.unsyncedFrom, t.unsyncedCause = sv.UnsyncedFrom, sv.UnsyncedCause
+				t.full = sv.Full
+				for _, i := range sv.Dirty {
+					t.dirty.Add(i)
+				}
+				r.progress.restore(u, sv.Snapshot, sv.Replicated, t.synced)
+			}
+		}
+		r.targets[u] = t
+	}
+	if st == nil {
+		top, err := r.remoteTop(ctx)
+		if err != nil {
+			return err
+		}
+		r.txid, r.reserved = top, top
+		r.broken = errors.New("a new replica starts with a snapshot")
+		return nil
+	}
+	for _, g := range st.Gaps {
+		r.progress.addGap(g)
+	}
+	r.txid, r.txTime, r.reserved = st.TXID, st.Time, st.Reserved
+	r.pageSize, r.dbSize = st.PageSize, st.DBSize
+	if st.Pos != nil {
+		r.pos, r.posValid = *st.Pos, true
+	} else {
+		r.broken = errors.New("no log position was saved to resume from")
+	}
+	r.durable = r.current()
+	r.progress.setLocal(r.txid, r.txTime)
+	for _, u := range r.urls {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r.reconcile(ctx, u)
+		}()
+	}
+	return nil
+}
+
+// remoteTop finds the highest txid over every target, retrying while the
+// stores cannot be reached: a new replica cannot number anything before
+// it knows where the old numbering ended.
+func (r *Replicator) remoteTop(ctx context.Context) (uint64, error) {
+	for attempt := 1; ; attempt++ {
+		var top uint64
+		var err error
+		for _, u := range r.urls {
+			var t uint64
+			if t, err = remoteTop(ctx, r.o.Targets[u]); err != nil {
+				err = fmt.Errorf("target %s: %w", u, err)
+				break
+			}
+			top = max(top, t)
+		}
+		if err == nil {
+			return top, nil
+		}
+		if ctx.Err() != nil {
+			return 0, nil
+		}
+		r.fail(fmt.Errorf("read what the targets hold before numbering a new replica: %w", err))
+		select {
+		case <-ctx.Done():
+			return 0, nil
+		case <-time.After(retryDelay(attempt)):
+		}
+	}
+}
+
+// reconcile credits a target, after a restart, with the change sets it
+// holds: ones confirmed after the state was last saved are no longer in
+// the spool to be confirmed again.
+func (r *Replicator) reconcile(ctx context.Context, url string) {
+	for attempt := 1; ; attempt++ {
+		rs, err := remoteSegments(ctx, r.o.Targets[url])
+		if err == nil {
+			r.progress.remote(url, rs)
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(retryDelay(attempt)):
+		}
+	}
+}
+
+// step does one round of work: capture, ship, answer Sync, snapshot,
+// checkpoint.
+func (r *Replicator) step(ctx context.Context) {
+	if ctx.Err() != nil {
+		return
+	}
+	err := r.advance(ctx)
+	r.handle(ctx, err)
+	// A snapshot starts before the change set is written, so that the two
+	// run side by side.
+	r.startSnapshots(ctx, time.Now())
+	if err == nil && r.broken == nil {
+		if r.shipDue(time.Now()) {
+			r.shipBatch()
+		}
+		for _, w := range r.waiting {
+			w <- r.txid
+		}
+		r.waiting = r.waiting[:0]
+	}
+	r.handle(ctx, r.maybeCheckpoint(ctx, time.Now()))
+}
+
+// advance reads what the log committed since the last step.
+func (r *Replicator) advance(ctx context.Context) error {
+	switch {
+	case r.db == nil:
+		return r.reopen(ctx)
+	case r.broken != nil:
+		return r.answerBreak(ctx, r.broken)
+	case !r.sql.held():
+		if err := r.sql.handover(ctx, r.resume); err != nil {
+			return err
+		}
+		r.protected = true
+		return nil
+	}
+	return r.capturePass(ctx)
+}
+
+// handle answers an error of a step.
+func (r *Replicator) handle(ctx context.Context, err error) {
+	var be *breakError
+	switch {
+	case err == nil:
+	case ctx.Err() != nil:
+	case errors.As(err, &be):
+		if r.broken == nil {
+			r.o.Log.Warn("the log no longer continues from what ferry captured; a snapshot will carry the database on",
+				"db", r.o.DBPath, "cause", be.err)
+			r.broken = be.err
+		}
+		if err := r.answerBreak(ctx, r.broken); err != nil {
+			r.fail(err)
+		}
+	case errors.Is(err, errReopen):
+		r.o.Log.Warn("the database file was replaced; reopening it", "db", r.o.DBPath)
+		r.handle(ctx, r.reopen(ctx))
+	default:
+		r.fail(err)
+	}
+}
+
+// reopen drops every handle on a database file that was replaced and opens
+// the one now at the path; the new file's history is unknown, so it is a
+// break.
+func (r *Replicator) reopen(ctx context.Context) error {
+	r.stopSnapshots()
+	if !r.batch.empty() {
+		r.shipBatch()
+	}
+	if r.sql != nil {
+		r.sql.close()
+		r.sql = nil
+	}
+	if r.log != nil {
+		r.log.Close()
+		r.log = nil
+	}
+	if r.db != nil {
+		r.db.Close()
+		r.db = nil
+	}
+	r.protected = false
+	db, _, err := openDB(r.o.DBPath)
+	if err != nil {
+		return err
+	}
+	conns, err := openConns(ctx, r.o.DBPath, r.o.CheckpointBusyTimeout)
+	if err != nil {
+		db.Close()
+		return fmt.Errorf("capture %s: %w", r.o.DBPath, err)
+	}
+	r.db, r.sql = db, conns
+	r.broken = errors.New("the database file was replaced")
+	return nil
+}
+
+// shutdown spools what was captured and saves the state, so that a
+// restart goes on without a snapshot when the log allows.
+func (r *Replicator) shutdown() {
+	r.stopSnapshots()
+	if r.db != nil && r.broken == nil && r.sql.held() {
+		ctx := context.Background()
+		if err := r.capturePass(ctx); err == nil {
+			r.shipBatch()
+		}
+	}
+	if err := r.save(); err != nil {
+		r.fail(err)
+	}
+}

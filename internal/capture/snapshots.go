@@ -1,0 +1,213 @@
+package capture
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"time"
+
+	"github.com/ferrydb/ferry/internal/objstore"
+	"github.com/ferrydb/ferry/internal/snapshot"
+)
+
+// snapJob is a snapshot in flight: one image of the database at one txid,
+// written to each target that needs it. It runs beside the capture, which
+// keeps reading the log and spooling change sets; the capture only holds
+// its read transaction still (no checkpoint of its own, no handover) until
+// the job ends, because that transaction is what keeps the image's
+// database file pages from changing.
+type snapJob struct {
+	txid   uint64
+	at     time.Time
+	img    *image
+	works  []*snapWork
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// snapWork is one target's part of a job. The job's goroutine touches only
+// this, never the capture's target.
+type snapWork struct {
+	url   string
+	store objstore.Store
+	base  uint64
+	prev  *snapshot.Manifest
+	dirty snapshot.ChunkSet
+	full  bool
+
+	m     snapshot.Manifest
+	stats snapshot.Stats
+	err   error
+}
+
+// snapshotParallelism is how many chunks a snapshot reads and uploads at
+// once, per target.
+const snapshotParallelism = 4
+
+// due returns the targets that need a snapshot now: those that wait for
+// one to receive change sets again, and those whose newest snapshot is
+// older than the snapshot interval while the database changed since. An
+// idle database is never snapshotted again.
+func (r *Replicator) due(now time.Time) []*target {
+	var out []*target
+	for _, u := range r.urls {
+		t := r.targets[u]
+		switch {
+		case now.Before(t.nextTry):
+		case !t.synced || t.base == 0:
+			out = append(out, t)
+		case r.txid > t.base && now.Sub(t.baseTime) >= r.o.SnapshotInterval:
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// startSnapshots starts a job for every due target, unless one is running.
+func (r *Replicator) startSnapshots(ctx context.Context, now time.Time) {
+	if r.job != nil || r.broken != nil || !r.protected || r.db == nil || r.pageSize == 0 || r.dbSize == 0 {
+		return
+	}
+	ts := r.due(now)
+	if len(ts) == 0 {
+		return
+	}
+	if len(r.overlay) > 0 && r.gen == nil {
+		return // not yet a reader to read the overlay with; next pass
+	}
+	if err := r.reserve(r.txid); err != nil {
+		r.fail(err)
+		return
+	}
+	jctx, cancel := context.WithCancel(ctx)
+	job := &snapJob{
+		txid:   r.txid,
+		at:     r.txTime,
+		img:    &image{db: r.db, log: r.gen, overlay: maps.Clone(r.overlay), pageSize: r.pageSize, pages: r.dbSize},
+		cancel: cancel,
+		done:   make(chan struct{}),
+	}
+	for _, t := range ts {
+		w := &snapWork{url: t.url, store: t.store, base: t.base, dirty: t.dirty, full: t.full || t.base == 0}
+		if !w.full {
+			w.prev = t.prev
+		}
+		t.jobDirty, t.jobFull = t.dirty, w.full
+		t.dirty, t.full = snapshot.ChunkSet{}, false
+		t.snapping, t.resyncing = true, !t.synced
+		if !t.synced {
+			// Change sets spooled from now on carry on from this
+			// snapshot's txid, so they must reach the target.
+			t.synced = true
+			r.progress.setSynced(t.url, true)
+		}
+		job.works = append(job.works, w)
+	}
+	r.job = job
+	r.o.Log.Debug("snapshot started", "db", r.o.DBPath, "txid", job.txid, "targets", len(job.works), "pages", job.img.pages)
+	go job.run(jctx)
+}
+
+func (j *snapJob) run(ctx context.Context) {
+	defer close(j.done)
+	for _, w := range j.works {
+		if !w.full && (w.prev == nil || w.prev.TXID != w.base) {
+			m, err := snapshot.Load(ctx, w.store, w.base)
+			if err == nil {
+				w.prev = &m
+			} else {
+				// Without the previous manifest every chunk is reread;
+				// the result is the same, only slower.
+				w.prev = nil
+			}
+		}
+		opts := snapshot.Options{Parallelism: snapshotParallelism}
+		if w.prev != nil {
+			opts.Previous, opts.Dirty = w.prev, w.dirty
+		}
+		w.m, w.stats, w.err = snapshot.Write(ctx, w.store, j.img, j.img.pageSize, j.img.pages, j.txid, j.at, opts)
+		if w.err != nil && objstore.IsPreconditionFailed(w.err) && ctx.Err() == nil {
+			w.m, w.err = adopt(ctx, w.store, j, w.err)
+		}
+	}
+}
+
+// adopt accepts a manifest that already exists at the job's txid when it
+// describes the same database image. That happens after a crash between
+// storing a manifest and saving the state: the txid is captured again
+// with another commit time, and the manifest, written create-only, cannot
+// be replaced.
+func adopt(ctx context.Context, store objstore.Store, j *snapJob, cause error) (snapshot.Manifest, error) {
+	have, err := snapshot.Load(ctx, store, j.txid)
+	if err != nil {
+		return snapshot.Manifest{}, cause
+	}
+	_, sum, err := snapshot.HashDB(j.img, j.img.pageSize, j.img.pages, snapshot.SHA256{})
+	if err != nil {
+		return snapshot.Manifest{}, err
+	}
+	if have.PageSize != j.img.pageSize || have.PageCount != j.img.pages || have.DBHash != sum {
+		return snapshot.Manifest{}, fmt.Errorf("%w; its database differs from this one at the same txid, which means two writers share this replica", cause)
+	}
+	return have, nil
+}
+
+// finishSnapshots takes in the results of the job that ended.
+func (r *Replicator) finishSnapshots() {
+	job := r.job
+	r.job = nil
+	now := time.Now()
+	for _, w := range job.works {
+		t := r.targets[w.url]
+		t.snapping = false
+		if w.err == nil {
+			if t.unsyncedFrom != 0 && job.txid > t.unsyncedFrom {
+				r.gap(t.url, t.unsyncedFrom, job.txid-1, t.unsyncedCause)
+			}
+			t.unsyncedFrom, t.unsyncedCause = 0, ""
+			t.base, t.baseTime, t.prev = job.txid, now, &w.m
+			t.failures, t.nextTry = 0, time.Time{}
+			r.progress.snapshotDone(t.url, job.txid)
+			r.o.Log.Info("snapshot stored", "db", r.o.DBPath, "target", t.url, "txid", job.txid,
+				"chunks", w.stats.Chunks, "reread", w.stats.ChunksReread, "uploaded", w.stats.ChunksUploaded, "bytes", w.stats.BytesUploaded)
+		} else {
+			for i := range t.jobDirty {
+				t.dirty.Add(i)
+			}
+			t.full = t.full || t.jobFull
+			if t.resyncing {
+				t.synced = false
+				r.progress.setSynced(t.url, false)
+			}
+			if errors.Is(w.err, context.Canceled) {
+				t.nextTry = time.Time{}
+			} else {
+				t.failures++
+				t.nextTry = now.Add(retryDelay(t.failures))
+				r.progress.fail(t.url, w.err)
+				r.o.Log.Warn("snapshot failed; will retry", "db", r.o.DBPath, "target", t.url, "txid", job.txid, "retry_in", t.nextTry.Sub(now).Round(time.Millisecond), "err", w.err)
+			}
+		}
+		t.jobDirty, t.jobFull, t.resyncing = nil, false, false
+	}
+	if err := r.save(); err != nil {
+		r.fail(err)
+	}
+}
+
+// stopSnapshots cancels the job in flight, if any, and takes in its end.
+func (r *Replicator) stopSnapshots() {
+	if r.job == nil {
+		return
+	}
+	r.job.cancel()
+	<-r.job.done
+	r.finishSnapshots()
+}
+
+// retryDelay spaces the attempts of a snapshot that keeps failing: 1s
+// doubling to a minute.
+func retryDelay(failures int) time.Duration {
+	return min(time.Second<<min(failures-1, 6), time.Minute)
+}

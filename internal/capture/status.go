@@ -1,0 +1,63 @@
+package capture
+
+import (
+	"slices"
+	"time"
+)
+
+// Gap is a run of txids that a target cannot restore: their change sets
+// were dropped from a full spool, or the log broke continuity while the
+// target could not take the snapshot that carries on from there.
+type Gap struct {
+	Target string    `json:"target"`
+	First  uint64    `json:"first_txid"`
+	Last   uint64    `json:"last_txid"`
+	Reason string    `json:"reason"`
+	Time   time.Time `json:"time"`
+}
+
+// Status is a Replicator's state as Status reports it.
+type Status struct {
+	DB string `json:"db"`
+	// TXID is the newest transaction captured, and Time when ferry saw it
+	// commit.
+	TXID    uint64         `json:"txid"`
+	Time    time.Time      `json:"time,omitzero"`
+	Targets []TargetStatus `json:"targets"`
+	// SpoolBytes and SpoolSegments are the change sets waiting for upload.
+	SpoolBytes    int64     `json:"spool_bytes"`
+	SpoolSegments int       `json:"spool_segments"`
+	Gaps          []Gap     `json:"gaps,omitempty"`
+	LastError     string    `json:"last_error,omitempty"`
+	LastErrorTime time.Time `json:"last_error_time,omitzero"`
+}
+
+// TargetStatus is one target's part of a Status.
+type TargetStatus struct {
+	URL string `json:"url"`
+	// Replicated is the newest txid the target restores, with every txid
+	// from Snapshot to it: a restore from the target returns it.
+	Replicated uint64 `json:"replicated_txid"`
+	// Snapshot is the newest snapshot ferry completed there.
+	Snapshot uint64 `json:"snapshot_txid"`
+	// Synced is false while the target waits for a snapshot before change
+	// sets are of use to it again.
+	Synced    bool   `json:"synced"`
+	LastError string `json:"last_error,omitempty"`
+}
+
+// Status reports what the Replicator has captured and what each target
+// restores. It is safe to call at any time, from any goroutine.
+func (r *Replicator) Status() Status {
+	p := r.progress
+	p.mu.Lock()
+	s := Status{DB: r.o.DBPath, TXID: p.local, Time: p.at, Gaps: slices.Clone(p.gaps), LastError: p.lastErr, LastErrorTime: p.errAt}
+	for _, u := range r.urls {
+		t := p.targets[u]
+		s.Targets = append(s.Targets, TargetStatus{URL: u, Replicated: t.reached(), Snapshot: t.base, Synced: t.synced, LastError: t.lastErr})
+	}
+	p.mu.Unlock()
+	s.SpoolBytes = r.sp.Bytes()
+	s.SpoolSegments = r.sp.Len(segmentsQueue)
+	return s
+}

@@ -1,0 +1,71 @@
+package daemon
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/ferrydb/ferry/internal/inbox"
+	"github.com/ferrydb/ferry/internal/objstore"
+	"github.com/ferrydb/ferry/internal/spool"
+	"github.com/ferrydb/ferry/internal/target"
+	"github.com/ferrydb/ferry/internal/uploader"
+)
+
+// startFiles opens the files spool and starts its uploader, the adoption of
+// pushed files, the inbox watchers and the spool monitor.
+func (d *daemon) startFiles(ctx context.Context, stores map[string]objstore.Store) error {
+	o := d.o
+	sp, err := spool.Open(o.FilesSpool, spool.Options{Backoff: o.SpoolBackoff})
+	if err != nil {
+		return err
+	}
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		<-ctx.Done()
+		sp.Close()
+	}()
+	o.Registry.MustRegister(sp.Collector())
+
+	up := uploader.New(sp, func(ctx context.Context, url string) (objstore.Store, error) {
+		if s, ok := stores[url]; ok {
+			return s, nil
+		}
+		// A file pushed to a replica the config does not name ships with
+		// the standard credential chain.
+		return target.OpenURL(ctx, url, o.Target)
+	}, uploader.Options{Log: o.Log})
+	d.run(ctx, up.Run)
+	d.run(ctx, func(ctx context.Context) error { return adoptLoop(ctx, sp, o.Log) })
+	for _, in := range d.cfg.Files {
+		url := in.Replica.Target.String()
+		w := inbox.New(in.Path, func(path, key string) error {
+			_, err := uploader.EnqueueFile(sp, path, key, []string{url}, true)
+			return err
+		}, inbox.Options{Log: o.Log})
+		d.run(ctx, w.Run)
+	}
+	mon := spool.NewMonitor(o.FilesSpool, spool.Limits{}, time.Minute, 3, o.Log, o.Registry)
+	d.run(ctx, func(ctx context.Context) error { mon.Run(ctx); return nil })
+	return nil
+}
+
+// adoptLoop takes in, every second, the files that `ferry push` handed to
+// this daemon's spool.
+func adoptLoop(ctx context.Context, sp *spool.Spool, log *slog.Logger) error {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			if n, err := sp.Adopt(); err != nil {
+				log.Warn("adopting pushed files failed; retrying", "err", err)
+			} else if n > 0 {
+				log.Debug("adopted pushed files", "count", n)
+			}
+		}
+	}
+}
