@@ -23,11 +23,12 @@ import (
 const batchName = "capture-batch"
 
 // Limits past which a batch becomes a change set at once, whatever the
-// sync interval: they keep one segment's upload, and a restore's download
-// of it, to a reasonable size.
+// sync interval. A restore downloads, verifies and decodes a whole segment
+// even to stop at its first transaction, and an upload is retried whole,
+// so segments stay small enough for both to be cheap.
 const (
-	maxBatchBytes = 256 << 20
-	maxBatchTxns  = 100_000
+	defaultBatchBytes = 16 << 20
+	maxBatchTxns      = 100_000
 )
 
 // txnHeaderSize is a transaction's record in the batch file: txid u64,
@@ -36,6 +37,7 @@ const txnHeaderSize = 8 + 8 + 4 + 4
 
 // batch accumulates transactions for the next change set.
 type batch struct {
+	maxBytes int64
 	f        *os.File
 	w        *bufio.Writer
 	size     int64 // bytes written, buffered ones included
@@ -47,18 +49,21 @@ type batch struct {
 	scratch  [txnHeaderSize]byte
 }
 
-func openBatch(spoolDir string) (*batch, error) {
+func openBatch(spoolDir string, maxBytes int64) (*batch, error) {
 	f, err := os.OpenFile(filepath.Join(spoolDir, batchName), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("open capture batch: %w", err)
 	}
-	return &batch{f: f, w: bufio.NewWriterSize(f, 256<<10)}, nil
+	if maxBytes <= 0 {
+		maxBytes = defaultBatchBytes
+	}
+	return &batch{maxBytes: maxBytes, f: f, w: bufio.NewWriterSize(f, 256<<10)}, nil
 }
 
 func (b *batch) empty() bool { return b.txns == 0 }
 
 // full reports whether the batch should be shipped without waiting.
-func (b *batch) full() bool { return b.size >= maxBatchBytes || b.txns >= maxBatchTxns }
+func (b *batch) full() bool { return b.size >= b.maxBytes || b.txns >= maxBatchTxns }
 
 // mark returns a point to roll back to if a transaction cannot be read
 // whole.

@@ -2,6 +2,7 @@ package capture
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"io"
@@ -37,7 +38,6 @@ func (r *Replicator) answerBreak(ctx context.Context, cause error) error {
 	r.protected = true
 	r.txid = max(r.txid, r.reserved) + 1
 	r.txTime = time.Now()
-	r.reserved = r.txid
 	r.durable = r.current()
 	for _, t := range r.targets {
 		r.unsync(t, r.txid, "the log broke continuity: "+cause.Error())
@@ -46,22 +46,26 @@ func (r *Replicator) answerBreak(ctx context.Context, cause error) error {
 	}
 	r.progress.setLocal(r.txid, r.txTime)
 	r.broken = nil
-	if err := r.save(); err != nil {
-		return err
+	if err := r.reserve(r.txid); err != nil {
+		// Nothing carries the new txid before it is reserved: the
+		// snapshot tries to reserve it again first.
+		r.fail(err)
 	}
 	r.startSnapshots(ctx, time.Now())
 	return nil
 }
 
 // rescan reads the current log generation from its header to the end of
-// what is committed, as the start of a new chain.
-func (r *Replicator) rescan() error {
+// what is committed, as the start of a new chain. tx is the read
+// transaction begun just before, which shows the database when the log
+// holds nothing.
+func (r *Replicator) rescan(tx *sql.Tx) error {
 	if r.log != nil {
 		r.log.Close()
 		r.log = nil
 	}
 	r.posValid = false
-	f, err := r.openLog()
+	f, _, err := r.openLog()
 	if err != nil {
 		return err
 	}
@@ -73,18 +77,7 @@ func (r *Replicator) rescan() error {
 	}
 	if f == nil || errors.Is(err, wal.ErrNoHeader) || errors.Is(err, wal.ErrBadHeader) {
 		// No log to speak of: the database file is the database.
-		h, err := readDBHeader(r.db)
-		if err != nil {
-			return err
-		}
-		r.pageSize = h.pageSize
-		r.dbSize = h.pages
-		if r.dbSize == 0 {
-			if r.dbSize, err = filePages(r.db, h.pageSize); err != nil {
-				return err
-			}
-		}
-		return nil
+		return r.sizeFrom(tx)
 	}
 	if err != nil {
 		return fmt.Errorf("read log header: %w", err)
@@ -105,17 +98,24 @@ func (r *Replicator) rescan() error {
 	}
 	r.gen = rd
 	if dbSize == 0 {
-		h, err := readDBHeader(r.db)
-		if err != nil {
-			return err
-		}
-		if dbSize = h.pages; dbSize == 0 {
-			if dbSize, err = filePages(r.db, h.pageSize); err != nil {
-				return err
-			}
-		}
+		return r.sizeFrom(tx)
 	}
 	r.dbSize = dbSize
+	return nil
+}
+
+// sizeFrom takes the page size and the database size from what the read
+// transaction tx shows.
+func (r *Replicator) sizeFrom(tx *sql.Tx) error {
+	var ps, pages int64
+	err := tx.QueryRow("PRAGMA page_size").Scan(&ps)
+	if err == nil {
+		err = tx.QueryRow("PRAGMA page_count").Scan(&pages)
+	}
+	if err != nil {
+		return fmt.Errorf("read the database size: %w", err)
+	}
+	r.pageSize, r.dbSize = int(ps), uint32(pages)
 	return nil
 }
 
@@ -123,8 +123,8 @@ func (r *Replicator) rescan() error {
 // that the log still continues from there and rebuilds the overlay from
 // the generation's header up to it. Nothing before the restart protected
 // the log, so a new generation is a break here.
-func (r *Replicator) resume() error {
-	f, err := r.openLog()
+func (r *Replicator) resume(*sql.Tx) error {
+	f, _, err := r.openLog()
 	if err != nil {
 		return err
 	}

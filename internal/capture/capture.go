@@ -24,21 +24,33 @@ func broke(format string, args ...any) error {
 	return &breakError{fmt.Errorf(format, args...)}
 }
 
+// errRetry means a pass stopped at a transaction whose frames changed
+// while they were read. The next pass finds out why; until then the pass
+// is not complete, so it cannot vouch for a new read transaction (see
+// sqliteConns.handover): a frame that changed under a transaction ferry
+// had not copied yet may have been lost to a restart of the log.
+var errRetry = errors.New("a transaction's frames changed while they were read")
+
 // errReopen means the database file itself was replaced: every
 // connection and descriptor belongs to a file that is no longer the
 // database.
 var errReopen = errors.New("the database file was replaced")
 
 // capturePass reads every transaction committed since r.pos into the
-// batch. It returns a *breakError when the log no longer continues from
-// r.pos, and otherwise stops quietly at the end of what is committed, or
-// at a transaction whose frames changed under it (the next pass finds out
-// why).
+// batch, shipping the batch on the way whenever it is full. It returns a
+// *breakError when the log no longer continues from r.pos, and errRetry
+// when it stopped at a transaction whose frames changed under it.
+//
+// A pass reads what the log held when it began and stops there, so that an
+// application writing faster than ferry reads cannot keep one pass, and
+// everything waiting for it, going forever. That is still a complete pass
+// in the sense sqliteConns.handover needs: every frame committed before
+// the pass began (so before the read transaction it vouches for) is read.
 func (r *Replicator) capturePass(ctx context.Context) error {
 	if err := r.checkDB(); err != nil {
 		return err
 	}
-	f, err := r.openLog()
+	f, end, err := r.openLog()
 	if err != nil || f == nil {
 		return err
 	}
@@ -90,9 +102,16 @@ func (r *Replicator) capturePass(ctx context.Context) error {
 		}
 		if err = r.addTxn(rd, txn); err != nil {
 			if errors.Is(err, wal.ErrChanged) {
-				return nil
+				return fmt.Errorf("%w: %v", errRetry, err)
 			}
 			return err
+		}
+		if r.batch.full() {
+			r.shipBatch()
+		}
+		if r.pos.Offset >= end {
+			r.gen = rd
+			return nil
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -164,11 +183,11 @@ func (r *Replicator) addTxn(rd *wal.Reader, txn wal.Txn) error {
 	return nil
 }
 
-// openLog returns the log file, opening it when needed, or nil when there
-// is none and none is needed. SQLite never deletes or recreates the log
-// while a connection (ferry's) is open, so a log file that vanished or was
-// replaced under a position is a break.
-func (r *Replicator) openLog() (*os.File, error) {
+// openLog returns the log file, opening it when needed, and its size; or
+// nil when there is none and none is needed. SQLite never deletes or
+// recreates the log while a connection (ferry's) is open, so a log file
+// that vanished or was replaced under a position is a break.
+func (r *Replicator) openLog() (*os.File, int64, error) {
 	st, err := os.Stat(r.walPath)
 	if errors.Is(err, fs.ErrNotExist) {
 		if r.log != nil {
@@ -176,29 +195,29 @@ func (r *Replicator) openLog() (*os.File, error) {
 			r.log = nil
 		}
 		if r.posValid {
-			return nil, broke("the log file %s was deleted", r.walPath)
+			return nil, 0, broke("the log file %s was deleted", r.walPath)
 		}
-		return nil, nil
+		return nil, 0, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("stat log: %w", err)
+		return nil, 0, fmt.Errorf("stat log: %w", err)
 	}
 	if r.log != nil {
 		if cur, err := r.log.Stat(); err == nil && os.SameFile(cur, st) {
-			return r.log, nil
+			return r.log, st.Size(), nil
 		}
 		r.log.Close()
 		r.log = nil
 		if r.posValid {
-			return nil, broke("the log file %s was replaced", r.walPath)
+			return nil, 0, broke("the log file %s was replaced", r.walPath)
 		}
 	}
 	f, err := os.Open(r.walPath)
 	if err != nil {
-		return nil, fmt.Errorf("open log: %w", err)
+		return nil, 0, fmt.Errorf("open log: %w", err)
 	}
 	r.log = f
-	return f, nil
+	return f, st.Size(), nil
 }
 
 // checkDB returns errReopen when the file at the database's path is no
@@ -208,11 +227,7 @@ func (r *Replicator) checkDB() error {
 	if err != nil {
 		return fmt.Errorf("stat database: %w", err)
 	}
-	cur, err := r.db.Stat()
-	if err != nil {
-		return fmt.Errorf("stat database: %w", err)
-	}
-	if !os.SameFile(cur, st) {
+	if !os.SameFile(r.dbInfo, st) {
 		return errReopen
 	}
 	return nil

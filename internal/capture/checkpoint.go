@@ -2,6 +2,7 @@ package capture
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"os"
 	"time"
@@ -93,7 +94,7 @@ func (r *Replicator) runCheckpoint(ctx context.Context, mode string) (ckptResult
 // refresh hands the read transaction over to a new one whose read mark is
 // the end of the log, reading the log in between.
 func (r *Replicator) refresh(ctx context.Context) error {
-	err := r.sql.handover(ctx, func() error { return r.capturePass(ctx) })
+	err := r.sql.handover(ctx, func(*sql.Tx) error { return r.capturePass(ctx) })
 	if err != nil {
 		return fmt.Errorf("refresh the read transaction: %w", err)
 	}

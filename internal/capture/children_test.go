@@ -82,7 +82,7 @@ func writerChild() {
 		if ckpt && w.k%23 == 0 {
 			mode := modes[(w.k/23)%len(modes)]
 			var b, l, c int
-			if err := db.QueryRow("PRAGMA wal_checkpoint(" + mode + ")").Scan(&b, &l, &c); err != nil {
+			if err := db.QueryRow("PRAGMA wal_checkpoint("+mode+")").Scan(&b, &l, &c); err != nil {
 				childFail("checkpoint %s: %v", mode, err)
 			}
 			fmt.Fprintf(out, "checkpoint %s %d %d %d\n", mode, b, l, c)

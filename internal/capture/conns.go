@@ -41,6 +41,10 @@ func sqliteURI(path string, params ...string) string {
 	return "file:" + strings.Join(segs, "/") + "?" + strings.Join(params, "&")
 }
 
+// openConns opens ferry's connections to the database at path and checks,
+// read-only, that it is a SQLite database in WAL mode. The read-write
+// connection is opened only once that is known: opening one on a database
+// with a hot rollback journal would roll it back, a write.
 func openConns(ctx context.Context, path string, busy time.Duration) (*sqliteConns, error) {
 	c := &sqliteConns{cur: -1}
 	var err error
@@ -51,33 +55,31 @@ func openConns(ctx context.Context, path string, busy time.Duration) (*sqliteCon
 		return nil, err
 	}
 	c.ro.SetMaxOpenConns(2)
-	// mode=rw: never create the database if it vanished since Open
-	// checked it.
-	c.rw, err = sql.Open("sqlite", sqliteURI(path, "mode=rw", fmt.Sprintf("_pragma=busy_timeout(%d)", max(1, busy.Milliseconds()))))
-	if err != nil {
-		c.ro.Close()
-		return nil, err
-	}
-	c.rw.SetMaxOpenConns(1)
-	if c.ckpt, err = c.rw.Conn(ctx); err == nil {
-		for i := range c.readers {
-			if c.readers[i], err = c.ro.Conn(ctx); err != nil {
-				break
-			}
+	for i := range c.readers {
+		if c.readers[i], err = c.ro.Conn(ctx); err != nil {
+			c.close()
+			return nil, err
 		}
 	}
-	if err != nil {
+	var mode string
+	var pages int64
+	err = c.readers[0].QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode)
+	if err == nil {
+		err = c.readers[0].QueryRowContext(ctx, "PRAGMA page_count").Scan(&pages)
+	}
+	if err := checkMode(mode, pages, err); err != nil {
 		c.close()
 		return nil, err
 	}
-	var mode string
-	if err := c.ckpt.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
-		c.close()
-		return nil, fmt.Errorf("read journal mode: %w", err)
+	// mode=rw: never create the database if it vanished meanwhile.
+	c.rw, err = sql.Open("sqlite", sqliteURI(path, "mode=rw", fmt.Sprintf("_pragma=busy_timeout(%d)", max(1, busy.Milliseconds()))))
+	if err == nil {
+		c.rw.SetMaxOpenConns(1)
+		c.ckpt, err = c.rw.Conn(ctx)
 	}
-	if !strings.EqualFold(mode, "wal") {
+	if err != nil {
 		c.close()
-		return nil, fmt.Errorf("%w (journal_mode is %s)", ErrNotWAL, mode)
+		return nil, err
 	}
 	return c, nil
 }
@@ -85,12 +87,20 @@ func openConns(ctx context.Context, path string, busy time.Duration) (*sqliteCon
 // held reports whether a read transaction is held.
 func (c *sqliteConns) held() bool { return c.cur >= 0 }
 
+// tx returns the read transaction held, or nil.
+func (c *sqliteConns) tx() *sql.Tx {
+	if c.cur < 0 {
+		return nil
+	}
+	return c.txs[c.cur]
+}
+
 // handover begins a read transaction on the idle reader, runs pass (a
-// complete pass over the log), and only then ends the transaction the
-// other reader held, so that the log is protected at every instant. If
+// complete pass over the log) with it, and only then ends the transaction
+// the other reader held, so that the log is protected at every instant. If
 // begin or pass fails, the new transaction is dropped and the old one
 // stays.
-func (c *sqliteConns) handover(ctx context.Context, pass func() error) error {
+func (c *sqliteConns) handover(ctx context.Context, pass func(tx *sql.Tx) error) error {
 	next := 0
 	if c.cur == 0 {
 		next = 1
@@ -99,7 +109,7 @@ func (c *sqliteConns) handover(ctx context.Context, pass func() error) error {
 	if err != nil {
 		return err
 	}
-	if err := pass(); err != nil {
+	if err := pass(tx); err != nil {
 		tx.Rollback()
 		return err
 	}

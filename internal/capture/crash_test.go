@@ -34,11 +34,10 @@ type kvWriter struct {
 	hashes [][32]byte // by commit number
 	nextID int64
 
-	mu     sync.Mutex // held while a commit is in flight; pause takes it
-	err    error
-	stop   chan struct{}
-	done   chan struct{}
-	commit int
+	mu   sync.Mutex // held while a commit is in flight; pause takes it
+	err  error
+	stop chan struct{}
+	done chan struct{}
 }
 
 func rowHash(id int64, v []byte) [32]byte {

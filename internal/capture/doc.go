@@ -44,17 +44,18 @@
 // connections, so that protection never lapses; it lapses only while ferry
 // is not running, and then the wal package's continuity checks decide.
 //
-// The same transaction keeps snapshots consistent: pages in the database
-// file can only change by checkpoints, which stop at ferry's read mark, so
-// the file overlaid with the log's latest frame of each page up to ferry's
-// position is the database at that position, for as long as the
-// transaction is held.
+// The same transaction keeps snapshots consistent: its read mark is at or
+// before ferry's position, so the pages the transaction shows, overlaid
+// with the log's latest frame of each page up to the position, are the
+// database at that position, for as long as the transaction is held (see
+// image).
 //
 // # POSIX locks
 //
-// SQLite locks its files with fcntl locks, which a process loses, all of
-// them, as soon as it closes any descriptor of the file. The database file
-// is therefore opened once by Open and closed only after every SQLite
-// connection of this process is closed; code here never opens and closes
-// it on the side.
+// SQLite locks the database file with fcntl locks, which a process loses,
+// all of them, as soon as it closes any descriptor of that file. ferry
+// therefore never opens the database file itself: it reads pages through
+// SQLite (the sqlite_dbpage table, on its read transaction), so that a
+// program that embeds ferry keeps the locks of its own connections. The
+// log file carries no locks and is read directly.
 package capture

@@ -1,10 +1,12 @@
 package capture
 
 import (
+	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"io"
-	"os"
+	"sync"
 
 	"github.com/ferrydb/ferry/internal/wal"
 )
@@ -14,27 +16,46 @@ import (
 // and taken again later.
 var errImageMoved = errors.New("the log moved on while the snapshot was read")
 
-// image is the database as of one log position: the database file with
-// the latest committed frame of each page, up to that position, laid over
-// it. It is what SQLite itself shows a reader whose read mark is that
-// position, and it stays that while ferry's read transaction holds
-// checkpoints back (see the package documentation).
+// image is the database as of one log position: the latest committed frame
+// of each page in the current log generation up to that position, and,
+// for every other page, the page as ferry's read transaction sees it.
+//
+// That is the database at the position, and it stays so for as long as the
+// read transaction is held and not handed over: the transaction's read mark
+// is at or before the position, so a page that no frame up to the
+// position holds did not change between the mark and the position, and
+// SQLite shows the transaction the same page for as long as it lasts. The
+// transaction reads through SQLite's sqlite_dbpage table rather than the
+// database file: see statDB for why ferry never opens the file itself.
 //
 // image is an io.ReaderAt that allows concurrent calls, as snapshot.Write
 // requires.
 type image struct {
-	db       *os.File
+	// page is SELECT data FROM sqlite_dbpage WHERE pgno=? on the read
+	// transaction. One connection runs one statement at a time, so pageMu
+	// serializes its use; hashing and compressing stay parallel.
+	pageMu   sync.Mutex
+	page     *sql.Stmt
 	log      *wal.Reader // any reader of the overlay's generation; nil when overlay is empty
 	overlay  map[uint32]wal.PageRef
 	pageSize int
 	pages    uint32
+	lockPage uint32
 }
+
+func newImage(ctx context.Context, tx *sql.Tx, log *wal.Reader, overlay map[uint32]wal.PageRef, pageSize int, pages uint32) (*image, error) {
+	st, err := tx.PrepareContext(ctx, "SELECT data FROM sqlite_dbpage WHERE pgno=?")
+	if err != nil {
+		return nil, fmt.Errorf("read database pages: %w", err)
+	}
+	return &image{page: st, log: log, overlay: overlay, pageSize: pageSize, pages: pages, lockPage: wal.LockPage(pageSize)}, nil
+}
+
+func (im *image) close() { im.page.Close() }
 
 func (im *image) size() int64 { return int64(im.pageSize) * int64(im.pages) }
 
-// ReadAt reads the image. Bytes that lie past the end of the database file
-// and in no frame read as zeros: the only such page SQLite allows is the
-// lock page at 1 GiB, which it never writes.
+// ReadAt reads the image.
 func (im *image) ReadAt(p []byte, off int64) (int, error) {
 	size := im.size()
 	if off < 0 {
@@ -48,42 +69,54 @@ func (im *image) ReadAt(p []byte, off int64) (int, error) {
 		p, eof = p[:rest], io.EOF
 	}
 	ps := int64(im.pageSize)
-	var buf []byte
+	buf := make([]byte, im.pageSize)
 	n := 0
 	for n < len(p) {
 		at := off + int64(n)
 		pgno := uint32(at/ps) + 1
 		in := at % ps
-		want := min(int64(len(p)-n), ps-in)
-		dst := p[n : n+int(want)]
-		if ref, ok := im.overlay[pgno]; ok {
-			if buf == nil {
-				buf = make([]byte, im.pageSize)
-			}
-			if err := im.log.ReadPage(ref, buf); err != nil {
-				if errors.Is(err, wal.ErrChanged) {
-					return n, fmt.Errorf("%w: %v", errImageMoved, err)
-				}
-				return n, err
-			}
-			copy(dst, buf[in:])
-		} else if err := readFileAt(im.db, dst, at); err != nil {
+		dst := p[n : n+int(min(int64(len(p)-n), ps-in))]
+		if err := im.readPage(pgno, buf); err != nil {
 			return n, err
 		}
+		copy(dst, buf[in:])
 		n += len(dst)
 	}
 	return n, eof
 }
 
-// readFileAt fills p from f at off, with zeros past the end of f.
-func readFileAt(f *os.File, p []byte, off int64) error {
-	m, err := f.ReadAt(p, off)
-	if m == len(p) {
+// readPage reads page pgno into buf.
+func (im *image) readPage(pgno uint32, buf []byte) error {
+	if ref, ok := im.overlay[pgno]; ok {
+		if err := im.log.ReadPage(ref, buf); err != nil {
+			if errors.Is(err, wal.ErrChanged) {
+				return fmt.Errorf("%w: %v", errImageMoved, err)
+			}
+			return err
+		}
 		return nil
 	}
-	if err != nil && !errors.Is(err, io.EOF) {
-		return fmt.Errorf("read database file at offset %d: %w", off, err)
+	if pgno == im.lockPage {
+		// SQLite never writes the lock page, and restores leave it as
+		// zeros; its bytes in the file mean nothing.
+		clear(buf)
+		return nil
 	}
-	clear(p[m:])
+	var data []byte
+	im.pageMu.Lock()
+	err := im.page.QueryRow(pgno).Scan(&data)
+	if err == nil && len(data) == len(buf) {
+		copy(buf, data)
+	}
+	im.pageMu.Unlock()
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		clear(buf)
+		return nil
+	case err != nil:
+		return fmt.Errorf("read database page %d: %w", pgno, err)
+	case len(data) != len(buf):
+		return fmt.Errorf("read database page %d: %d bytes, page size is %d", pgno, len(data), len(buf))
+	}
 	return nil
 }

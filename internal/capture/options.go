@@ -52,10 +52,11 @@ type Options struct {
 
 	// SpoolBackoff spaces upload retries; zero means the spool's default.
 	SpoolBackoff spool.Backoff
-	// UploadWorkers is the uploader's worker count; zero means its
-	// default.
-	UploadWorkers int
-	Log           *slog.Logger
+	Log          *slog.Logger
+
+	// batchBytes overrides the size at which a batch is shipped at once;
+	// tests make it small.
+	batchBytes int64
 }
 
 func (o Options) withDefaults() (Options, error) {

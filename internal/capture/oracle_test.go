@@ -189,6 +189,9 @@ func oracleOptions(dir, db string, targets map[string]objstore.Store) Options {
 	o.CheckpointPages = 200
 	o.TruncatePages = 800
 	o.PollInterval = 20 * time.Millisecond
+	// Small change sets, so that a restore to a txid decodes little past
+	// it.
+	o.batchBytes = 1 << 20
 	return o
 }
 

@@ -7,8 +7,6 @@ import (
 	"time"
 
 	"github.com/ferrydb/ferry/internal/segment"
-	"github.com/ferrydb/ferry/internal/spool"
-	"github.com/ferrydb/ferry/internal/uploader"
 )
 
 // txRange is an inclusive run of txids.
@@ -24,9 +22,6 @@ type progress struct {
 	local   uint64
 	at      time.Time
 	targets map[string]*targetProgress
-	// keys names the targets each change set spooled by this process was
-	// spooled for; see shipped.
-	keys    map[string][]string
 	gaps    []Gap
 	lastErr string
 	errAt   time.Time
@@ -40,7 +35,7 @@ type targetProgress struct {
 }
 
 func newProgress(urls []string) *progress {
-	p := &progress{changed: make(chan struct{}), targets: map[string]*targetProgress{}, keys: map[string][]string{}}
+	p := &progress{changed: make(chan struct{}), targets: map[string]*targetProgress{}}
 	for _, u := range urls {
 		p.targets[u] = &targetProgress{}
 	}
@@ -120,40 +115,17 @@ func (p *progress) restore(url string, base, replicated uint64, synced bool) {
 	}
 }
 
-// expect records which targets the change set under key goes to.
-func (p *progress) expect(key string, urls []string) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.keys[key] = urls
-}
-
-// shipped is the uploader's callback: every target the entry was spooled
-// for holds it now. An entry spooled before a restart is credited to the
-// targets that receive change sets now. That can only leave out a target,
-// never credit one that lacks it: a target that did not receive an entry
-// was waiting for a snapshot then, and the snapshot that let it receive
-// change sets again was taken at a txid at or after the entry's last.
-func (p *progress) shipped(_ spool.ID, job uploader.Job) {
-	first, last, err := segment.ParseKey(job.Key)
+// shipped is the uploaders' callback: url holds the change set under key.
+func (p *progress) shipped(url, key string) {
+	first, last, err := segment.ParseKey(key)
 	if err != nil {
 		return
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	urls, ok := p.keys[job.Key]
-	delete(p.keys, job.Key)
-	if !ok {
-		for u, t := range p.targets {
-			if t.synced {
-				urls = append(urls, u)
-			}
-		}
-	}
-	for _, u := range urls {
-		if t := p.targets[u]; t != nil {
-			t.add(txRange{first, last})
-			t.lastErr = ""
-		}
+	if t := p.targets[url]; t != nil {
+		t.add(txRange{first, last})
+		t.lastErr = ""
 	}
 	p.notify()
 }
@@ -215,13 +187,6 @@ func (p *progress) addGap(g Gap) {
 	if len(p.gaps) > maxGaps {
 		p.gaps = slices.Clone(p.gaps[len(p.gaps)-maxGaps:])
 	}
-}
-
-// forgetKeys forgets the targets of change sets dropped from the spool.
-func (p *progress) forgetKeys() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	clear(p.keys)
 }
 
 // gapList returns the recorded gaps.

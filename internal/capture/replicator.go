@@ -2,6 +2,8 @@ package capture
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"maps"
@@ -17,9 +19,14 @@ import (
 	"github.com/ferrydb/ferry/internal/wal"
 )
 
-// segmentsQueue is the spool queue change sets travel through, in txid
-// order.
-const segmentsQueue = "segments"
+// segmentQueue returns the spool queue through which change sets travel,
+// in txid order, to the target url. Each target has its own queue, so that
+// a target that is down holds up neither the others' uploads nor, once the
+// spool is full, their chains: only its own backlog is dropped.
+func segmentQueue(url string) string {
+	sum := sha256.Sum256([]byte(url))
+	return "segments-" + hex.EncodeToString(sum[:6])
+}
 
 // ErrClosed is returned by Sync once the Replicator has stopped.
 var ErrClosed = errors.New("capture: replicator is closed")
@@ -30,11 +37,11 @@ type Replicator struct {
 	o       Options
 	walPath string
 	urls    []string // target URLs, sorted
+	queues  []string // their spool queues, in the same order
 	sp      *spool.Spool
 
-	// db is the database file, open from Open to Close; see the package
-	// documentation on POSIX locks.
-	db       *os.File
+	// dbInfo identifies the database file ferry's connections have open.
+	dbInfo   os.FileInfo
 	sql      *sqliteConns
 	progress *progress
 
@@ -65,6 +72,10 @@ type Replicator struct {
 	targets   map[string]*target
 	job       *snapJob
 	waiting   []chan uint64 // Sync callers waiting for the next capture
+	// failedSeen holds the spool's failed entries already answered, and
+	// lastFailedCheck when they were last looked at.
+	failedSeen      map[spool.ID]bool
+	lastFailedCheck time.Time
 }
 
 // point is a txid with what the capture needs to go on from it.
@@ -119,7 +130,7 @@ func Open(ctx context.Context, o Options) (*Replicator, error) {
 	if o.DBPath, err = filepath.Abs(o.DBPath); err != nil {
 		return nil, fmt.Errorf("capture %s: %w", o.DBPath, err)
 	}
-	db, _, err := openDB(o.DBPath)
+	info, err := statDB(o.DBPath)
 	if err != nil {
 		return nil, err
 	}
@@ -127,7 +138,7 @@ func Open(ctx context.Context, o Options) (*Replicator, error) {
 		o:       o,
 		walPath: o.DBPath + "-wal",
 		urls:    slices.Sorted(maps.Keys(o.Targets)),
-		db:      db,
+		dbInfo:  info,
 		syncReq: make(chan chan uint64),
 		done:    make(chan struct{}),
 		overlay: map[uint32]wal.PageRef{},
@@ -137,7 +148,10 @@ func Open(ctx context.Context, o Options) (*Replicator, error) {
 		r.closeAll()
 		return nil, err
 	}
-	r.sp, err = spool.Open(o.SpoolDir, spool.Options{MaxBytes: o.MaxSpoolBytes, Ordered: []string{segmentsQueue}, Backoff: o.SpoolBackoff})
+	for _, u := range r.urls {
+		r.queues = append(r.queues, segmentQueue(u))
+	}
+	r.sp, err = spool.Open(o.SpoolDir, spool.Options{MaxBytes: o.MaxSpoolBytes, Ordered: r.queues, Backoff: o.SpoolBackoff})
 	if err != nil {
 		return fail(fmt.Errorf("capture %s: %w", o.DBPath, err))
 	}
@@ -147,7 +161,13 @@ func Open(ctx context.Context, o Options) (*Replicator, error) {
 	if r.sql, err = openConns(ctx, o.DBPath, o.CheckpointBusyTimeout); err != nil {
 		return fail(fmt.Errorf("capture %s: %w", o.DBPath, err))
 	}
-	if r.batch, err = openBatch(o.SpoolDir); err != nil {
+	batchBytes := o.batchBytes
+	if batchBytes == 0 && o.MaxSpoolBytes > 0 {
+		// A change set must fit in the spool with room to spare, or
+		// every one would overflow it.
+		batchBytes = min(defaultBatchBytes, o.MaxSpoolBytes/4)
+	}
+	if r.batch, err = openBatch(o.SpoolDir, batchBytes); err != nil {
 		return fail(fmt.Errorf("capture %s: %w", o.DBPath, err))
 	}
 	r.progress = newProgress(r.urls)
@@ -164,16 +184,11 @@ func (r *Replicator) Close() error {
 
 func (r *Replicator) closeAll() error {
 	var errs []error
-	// The SQLite connections go before the database file: closing the
-	// file first would drop their locks.
 	if r.sql != nil {
 		errs = append(errs, r.sql.close())
 	}
 	if r.log != nil {
 		errs = append(errs, r.log.Close())
-	}
-	if r.db != nil {
-		errs = append(errs, r.db.Close())
 	}
 	if r.batch != nil {
 		errs = append(errs, r.batch.close())

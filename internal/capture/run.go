@@ -9,6 +9,7 @@ import (
 
 	"github.com/ferrydb/ferry/internal/objstore"
 	"github.com/ferrydb/ferry/internal/snapshot"
+	"github.com/ferrydb/ferry/internal/spool"
 	"github.com/ferrydb/ferry/internal/uploader"
 )
 
@@ -34,20 +35,17 @@ func (r *Replicator) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
-	up := uploader.New(r.sp, r.openTarget, uploader.Options{
-		Queue:   segmentsQueue,
-		Workers: r.o.UploadWorkers,
-		Log:     r.o.Log,
-		Shipped: r.progress.shipped,
-	})
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		if err := up.Run(ctx); err != nil {
-			r.fail(fmt.Errorf("uploader: %w", err))
-		}
-	}()
+	for i, u := range r.urls {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r.upload(ctx, u, r.queues[i])
+		}()
+	}
 	if err := r.start(ctx, &wg); err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped before it began: nothing to save
+		}
 		return err
 	}
 	events := watchLog(ctx, &wg, r.o.DBPath, r.o.Log)
@@ -69,6 +67,36 @@ func (r *Replicator) Run(ctx context.Context) error {
 			r.waiting = append(r.waiting, reply)
 		case <-jobDone:
 			r.finishSnapshots()
+		}
+	}
+}
+
+// upload runs the uploader of one target's queue until ctx ends. An
+// uploader stops at the first error it cannot place on an entry, such as
+// an entry dropped with its queue while it was being shipped (see
+// dropBacklog); the target's change sets must keep flowing, so it is
+// started again.
+func (r *Replicator) upload(ctx context.Context, url, queue string) {
+	for {
+		up := uploader.New(r.sp, r.openTarget, uploader.Options{
+			Queue: queue,
+			// An ordered queue hands out one entry at a time.
+			Workers: 1,
+			Log:     r.o.Log,
+			Shipped: func(_ spool.ID, job uploader.Job) { r.progress.shipped(url, job.Key) },
+		})
+		err := up.Run(ctx)
+		if ctx.Err() != nil || errors.Is(err, spool.ErrClosed) {
+			return
+		}
+		if err != nil && !errors.Is(err, spool.ErrDropped) {
+			r.progress.fail(url, fmt.Errorf("uploader: %w", err))
+			r.o.Log.Warn("uploader stopped; restarting it", "db", r.o.DBPath, "target", url, "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(100 * time.Millisecond):
 		}
 	}
 }
@@ -149,12 +177,12 @@ func (r *Replicator) remoteTop(ctx context.Context) (uint64, error) {
 			return top, nil
 		}
 		if ctx.Err() != nil {
-			return 0, nil
+			return 0, ctx.Err()
 		}
 		r.fail(fmt.Errorf("read what the targets hold before numbering a new replica: %w", err))
 		select {
 		case <-ctx.Done():
-			return 0, nil
+			return 0, ctx.Err()
 		case <-time.After(retryDelay(attempt)):
 		}
 	}
@@ -193,18 +221,26 @@ func (r *Replicator) step(ctx context.Context) {
 		if r.shipDue(time.Now()) {
 			r.shipBatch()
 		}
+		// Everything committed before the callers asked is captured.
 		for _, w := range r.waiting {
 			w <- r.txid
 		}
 		r.waiting = r.waiting[:0]
 	}
 	r.handle(ctx, r.maybeCheckpoint(ctx, time.Now()))
+	if now := time.Now(); now.Sub(r.lastFailedCheck) >= failedCheckEvery {
+		r.lastFailedCheck = now
+		r.checkFailed()
+	}
 }
+
+// failedCheckEvery spaces the looks at the spool's failed queue.
+const failedCheckEvery = 10 * time.Second
 
 // advance reads what the log committed since the last step.
 func (r *Replicator) advance(ctx context.Context) error {
 	switch {
-	case r.db == nil:
+	case r.sql == nil:
 		return r.reopen(ctx)
 	case r.broken != nil:
 		return r.answerBreak(ctx, r.broken)
@@ -224,6 +260,8 @@ func (r *Replicator) handle(ctx context.Context, err error) {
 	switch {
 	case err == nil:
 	case ctx.Err() != nil:
+	case errors.Is(err, errRetry):
+		r.o.Log.Debug("capture pass stopped early; retrying", "db", r.o.DBPath, "err", err)
 	case errors.As(err, &be):
 		if r.broken == nil {
 			r.o.Log.Warn("the log no longer continues from what ferry captured; a snapshot will carry the database on",
@@ -257,21 +295,16 @@ func (r *Replicator) reopen(ctx context.Context) error {
 		r.log.Close()
 		r.log = nil
 	}
-	if r.db != nil {
-		r.db.Close()
-		r.db = nil
-	}
 	r.protected = false
-	db, _, err := openDB(r.o.DBPath)
+	info, err := statDB(r.o.DBPath)
 	if err != nil {
 		return err
 	}
 	conns, err := openConns(ctx, r.o.DBPath, r.o.CheckpointBusyTimeout)
 	if err != nil {
-		db.Close()
 		return fmt.Errorf("capture %s: %w", r.o.DBPath, err)
 	}
-	r.db, r.sql = db, conns
+	r.dbInfo, r.sql = info, conns
 	r.broken = errors.New("the database file was replaced")
 	return nil
 }
@@ -280,7 +313,7 @@ func (r *Replicator) reopen(ctx context.Context) error {
 // restart goes on without a snapshot when the log allows.
 func (r *Replicator) shutdown() {
 	r.stopSnapshots()
-	if r.db != nil && r.broken == nil && r.sql.held() {
+	if r.sql != nil && r.broken == nil && r.sql.held() {
 		ctx := context.Background()
 		if err := r.capturePass(ctx); err == nil {
 			r.shipBatch()

@@ -3,6 +3,8 @@ package capture
 import (
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"time"
 
@@ -18,20 +20,24 @@ func (r *Replicator) shipDue(now time.Time) bool {
 	return !r.batch.empty() && (len(r.waiting) > 0 || r.batch.full() || now.Sub(r.lastShip) >= r.o.SyncInterval)
 }
 
+// segmentName is the file, in the spool directory, that a change set is
+// written to once, before it is spooled for each target.
+const segmentName = "capture-segment"
+
 // shipBatch spools the batch as one change set for every synced target.
-// On success the batch is empty; on failure it is kept for the next try,
-// unless the spool was full (see dropBacklog).
+// On success the batch is empty; on failure it is kept for the next try.
+// A full spool drops the longest backlog (see dropBacklog) and tries again.
 func (r *Replicator) shipBatch() {
 	if r.batch.empty() {
 		return
 	}
-	var urls []string
+	var ts []*target
 	for _, u := range r.urls {
-		if r.targets[u].synced {
-			urls = append(urls, u)
+		if t := r.targets[u]; t.synced {
+			ts = append(ts, t)
 		}
 	}
-	if len(urls) == 0 {
+	if len(ts) == 0 {
 		// Every target waits for a snapshot, which will carry these
 		// transactions; nobody could use the change set.
 		r.clearBatch()
@@ -43,16 +49,46 @@ func (r *Replicator) shipBatch() {
 		return
 	}
 	key := segment.Key(first, last)
-	r.progress.expect(key, urls)
-	_, err := r.sp.Enqueue(segmentsQueue, uploader.Job{Key: key, Pending: urls}, r.batch.writeSegment)
-	switch {
-	case err == nil:
-		r.clearBatch()
-	case errors.Is(err, spool.ErrFull):
-		r.dropBacklog(err)
-	default:
-		r.fail(fmt.Errorf("spool change set %s: %w", key, err))
+	tmp := filepath.Join(r.o.SpoolDir, segmentName)
+	defer os.Remove(tmp)
+	if err := r.writeSegmentFile(tmp); err != nil {
+		r.fail(fmt.Errorf("write change set %s: %w", key, err))
+		return
 	}
+	for i, t := range ts {
+		for t.synced {
+			// The last target takes the file itself; the others copies.
+			_, err := r.sp.EnqueueFile(segmentQueue(t.url), uploader.Job{Key: key, Pending: []string{t.url}}, tmp, i == len(ts)-1)
+			if err == nil {
+				break
+			}
+			if !errors.Is(err, spool.ErrFull) {
+				// Targets spooled already get the change set again on the
+				// next try; a duplicate is harmless.
+				r.fail(fmt.Errorf("spool change set %s for %s: %w", key, t.url, err))
+				return
+			}
+			victim := r.laggard()
+			if victim == nil {
+				// No backlog to drop: the change set alone does not fit.
+				victim = t
+			}
+			r.dropBacklog(victim, err)
+		}
+	}
+	r.clearBatch()
+}
+
+func (r *Replicator) writeSegmentFile(path string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	err = r.batch.writeSegment(f)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // clearBatch empties the batch after its transactions went to the spool
@@ -76,25 +112,67 @@ func (r *Replicator) dropBatch(reason string) {
 	r.clearBatch()
 }
 
-// dropBacklog answers a full spool. The backlog of change sets is dropped,
-// so that the application's log and ferry's disk use stay bounded; every
-// target then waits for a snapshot, taken as soon as a store answers, and
-// the txids in between are recorded as a gap.
-func (r *Replicator) dropBacklog(cause error) {
-	n, bytes, err := r.sp.DropQueue(segmentsQueue)
+// laggard returns the target with the longest backlog in the spool, or
+// nil when no target has one.
+func (r *Replicator) laggard() *target {
+	var worst *target
+	most := 0
+	for _, u := range r.urls {
+		if n := r.sp.Len(segmentQueue(u)); n > most {
+			worst, most = r.targets[u], n
+		}
+	}
+	return worst
+}
+
+// dropBacklog answers a full spool. The backlog of change sets of one
+// target, the one furthest behind, is dropped, so that the application's
+// log and ferry's disk use stay bounded and the other targets go on. The
+// target then waits for a snapshot, taken as soon as its store answers,
+// and the txids in between are recorded as a gap.
+func (r *Replicator) dropBacklog(t *target, cause error) {
+	n, bytes, err := r.sp.DropQueue(segmentQueue(t.url))
 	if err != nil {
-		r.fail(fmt.Errorf("drop the change-set backlog: %w", err))
+		r.fail(fmt.Errorf("drop the change-set backlog of %s: %w", t.url, err))
 	}
-	r.progress.forgetKeys()
-	r.o.Log.Error("spool full: dropped the change-set backlog; a snapshot will re-establish the chain",
-		"db", r.o.DBPath, "entries", n, "bytes", bytes, "cause", cause)
-	for _, t := range r.targets {
-		r.unsync(t, r.progress.replicated(t.url)+1, "the spool was full and its change sets were dropped")
-		t.nextTry = time.Time{}
+	r.o.Log.Error("spool full: dropped a target's change-set backlog; a snapshot will re-establish its chain",
+		"db", r.o.DBPath, "target", t.url, "entries", n, "bytes", bytes, "cause", cause)
+	if from := r.progress.replicated(t.url) + 1; t.base > 0 && (t.synced || from < t.unsyncedFrom) {
+		t.unsyncedFrom, t.unsyncedCause = from, "the spool was full and the target's change sets were dropped"
 	}
-	r.clearBatch()
+	t.synced = false
+	r.progress.setSynced(t.url, false)
+	t.nextTry = time.Time{}
 	if err := r.save(); err != nil {
 		r.fail(err)
+	}
+}
+
+// checkFailed looks for change sets the uploaders gave up on for good
+// (the store refused them for a reason retrying cannot fix). A target
+// missing one can restore nothing past it, so it waits for a snapshot.
+func (r *Replicator) checkFailed() {
+	failed, err := r.sp.Failed()
+	if err != nil {
+		return
+	}
+	for _, e := range failed {
+		if r.failedSeen[e.ID] {
+			continue
+		}
+		r.failedSeen[e.ID] = true
+		for _, t := range r.targets {
+			if e.From != segmentQueue(t.url) {
+				continue
+			}
+			cause := fmt.Sprintf("a change set failed for good: %s", e.Reason)
+			r.progress.fail(t.url, errors.New(cause))
+			if from := r.progress.replicated(t.url) + 1; t.base > 0 && (t.synced || from < t.unsyncedFrom) {
+				t.unsyncedFrom, t.unsyncedCause = from, cause
+			}
+			t.synced = false
+			r.progress.setSynced(t.url, false)
+		}
 	}
 }
 

@@ -66,7 +66,7 @@ func (r *Replicator) due(now time.Time) []*target {
 
 // startSnapshots starts a job for every due target, unless one is running.
 func (r *Replicator) startSnapshots(ctx context.Context, now time.Time) {
-	if r.job != nil || r.broken != nil || !r.protected || r.db == nil || r.pageSize == 0 || r.dbSize == 0 {
+	if r.job != nil || r.broken != nil || !r.protected || r.sql == nil || !r.sql.held() || r.pageSize == 0 || r.dbSize == 0 {
 		return
 	}
 	ts := r.due(now)
@@ -80,14 +80,13 @@ func (r *Replicator) startSnapshots(ctx context.Context, now time.Time) {
 		r.fail(err)
 		return
 	}
-	jctx, cancel := context.WithCancel(ctx)
-	job := &snapJob{
-		txid:   r.txid,
-		at:     r.txTime,
-		img:    &image{db: r.db, log: r.gen, overlay: maps.Clone(r.overlay), pageSize: r.pageSize, pages: r.dbSize},
-		cancel: cancel,
-		done:   make(chan struct{}),
+	img, err := newImage(ctx, r.sql.tx(), r.gen, maps.Clone(r.overlay), r.pageSize, r.dbSize)
+	if err != nil {
+		r.fail(err)
+		return
 	}
+	jctx, cancel := context.WithCancel(ctx)
+	job := &snapJob{txid: r.txid, at: r.txTime, img: img, cancel: cancel, done: make(chan struct{})}
 	for _, t := range ts {
 		w := &snapWork{url: t.url, store: t.store, base: t.base, dirty: t.dirty, full: t.full || t.base == 0}
 		if !w.full {
@@ -111,6 +110,7 @@ func (r *Replicator) startSnapshots(ctx context.Context, now time.Time) {
 
 func (j *snapJob) run(ctx context.Context) {
 	defer close(j.done)
+	defer j.img.close()
 	for _, w := range j.works {
 		if !w.full && (w.prev == nil || w.prev.TXID != w.base) {
 			m, err := snapshot.Load(ctx, w.store, w.base)
@@ -162,10 +162,14 @@ func (r *Replicator) finishSnapshots() {
 		t := r.targets[w.url]
 		t.snapping = false
 		if w.err == nil {
-			if t.unsyncedFrom != 0 && job.txid > t.unsyncedFrom {
-				r.gap(t.url, t.unsyncedFrom, job.txid-1, t.unsyncedCause)
+			// A target whose backlog was dropped while the snapshot ran
+			// needs another one; its gap is recorded then.
+			if t.synced {
+				if t.unsyncedFrom != 0 && job.txid > t.unsyncedFrom {
+					r.gap(t.url, t.unsyncedFrom, job.txid-1, t.unsyncedCause)
+				}
+				t.unsyncedFrom, t.unsyncedCause = 0, ""
 			}
-			t.unsyncedFrom, t.unsyncedCause = 0, ""
 			t.base, t.baseTime, t.prev = job.txid, now, &w.m
 			t.failures, t.nextTry = 0, time.Time{}
 			r.progress.snapshotDone(t.url, job.txid)

@@ -58,6 +58,8 @@ func (r *Replicator) Status() Status {
 	}
 	p.mu.Unlock()
 	s.SpoolBytes = r.sp.Bytes()
-	s.SpoolSegments = r.sp.Len(segmentsQueue)
+	for _, q := range r.queues {
+		s.SpoolSegments += r.sp.Len(q)
+	}
 	return s
 }

@@ -122,11 +122,11 @@ func (w *workload) change(tx *sql.Tx) error {
 		from := r.IntN(w.nextID)
 		_, err := tx.Exec("DELETE FROM items WHERE id BETWEEN ? AND ?", from, from+r.IntN(30))
 		return err
-	case p < 77:
+	case p < 73:
 		return w.blob(tx)
-	case p < 80:
+	case p < 76:
 		return w.bulk(tx, 100+r.IntN(150))
-	case p < 81:
+	case p < 77:
 		// Now and then one touches every page of a table.
 		m := 5 + r.IntN(20)
 		_, err := tx.Exec("UPDATE items SET qty=qty+1 WHERE id%?=?", m, r.IntN(m))
