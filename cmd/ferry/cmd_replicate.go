@@ -106,6 +106,7 @@ func (c *replicateCmd) daemon(ctx context.Context, cfg *config.Config, execCmd s
 	}
 	return &childExit{code: code}
 }
+
 // filesDrained reports whether every inbox is empty and the files spool
 // holds nothing: all that was handed to ferry is in its targets.
 func filesDrained(spoolDir string, inboxes []config.Inbox) bool {

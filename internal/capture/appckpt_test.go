@@ -18,7 +18,7 @@ import (
 // chain, and the break while ferry was down is answered with a snapshot.
 func TestAppCheckpoints(t *testing.T) {
 	needCLI(t)
-	n1, n2, n3, samples := 600, 640, 900, 14
+	n1, n2, n3, samples := 500, 530, 700, 12
 	if testing.Short() {
 		n1, n2, n3, samples = 200, 230, 300, 8
 	}

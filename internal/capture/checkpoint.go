@@ -16,15 +16,16 @@ const checkpointEvery = time.Second
 // maybeCheckpoint keeps the log short while ferry's read transaction holds
 // SQLite's own checkpoints back. Each step keeps the log protected (see
 // the package documentation), so none of them can lose a frame ferry has
-// not read, and only one of them ever waits on the application:
+// not read, and only FULL and TRUNCATE, run when the log is long, take the
+// writer lock the application's commits wait for, each for at most
+// CheckpointBusyTimeout:
 //
 //  1. Refresh the read transaction, so that its read mark is the end of
 //     the log, and run a PASSIVE checkpoint: it copies every frame up to
 //     that mark without taking any lock the application waits for.
 //  2. Only when the log has grown past TruncatePages, which means PASSIVE
 //     checkpoints keep losing the race with new commits, refresh again and
-//     run a FULL checkpoint: it takes the writer lock, for at most
-//     CheckpointBusyTimeout, so that the rest can be copied.
+//     run a FULL checkpoint: holding the writer lock, it copies the rest.
 //  3. Once every frame is in the database file, refresh once more: begun
 //     now, before anything new commits, the read transaction sits on
 //     SQLite's slot 0, which lets the application's next commit restart

@@ -79,6 +79,10 @@ func writerChild() {
 		if err := w.step(); err != nil {
 			childFail("commit %d: %v", w.k, err)
 		}
+		// An application pauses between transactions; under the race
+		// detector on two cores, a writer that never does starves the
+		// replicator of the CPU its snapshots need.
+		time.Sleep(time.Millisecond)
 		if ckpt && w.k%23 == 0 {
 			mode := modes[(w.k/23)%len(modes)]
 			var b, l, c int

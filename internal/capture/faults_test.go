@@ -261,3 +261,50 @@ func TestPageSizes(t *testing.T) {
 		})
 	}
 }
+
+// TestChangedWhileDown changes the database in ways no log records while
+// ferry is stopped: the page size (which needs leaving WAL mode and a
+// VACUUM), then the whole file (replaced by another database). Each time
+// the restarted replicator must notice, and the replica must restore the
+// database as it now is.
+func TestChangedWhileDown(t *testing.T) {
+	needCLI(t)
+	dir := t.TempDir()
+	db := newDB(t, dir, 4096, appSchema...)
+	store := memstore.New()
+	o := testOptions(dir, db, map[string]objstore.Store{"mem://changed": store})
+	r := startReplicator(t, o)
+	r.sync(t)
+	app := openApp(t, db)
+	w := newWorkload(app, 11, 10_000)
+	commits(t, w, 30, db)
+	r.sync(t)
+	r.stop()
+
+	for _, q := range []string{"PRAGMA journal_mode=DELETE", "PRAGMA page_size=8192", "VACUUM", "PRAGMA journal_mode=WAL"} {
+		if _, err := app.Exec(q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	want := commits(t, w, 5, db)
+	app.Close()
+	r = startReplicator(t, o)
+	last := r.sync(t)
+	out, res := restoreAt(t, store, 0, dir)
+	if res.PageSize != 8192 || sha3(t, out) != want {
+		t.Fatalf("after the page size changed, txid %d restores %d-byte pages, hash %s, want 8192 and %s", last, res.PageSize, sha3(t, out), want)
+	}
+	r.stop()
+
+	other := newDB(t, t.TempDir(), 1024, appSchema...)
+	app2 := openApp(t, other)
+	w2 := newWorkload(app2, 12, 10_000)
+	want = commits(t, w2, 10, other)
+	app2.Close() // the last connection folds the log into the file
+	if err := os.Rename(other, db); err != nil {
+		t.Fatal(err)
+	}
+	r = startReplicator(t, o)
+	last = r.sync(t)
+	checkLatest(t, store, dir, want, 10, last)
+}

@@ -15,7 +15,7 @@ import (
 // nothing SQLite can see.
 func TestContentUnchanged(t *testing.T) {
 	needCLI(t)
-	n := 300
+	n := 200
 	if testing.Short() {
 		n = 100
 	}

@@ -29,8 +29,10 @@ type Options struct {
 	// SnapshotInterval is how often a changed database gets a new
 	// snapshot. Zero means 1h.
 	SnapshotInterval time.Duration
-	// MaxSpoolBytes bounds the spool; past it the change-set backlog is
-	// dropped and a snapshot re-establishes the chain. Zero means no bound.
+	// MaxSpoolBytes bounds the spool. Past it, the change-set backlog of
+	// the target furthest behind is dropped, and a snapshot re-establishes
+	// its chain once its store answers; the lost txids are reported as a
+	// gap. Zero means no bound.
 	MaxSpoolBytes int64
 
 	// CheckpointPages is the log length, in frames, from which ferry runs
@@ -52,7 +54,8 @@ type Options struct {
 
 	// SpoolBackoff spaces upload retries; zero means the spool's default.
 	SpoolBackoff spool.Backoff
-	Log          *slog.Logger
+	// Log receives what an operator may want to know; nil discards it.
+	Log *slog.Logger
 
 	// batchBytes overrides the size at which a batch is shipped at once;
 	// tests make it small.

@@ -185,7 +185,7 @@ func snapshotCount(t *testing.T, store objstore.Store) int {
 func oracleOptions(dir, db string, targets map[string]objstore.Store) Options {
 	o := testOptions(dir, db, targets)
 	o.SyncInterval = 100 * time.Millisecond
-	o.SnapshotInterval = 700 * time.Millisecond
+	o.SnapshotInterval = 300 * time.Millisecond
 	o.CheckpointPages = 200
 	o.TruncatePages = 800
 	o.PollInterval = 20 * time.Millisecond

@@ -15,7 +15,7 @@ type txRange struct{ first, last uint64 }
 // progress tracks, for Sync and Status, how far each target provably
 // restores: from its newest completed snapshot, through every change set
 // all of whose txids it has confirmed, without a hole. It is shared by the
-// capture loop, the uploader's workers and callers of Status and Sync.
+// capture loop, the uploaders and callers of Status and Sync.
 type progress struct {
 	mu      sync.Mutex
 	changed chan struct{} // closed and replaced at every change

@@ -63,6 +63,10 @@ func (r *Replicator) Run(ctx context.Context) error {
 			return nil
 		case <-tick.C:
 		case <-events:
+			// A commit is several writes; letting it finish saves a pass
+			// that would find it half written, and bounds how often a busy
+			// log wakes ferry.
+			time.Sleep(eventDelay)
 		case reply := <-r.syncReq:
 			r.waiting = append(r.waiting, reply)
 		case <-jobDone:
@@ -233,6 +237,10 @@ func (r *Replicator) step(ctx context.Context) {
 		r.checkFailed()
 	}
 }
+
+// eventDelay is how long the capture waits after a file event before it
+// reads the log.
+const eventDelay = time.Millisecond
 
 // failedCheckEvery spaces the looks at the spool's failed queue.
 const failedCheckEvery = 10 * time.Second

@@ -125,7 +125,7 @@ func (w *workload) change(tx *sql.Tx) error {
 	case p < 73:
 		return w.blob(tx)
 	case p < 76:
-		return w.bulk(tx, 100+r.IntN(150))
+		return w.bulk(tx, 50+r.IntN(70))
 	case p < 77:
 		// Now and then one touches every page of a table.
 		m := 5 + r.IntN(20)
@@ -166,11 +166,11 @@ func (w *workload) bulk(tx *sql.Tx, n int) error {
 	return err
 }
 
-// blob inserts, rewrites or deletes a blob of up to 200 KB, so that one
+// blob inserts, rewrites or deletes a blob of up to 160 KB, so that one
 // transaction spans several 64 KiB chunks.
 func (w *workload) blob(tx *sql.Tx) error {
 	r := w.rng
-	data := make([]byte, 1000+r.IntN(200_000))
+	data := make([]byte, 1000+r.IntN(160_000))
 	for i := 0; i+8 <= len(data); i += 8 {
 		// Compressible, but not trivially.
 		binary.LittleEndian.PutUint64(data[i:], r.Uint64()&0x0707070707070707)
@@ -185,7 +185,7 @@ func (w *workload) blob(tx *sql.Tx) error {
 	case len(w.blobs) > 0 && r.IntN(2) == 0:
 		_, err := tx.Exec("UPDATE blobs SET data=? WHERE id=?", data, w.blobs[r.IntN(len(w.blobs))])
 		return err
-	case len(w.blobs) >= 6:
+	case len(w.blobs) >= 4:
 		return nil
 	}
 	id := w.nextID

@@ -89,7 +89,10 @@ func (u *Uploader) work(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		if err := u.finish(ctx, e, u.ship(ctx, e)); err != nil {
+		// An entry whose queue was dropped while it was out is simply
+		// gone (the capture drops a change-set backlog when the spool is
+		// full); the worker carries on with the next one.
+		if err := u.finish(ctx, e, u.ship(ctx, e)); err != nil && !errors.Is(err, spool.ErrDropped) {
 			return err
 		}
 	}
