@@ -1,15 +1,12 @@
 package bench
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
 	"iter"
-	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -272,29 +269,6 @@ func (r *replica) waitFor(tb testing.TB, what string, limit time.Duration, ok fu
 func s3Server(tb testing.TB) testenv.S3Server {
 	tb.Helper()
 	return testenv.S3(tb)
-}
-
-// resetPeakRSS restarts the kernel's high-water mark of this process's
-// resident set, so that peakRSS measures from now on.
-func resetPeakRSS() { _ = os.WriteFile("/proc/self/clear_refs", []byte("5"), 0) }
-
-// peakRSS returns the process's peak resident set in MiB (VmHWM).
-func peakRSS() float64 {
-	f, err := os.Open("/proc/self/status")
-	if err != nil {
-		return -1
-	}
-	defer f.Close()
-	s := bufio.NewScanner(io.LimitReader(f, 1<<16))
-	for s.Scan() {
-		if rest, ok := strings.CutPrefix(s.Text(), "VmHWM:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
-			if err == nil {
-				return float64(kb) / 1024
-			}
-		}
-	}
-	return -1
 }
 
 // percentile returns the p-th percentile (0..100) of ds, nearest rank.

@@ -15,6 +15,7 @@ import (
 	"github.com/ferrydb/ferry/internal/config"
 	"github.com/ferrydb/ferry/internal/restore"
 	"github.com/ferrydb/ferry/internal/snapshot"
+	"github.com/ferrydb/ferry/internal/testenv"
 )
 
 // fixtureSnapshotInterval is the capture's snapshot interval on the
@@ -83,12 +84,12 @@ func sharedFixture(b *testing.B) *fixture {
 	}
 	b.Logf("built a %d MiB database of %d rows in %s", size>>20, f.rows, time.Since(start).Round(time.Millisecond))
 	debug.FreeOSMemory()
-	resetPeakRSS()
+	testenv.ResetPeakRSS()
 	start = time.Now()
 	f.r = runReplica(b, srv, f.db, capture.Options{SnapshotInterval: fixtureSnapshotInterval})
 	f.r.waitSnapshot(b)
 	f.initDur = time.Since(start)
-	f.initPeak = peakRSS()
+	f.initPeak = testenv.PeakRSS()
 	f.initUse = since(nil, f.r.store.counts(), "chunks", "snapshots")
 	fixtures.f = f
 	return f
@@ -179,7 +180,7 @@ func (f *fixture) change(b *testing.B, shape string) (snap, seg usage, m snapsho
 	}
 	before := f.r.store.counts()
 	debug.FreeOSMemory()
-	resetPeakRSS()
+	testenv.ResetPeakRSS()
 	runApp(b, job)
 	txid := st.TXID + 1
 	f.r.waitFor(b, "the snapshot after the change", 30*time.Minute, func(s capture.Status) bool {
@@ -188,7 +189,7 @@ func (f *fixture) change(b *testing.B, shape string) (snap, seg usage, m snapsho
 		}
 		return s.Targets[0].Snapshot >= txid && s.SpoolSegments == 0
 	})
-	peak = peakRSS()
+	peak = testenv.PeakRSS()
 	after := f.r.store.counts()
 	if shape == "clustered" {
 		f.rows += int64(rows)
@@ -234,13 +235,13 @@ func BenchmarkRestore(b *testing.B) {
 	for b.Loop() {
 		out := filepath.Join(dir, "restored.db")
 		debug.FreeOSMemory()
-		resetPeakRSS()
+		testenv.ResetPeakRSS()
 		start := time.Now()
 		if _, err := restore.ToFile(ctx, store, plan, out, restore.Options{Parallelism: 8}); err != nil {
 			b.Fatal(err)
 		}
 		full += time.Since(start)
-		peak = max(peak, peakRSS())
+		peak = max(peak, testenv.PeakRSS())
 		os.Remove(out)
 
 		fetch += timeWrite(b, out, func(dst *os.File) error { return snapshot.Restore(ctx, store, m, dst, 8) })

@@ -109,7 +109,7 @@ func ferryTPS(b *testing.B, srv testenv.S3Server, d time.Duration) ferryRun {
 	b.Helper()
 	db := newAppDB(b)
 	debug.FreeOSMemory()
-	resetPeakRSS()
+	testenv.ResetPeakRSS()
 	r := startReplica(b, srv, db, capture.Options{SyncInterval: syncInterval})
 	base := r.Status().TXID
 	cpu0, wall0 := cpuTime(), time.Now()
@@ -123,7 +123,7 @@ func ferryTPS(b *testing.B, srv testenv.S3Server, d time.Duration) ferryRun {
 		return st.Targets[0].Replicated >= base+uint64(n)
 	})
 	run.catchUp = time.Since(stopped)
-	run.peak = peakRSS()
+	run.peak = testenv.PeakRSS()
 	if err := r.stop(); err != nil {
 		b.Fatal(err)
 	}

@@ -4,11 +4,8 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -48,7 +45,7 @@ func BenchmarkShipFiles(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				resetPeakRSS()
+				testenv.ResetPeakRSS()
 				start := time.Now()
 				for i := range tc.files {
 					name := fmt.Sprintf("f%05d", i)
@@ -77,7 +74,7 @@ func BenchmarkShipFiles(b *testing.B) {
 				b.ReportMetric(mb/total.Seconds(), "MB/s")
 				b.ReportMetric(float64(tc.files)/enqueued.Seconds(), "enqueue-files/s")
 				b.ReportMetric(float64(tc.files)/(total-enqueued).Seconds(), "upload-files/s")
-				b.ReportMetric(float64(peakRSS())/(1<<20), "peak-RSS-MiB")
+				b.ReportMetric(testenv.PeakRSS(), "peak-RSS-MiB")
 			}
 		})
 	}
@@ -107,27 +104,4 @@ func writePattern(b *testing.B, path string, size int64, seed int) {
 	if err := f.Close(); err != nil {
 		b.Fatal(err)
 	}
-}
-
-// resetPeakRSS restarts the kernel's high-water mark of this process's
-// resident set, so that peakRSS measures one run.
-func resetPeakRSS() { _ = os.WriteFile("/proc/self/clear_refs", []byte("5"), 0) }
-
-// peakRSS returns the process's peak resident set in bytes (VmHWM).
-func peakRSS() int64 {
-	f, err := os.Open("/proc/self/status")
-	if err != nil {
-		return -1
-	}
-	defer f.Close()
-	s := bufio.NewScanner(io.LimitReader(f, 1<<16))
-	for s.Scan() {
-		if rest, ok := strings.CutPrefix(s.Text(), "VmHWM:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
-			if err == nil {
-				return kb << 10
-			}
-		}
-	}
-	return -1
 }
