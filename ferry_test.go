@@ -1,0 +1,101 @@
+package ferry_test
+
+import (
+	"context"
+	"database/sql"
+	"path/filepath"
+	"testing"
+	"time"
+
+	_ "modernc.org/sqlite"
+
+	"github.com/ferrydb/ferry"
+)
+
+func count(t *testing.T, path string) int {
+	t.Helper()
+	db, err := sql.Open("sqlite", "file:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var n int
+	if err := db.QueryRow("SELECT count(*) FROM t").Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// TestLibraryReplicateSyncRestore uses the package as an embedding program
+// would: replicate, commit, Sync, restore the latest state and an earlier
+// transaction.
+func TestLibraryReplicateSyncRestore(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "app.db")
+	db, err := sql.Open("sqlite", "file:"+src+"?_pragma=journal_mode(WAL)&_pragma=busy_timeout(5000)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Exec("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)"); err != nil {
+		t.Fatal(err)
+	}
+	url := "file://" + filepath.Join(dir, "replica")
+	ctx := context.Background()
+	r, err := ferry.Replicate(ctx, src, []string{url}, ferry.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 10 {
+		if _, err := db.Exec("INSERT INTO t (v) VALUES ('x')"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	mid, err := r.Sync(sctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 5 {
+		db.Exec("INSERT INTO t (v) VALUES ('y')")
+	}
+	if _, err := r.Sync(sctx); err != nil {
+		t.Fatal(err)
+	}
+	if st := r.Status(); st.Targets[0].Replicated != st.TXID {
+		t.Fatalf("after Sync the replica has txid %d of %d", st.Targets[0].Replicated, st.TXID)
+	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	latest := filepath.Join(dir, "latest.db")
+	if _, err := ferry.Restore(ctx, url, latest, ferry.RestoreOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if n := count(t, latest); n != 15 {
+		t.Fatalf("latest restore has %d rows, want 15", n)
+	}
+	old := filepath.Join(dir, "old.db")
+	res, err := ferry.Restore(ctx, url, old, ferry.RestoreOptions{TXID: mid})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := count(t, old); n != 10 || res.TXID != mid {
+		t.Fatalf("restore to txid %d: %d rows at txid %d, want 10", mid, n, res.TXID)
+	}
+	if _, err := ferry.Restore(ctx, url, old, ferry.RestoreOptions{}); err == nil {
+		t.Fatal("restore over an existing file succeeded")
+	}
+}
+
+func TestLibraryRefusesBadInput(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := ferry.Replicate(context.Background(), filepath.Join(dir, "missing.db"), []string{"file://" + dir + "/r"}, ferry.Options{}); err == nil {
+		t.Fatal("replicating a missing database succeeded")
+	}
+	if _, err := ferry.Replicate(context.Background(), filepath.Join(dir, "x.db"), nil, ferry.Options{}); err == nil {
+		t.Fatal("replicating to no replica succeeded")
+	}
+}
