@@ -104,6 +104,10 @@ func (c *restoreCmd) Run(ctx context.Context, args []string) error {
 		Progress:    func(int, int) { bar.add(1) },
 	})
 	bar.finish()
+	var stopped *restore.StoppedError
+	if errors.As(err, &stopped) && stopped.TXID < plan.TXID {
+		return fmt.Errorf("%w; nothing was written: 'ferry restore -txid %d' restores that last provable state", err, stopped.TXID)
+	}
 	if err != nil {
 		return err
 	}

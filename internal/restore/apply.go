@@ -70,7 +70,7 @@ func ToFile(ctx context.Context, store objstore.Store, plan Plan, out string, o 
 	for i, ref := range plan.Segments {
 		done, err := st.applySegment(ctx, store, ref, dir)
 		if err != nil {
-			return Result{}, err
+			return Result{}, &StoppedError{TXID: st.res.TXID, Err: err}
 		}
 		if o.Progress != nil {
 			o.Progress(i+1, len(plan.Segments))

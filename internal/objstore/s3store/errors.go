@@ -125,9 +125,20 @@ func (s *Store) opError(op, key string, err error) error {
 		// written yet" must not conclude that about a missing bucket.
 		e.Err = fmt.Errorf("bucket %q: %w: %w", s.bucket, ErrNoSuchBucket, err)
 	case code == "NoSuchKey", code == "NotFound", status == http.StatusNotFound && code == "":
-		e.Err = fmt.Errorf("%w: %w", objstore.ErrNotFound, err)
+		e.Err = quietCause{objstore.ErrNotFound, err}
 	case bucketReason(status, code) == ErrAccessDenied:
 		e.Err = fmt.Errorf("bucket %q: %w: %w", s.bucket, ErrAccessDenied, err)
 	}
 	return e
 }
+
+// quietCause is an error that prints as what it means, for answers whose
+// SDK text (request and host IDs, the operation's name) adds only noise to
+// a one-line message, while the SDK error stays in the chain.
+type quietCause struct {
+	meaning error
+	cause   error
+}
+
+func (q quietCause) Error() string   { return q.meaning.Error() }
+func (q quietCause) Unwrap() []error { return []error{q.meaning, q.cause} }

@@ -1,0 +1,242 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/ferrydb/ferry/internal/objstore"
+	"github.com/ferrydb/ferry/internal/restore"
+	"github.com/ferrydb/ferry/internal/snapshot"
+	"github.com/ferrydb/ferry/internal/target"
+	"github.com/ferrydb/ferry/internal/testenv"
+)
+
+// TestDamagedReplicaThroughCLI replicates a real database with the binary,
+// then damages what the store holds the way a faulty disk, a broken
+// upload or an operator would: a byte flipped in a segment, then a byte
+// flipped in a snapshot chunk, a segment truncated and a chunk deleted.
+// The damaged objects are written back through the store, with hashes that
+// match their new bytes, so only ferry's own formats can tell. `ferry
+// verify -deep` must name every damaged object; `ferry restore` must stop
+// with a message naming the object and the last provable txid, and that
+// txid must restore to exactly the state the application had then; a
+// restore never writes a wrong database.
+func TestDamagedReplicaThroughCLI(t *testing.T) {
+	if _, err := exec.LookPath("sqlite3"); err != nil {
+		testenv.Missing(t, "the sqlite3 command (Debian package sqlite3)")
+	}
+	targets := map[string]func(t *testing.T) string{
+		"file": func(t *testing.T) string { return "file://" + filepath.Join(t.TempDir(), "replica") },
+		"s3": func(t *testing.T) string {
+			srv := testenv.S3(t)
+			t.Setenv("AWS_ACCESS_KEY_ID", srv.AccessKey)
+			t.Setenv("AWS_SECRET_ACCESS_KEY", srv.SecretKey)
+			return fmt.Sprintf("s3://%s/app?endpoint=%s&region=us-east-1&force-path-style=true", testenv.Bucket(t, srv), srv.Endpoint)
+		},
+	}
+	for name, newURL := range targets {
+		t.Run(name, func(t *testing.T) { damagedReplica(t, newURL(t)) })
+	}
+}
+
+func damagedReplica(t *testing.T, url string) {
+	bin := ferryBinary(t)
+	dir := t.TempDir()
+	dbPath := filepath.Join(dir, "app.db")
+	db, err := sql.Open("sqlite", "file:"+dbPath+"?_pragma=journal_mode(WAL)&_pragma=busy_timeout(5000)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	db.SetMaxOpenConns(1)
+	mustExec(t, db, "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT, blob BLOB)")
+	// Blobs spanning several 64 KiB chunks, so that the snapshot has many.
+	mustExec(t, db, "INSERT INTO notes (body, blob) WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < 4) SELECT 'seed', randomblob(200000) FROM n")
+
+	var stderr bytes.Buffer
+	daemonCmd := exec.Command(bin, "-log-level", "warn", "replicate", dbPath, url)
+	daemonCmd.Stderr = &stderr
+	if err := daemonCmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	stopped := false
+	stop := func() {
+		if !stopped {
+			stopped = true
+			daemonCmd.Process.Signal(syscall.SIGTERM)
+			daemonCmd.Wait()
+		}
+	}
+	defer stop()
+	waitForSocket(t, dbPath, &stderr)
+
+	// hashes[n] is sqlite3's hash of the database holding n rows: each
+	// round of commits ends with a sync, so each lands in its own segments.
+	hashes := map[int]string{}
+	for round := range 8 {
+		for i := range 5 {
+			mustExec(t, db, "INSERT INTO notes (body, blob) VALUES (?, randomblob(?))", fmt.Sprintf("round %d note %d", round, i), 500+round*300)
+			var n int
+			if err := db.QueryRow("SELECT count(*) FROM notes").Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			hashes[n] = sha3sum(t, dbPath)
+		}
+		if r := runBin(t, bin, "sync", "-timeout", "60s", dbPath); r.code != 0 {
+			t.Fatalf("sync: %s %s (daemon: %s)", r.stdout, r.stderr, stderr.String())
+		}
+	}
+	stop()
+
+	store, err := target.OpenURL(context.Background(), url, target.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	cat, err := restore.ReadCatalog(ctx, store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cat.Segments) < 6 || len(cat.Snapshots) == 0 {
+		t.Fatalf("want at least 6 segments and a snapshot to damage, have %d and %d", len(cat.Segments), len(cat.Snapshots))
+	}
+	if r := runBin(t, bin, "verify", "-deep", url); r.code != 0 {
+		t.Fatalf("verify of the intact replica: %s %s", r.stdout, r.stderr)
+	}
+
+	// First, one flipped byte in the fourth segment: the states before it
+	// are still provable.
+	flippedSeg := cat.Segments[3].Key
+	rewrite(t, store, flippedSeg, func(b []byte) []byte { b[len(b)*2/3] ^= 0x10; return b })
+	r := runBin(t, bin, "verify", "-deep", url)
+	if r.code == 0 || !strings.Contains(r.stdout, flippedSeg) {
+		t.Fatalf("verify -deep did not name the flipped segment %s: %d %s %s", flippedSeg, r.code, r.stdout, r.stderr)
+	}
+	out := filepath.Join(dir, "latest.db")
+	r = runBin(t, bin, "restore", "-o", out, url)
+	if r.code == 0 || !strings.Contains(r.stderr, flippedSeg) {
+		t.Fatalf("restore over a flipped segment: exit %d, stderr %q; want a failure naming %s", r.code, r.stderr, flippedSeg)
+	}
+	noRestoreLeft(t, dir, out)
+	m := regexp.MustCompile(`ferry restore -txid (\d+)`).FindStringSubmatch(r.stderr)
+	if m == nil {
+		t.Fatalf("restore's message does not say which txid is still provable: %q", r.stderr)
+	}
+	t.Logf("restore stopped: %s", strings.TrimSpace(r.stderr))
+	good, _ := strconv.ParseUint(m[1], 10, 64)
+	if good < cat.Segments[3].First-1 || good >= cat.Segments[3].Last {
+		t.Fatalf("restore says txid %d is the last provable one; the damaged segment holds %d-%d", good, cat.Segments[3].First, cat.Segments[3].Last)
+	}
+	r = runBin(t, bin, "restore", "-txid", m[1], "-o", out, url)
+	if r.code != 0 {
+		t.Fatalf("restore -txid %s, the state restore said was provable: %s", m[1], r.stderr)
+	}
+	integrityOK(t, out)
+	got := sha3sum(t, out)
+	if n := rowCount(t, out); hashes[n] != got {
+		t.Fatalf("restore -txid %s holds %d rows with hash %s; the source had %s at %d rows", m[1], n, got, hashes[n], n)
+	}
+	os.Remove(out)
+
+	// Then the rest: a flipped chunk, a truncated segment, a deleted chunk.
+	man, err := snapshot.Load(ctx, store, cat.Snapshots[len(cat.Snapshots)-1].TXID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(man.Chunks) < 8 {
+		t.Fatalf("the snapshot has %d chunks; want at least 8", len(man.Chunks))
+	}
+	flippedChunk := snapshot.ChunkKey(man.Chunks[2])
+	deletedChunk := snapshot.ChunkKey(man.Chunks[6])
+	cutSeg := cat.Segments[5].Key
+	rewrite(t, store, flippedChunk, func(b []byte) []byte { b[len(b)/2] ^= 0x01; return b })
+	rewrite(t, store, cutSeg, func(b []byte) []byte { return b[:len(b)/2] })
+	if err := store.Delete(ctx, deletedChunk); err != nil {
+		t.Fatal(err)
+	}
+	r = runBin(t, bin, "verify", "-deep", url)
+	if r.code == 0 {
+		t.Fatalf("verify -deep passed a damaged replica: %s", r.stdout)
+	}
+	for _, key := range []string{flippedSeg, flippedChunk, cutSeg, deletedChunk} {
+		if !strings.Contains(r.stdout, key) {
+			t.Errorf("verify -deep did not name %s:\n%s", key, r.stdout)
+		}
+	}
+	if r := runBin(t, bin, "verify", url); r.code == 0 || !strings.Contains(r.stdout, deletedChunk) {
+		t.Errorf("verify (shallow) did not name the deleted chunk %s: %d %s", deletedChunk, r.code, r.stdout)
+	}
+	r = runBin(t, bin, "restore", "-o", out, url)
+	if r.code == 0 {
+		t.Fatalf("restore from a replica whose only snapshot is damaged succeeded: %s", r.stdout)
+	}
+	if !strings.Contains(r.stderr, flippedChunk) && !strings.Contains(r.stderr, deletedChunk) {
+		t.Fatalf("restore's message names neither damaged chunk: %q", r.stderr)
+	}
+	if strings.Count(strings.TrimSpace(r.stderr), "\n") > 0 {
+		t.Errorf("restore's error is not one line: %q", r.stderr)
+	}
+	noRestoreLeft(t, dir, out)
+	t.Logf("restore refused: %s", strings.TrimSpace(r.stderr))
+}
+
+// rewrite replaces the object at key with change(its bytes), through the
+// store, so the store's own checksum matches the damaged bytes.
+func rewrite(t *testing.T, store objstore.Store, key string, change func([]byte) []byte) {
+	t.Helper()
+	ctx := context.Background()
+	rc, _, err := store.Get(ctx, key, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	_, err = buf.ReadFrom(rc)
+	rc.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.Put(ctx, key, bytes.NewReader(change(buf.Bytes())), objstore.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// noRestoreLeft fails unless a failed restore left nothing behind: no
+// output and no temporary file beside it.
+func noRestoreLeft(t *testing.T, dir, out string) {
+	t.Helper()
+	if _, err := os.Lstat(out); err == nil {
+		t.Fatalf("a failed restore left %s", out)
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if strings.Contains(e.Name(), ".ferry-") {
+			t.Fatalf("a failed restore left %s", e.Name())
+		}
+	}
+}
+
+func rowCount(t *testing.T, db string) int {
+	t.Helper()
+	out, err := exec.Command("sqlite3", "-readonly", db, "SELECT count(*) FROM notes").CombinedOutput()
+	if err != nil {
+		t.Fatalf("count rows of %s: %v: %s", db, err, out)
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(out)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
