@@ -84,7 +84,11 @@ func (c *statusCmd) Run(ctx context.Context, args []string) error {
 			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%.1fs\t%d B\t%s\n", db.DB, t.URL, db.TXID, t.Replicated, db.Lag[t.URL], db.SpoolBytes, lastErr)
 		}
 		for _, g := range db.Gaps {
-			fmt.Fprintf(tw, "%s\t%s\tgap\t%d-%d\t\t\t%s\n", db.DB, g.Target, g.First, g.Last, g.Reason)
+			reason := g.Reason
+			if g.Open {
+				reason += " (open: a snapshot will end it once the target answers)"
+			}
+			fmt.Fprintf(tw, "%s\t%s\tgap\t%d-%d\t\t\t%s\n", db.DB, g.Target, g.First, g.Last, reason)
 		}
 	}
 	return tw.Flush()

@@ -36,6 +36,10 @@ type kvWriter struct {
 
 	mu   sync.Mutex // held while a commit is in flight; pause takes it
 	err  error
+	// worst is the longest a commit took; timings has every commit's
+	// start and duration. Both are for reading once run has returned.
+	worst   time.Duration
+	timings []commitTiming
 	stop chan struct{}
 	done chan struct{}
 }
@@ -150,14 +154,34 @@ func (w *kvWriter) run() {
 		default:
 		}
 		w.mu.Lock()
+		start := time.Now()
 		err := w.step()
+		took := time.Since(start)
 		w.mu.Unlock()
+		w.timings = append(w.timings, commitTiming{start, took})
+		w.worst = max(w.worst, took)
 		if err != nil {
 			w.err = err
 			return
 		}
 		time.Sleep(time.Duration(w.rng.IntN(3)) * time.Millisecond)
 	}
+}
+
+type commitTiming struct {
+	start time.Time
+	took  time.Duration
+}
+
+// worstDuring is the longest commit that started between from and to.
+func (w *kvWriter) worstDuring(from, to time.Time) time.Duration {
+	var worst time.Duration
+	for _, c := range w.timings {
+		if !c.start.Before(from) && c.start.Before(to) {
+			worst = max(worst, c.took)
+		}
+	}
+	return worst
 }
 
 // replicatorProc is the replicator child of the crash test.

@@ -32,6 +32,10 @@ type targetProgress struct {
 	ranges  []txRange // change sets confirmed above base, merged and sorted
 	synced  bool
 	lastErr string
+	// openFrom, when not zero, is the first txid of a gap that the next
+	// snapshot stored will end, and openCause why it began.
+	openFrom  uint64
+	openCause string
 }
 
 func newProgress(urls []string) *progress {
@@ -159,6 +163,13 @@ func (p *progress) setSynced(url string, synced bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.targets[url].synced = synced
+}
+
+// setOpenGap records the start of a gap not yet ended (from 0: none).
+func (p *progress) setOpenGap(url string, from uint64, cause string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.targets[url].openFrom, p.targets[url].openCause = from, cause
 }
 
 // replicated returns how far url restores.

@@ -127,6 +127,7 @@ func (r *Replicator) start(ctx context.Context, wg *sync.WaitGroup) error {
 					t.dirty.Add(i)
 				}
 				r.progress.restore(u, sv.Snapshot, sv.Replicated, t.synced)
+				r.progress.setOpenGap(u, t.unsyncedFrom, t.unsyncedCause)
 			}
 		}
 		r.targets[u] = t

@@ -137,11 +137,7 @@ func (r *Replicator) dropBacklog(t *target, cause error) {
 	}
 	r.o.Log.Error("spool full: dropped a target's change-set backlog; a snapshot will re-establish its chain",
 		"db", r.o.DBPath, "target", t.url, "entries", n, "bytes", bytes, "cause", cause)
-	if from := r.progress.replicated(t.url) + 1; t.base > 0 && (t.synced || from < t.unsyncedFrom) {
-		t.unsyncedFrom, t.unsyncedCause = from, "the spool was full and the target's change sets were dropped"
-	}
-	t.synced = false
-	r.progress.setSynced(t.url, false)
+	r.unsync(t, r.progress.replicated(t.url)+1, "the spool was full and the target's change sets were dropped")
 	t.nextTry = time.Time{}
 	if err := r.save(); err != nil {
 		r.fail(err)
@@ -167,11 +163,7 @@ func (r *Replicator) checkFailed() {
 			}
 			cause := fmt.Sprintf("a change set failed for good: %s", e.Reason)
 			r.progress.fail(t.url, errors.New(cause))
-			if from := r.progress.replicated(t.url) + 1; t.base > 0 && (t.synced || from < t.unsyncedFrom) {
-				t.unsyncedFrom, t.unsyncedCause = from, cause
-			}
-			t.synced = false
-			r.progress.setSynced(t.url, false)
+			r.unsync(t, r.progress.replicated(t.url)+1, cause)
 		}
 	}
 }

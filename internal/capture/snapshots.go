@@ -169,6 +169,7 @@ func (r *Replicator) finishSnapshots() {
 					r.gap(t.url, t.unsyncedFrom, job.txid-1, t.unsyncedCause)
 				}
 				t.unsyncedFrom, t.unsyncedCause = 0, ""
+				r.progress.setOpenGap(t.url, 0, "")
 			}
 			t.base, t.baseTime, t.prev = job.txid, now, &w.m
 			t.failures, t.nextTry = 0, time.Time{}

@@ -14,6 +14,10 @@ type Gap struct {
 	Last   uint64    `json:"last_txid"`
 	Reason string    `json:"reason"`
 	Time   time.Time `json:"time"`
+	// Open marks a gap still growing: the target restores nothing past
+	// First-1 until a snapshot reaches it, and Last is the newest txid
+	// captured so far.
+	Open bool `json:"open,omitempty"`
 }
 
 // Status is a Replicator's state as Status reports it.
@@ -55,6 +59,9 @@ func (r *Replicator) Status() Status {
 	for _, u := range r.urls {
 		t := p.targets[u]
 		s.Targets = append(s.Targets, TargetStatus{URL: u, Replicated: t.reached(), Snapshot: t.base, Synced: t.synced, LastError: t.lastErr})
+		if t.openFrom > 0 && t.openFrom <= p.local {
+			s.Gaps = append(s.Gaps, Gap{Target: u, First: t.openFrom, Last: p.local, Reason: t.openCause, Open: true})
+		}
 	}
 	p.mu.Unlock()
 	s.SpoolBytes = r.sp.Bytes()
