@@ -34,14 +34,14 @@ type kvWriter struct {
 	hashes [][32]byte // by commit number
 	nextID int64
 
-	mu   sync.Mutex // held while a commit is in flight; pause takes it
-	err  error
+	mu  sync.Mutex // held while a commit is in flight; pause takes it
+	err error
 	// worst is the longest a commit took; timings has every commit's
 	// start and duration. Both are for reading once run has returned.
 	worst   time.Duration
 	timings []commitTiming
-	stop chan struct{}
-	done chan struct{}
+	stop    chan struct{}
+	done    chan struct{}
 }
 
 func rowHash(id int64, v []byte) [32]byte {
