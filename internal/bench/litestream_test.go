@@ -35,10 +35,29 @@ func litestreamPath(b *testing.B) string {
 // litestream is a `litestream replicate` process replicating one
 // database to a new bucket.
 type litestream struct {
-	cmd    *exec.Cmd
-	out    bytes.Buffer
-	done   chan error
-	bucket string
+	cmd     *exec.Cmd
+	out     syncBuffer
+	done    chan error
+	stopped bool
+	bucket  string
+}
+
+// syncBuffer is litestream's output, read while litestream writes it.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.buf.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.buf.String()
 }
 
 // startLitestream replicates db to a new bucket on srv, through endpoint
@@ -48,29 +67,42 @@ func startLitestream(b *testing.B, bin string, srv testenv.S3Server, db, endpoin
 	b.Helper()
 	l := &litestream{bucket: testenv.Bucket(b, srv), done: make(chan error, 1)}
 	conf := filepath.Join(b.TempDir(), "litestream.yml")
+	// Litestream runs as shipped but for the sync interval, set to
+	// ferry's. Its monitor interval, how often it reads the WAL into
+	// staged LTX files, stays at its default of 1s, as its users run it.
 	yml := fmt.Sprintf(`dbs:
   - path: %s
-    replicas:
-      - type: s3
-        bucket: %s
-        path: bench
-        endpoint: %s
-        region: %s
-        force-path-style: true
-        sync-interval: %s
+    replica:
+      type: s3
+      bucket: %s
+      path: bench
+      endpoint: %s
+      region: %s
+      force-path-style: true
+      sync-interval: %s
 `, db, l.bucket, endpoint, srv.Region, syncInterval)
 	if err := os.WriteFile(conf, []byte(yml), 0o600); err != nil {
 		b.Fatal(err)
 	}
 	l.cmd = exec.Command(bin, "replicate", "-config", conf)
-	l.cmd.Env = append(os.Environ(), "AWS_ACCESS_KEY_ID="+srv.AccessKey, "AWS_SECRET_ACCESS_KEY="+srv.SecretKey,
-		"AWS_EC2_METADATA_DISABLED=true")
+	l.cmd.Env = append(withoutAWS(os.Environ()), "AWS_ACCESS_KEY_ID="+srv.AccessKey,
+		"AWS_SECRET_ACCESS_KEY="+srv.SecretKey, "AWS_EC2_METADATA_DISABLED=true")
 	l.cmd.Stdout, l.cmd.Stderr = &l.out, &l.out
 	if err := l.cmd.Start(); err != nil {
 		b.Fatal(err)
 	}
 	go func() { l.done <- l.cmd.Wait() }()
-	b.Cleanup(func() { l.stop() })
+	// A litestream that fell behind or failed would make its figures
+	// look better or worse than it is; what it complained of is shown
+	// beside them.
+	b.Cleanup(func() {
+		l.stop()
+		for line := range strings.Lines(l.out.String()) {
+			if strings.Contains(line, "level=ERROR") || strings.Contains(line, "level=WARN") {
+				b.Logf("litestream: %s", strings.TrimSpace(line))
+			}
+		}
+	})
 	store := bucketStore(b, srv, l.bucket)
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
@@ -96,17 +128,35 @@ func startLitestream(b *testing.B, bin string, srv testenv.S3Server, db, endpoin
 	}
 }
 
-// stop ends litestream the way its service manager would.
+// withoutAWS drops the AWS_* variables from env, so that litestream
+// sees only the server's credentials. AWS_CA_BUNDLE in particular makes
+// v0.5.18 refuse to start ("unable to add custom RootCAs HTTPClient"):
+// it hands the SDK an http.Client the SDK cannot add a CA pool to, even
+// for a plain-HTTP endpoint such as versitygw's.
+func withoutAWS(env []string) []string {
+	var out []string
+	for _, kv := range env {
+		if !strings.HasPrefix(kv, "AWS_") {
+			out = append(out, kv)
+		}
+	}
+	return out
+}
+
+// stop ends litestream the way its service manager would, and waits
+// for it to exit.
 func (l *litestream) stop() {
-	if l.cmd.ProcessState != nil {
+	if l.stopped {
 		return
 	}
+	l.stopped = true
 	_ = l.cmd.Process.Signal(os.Interrupt)
 	select {
 	case err := <-l.done:
 		l.done <- err
 	case <-time.After(30 * time.Second):
 		_ = l.cmd.Process.Kill()
+		l.done <- <-l.done
 	}
 }
 
@@ -117,21 +167,34 @@ func litestreamTPS(b *testing.B, bin string, srv testenv.S3Server, d time.Durati
 	db := newAppDB(b)
 	l := startLitestream(b, bin, srv, db, srv.Endpoint)
 	tps, _ := insertFor(b, db, d)
+	logWAL(b, db)
 	l.stop()
 	return tps
+}
+
+// logWAL logs the size of db's log, the figure ferry reports as
+// max-wal-MiB, for litestream: how far each lets the log grow is part of
+// what it costs the application.
+func logWAL(b *testing.B, db string) {
+	b.Helper()
+	if fi, err := os.Stat(db + "-wal"); err == nil {
+		b.Logf("litestream: the log was %.2f MiB when the writer stopped", float64(fi.Size())/(1<<20))
+	}
 }
 
 // litestreamLag runs job on a database litestream replicates and returns
 // the lag of every commit, nil when it cannot tell.
 //
 // Litestream's own positions (LTX txids) count its syncs, not the
-// application's commits, so its lag is observed on the wire instead:
-// litestream talks to versitygw through a proxy that, when a PUT
-// succeeds, looks in its body for the random bytes each commit wrote.
-// LTX pages are LZ4-compressed at most, which copies random bytes through
-// as literals. A commit is durable when the response of the first PUT
-// carrying it is sent back, the same instant ferry's uploader would
-// count it.
+// application's commits, and its logs say what it meant to do, not what
+// the store holds, so its lag is observed on the wire instead: litestream
+// talks to versitygw through a proxy that, when the server acknowledges a
+// PUT, looks in its body for the random bytes each commit wrote. An LTX
+// file holds whole pages, each at most LZ4-compressed, which copies
+// random bytes through as literals. Litestream uploads its level-0 files
+// in txid order, each with one PUT, and restores from them, so a commit
+// is restorable from the moment versitygw answers the first PUT that
+// carries it: the instant ferry's uploader counts a change set stored.
 func litestreamLag(b *testing.B, bin string, srv testenv.S3Server, job appJob) []time.Duration {
 	b.Helper()
 	w := &wireWatch{pending: map[string]time.Time{}}
@@ -140,8 +203,19 @@ func litestreamLag(b *testing.B, bin string, srv testenv.S3Server, job appJob) [
 		b.Fatal(err)
 	}
 	proxy := httputil.NewSingleHostReverseProxy(up)
+	// Litestream cancels its requests in flight when it is stopped; any
+	// other failure is the proxy's, it slows litestream down, and so it
+	// is shown beside the figures.
+	proxy.ErrorHandler = func(rw http.ResponseWriter, r *http.Request, err error) {
+		if r.Context().Err() == nil {
+			b.Logf("litestream proxy: %s %s: %v", r.Method, r.URL.Path, err)
+		}
+		rw.WriteHeader(http.StatusBadGateway)
+	}
 	front := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodPut {
+		// A part of a multipart upload is not an object yet; litestream
+		// uses one only past 5 MiB, which these workloads' files are not.
+		if r.Method != http.MethodPut || r.URL.Query().Has("uploadId") {
 			proxy.ServeHTTP(rw, r)
 			return
 		}
@@ -181,6 +255,7 @@ func litestreamLag(b *testing.B, bin string, srv testenv.S3Server, job appJob) [
 	if err := <-a.done; err != nil {
 		b.Fatal(err)
 	}
+	logWAL(b, db)
 	n, _, err := parseDone(last)
 	if err != nil {
 		b.Fatal(err)
@@ -196,27 +271,42 @@ func litestreamLag(b *testing.B, bin string, srv testenv.S3Server, job appJob) [
 	return w.lagList()
 }
 
-// wireWatch matches commits to the uploads that carry them.
+// wireWatch matches commits to the uploads that carry them. It keeps
+// every upload, so that a commit whose line reaches the benchmark after
+// the upload carrying it was acknowledged is still matched to that
+// upload, not to a later one or to none.
 type wireWatch struct {
 	mu      sync.Mutex
+	puts    []wirePut
 	pending map[string]time.Time // marker -> commit time
 	lags    []time.Duration
 }
 
-func (w *wireWatch) commit(c commitLine) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.pending[string(c.marker)] = c.at
+// wirePut is one upload the store acknowledged.
+type wirePut struct {
+	body string
+	at   time.Time
 }
 
-// put checks a successful upload's body for pending commits. A commit
-// whose line arrives after its upload was sent would be missed here and
-// found in a later upload; at worst that overstates litestream's lag
-// (the application prints the line as soon as COMMIT returns).
+func (w *wireWatch) commit(c commitLine) {
+	m := string(c.marker)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, p := range w.puts {
+		if strings.Contains(p.body, m) {
+			w.lags = append(w.lags, p.at.Sub(c.at))
+			return
+		}
+	}
+	w.pending[m] = c.at
+}
+
+// put records an upload the store acknowledged at at.
 func (w *wireWatch) put(body []byte, at time.Time) {
 	s := string(body)
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	w.puts = append(w.puts, wirePut{s, at})
 	for m, t := range w.pending {
 		if strings.Contains(s, m) {
 			w.lags = append(w.lags, at.Sub(t))

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"sync"
 )
 
 var (
@@ -61,9 +62,19 @@ type Reader struct {
 	salt1, salt2 uint32
 	lockPage     uint32
 
-	pos   Position // advanced by Next
-	frame []byte   // Next's scratch buffer
+	pos Position // advanced by Next
+	// ahead holds whole frames read from aheadOff on, so that a scan
+	// costs one read per readAheadBytes rather than one per frame.
+	ahead    []byte
+	aheadBuf []byte
+	aheadOff int64
+	// continued is set while Next's last call returned a transaction: the
+	// next call then skips the header check (see Next).
+	continued bool
 }
+
+// readAheadBytes is how much of the log a scan reads at once.
+const readAheadBytes = 256 << 10
 
 // NewReader returns a Reader positioned at the first frame of the log
 // generation that hdr, as returned by ReadHeader, describes.
@@ -89,7 +100,8 @@ func newReader(f io.ReaderAt, bigEndian bool, pos Position) *Reader {
 	r := &Reader{f: f, bigEndian: bigEndian, pageSize: pos.PageSize, salt1: pos.Salt1, salt2: pos.Salt2, pos: pos}
 	if pos.valid() {
 		r.lockPage = LockPage(pos.PageSize)
-		r.frame = make([]byte, pos.FrameSize())
+		fs := int(pos.FrameSize())
+		r.aheadBuf = make([]byte, max(1, readAheadBytes/fs)*fs)
 	}
 	return r
 }
@@ -105,20 +117,52 @@ func (r *Reader) Position() Position { return r.pos }
 // when the log no longer continues from Position, and wraps ErrCorrupt
 // when a verified frame cannot have come from SQLite.
 //
-// Next checks the header and the frame before Position on every call, then
-// verifies each frame it reads. It rereads the frames of a transaction that
-// is still being written on every call until that transaction commits.
+// Next checks the header and the frame before Position, then verifies
+// each frame it reads. The check is skipped when the previous call returned
+// a transaction: the frames that follow must then carry the same salts and
+// continue the running checksum of the frame before them, which no frame
+// of another generation or another log does, so a log that changed since
+// shows as io.EOF at once, and as a break on the call after. It rereads the
+// frames of a transaction that is still being written on every call until
+// that transaction commits.
 func (r *Reader) Next() (Txn, error) {
-	hdr, err := r.check()
+	if !r.continued {
+		hdr, err := r.check()
+		if err != nil {
+			return Txn{}, err
+		}
+		if hdr.BigEndian != r.bigEndian {
+			// Same salts, other byte order: not a log SQLite continued.
+			return Txn{}, &BreakError{Reason: BreakHeader, Pos: r.pos, Header: hdr,
+				Err: errors.New("checksum byte order changed")}
+		}
+	}
+	txn, err := r.scan()
+	r.continued = err == nil
 	if err != nil {
-		return Txn{}, err
+		// What was read ahead may end in a frame still being written.
+		r.ahead = nil
 	}
-	if hdr.BigEndian != r.bigEndian {
-		// Same salts, other byte order: not a log SQLite continued.
-		return Txn{}, &BreakError{Reason: BreakHeader, Pos: r.pos, Header: hdr,
-			Err: errors.New("checksum byte order changed")}
+	return txn, err
+}
+
+// frameAt returns the frame at offset off, from what was read ahead when
+// it holds the frame, or reads ahead from off. It returns io.EOF when the
+// log holds no whole frame at off.
+func (r *Reader) frameAt(off int64) ([]byte, error) {
+	fs := r.pos.FrameSize()
+	if off >= r.aheadOff && off+fs <= r.aheadOff+int64(len(r.ahead)) {
+		return r.ahead[off-r.aheadOff : off-r.aheadOff+fs], nil
 	}
-	return r.scan()
+	n, err := r.f.ReadAt(r.aheadBuf, off)
+	r.ahead, r.aheadOff = r.aheadBuf[:int64(n)-int64(n)%fs], off
+	if len(r.ahead) > 0 {
+		return r.ahead[:fs], nil
+	}
+	if err == nil || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return nil, io.EOF
+	}
+	return nil, err
 }
 
 // check verifies that the log still continues from r.pos and returns its
@@ -184,20 +228,20 @@ func (r *Reader) scan() (Txn, error) {
 	s1, s2 := start.Sum1, start.Sum2
 	var refs []PageRef
 	for {
-		err := readFull(r.f, r.frame, off)
+		frame, err := r.frameAt(off)
 		if errors.Is(err, io.EOF) {
 			return Txn{}, io.EOF
 		}
 		if err != nil {
 			return Txn{}, fmt.Errorf("wal: read frame at offset %d: %w", off, err)
 		}
-		h := r.frame[:FrameHeaderSize]
+		h := frame[:FrameHeaderSize]
 		pgno := be.Uint32(h[0:4])
 		if be.Uint32(h[8:12]) != start.Salt1 || be.Uint32(h[12:16]) != start.Salt2 || pgno == 0 {
 			return Txn{}, io.EOF
 		}
 		c1, c2 := checksum(r.bigEndian, s1, s2, h[:8])
-		c1, c2 = checksum(r.bigEndian, c1, c2, r.frame[FrameHeaderSize:])
+		c1, c2 = checksum(r.bigEndian, c1, c2, frame[FrameHeaderSize:])
 		if c1 != be.Uint32(h[16:20]) || c2 != be.Uint32(h[20:24]) {
 			return Txn{}, io.EOF
 		}
@@ -206,7 +250,7 @@ func (r *Reader) scan() (Txn, error) {
 		}
 		refs = append(refs, PageRef{Pgno: pgno, Offset: off, seed1: s1, seed2: s2, sum1: c1, sum2: c2})
 		s1, s2 = c1, c2
-		off += int64(len(r.frame))
+		off += int64(len(frame))
 		commit := be.Uint32(h[4:8])
 		if commit == 0 {
 			continue
@@ -252,17 +296,20 @@ func (r *Reader) ReadPage(ref PageRef, p []byte) error {
 	if len(p) != r.pageSize {
 		return fmt.Errorf("wal: read page %d: buffer is %d bytes, page size is %d", ref.Pgno, len(p), r.pageSize)
 	}
-	var h [FrameHeaderSize]byte
-	err := readFull(r.f, h[:], ref.Offset)
-	if err == nil {
-		err = readFull(r.f, p, ref.Offset+FrameHeaderSize)
-	}
+	// One read of the whole frame; the page is copied out of it.
+	bp := framePool.Get().(*[]byte)
+	defer framePool.Put(bp)
+	frame := slices.Grow((*bp)[:0], FrameHeaderSize+r.pageSize)[:FrameHeaderSize+r.pageSize]
+	*bp = frame
+	err := readFull(r.f, frame, ref.Offset)
 	if errors.Is(err, io.EOF) {
 		return fmt.Errorf("wal: read page %d at offset %d: log is shorter: %w", ref.Pgno, ref.Offset, ErrChanged)
 	}
 	if err != nil {
 		return fmt.Errorf("wal: read page %d at offset %d: %w", ref.Pgno, ref.Offset, err)
 	}
+	h := frame[:FrameHeaderSize]
+	copy(p, frame[FrameHeaderSize:])
 	be := binary.BigEndian
 	c1, c2 := checksum(r.bigEndian, ref.seed1, ref.seed2, h[:8])
 	c1, c2 = checksum(r.bigEndian, c1, c2, p)
@@ -274,6 +321,10 @@ func (r *Reader) ReadPage(ref PageRef, p []byte) error {
 	}
 	return nil
 }
+
+// framePool holds ReadPage's frame buffers, which concurrent calls cannot
+// share.
+var framePool = sync.Pool{New: func() any { return new([]byte) }}
 
 // readFull reads exactly len(b) bytes at off. It returns io.EOF when the
 // file ends first, whatever the io.ReaderAt reported for the short read.
