@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"iter"
+	"log/slog"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -220,6 +222,9 @@ func runReplica(tb testing.TB, srv testenv.S3Server, dbPath string, o capture.Op
 	o.DBPath = dbPath
 	o.SpoolDir = filepath.Join(filepath.Dir(dbPath), "spool-"+filepath.Base(dbPath))
 	o.Targets = map[string]objstore.Store{url: store}
+	if os.Getenv("FERRY_BENCH_LOG") != "" {
+		o.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
 	r, err := capture.Open(context.Background(), o)
 	if err != nil {
 		tb.Fatal(err)

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"fmt"
 	"os"
 	"runtime/debug"
 	"strconv"
@@ -119,8 +120,9 @@ func ferryTPS(b *testing.B, srv testenv.S3Server, d time.Duration) ferryRun {
 	if fi, err := os.Stat(db + "-wal"); err == nil {
 		run.walMiB = float64(fi.Size()) / (1 << 20)
 	}
-	r.waitFor(b, "every commit to reach the target", 10*time.Minute, func(st capture.Status) bool {
-		return st.Targets[0].Replicated >= base+uint64(n)
+	want := base + uint64(n)
+	r.waitFor(b, fmt.Sprintf("every commit (to txid %d) to reach the target", want), 2*time.Minute, func(st capture.Status) bool {
+		return st.Targets[0].Replicated >= want
 	})
 	run.catchUp = time.Since(stopped)
 	run.peak = testenv.PeakRSS()

@@ -14,10 +14,8 @@ import (
 
 // sqliteConns are ferry's own connections to the database: two read-only
 // ones that take turns holding the read transaction that protects the log
-// (see the package documentation), one read-write one that only ever runs
-// checkpoints, and one that only ever holds SQLite's writer lock, briefly,
-// so that a checkpoint can finish while the application writes without a
-// pause. None of them writes a row.
+// (see the package documentation), and one read-write one that only ever
+// runs checkpoints. None of them writes a row.
 //
 // Read-only connections never checkpoint or delete the log when they
 // close, even when they are the last connection to the database; the
@@ -31,7 +29,6 @@ type sqliteConns struct {
 
 	rw   *sql.DB
 	ckpt *sql.Conn
-	lock *sql.Conn
 }
 
 // sqliteURI turns a path into a SQLite URI filename, escaping what SQLite
@@ -77,11 +74,8 @@ func openConns(ctx context.Context, path string, busy time.Duration) (*sqliteCon
 	// mode=rw: never create the database if it vanished meanwhile.
 	c.rw, err = sql.Open("sqlite", sqliteURI(path, "mode=rw", fmt.Sprintf("_pragma=busy_timeout(%d)", max(1, busy.Milliseconds()))))
 	if err == nil {
-		c.rw.SetMaxOpenConns(2)
+		c.rw.SetMaxOpenConns(1)
 		c.ckpt, err = c.rw.Conn(ctx)
-	}
-	if err == nil {
-		c.lock, err = c.rw.Conn(ctx)
 	}
 	if err != nil {
 		c.close()
@@ -171,38 +165,12 @@ func (c *sqliteConns) checkpoint(ctx context.Context, mode string) (ckptResult, 
 	var busy, log, moved int64
 	err := c.ckpt.QueryRowContext(ctx, "PRAGMA wal_checkpoint("+mode+")").Scan(&busy, &log, &moved)
 	if err != nil {
-		if isBusy(err) {
+		if strings.Contains(err.Error(), "SQLITE_BUSY") || strings.Contains(err.Error(), "database is locked") {
 			return ckptResult{busy: true}, nil
 		}
 		return ckptResult{}, fmt.Errorf("checkpoint %s: %w", mode, err)
 	}
 	return ckptResult{busy: busy != 0, log: log, moved: moved}, nil
-}
-
-// lockWriters takes SQLite's writer lock, waiting at most the busy
-// timeout, so that no commit lands until unlockWriters. It reports false,
-// without an error, when the lock stayed busy.
-func (c *sqliteConns) lockWriters(ctx context.Context) (bool, error) {
-	if _, err := c.lock.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
-		if isBusy(err) {
-			return false, nil
-		}
-		return false, fmt.Errorf("take the writer lock: %w", err)
-	}
-	return true, nil
-}
-
-// unlockWriters ends the transaction lockWriters began; it wrote nothing.
-func (c *sqliteConns) unlockWriters() error {
-	// Not bound to a context: the lock must be released whatever happens.
-	if _, err := c.lock.ExecContext(context.Background(), "ROLLBACK"); err != nil {
-		return fmt.Errorf("release the writer lock: %w", err)
-	}
-	return nil
-}
-
-func isBusy(err error) bool {
-	return strings.Contains(err.Error(), "SQLITE_BUSY") || strings.Contains(err.Error(), "database is locked")
 }
 
 // close closes the checkpoint connection first and the readers last, so
@@ -212,9 +180,6 @@ func (c *sqliteConns) close() error {
 	var errs []error
 	if c.ckpt != nil {
 		errs = append(errs, c.ckpt.Close())
-	}
-	if c.lock != nil {
-		errs = append(errs, c.lock.Close())
 	}
 	if c.rw != nil {
 		errs = append(errs, c.rw.Close())
