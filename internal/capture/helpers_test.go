@@ -19,7 +19,7 @@ import (
 )
 
 // roleEnv makes the test binary play a child process: the writer of the
-// oracle test or the replicator of the crash test.
+// oracle test, the replicator of the crash test, or the fast inserter.
 const roleEnv = "FERRY_CAPTURE_TEST_ROLE"
 
 func TestMain(m *testing.M) {
@@ -29,6 +29,9 @@ func TestMain(m *testing.M) {
 		os.Exit(0)
 	case "replicator":
 		replicatorChild()
+		os.Exit(0)
+	case "inserter":
+		inserterChild()
 		os.Exit(0)
 	}
 	goleak.VerifyTestMain(m,
