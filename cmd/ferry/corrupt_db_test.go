@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"database/sql"
 	"fmt"
 	"os"
 	"os/exec"
@@ -35,16 +34,7 @@ func TestDamagedReplicaThroughCLI(t *testing.T) {
 	if _, err := exec.LookPath("sqlite3"); err != nil {
 		testenv.Missing(t, "the sqlite3 command (Debian package sqlite3)")
 	}
-	targets := map[string]func(t *testing.T) string{
-		"file": func(t *testing.T) string { return "file://" + filepath.Join(t.TempDir(), "replica") },
-		"s3": func(t *testing.T) string {
-			srv := testenv.S3(t)
-			t.Setenv("AWS_ACCESS_KEY_ID", srv.AccessKey)
-			t.Setenv("AWS_SECRET_ACCESS_KEY", srv.SecretKey)
-			return fmt.Sprintf("s3://%s/app?endpoint=%s&region=us-east-1&force-path-style=true", testenv.Bucket(t, srv), srv.Endpoint)
-		},
-	}
-	for name, newURL := range targets {
+	for name, newURL := range replicaKinds {
 		t.Run(name, func(t *testing.T) { damagedReplica(t, newURL(t)) })
 	}
 }
@@ -53,12 +43,7 @@ func damagedReplica(t *testing.T, url string) {
 	bin := ferryBinary(t)
 	dir := t.TempDir()
 	dbPath := filepath.Join(dir, "app.db")
-	db, err := sql.Open("sqlite", "file:"+dbPath+"?_pragma=journal_mode(WAL)&_pragma=busy_timeout(5000)")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	db.SetMaxOpenConns(1)
+	db := openAppDB(t, dbPath)
 	mustExec(t, db, "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT, blob BLOB)")
 	// Blobs spanning several 64 KiB chunks, so that the snapshot has many.
 	mustExec(t, db, "INSERT INTO notes (body, blob) WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < 4) SELECT 'seed', randomblob(200000) FROM n")

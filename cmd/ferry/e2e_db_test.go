@@ -48,26 +48,13 @@ func TestReplicateSyncRestoreThroughCLI(t *testing.T) {
 	if _, err := exec.LookPath("sqlite3"); err != nil {
 		testenv.Missing(t, "the sqlite3 command (Debian package sqlite3)")
 	}
-	targets := map[string]func(t *testing.T) string{
-		"file": func(t *testing.T) string { return "file://" + filepath.Join(t.TempDir(), "replica") },
-		"s3": func(t *testing.T) string {
-			srv := testenv.S3(t)
-			t.Setenv("AWS_ACCESS_KEY_ID", srv.AccessKey)
-			t.Setenv("AWS_SECRET_ACCESS_KEY", srv.SecretKey)
-			return fmt.Sprintf("s3://%s/app?endpoint=%s&region=us-east-1&force-path-style=true", testenv.Bucket(t, srv), srv.Endpoint)
-		},
-	}
-	for name, newURL := range targets {
+	for name, newURL := range replicaKinds {
 		t.Run(name, func(t *testing.T) {
 			url := newURL(t)
 			bin := ferryBinary(t)
 			dir := t.TempDir()
 			dbPath := filepath.Join(dir, "app.db")
-			db, err := sql.Open("sqlite", "file:"+dbPath+"?_pragma=journal_mode(WAL)&_pragma=busy_timeout(5000)")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer db.Close()
+			db := openAppDB(t, dbPath)
 			mustExec(t, db, "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT, blob BLOB)")
 
 			var stderr bytes.Buffer
@@ -131,6 +118,31 @@ func TestReplicateSyncRestoreThroughCLI(t *testing.T) {
 			}
 		})
 	}
+}
+
+// replicaKinds makes a new replica URL of each kind the CLI tests cover: a
+// directory, and a bucket on the real S3 server.
+var replicaKinds = map[string]func(t *testing.T) string{
+	"file": func(t *testing.T) string { return "file://" + filepath.Join(t.TempDir(), "replica") },
+	"s3": func(t *testing.T) string {
+		srv := testenv.S3(t)
+		t.Setenv("AWS_ACCESS_KEY_ID", srv.AccessKey)
+		t.Setenv("AWS_SECRET_ACCESS_KEY", srv.SecretKey)
+		return fmt.Sprintf("s3://%s/app?endpoint=%s&region=us-east-1&force-path-style=true", testenv.Bucket(t, srv), srv.Endpoint)
+	},
+}
+
+// openAppDB opens the database at path in WAL mode, as the application
+// of the CLI tests.
+func openAppDB(t *testing.T, path string) *sql.DB {
+	t.Helper()
+	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=journal_mode(WAL)&_pragma=busy_timeout(5000)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.SetMaxOpenConns(1)
+	t.Cleanup(func() { db.Close() })
+	return db
 }
 
 func mustExec(t *testing.T, db *sql.DB, q string, args ...any) {

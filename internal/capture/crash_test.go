@@ -168,6 +168,30 @@ func (w *kvWriter) run() {
 	}
 }
 
+// startKVWriter starts a kvWriter on a new connection to db.
+func startKVWriter(t *testing.T, db string, rng *rand.Rand) *kvWriter {
+	w := &kvWriter{
+		db:     openApp(t, db, "PRAGMA synchronous=NORMAL"),
+		rng:    rng,
+		rows:   map[int64][32]byte{},
+		hashes: [][32]byte{{}},
+		stop:   make(chan struct{}),
+		done:   make(chan struct{}),
+	}
+	go w.run()
+	return w
+}
+
+// halt stops the writer, if it is still running, and waits for it.
+func (w *kvWriter) halt() {
+	select {
+	case <-w.stop:
+	default:
+		close(w.stop)
+	}
+	<-w.done
+}
+
 type commitTiming struct {
 	start time.Time
 	took  time.Duration
@@ -282,23 +306,8 @@ func TestCrashKill9(t *testing.T) {
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
 	rng := rand.New(rand.NewPCG(seed, 3))
-	w := &kvWriter{
-		db:     openApp(t, db, "PRAGMA synchronous=NORMAL"),
-		rng:    rand.New(rand.NewPCG(seed, 4)),
-		rows:   map[int64][32]byte{},
-		hashes: [][32]byte{{}},
-		stop:   make(chan struct{}),
-		done:   make(chan struct{}),
-	}
-	go w.run()
-	defer func() {
-		select {
-		case <-w.stop:
-		default:
-			close(w.stop)
-		}
-		<-w.done
-	}()
+	w := startKVWriter(t, db, rand.New(rand.NewPCG(seed, 4)))
+	defer w.halt()
 
 	exact := func(p *replicatorProc) {
 		w.mu.Lock()
@@ -342,8 +351,7 @@ func TestCrashKill9(t *testing.T) {
 		}
 		restores++
 	}
-	close(w.stop)
-	<-w.done
+	w.halt()
 	p := startReplicatorProc(t, db, spoolDir, storeDir)
 	exact(p)
 	p.kill(t)

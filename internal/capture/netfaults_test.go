@@ -61,24 +61,8 @@ func TestStoreFaultsS3(t *testing.T) {
 	r.sync(t)
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
-	w := &kvWriter{
-		db:     openApp(t, db, "PRAGMA synchronous=NORMAL"),
-		rng:    rand.New(rand.NewPCG(seed, 5)),
-		rows:   map[int64][32]byte{},
-		hashes: [][32]byte{{}},
-		stop:   make(chan struct{}),
-		done:   make(chan struct{}),
-	}
-	go w.run()
-	stopWriter := func() {
-		select {
-		case <-w.stop:
-		default:
-			close(w.stop)
-		}
-		<-w.done
-	}
-	defer stopWriter()
+	w := startKVWriter(t, db, rand.New(rand.NewPCG(seed, 5)))
+	defer w.halt()
 
 	target := func() TargetStatus { return r.Status().Targets[0] }
 	// progresses fails unless the target's replicated txid moves within d.
@@ -141,7 +125,7 @@ func TestStoreFaultsS3(t *testing.T) {
 			t.Fatalf("a snapshot reached the target but a gap is still open: %+v", g)
 		}
 	}
-	stopWriter()
+	w.halt()
 	if w.err != nil {
 		t.Fatalf("application: %v", w.err)
 	}
