@@ -10,22 +10,35 @@ import (
 	"github.com/ferrydb/ferry/internal/wal"
 )
 
-// checkpointEvery spaces ferry's checkpoint attempts.
-const checkpointEvery = time.Second
+// checkpointEvery spaces ferry's checkpoint attempts, and
+// longLogCheckpointEvery those made once the log is past TruncatePages,
+// which under steady writes grows by the same length again this often.
+const (
+	checkpointEvery        = time.Second
+	longLogCheckpointEvery = 100 * time.Millisecond
+)
+
+// lockedTail is the most frames a checkpoint under the writer lock may
+// have left to read, and half the most it may have left to copy: 4 MiB of
+// 4 KiB pages, a few milliseconds of the application's commits held back.
+const lockedTail = 1024
 
 // maybeCheckpoint keeps the log short while ferry's read transaction holds
 // SQLite's own checkpoints back. Each step keeps the log protected (see
 // the package documentation), so none of them can lose a frame ferry has
-// not read, and only FULL and TRUNCATE, run when the log is long, take the
-// writer lock the application's commits wait for, each for at most
-// CheckpointBusyTimeout:
+// not read:
 //
 //  1. Refresh the read transaction, so that its read mark is the end of
 //     the log, and run a PASSIVE checkpoint: it copies every frame up to
 //     that mark without taking any lock the application waits for.
 //  2. Only when the log has grown past TruncatePages, which means PASSIVE
-//     checkpoints keep losing the race with new commits, refresh again and
-//     run a FULL checkpoint: holding the writer lock, it copies the rest.
+//     checkpoints keep losing the race with new commits, take SQLite's
+//     writer lock for at most CheckpointBusyTimeout and, while it holds
+//     commits back, refresh and run PASSIVE again: with no commit landing
+//     in between, this one copies the few frames left, and a last refresh
+//     puts the read transaction on SQLite's slot 0 (step 3) before the
+//     lock is let go. The application's commits wait only for that short
+//     copy, never for a reader.
 //  3. Once every frame is in the database file, refresh once more: begun
 //     now, before anything new commits, the read transaction sits on
 //     SQLite's slot 0, which lets the application's next commit restart
@@ -33,15 +46,23 @@ const checkpointEvery = time.Second
 //     TruncatePages, a TRUNCATE checkpoint also shrinks it, with nothing
 //     left to copy and under the same busy timeout.
 //
-// RESTART is never used: it waits for every reader, ferry's included, to
-// finish, holding the writer lock all the while.
+// FULL and RESTART are never used: they hold the writer lock while they
+// wait for readers, ferry's own included, to move on, which under steady
+// writes they never do in time.
 func (r *Replicator) maybeCheckpoint(ctx context.Context, now time.Time) error {
-	if r.job != nil || r.broken != nil || !r.protected || !r.posValid || now.Sub(r.lastCkpt) < checkpointEvery {
+	if r.job != nil || r.broken != nil || !r.protected || !r.posValid {
 		return nil
 	}
 	frames := r.pos.Frames()
 	fileFrames := r.logFileFrames()
 	if frames == 0 || (frames < int64(r.o.CheckpointPages) && fileFrames < int64(r.o.TruncatePages)) {
+		return nil
+	}
+	every := checkpointEvery
+	if frames >= int64(r.o.TruncatePages) {
+		every = longLogCheckpointEvery
+	}
+	if now.Sub(r.lastCkpt) < every {
 		return nil
 	}
 	r.lastCkpt = now
@@ -52,15 +73,12 @@ func (r *Replicator) checkpoint(ctx context.Context, frames, fileFrames int64) e
 	if err := r.refresh(ctx); err != nil {
 		return err
 	}
-	res, err := r.runCheckpoint(ctx, "PASSIVE")
+	res, err := r.passive(ctx)
 	if err != nil {
 		return err
 	}
 	if !res.complete() && frames >= int64(r.o.TruncatePages) {
-		if err := r.refresh(ctx); err != nil {
-			return err
-		}
-		if res, err = r.runCheckpoint(ctx, "FULL"); err != nil {
+		if res, err = r.checkpointLocked(ctx); err != nil {
 			return err
 		}
 	}
@@ -82,6 +100,64 @@ func (r *Replicator) checkpoint(ctx context.Context, frames, fileFrames int64) e
 		return r.capturePass(ctx)
 	}
 	return nil
+}
+
+// checkpointLocked is step 2 of maybeCheckpoint: a PASSIVE checkpoint
+// with the application's commits held back, so that it finishes.
+func (r *Replicator) checkpointLocked(ctx context.Context) (ckptResult, error) {
+	// The commits wait for as long as the lock is held, and the copy that
+	// holds it is as long as the frames neither read nor copied yet: try
+	// only when ferry has nearly caught up with the application.
+	if err := r.refresh(ctx); err != nil {
+		return ckptResult{}, err
+	}
+	end, ok := r.sql.logEnd()
+	if !ok || end.salt1 != r.pos.Salt1 || end.salt2 != r.pos.Salt2 ||
+		end.frames-r.pos.Frames() > lockedTail || end.frames-end.backfilled > 2*lockedTail {
+		r.o.Log.Debug("checkpoint with the writer lock skipped: too much left", "db", r.o.DBPath,
+			"unread", end.frames-r.pos.Frames(), "uncopied", end.frames-end.backfilled)
+		return ckptResult{busy: true}, nil
+	}
+	locked, err := r.sql.lockWriters(ctx)
+	if err != nil || !locked {
+		return ckptResult{busy: true}, err
+	}
+	start := time.Now()
+	res, err := r.finishCheckpoint(ctx)
+	if uerr := r.sql.unlockWriters(); err == nil {
+		err = uerr
+	}
+	r.o.Log.Debug("checkpoint with the writer lock", "db", r.o.DBPath, "complete", res.complete(), "held", time.Since(start))
+	return res, err
+}
+
+// finishCheckpoint reads the rest of the log and copies it into the
+// database file, then puts the read transaction on slot 0. The caller
+// holds the writer lock.
+func (r *Replicator) finishCheckpoint(ctx context.Context) (ckptResult, error) {
+	if err := r.refresh(ctx); err != nil {
+		return ckptResult{}, err
+	}
+	res, err := r.passive(ctx)
+	if err != nil || !res.complete() {
+		return res, err
+	}
+	return res, r.refresh(ctx)
+}
+
+// passive runs a PASSIVE checkpoint, trying again for up to the busy
+// timeout while another connection's checkpoint is running: PASSIVE never
+// waits by itself, and an application whose log ferry keeps long runs its
+// automatic checkpoint after nearly every commit.
+func (r *Replicator) passive(ctx context.Context) (ckptResult, error) {
+	deadline := time.Now().Add(r.o.CheckpointBusyTimeout)
+	for {
+		res, err := r.runCheckpoint(ctx, "PASSIVE")
+		if err != nil || !res.busy || res.log >= 0 || time.Now().After(deadline) {
+			return res, err
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 func (r *Replicator) runCheckpoint(ctx context.Context, mode string) (ckptResult, error) {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"os"
 	"strings"
 	"time"
 
@@ -14,8 +15,10 @@ import (
 
 // sqliteConns are ferry's own connections to the database: two read-only
 // ones that take turns holding the read transaction that protects the log
-// (see the package documentation), and one read-write one that only ever
-// runs checkpoints. None of them writes a row.
+// (see the package documentation), one read-write one that only ever runs
+// checkpoints, and one that only ever holds SQLite's writer lock, briefly,
+// so that a checkpoint can finish while the application writes without a
+// pause. None of them writes a row.
 //
 // Read-only connections never checkpoint or delete the log when they
 // close, even when they are the last connection to the database; the
@@ -29,6 +32,11 @@ type sqliteConns struct {
 
 	rw   *sql.DB
 	ckpt *sql.Conn
+	lock *sql.Conn
+
+	// shm is the -shm file, open for reading as long as the connections
+	// are (see logEnd), or nil.
+	shm *os.File
 }
 
 // sqliteURI turns a path into a SQLite URI filename, escaping what SQLite
@@ -71,11 +79,17 @@ func openConns(ctx context.Context, path string, busy time.Duration) (*sqliteCon
 		c.close()
 		return nil, err
 	}
+	// SQLite has created the file by now, for the readers; without it the
+	// only loss is the shortcut logEnd gives.
+	c.shm, _ = os.Open(path + "-shm")
 	// mode=rw: never create the database if it vanished meanwhile.
 	c.rw, err = sql.Open("sqlite", sqliteURI(path, "mode=rw", fmt.Sprintf("_pragma=busy_timeout(%d)", max(1, busy.Milliseconds()))))
 	if err == nil {
-		c.rw.SetMaxOpenConns(1)
+		c.rw.SetMaxOpenConns(2)
 		c.ckpt, err = c.rw.Conn(ctx)
+	}
+	if err == nil {
+		c.lock, err = c.rw.Conn(ctx)
 	}
 	if err != nil {
 		c.close()
@@ -165,12 +179,38 @@ func (c *sqliteConns) checkpoint(ctx context.Context, mode string) (ckptResult, 
 	var busy, log, moved int64
 	err := c.ckpt.QueryRowContext(ctx, "PRAGMA wal_checkpoint("+mode+")").Scan(&busy, &log, &moved)
 	if err != nil {
-		if strings.Contains(err.Error(), "SQLITE_BUSY") || strings.Contains(err.Error(), "database is locked") {
+		if isBusy(err) {
 			return ckptResult{busy: true}, nil
 		}
 		return ckptResult{}, fmt.Errorf("checkpoint %s: %w", mode, err)
 	}
 	return ckptResult{busy: busy != 0, log: log, moved: moved}, nil
+}
+
+// lockWriters takes SQLite's writer lock, waiting at most the busy
+// timeout, so that no commit lands until unlockWriters. It reports false,
+// without an error, when the lock stayed busy.
+func (c *sqliteConns) lockWriters(ctx context.Context) (bool, error) {
+	if _, err := c.lock.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+		if isBusy(err) {
+			return false, nil
+		}
+		return false, fmt.Errorf("take the writer lock: %w", err)
+	}
+	return true, nil
+}
+
+// unlockWriters ends the transaction lockWriters began; it wrote nothing.
+func (c *sqliteConns) unlockWriters() error {
+	// Not bound to a context: the lock must be released whatever happens.
+	if _, err := c.lock.ExecContext(context.Background(), "ROLLBACK"); err != nil {
+		return fmt.Errorf("release the writer lock: %w", err)
+	}
+	return nil
+}
+
+func isBusy(err error) bool {
+	return strings.Contains(err.Error(), "SQLITE_BUSY") || strings.Contains(err.Error(), "database is locked")
 }
 
 // close closes the checkpoint connection first and the readers last, so
@@ -180,6 +220,9 @@ func (c *sqliteConns) close() error {
 	var errs []error
 	if c.ckpt != nil {
 		errs = append(errs, c.ckpt.Close())
+	}
+	if c.lock != nil {
+		errs = append(errs, c.lock.Close())
 	}
 	if c.rw != nil {
 		errs = append(errs, c.rw.Close())
@@ -192,6 +235,10 @@ func (c *sqliteConns) close() error {
 	}
 	if c.ro != nil {
 		errs = append(errs, c.ro.Close())
+	}
+	// Last: closing it earlier would drop the locks of ferry's readers.
+	if c.shm != nil {
+		errs = append(errs, c.shm.Close())
 	}
 	return errors.Join(errs...)
 }
