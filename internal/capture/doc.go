@@ -16,8 +16,14 @@
 //     only read and checkpoint, so the content hash of the database is
 //     unchanged by replication.
 //   - The application is never held up for long: ferry's own checkpoints
-//     are PASSIVE, except when the log has grown past TruncatePages, and
-//     then they give up after a busy timeout of tens of milliseconds.
+//     are PASSIVE. Only when the log has grown past TruncatePages does
+//     ferry take SQLite's writer lock, waiting at most a busy timeout of
+//     tens of milliseconds, for the few milliseconds a last PASSIVE
+//     checkpoint needs, so that the log can restart.
+//   - These locks, and the read marks below, are POSIX locks of the
+//     process: closing any descriptor of the -shm file would drop them
+//     all, so ferry never opens and closes that file (nor the database
+//     file) beside SQLite's own descriptors.
 //   - A crash at any instruction loses nothing that was acknowledged and
 //     never reuses a txid for different content (see state.go).
 //
