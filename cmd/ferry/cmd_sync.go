@@ -61,7 +61,11 @@ func (c *syncCmd) Run(ctx context.Context, args []string) error {
 		return err
 	}
 	if !rep.Done {
-		return fmt.Errorf("%s: not yet durable everywhere (%s): %s", db, rep.Error, progressLine(rep.Status))
+		why := rep.Error
+		if timeout > 0 && strings.Contains(why, context.DeadlineExceeded.Error()) {
+			why = "timed out after " + timeout.String()
+		}
+		return fmt.Errorf("%s: not yet durable everywhere (%s): %s", db, why, progressLine(rep.Status))
 	}
 	fmt.Fprintf(c.stdout, "%s: durable: %s\n", db, progressLine(rep.Status))
 	return nil
