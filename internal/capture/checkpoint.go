@@ -107,15 +107,22 @@ func (r *Replicator) checkpoint(ctx context.Context, frames, fileFrames int64) e
 func (r *Replicator) checkpointLocked(ctx context.Context) (ckptResult, error) {
 	// The commits wait for as long as the lock is held, and the copy that
 	// holds it is as long as the frames neither read nor copied yet: try
-	// only when ferry has nearly caught up with the application.
+	// only when ferry has nearly caught up with the application. A PASSIVE
+	// checkpoint right after a refresh says both, and copies what it can.
+	// (SQLite's index says the same, but reading it would mean opening and
+	// closing the -shm file, and closing any descriptor of a file drops
+	// every POSIX lock the process holds on it: ferry's read marks, and an
+	// embedding application's own.)
 	if err := r.refresh(ctx); err != nil {
 		return ckptResult{}, err
 	}
-	end, ok := r.sql.logEnd()
-	if !ok || end.salt1 != r.pos.Salt1 || end.salt2 != r.pos.Salt2 ||
-		end.frames-r.pos.Frames() > lockedTail || end.frames-end.backfilled > 2*lockedTail {
+	res, err := r.passive(ctx)
+	if err != nil {
+		return res, err
+	}
+	if res.busy || res.log-r.pos.Frames() > lockedTail || res.log-res.moved > 2*lockedTail {
 		r.o.Log.Debug("checkpoint with the writer lock skipped: too much left", "db", r.o.DBPath,
-			"unread", end.frames-r.pos.Frames(), "uncopied", end.frames-end.backfilled)
+			"busy", res.busy, "unread", res.log-r.pos.Frames(), "uncopied", res.log-res.moved)
 		return ckptResult{busy: true}, nil
 	}
 	locked, err := r.sql.lockWriters(ctx)
@@ -123,7 +130,7 @@ func (r *Replicator) checkpointLocked(ctx context.Context) (ckptResult, error) {
 		return ckptResult{busy: true}, err
 	}
 	start := time.Now()
-	res, err := r.finishCheckpoint(ctx)
+	res, err = r.finishCheckpoint(ctx)
 	if uerr := r.sql.unlockWriters(); err == nil {
 		err = uerr
 	}

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"os"
 	"strings"
 	"time"
 
@@ -33,10 +32,6 @@ type sqliteConns struct {
 	rw   *sql.DB
 	ckpt *sql.Conn
 	lock *sql.Conn
-
-	// shm is the -shm file, open for reading as long as the connections
-	// are (see logEnd), or nil.
-	shm *os.File
 }
 
 // sqliteURI turns a path into a SQLite URI filename, escaping what SQLite
@@ -79,9 +74,6 @@ func openConns(ctx context.Context, path string, busy time.Duration) (*sqliteCon
 		c.close()
 		return nil, err
 	}
-	// SQLite has created the file by now, for the readers; without it the
-	// only loss is the shortcut logEnd gives.
-	c.shm, _ = os.Open(path + "-shm")
 	// mode=rw: never create the database if it vanished meanwhile.
 	c.rw, err = sql.Open("sqlite", sqliteURI(path, "mode=rw", fmt.Sprintf("_pragma=busy_timeout(%d)", max(1, busy.Milliseconds()))))
 	if err == nil {
@@ -235,10 +227,6 @@ func (c *sqliteConns) close() error {
 	}
 	if c.ro != nil {
 		errs = append(errs, c.ro.Close())
-	}
-	// Last: closing it earlier would drop the locks of ferry's readers.
-	if c.shm != nil {
-		errs = append(errs, c.shm.Close())
 	}
 	return errors.Join(errs...)
 }

@@ -13,9 +13,10 @@ import (
 // one connection can, while ferry replicates. Ferry's read transaction
 // keeps SQLite from restarting the log by itself, so unless ferry's own
 // checkpoints finish and let it restart, the log grows for as long as the
-// writes go on (by about 100 MiB a second here). It must stay bounded: it
-// may grow by what one fast writer appends between two of ferry's
-// attempts, a tenth of a second apart, not more.
+// writes go on (by about 100 MiB a second here, over 700 MiB in this
+// test). It must stay bounded: it may grow by what one fast writer appends
+// between two of ferry's attempts, each a tenth of a second or more apart
+// on a busy machine, not more.
 func TestLogStaysShortUnderSteadyWrites(t *testing.T) {
 	needCLI(t)
 	dir := t.TempDir()
@@ -39,7 +40,7 @@ func TestLogStaysShortUnderSteadyWrites(t *testing.T) {
 		}
 	}
 	last := r.sync(t)
-	const limit = 64 << 20
+	const limit = 128 << 20
 	t.Logf("%d commits, txid %d; the log grew to %.1f MiB at most (limit %.1f MiB)", n, last, float64(largest)/(1<<20), float64(limit)/(1<<20))
 	if largest > limit {
 		t.Fatalf("under steady writes the log grew to %d bytes, more than %d", largest, limit)

@@ -9,13 +9,15 @@ import (
 	"time"
 )
 
-// TestLogEndKeepsTheReadLocks reads SQLite's index header while ferry's
-// read transaction protects the log, then has another process try a
-// RESTART checkpoint, which must find the log held. Closing a descriptor
-// of the -shm file would silently drop every POSIX lock the process holds
-// on it, ferry's read marks included, and the RESTART would then go
-// through and recycle frames ferry had not read.
-func TestLogEndKeepsTheReadLocks(t *testing.T) {
+// TestCheckpointsKeepTheReadLocks runs ferry's own checkpoint steps (a
+// PASSIVE checkpoint, taking and releasing the writer lock) while its read
+// transaction protects the log, then has another process try a RESTART
+// checkpoint, which must find the log held. Anything in them that closed a
+// descriptor of the -shm file (or the database file) would silently drop
+// every POSIX lock the process holds on it, ferry's read marks included,
+// and the RESTART would then go through and recycle frames ferry had not
+// read.
+func TestCheckpointsKeepTheReadLocks(t *testing.T) {
 	needCLI(t)
 	dir := t.TempDir()
 	db := newDB(t, dir, 4096, "CREATE TABLE t(v TEXT)")
@@ -39,9 +41,14 @@ func TestLogEndKeepsTheReadLocks(t *testing.T) {
 		t.Fatal(err)
 	}
 	for range 3 {
-		end, ok := c.logEnd()
-		if !ok || end.frames == 0 {
-			t.Fatalf("logEnd: %+v, %v", end, ok)
+		if _, err := c.checkpoint(ctx, "PASSIVE"); err != nil {
+			t.Fatal(err)
+		}
+		if locked, err := c.lockWriters(ctx); err != nil || !locked {
+			t.Fatalf("lockWriters: %v, %v", locked, err)
+		}
+		if err := c.unlockWriters(); err != nil {
+			t.Fatal(err)
 		}
 	}
 	out, err := exec.Command("sqlite3", db, "PRAGMA wal_checkpoint(RESTART)").CombinedOutput()
