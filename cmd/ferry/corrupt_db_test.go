@@ -10,7 +10,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 
 	"github.com/ferrydb/ferry/internal/objstore"
@@ -48,22 +47,7 @@ func damagedReplica(t *testing.T, url string) {
 	// Blobs spanning several 64 KiB chunks, so that the snapshot has many.
 	mustExec(t, db, "INSERT INTO notes (body, blob) WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < 4) SELECT 'seed', randomblob(200000) FROM n")
 
-	var stderr bytes.Buffer
-	daemonCmd := exec.Command(bin, "-log-level", "warn", "replicate", dbPath, url)
-	daemonCmd.Stderr = &stderr
-	if err := daemonCmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	stopped := false
-	stop := func() {
-		if !stopped {
-			stopped = true
-			daemonCmd.Process.Signal(syscall.SIGTERM)
-			daemonCmd.Wait()
-		}
-	}
-	defer stop()
-	waitForSocket(t, dbPath, &stderr)
+	repl := startReplicate(t, bin, dbPath, url)
 
 	// hashes[n] is sqlite3's hash of the database holding n rows: each
 	// round of commits ends with a sync, so each lands in its own segments.
@@ -78,10 +62,10 @@ func damagedReplica(t *testing.T, url string) {
 			hashes[n] = sha3sum(t, dbPath)
 		}
 		if r := runBin(t, bin, "sync", "-timeout", "60s", dbPath); r.code != 0 {
-			t.Fatalf("sync: %s %s (daemon: %s)", r.stdout, r.stderr, stderr.String())
+			t.Fatalf("sync: %s %s (daemon: %s)", r.stdout, r.stderr, repl.stderr.String())
 		}
 	}
-	stop()
+	repl.stop()
 
 	store, err := target.OpenURL(context.Background(), url, target.Options{})
 	if err != nil {

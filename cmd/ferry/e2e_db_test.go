@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -57,24 +58,14 @@ func TestReplicateSyncRestoreThroughCLI(t *testing.T) {
 			db := openAppDB(t, dbPath)
 			mustExec(t, db, "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT, blob BLOB)")
 
-			var stderr bytes.Buffer
-			daemonCmd := exec.Command(bin, "-log-level", "warn", "replicate", dbPath, url)
-			daemonCmd.Stderr = &stderr
-			if err := daemonCmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			defer func() {
-				daemonCmd.Process.Signal(syscall.SIGTERM)
-				daemonCmd.Wait()
-			}()
-			waitForSocket(t, dbPath, &stderr)
+			repl := startReplicate(t, bin, dbPath, url)
 
 			for i := range 40 {
 				mustExec(t, db, "INSERT INTO notes (body, blob) VALUES (?, randomblob(?))", fmt.Sprintf("note %d", i), 100*i)
 			}
 			r := runBin(t, bin, "sync", "-timeout", "60s", dbPath)
 			if r.code != 0 {
-				t.Fatalf("sync: %s %s (daemon: %s)", r.stdout, r.stderr, stderr.String())
+				t.Fatalf("sync: %s %s (daemon: %s)", r.stdout, r.stderr, repl.stderr.String())
 			}
 			var st daemon.StatusReport
 			r = runBin(t, bin, "status", "-json", dbPath)
@@ -150,6 +141,35 @@ func mustExec(t *testing.T, db *sql.DB, q string, args ...any) {
 	if _, err := db.Exec(q, args...); err != nil {
 		t.Fatalf("%s: %v", q, err)
 	}
+}
+
+// replicateProc is a running `ferry replicate DB_PATH URL`.
+type replicateProc struct {
+	cmd    *exec.Cmd
+	stderr bytes.Buffer
+	once   sync.Once
+}
+
+// startReplicate runs `ferry replicate dbPath url` until stop or the end
+// of the test, and returns once its control socket is there.
+func startReplicate(t *testing.T, bin, dbPath, url string) *replicateProc {
+	t.Helper()
+	p := &replicateProc{cmd: exec.Command(bin, "-log-level", "warn", "replicate", dbPath, url)}
+	p.cmd.Stderr = &p.stderr
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.stop)
+	waitForSocket(t, dbPath, &p.stderr)
+	return p
+}
+
+// stop ends the daemon as a service manager would, and waits for it.
+func (p *replicateProc) stop() {
+	p.once.Do(func() {
+		p.cmd.Process.Signal(syscall.SIGTERM)
+		p.cmd.Wait()
+	})
 }
 
 func waitForSocket(t *testing.T, dbPath string, stderr *bytes.Buffer) {

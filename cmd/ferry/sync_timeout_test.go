@@ -1,13 +1,10 @@
 package main
 
 import (
-	"bytes"
 	"fmt"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"syscall"
 	"testing"
 
 	"github.com/ferrydb/ferry/internal/testenv"
@@ -28,17 +25,7 @@ func TestSyncTimeoutSaysHowFar(t *testing.T) {
 	db := openAppDB(t, dbPath)
 	mustExec(t, db, "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)")
 
-	var stderr bytes.Buffer
-	daemonCmd := exec.Command(bin, "-log-level", "error", "replicate", dbPath, url)
-	daemonCmd.Stderr = &stderr
-	if err := daemonCmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		daemonCmd.Process.Signal(syscall.SIGTERM)
-		daemonCmd.Wait()
-	}()
-	waitForSocket(t, dbPath, &stderr)
+	startReplicate(t, bin, dbPath, url)
 	if r := runBin(t, bin, "sync", "-timeout", "60s", dbPath); r.code != 0 {
 		t.Fatalf("sync with the store up: %s %s", r.stdout, r.stderr)
 	}
