@@ -173,9 +173,11 @@ func (r *Replicator) finishSnapshots() {
 			}
 			t.base, t.baseTime, t.prev = job.txid, now, &w.m
 			t.failures, t.nextTry = 0, time.Time{}
-			r.progress.snapshotDone(t.url, job.txid)
+			// Logged first: snapshotDone wakes Sync, whose callers may
+			// look for this line.
 			r.o.Log.Info("snapshot stored", "db", r.o.DBPath, "target", t.url, "txid", job.txid,
 				"chunks", w.stats.Chunks, "reread", w.stats.ChunksReread, "uploaded", w.stats.ChunksUploaded, "bytes", w.stats.BytesUploaded)
+			r.progress.snapshotDone(t.url, job.txid)
 		} else {
 			for i := range t.jobDirty {
 				t.dirty.Add(i)
