@@ -4,7 +4,9 @@
 // It promises that whatever it returns has been checked: every path is
 // absolute, every replica URL parses, every interval and size is positive
 // and defaults are filled in, so no later part of ferry validates them
-// again. Every error is one line that names the file and line, or the URL,
+// again. It accepts only keys that ferry acts on: a key documented for a
+// feature that is not built yet is refused, saying so, rather than read
+// and ignored. Every error is one line that names the file and line, or the URL,
 // and the field at fault. Credentials are held as Secret and never appear
 // in an error or in any printed or encoded form of a Config.
 package config
@@ -25,12 +27,15 @@ import (
 // given.
 const DefaultPath = "/etc/ferry.yml"
 
-// Defaults for the per-database settings a config may leave out.
+// Defaults for the settings a config may leave out. The library API
+// (package ferry) uses the same ones, so that a database replicated by an
+// embedding program behaves as one replicated by the command line.
 const (
 	DefaultSyncInterval     = time.Second
 	DefaultSnapshotInterval = time.Hour
-	DefaultRetention        = 72 * time.Hour
 	DefaultMaxSpoolBytes    = 1 << 30
+	DefaultHealthzMaxLag    = 5 * time.Minute
+	DefaultShutdownTimeout  = 30 * time.Second
 )
 
 // S3 limits on the size of one part of a multipart upload (the last part
@@ -56,6 +61,14 @@ type Config struct {
 	// LogFormat is "text", "json" or empty for unset.
 	LogFormat string
 
+	// HealthzMaxLag is how far behind a target may fall, or how long it
+	// may keep failing, before /healthz answers 503.
+	HealthzMaxLag time.Duration
+	// ShutdownTimeout bounds how long ferry waits, when told to stop or
+	// when the -exec child exits, for what it captured to reach every
+	// target.
+	ShutdownTimeout time.Duration
+
 	DBs   []DB
 	Files []Inbox
 }
@@ -72,13 +85,8 @@ type DB struct {
 	SyncInterval time.Duration
 	// SnapshotInterval is how often a snapshot is taken.
 	SnapshotInterval time.Duration
-	// Retention is how long point-in-time history is kept.
-	Retention time.Duration
 	// MaxSpoolBytes bounds the local spool for this database.
 	MaxSpoolBytes int64
-
-	// Encryption is nil when the replica is stored in plaintext.
-	Encryption *Encryption
 }
 
 // Replica is one target with the settings that go with it.
@@ -93,12 +101,6 @@ type Replica struct {
 	// PartSize is the multipart upload part size in bytes; 0 means the
 	// object store's default.
 	PartSize int64
-}
-
-// Encryption configures client-side encryption of a replica.
-type Encryption struct {
-	// KeyFile is the absolute path of the key.
-	KeyFile string
 }
 
 // Inbox is a directory whose closed files are shipped to a replica and

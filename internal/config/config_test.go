@@ -17,6 +17,8 @@ addr: 127.0.0.1:9090
 spool: /var/lib/ferry
 log-level: debug
 log-format: json
+healthz-max-lag: 90s
+shutdown-timeout: 2m
 dbs:
   - path: /data/app.db
     replicas:
@@ -29,9 +31,7 @@ dbs:
       - file:///srv/replica/app
     sync-interval: 250ms
     snapshot-interval: 30m
-    retention: 7d
     max-spool-bytes: 512MiB
-    encryption: { key-file: /etc/ferry/key }
   - path: /data/other.db
     replicas:
       - url: file:///srv/replica/other
@@ -45,7 +45,8 @@ func TestParseFull(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Source != "ferry.yml" || c.Addr != "127.0.0.1:9090" || c.Spool != "/var/lib/ferry" || c.LogLevel != "debug" || c.LogFormat != "json" {
+	if c.Source != "ferry.yml" || c.Addr != "127.0.0.1:9090" || c.Spool != "/var/lib/ferry" || c.LogLevel != "debug" || c.LogFormat != "json" ||
+		c.HealthzMaxLag != 90*time.Second || c.ShutdownTimeout != 2*time.Minute {
 		t.Errorf("top level: %+v", c)
 	}
 	if len(c.DBs) != 2 || len(c.Files) != 1 {
@@ -53,11 +54,8 @@ func TestParseFull(t *testing.T) {
 	}
 	db := c.DBs[0]
 	if db.Path != "/data/app.db" || db.SyncInterval != 250*time.Millisecond || db.SnapshotInterval != 30*time.Minute ||
-		db.Retention != 7*24*time.Hour || db.MaxSpoolBytes != 512<<20 {
+		db.MaxSpoolBytes != 512<<20 {
 		t.Errorf("db[0]: %+v", db)
-	}
-	if db.Encryption == nil || db.Encryption.KeyFile != "/etc/ferry/key" {
-		t.Errorf("encryption: %+v", db.Encryption)
 	}
 	r := db.Replicas[0]
 	want := Target{Scheme: "s3", Bucket: "bucket", Prefix: "app", Endpoint: "http://127.0.0.1:7070", Region: "us-east-1", ForcePathStyle: true}
@@ -72,7 +70,7 @@ func TestParseFull(t *testing.T) {
 	}
 	other, ok := c.DB("/data/other.db")
 	if !ok || other.SyncInterval != DefaultSyncInterval || other.SnapshotInterval != DefaultSnapshotInterval ||
-		other.Retention != DefaultRetention || other.MaxSpoolBytes != DefaultMaxSpoolBytes || other.Encryption != nil {
+		other.MaxSpoolBytes != DefaultMaxSpoolBytes {
 		t.Errorf("db[1] defaults: %+v", other)
 	}
 	if in := c.Files[0]; in.Path != "/var/spool/uploads" || in.Replica.Target.String() != "s3://bucket/uploads" {
@@ -118,10 +116,9 @@ func TestParseErrors(t *testing.T) {
 		{"unknown db key", "\n\ndbs:\n  - path: /data/app.db\n\n    replicas: [file:///srv/r]\n    replcas: []\n", `ferry.yml:7: unknown key "replcas" in dbs[0] (did you mean "replicas"?)`},
 		{"unknown key far from any", db + "zzzzzz: 1\n", `ferry.yml:4: unknown key "zzzzzz"`},
 		{"unknown replica key", "dbs:\n  - path: /a.db\n    replicas:\n      - url: file:///r\n        secret: x\n", `ferry.yml:5: unknown key "secret" in dbs[0].replicas[0]`},
-		{"unknown encryption key", db + "    encryption: {keyfile: /k}\n", `ferry.yml:4: unknown key "keyfile" in dbs[0].encryption (did you mean "key-file"?)`},
 		{"duplicate key", "dbs:\n  - path: /a.db\n    path: /b.db\n", `ferry.yml:3: duplicate key "path" in dbs[0] (first at line 2)`},
 		{"bad duration", db + "    sync-interval: 1x\n", `ferry.yml:4: dbs[0].sync-interval: invalid duration "1x"`},
-		{"zero duration", db + "    retention: 0s\n", `ferry.yml:4: dbs[0].retention: must be positive, not "0s"`},
+		{"zero duration", db + "    sync-interval: 0s\n", `ferry.yml:4: dbs[0].sync-interval: must be positive, not "0s"`},
 		{"negative duration", db + "    snapshot-interval: -1h\n", `ferry.yml:4: dbs[0].snapshot-interval: must be positive, not "-1h"`},
 		{"bad size", db + "    max-spool-bytes: 1GB!\n", `ferry.yml:4: dbs[0].max-spool-bytes: invalid size "1GB!"; use bytes or a unit such as 512MiB or 1GiB`},
 		{"zero size", db + "    max-spool-bytes: 0\n", `ferry.yml:4: dbs[0].max-spool-bytes: "0" is out of range`},
@@ -140,7 +137,12 @@ func TestParseErrors(t *testing.T) {
 		{"small part size", "dbs:\n  - path: /a.db\n    replicas:\n      - url: s3://bkt\n        part-size: 1MiB\n", `ferry.yml:5: dbs[0].replicas[0].part-size: "1MiB" is out of range; must be 5MiB to 5GiB`},
 		{"duplicate replica", "dbs:\n  - path: /a.db\n    replicas:\n      - file:///r\n      - file:///r/\n", `ferry.yml:5: dbs[0].replicas[1]: replica "file:///r" is already listed at line 4`},
 		{"duplicate db", db + "  - path: /data/app.db\n    replicas: [file:///x]\n", `ferry.yml:4: dbs[1]: database "/data/app.db" is already listed at line 2`},
-		{"encryption without key", db + "    encryption: {}\n", `ferry.yml:4: dbs[0].encryption: missing key-file`},
+		{"zero healthz-max-lag", "healthz-max-lag: 0s\n" + db, `ferry.yml:1: healthz-max-lag: must be positive, not "0s"`},
+		{"bad healthz-max-lag", "healthz-max-lag: soon\n" + db, `ferry.yml:1: healthz-max-lag: invalid duration "soon"`},
+		{"negative shutdown-timeout", "shutdown-timeout: -30s\n" + db, `ferry.yml:1: shutdown-timeout: must be positive, not "-30s"`},
+		{"shutdown-timeout a list", "shutdown-timeout: [1s]\n" + db, `ferry.yml:1: shutdown-timeout: expected a single value, got a list`},
+		{"replica shared by two dbs", db + "  - path: /data/other.db\n    replicas:\n      - file:///srv/r/\n",
+			`ferry.yml:6: dbs[1].replicas[0]: replica "file:///srv/r" is already the replica of dbs[0] at line 3; each database needs a replica URL of its own`},
 		{"dbs not a list", "dbs: /data/app.db\n", `ferry.yml:1: dbs: expected a list, got a single value`},
 		{"db not a mapping", "dbs:\n  - /data/app.db\n", `ferry.yml:2: dbs[0]: expected a mapping, got a single value`},
 		{"path a list", "dbs:\n  - path: [a]\n", `ferry.yml:2: dbs[0].path: expected a single value, got a list`},
@@ -227,7 +229,6 @@ dbs:
   - path: /a.db
     replicas: *dst
     sync-interval:
-    encryption: ~
 `
 	_, err := parse([]byte(yml), "ferry.yml", env(nil))
 	if err == nil || !strings.Contains(err.Error(), `unknown key "common"`) {
@@ -239,18 +240,91 @@ dbs:
     path: /a.db
     replicas: [file:///srv/r]
     sync-interval:
-    encryption: ~
+    max-spool-bytes: ~
+shutdown-timeout:
 `
 	c, err := parse([]byte(yml), "ferry.yml", env(nil))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.DBs[0].SyncInterval != DefaultSyncInterval || c.DBs[0].Encryption != nil {
+	if c.DBs[0].SyncInterval != DefaultSyncInterval || c.DBs[0].MaxSpoolBytes != DefaultMaxSpoolBytes || c.ShutdownTimeout != DefaultShutdownTimeout {
 		t.Errorf("null values should keep defaults: %+v", c.DBs[0])
 	}
 	// An alias to an enclosing node must end in an error, not a loop.
 	_, err = parse([]byte("dbs: &a\n  - path: /a.db\n    replicas: *a\n"), "ferry.yml", env(nil))
 	if err == nil {
 		t.Fatal("self-referencing alias accepted")
+	}
+}
+
+// A config that leaves out the daemon's own settings gets the defaults
+// the daemon documents.
+func TestParseDaemonDefaults(t *testing.T) {
+	c, err := parse([]byte("dbs:\n  - path: /a.db\n    replicas: [file:///r]\n"), "ferry.yml", env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.HealthzMaxLag != DefaultHealthzMaxLag || c.ShutdownTimeout != DefaultShutdownTimeout {
+		t.Errorf("healthz-max-lag %v, shutdown-timeout %v; want %v and %v", c.HealthzMaxLag, c.ShutdownTimeout, DefaultHealthzMaxLag, DefaultShutdownTimeout)
+	}
+	if DefaultHealthzMaxLag != 5*time.Minute || DefaultShutdownTimeout != 30*time.Second {
+		t.Errorf("defaults %v and %v differ from the documented 5m and 30s", DefaultHealthzMaxLag, DefaultShutdownTimeout)
+	}
+	c, err = parse([]byte("healthz-max-lag: 1d\nshutdown-timeout: 1500ms\nfiles:\n  - inbox: /in\n    replica: file:///r\n"), "ferry.yml", env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.HealthzMaxLag != 24*time.Hour || c.ShutdownTimeout != 1500*time.Millisecond {
+		t.Errorf("healthz-max-lag %v, shutdown-timeout %v; want 24h and 1.5s", c.HealthzMaxLag, c.ShutdownTimeout)
+	}
+}
+
+// A key for a feature ferry does not have is refused, whatever its value,
+// with the file, the key's own line and what ferry does instead: accepting
+// it would promise what ferry does not do (ciphertext in the bucket,
+// history trimmed).
+func TestParseRefusesKeysNotBuilt(t *testing.T) {
+	const db = "dbs:\n  - path: /data/app.db\n    replicas: [file:///srv/r]\n"
+	const replica = "dbs:\n  - path: /data/app.db\n    replicas:\n      - url: s3://bkt/app\n"
+	const noGC = "not built yet: ferry keeps all history until retention and gc are built"
+	tests := []struct {
+		name, yaml, want string
+	}{
+		{"retention", db + "    retention: 72h\n", "ferry.yml:4: dbs[0].retention: " + noGC},
+		{"retention null", db + "    retention:\n", "ferry.yml:4: dbs[0].retention: " + noGC},
+		{"retention before path", "dbs:\n  - retention: 1h\n    path: /a.db\n", "ferry.yml:2: dbs[0].retention: " + noGC},
+		{"gc-interval", db + "    gc-interval: 1h\n", "ferry.yml:4: dbs[0].gc-interval: " + noGC},
+		{"encryption", db + "    encryption: { key-file: /etc/ferry/key }\n",
+			"ferry.yml:4: dbs[0].encryption: not built yet: ferry would upload this database unencrypted; remove the key to replicate in plaintext"},
+		{"encryption on its own lines", db + "    encryption:\n      key-file: /etc/ferry/key\n", "ferry.yml:4: dbs[0].encryption: not built yet: "},
+		{"encryption null", db + "    encryption: ~\n", "ferry.yml:4: dbs[0].encryption: not built yet: "},
+		{"scrub-interval", db + "    scrub-interval: 168h\n", "ferry.yml:4: dbs[0].scrub-interval: not built yet: run 'ferry verify' to check a replica"},
+		{"lease", db + "    lease: 30s\n", "ferry.yml:4: dbs[0].lease: not built yet: ferry takes no lease; run one 'ferry replicate' per replica"},
+		{"restore-if-db-not-exists", db + "    restore-if-db-not-exists: true\n",
+			"ferry.yml:4: dbs[0].restore-if-db-not-exists: not built yet: run 'ferry restore -if-db-not-exists -if-replica-exists DB_PATH' before 'ferry replicate'"},
+		{"dir", "dbs:\n  - dir: /data/tenants\n    pattern: \"*.db\"\n", "ferry.yml:2: dbs[0].dir: not built yet: list each database under dbs with path"},
+		{"pattern", db + "    pattern: \"*.db\"\n", "ferry.yml:4: dbs[0].pattern: not built yet: list each database under dbs with path"},
+		{"watch", db + "    watch: true\n", "ferry.yml:4: dbs[0].watch: not built yet: list each database under dbs with path"},
+		{"max-requests-per-second", replica + "        max-requests-per-second: 100\n",
+			"ferry.yml:5: dbs[0].replicas[0].max-requests-per-second: not built yet: ferry does not limit its rate of requests to a store"},
+		{"max-upload-bytes-per-second", replica + "        max-upload-bytes-per-second: 50MiB\n",
+			"ferry.yml:5: dbs[0].replicas[0].max-upload-bytes-per-second: not built yet: ferry does not limit its upload rate to a store"},
+		{"rate limit on files", "files:\n  - inbox: /in\n    replica:\n      url: file:///r\n      max-requests-per-second: 1\n",
+			"ferry.yml:5: files[0].replica.max-requests-per-second: not built yet: "},
+		{"misspelt", db + "    retension: 1h\n", `ferry.yml:4: unknown key "retension" in dbs[0] (did you mean "retention"?)`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := parse([]byte(tt.yaml), "ferry.yml", env(nil))
+			if err == nil {
+				t.Fatalf("parse succeeded: %+v\nwant error: %s", c, tt.want)
+			}
+			if !strings.HasPrefix(err.Error(), tt.want) {
+				t.Errorf("error\n got: %s\nwant: %s", err, tt.want)
+			}
+			if strings.Contains(err.Error(), "\n") {
+				t.Errorf("error is more than one line: %q", err)
+			}
+		})
 	}
 }

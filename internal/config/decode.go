@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"maps"
 	"net"
@@ -26,6 +27,16 @@ import (
 type decoder struct {
 	source string
 	lookup func(string) (string, bool)
+	// replicaOf maps each replica URL of a database to the database that
+	// has it, with the line it was listed at.
+	replicaOf map[string]listed
+}
+
+// listed is where a replica was first named: the key path of its
+// database and the line.
+type listed struct {
+	db   string
+	line int
 }
 
 type fieldFunc func(n *yaml.Node, path string) error
@@ -84,10 +95,30 @@ func (d *decoder) mapping(n *yaml.Node, path string, fields map[string]fieldFunc
 			return nil, d.errf(k, "unknown key %q%s%s", k.Value, in(path), suggest(k.Value, fields))
 		}
 		if err := f(v, joinPath(path, k.Value)); err != nil {
+			var nb notBuiltError
+			if errors.As(err, &nb) {
+				return nil, d.errf(k, "%s: %v", joinPath(path, k.Value), nb)
+			}
 			return nil, err
 		}
 	}
 	return seen, nil
+}
+
+// notBuiltError refuses a key that ferry documents but does not act on
+// yet; mapping turns it into a message naming the key's own line.
+type notBuiltError struct{ why string }
+
+func (e notBuiltError) Error() string { return "not built yet: " + e.why }
+
+// notBuilt refuses a key whatever its value, null included. A setting
+// that is read and then ignored is worse than none: an accepted
+// encryption key would let ferry ship plaintext to a bucket its owner
+// believes holds only ciphertext, and an accepted retention would promise
+// a bound on the bucket that nothing enforces. why says what ferry does
+// instead, or what to run in its place.
+func notBuilt(why string) fieldFunc {
+	return func(*yaml.Node, string) error { return notBuiltError{why} }
 }
 
 func orTop(path string) string {
@@ -303,14 +334,17 @@ func hostPort(v string) error {
 }
 
 func (d *decoder) config(doc *yaml.Node) (*Config, error) {
-	c := &Config{}
+	c := &Config{HealthzMaxLag: DefaultHealthzMaxLag, ShutdownTimeout: DefaultShutdownTimeout}
+	d.replicaOf = make(map[string]listed)
 	if doc.Kind == yaml.DocumentNode && len(doc.Content) > 0 && !isNull(resolve(doc.Content[0])) {
 		dbLines := make(map[string]int)
 		_, err := d.mapping(resolve(doc.Content[0]), "", map[string]fieldFunc{
-			"addr":       d.str(&c.Addr, hostPort),
-			"spool":      d.str(&c.Spool, absPath),
-			"log-level":  d.str(&c.LogLevel, oneOf("debug", "info", "warn", "error")),
-			"log-format": d.str(&c.LogFormat, oneOf("text", "json")),
+			"addr":             d.str(&c.Addr, hostPort),
+			"spool":            d.str(&c.Spool, absPath),
+			"log-level":        d.str(&c.LogLevel, oneOf("debug", "info", "warn", "error")),
+			"log-format":       d.str(&c.LogFormat, oneOf("text", "json")),
+			"healthz-max-lag":  d.duration(&c.HealthzMaxLag),
+			"shutdown-timeout": d.duration(&c.ShutdownTimeout),
 			"dbs": d.list(func(n *yaml.Node, path string) error {
 				db, err := d.db(n, path)
 				if err != nil {
@@ -349,10 +383,11 @@ func (d *decoder) db(n *yaml.Node, path string) (DB, error) {
 	db := DB{
 		SyncInterval:     DefaultSyncInterval,
 		SnapshotInterval: DefaultSnapshotInterval,
-		Retention:        DefaultRetention,
 		MaxSpoolBytes:    DefaultMaxSpoolBytes,
 	}
-	targets := make(map[string]int)
+	const noGC = "ferry keeps all history until retention and gc are built"
+	const oneDB = "list each database under dbs with path"
+	dbPath := path
 	_, err := d.mapping(n, path, map[string]fieldFunc{
 		"path": d.str(&db.Path, absPath),
 		"replicas": d.list(func(n *yaml.Node, path string) error {
@@ -361,33 +396,32 @@ func (d *decoder) db(n *yaml.Node, path string) (DB, error) {
 				return err
 			}
 			url := r.Target.String()
-			if first, dup := targets[url]; dup {
-				return d.errf(n, "%s: replica %s is already listed at line %d", path, quote(url), first)
+			if first, dup := d.replicaOf[url]; dup {
+				if first.db == dbPath {
+					return d.errf(n, "%s: replica %s is already listed at line %d", path, quote(url), first.line)
+				}
+				// A replica's objects sit directly under its URL, so two
+				// databases there would read each other's change sets as
+				// their own history.
+				return d.errf(n, "%s: replica %s is already the replica of %s at line %d; each database needs a replica URL of its own", path, quote(url), first.db, first.line)
 			}
-			targets[url] = n.Line
+			d.replicaOf[url] = listed{db: dbPath, line: n.Line}
 			db.Replicas = append(db.Replicas, r)
 			return nil
 		}),
 		"sync-interval":     d.duration(&db.SyncInterval),
 		"snapshot-interval": d.duration(&db.SnapshotInterval),
-		"retention":         d.duration(&db.Retention),
 		"max-spool-bytes":   d.size(&db.MaxSpoolBytes, 1, 1<<62),
-		"encryption": func(n *yaml.Node, path string) error {
-			if isNull(n) {
-				return nil
-			}
-			e := &Encryption{}
-			if _, err := d.mapping(n, path, map[string]fieldFunc{
-				"key-file": d.str(&e.KeyFile, absPath),
-			}); err != nil {
-				return err
-			}
-			if e.KeyFile == "" {
-				return d.errf(n, "%s: missing key-file", path)
-			}
-			db.Encryption = e
-			return nil
-		},
+
+		"retention":                notBuilt(noGC),
+		"gc-interval":              notBuilt(noGC),
+		"encryption":               notBuilt("ferry would upload this database unencrypted; remove the key to replicate in plaintext"),
+		"scrub-interval":           notBuilt("run 'ferry verify' to check a replica"),
+		"lease":                    notBuilt("ferry takes no lease; run one 'ferry replicate' per replica"),
+		"restore-if-db-not-exists": notBuilt("run 'ferry restore -if-db-not-exists -if-replica-exists DB_PATH' before 'ferry replicate'"),
+		"dir":                      notBuilt(oneDB),
+		"pattern":                  notBuilt(oneDB),
+		"watch":                    notBuilt(oneDB),
 	})
 	if err != nil {
 		return DB{}, err
@@ -453,6 +487,9 @@ func (d *decoder) replica(n *yaml.Node, path string) (Replica, error) {
 		"endpoint":          d.str(&endpt, validEndpoint),
 		"force-path-style":  d.boolean(&pathStyle),
 		"part-size":         d.size(&r.PartSize, MinPartSize, MaxPartSize),
+
+		"max-requests-per-second":     notBuilt("ferry does not limit its rate of requests to a store"),
+		"max-upload-bytes-per-second": notBuilt("ferry does not limit its upload rate to a store"),
 	})
 	if err != nil {
 		return Replica{}, err
