@@ -13,8 +13,15 @@ import (
 
 // Metrics are the Prometheus series every store call feeds, labelled by
 // backend (file, s3, mem) and operation.
+//
+// A missing key on get or head and a failed condition on a conditional put
+// are answers ferry asks for (is this chunk there yet? is the key still
+// free?), not failures: they are counted as outcomes, never as errors, so
+// that an alert on ferry_objstore_errors_total fires on trouble and not
+// on every snapshot.
 type Metrics struct {
 	requests *prometheus.CounterVec
+	outcomes *prometheus.CounterVec
 	errors   *prometheus.CounterVec
 	bytes    *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
@@ -28,9 +35,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "ferry_objstore_requests_total",
 			Help: "Object store calls made, retries included.",
 		}, []string{"backend", "op"}),
+		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ferry_objstore_outcomes_total",
+			Help: "Object store calls by outcome: ok, not_found (get, head), precondition_failed (conditional put) or error.",
+		}, []string{"backend", "op", "outcome"}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ferry_objstore_errors_total",
-			Help: "Object store calls that failed, by HTTP status or failure kind.",
+			Help: "Object store calls that failed, by HTTP status or failure kind; a missing key or a failed condition that was asked for is an outcome, not an error.",
 		}, []string{"backend", "op", "status"}),
 		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ferry_objstore_bytes_total",
@@ -46,7 +57,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Transient failures that were retried after a backoff.",
 		}, []string{"backend", "op"}),
 	}
-	reg.MustRegister(m.requests, m.errors, m.bytes, m.latency, m.retries)
+	reg.MustRegister(m.requests, m.outcomes, m.errors, m.bytes, m.latency, m.retries)
 	return m
 }
 
@@ -66,11 +77,41 @@ type metricStore struct {
 	backend string
 }
 
-func (s *metricStore) observe(op string, start time.Time, err error) {
+// Outcomes of a store call, as the outcome label spells them.
+const (
+	OutcomeOK                 = "ok"
+	OutcomeNotFound           = "not_found"
+	OutcomePreconditionFailed = "precondition_failed"
+	OutcomeError              = "error"
+)
+
+// observe records one call; conditional says the call was a put with
+// IfNoneMatch or IfMatch.
+func (s *metricStore) observe(op string, conditional bool, start time.Time, err error) {
 	s.m.requests.WithLabelValues(s.backend, op).Inc()
 	s.m.latency.WithLabelValues(s.backend, op).Observe(time.Since(start).Seconds())
-	if err != nil {
+	o := outcome(op, conditional, err)
+	s.m.outcomes.WithLabelValues(s.backend, op, o).Inc()
+	if o == OutcomeError {
 		s.m.errors.WithLabelValues(s.backend, op, StatusLabel(err)).Inc()
+	}
+}
+
+// outcome sorts a call's result. Only the answers a caller asks for are
+// outcomes: a missing key where ferry probes for one (get, head; a
+// compare-and-swap put whose object went away) and a failed condition on
+// a conditional put. The same answer to any other call (a list of a
+// bucket that is gone, an unconditional put refused) is an error.
+func outcome(op string, conditional bool, err error) string {
+	switch {
+	case err == nil:
+		return OutcomeOK
+	case IsNotFound(err) && (op == "get" || op == "head" || op == "put" && conditional):
+		return OutcomeNotFound
+	case IsPreconditionFailed(err) && op == "put" && conditional:
+		return OutcomePreconditionFailed
+	default:
+		return OutcomeError
 	}
 }
 
@@ -101,7 +142,7 @@ func StatusLabel(err error) string {
 func (s *metricStore) Put(ctx context.Context, key string, body io.ReadSeeker, opts PutOptions) (Info, error) {
 	start := time.Now()
 	info, err := s.next.Put(ctx, key, body, opts)
-	s.observe("put", start, err)
+	s.observe("put", opts.IfNoneMatch || opts.IfMatch != "", start, err)
 	if err == nil {
 		s.m.bytes.WithLabelValues(s.backend, "put").Add(float64(info.Size))
 	}
@@ -111,7 +152,7 @@ func (s *metricStore) Put(ctx context.Context, key string, body io.ReadSeeker, o
 func (s *metricStore) Get(ctx context.Context, key string, rng *Range) (io.ReadCloser, Info, error) {
 	start := time.Now()
 	rc, info, err := s.next.Get(ctx, key, rng)
-	s.observe("get", start, err)
+	s.observe("get", false, start, err)
 	if err != nil {
 		return nil, info, err
 	}
@@ -121,7 +162,7 @@ func (s *metricStore) Get(ctx context.Context, key string, rng *Range) (io.ReadC
 func (s *metricStore) Head(ctx context.Context, key string) (Info, error) {
 	start := time.Now()
 	info, err := s.next.Head(ctx, key)
-	s.observe("head", start, err)
+	s.observe("head", false, start, err)
 	return info, err
 }
 
@@ -129,7 +170,7 @@ func (s *metricStore) List(ctx context.Context, prefix string) iter.Seq2[Info, e
 	return func(yield func(Info, error) bool) {
 		start := time.Now()
 		var lastErr error
-		defer func() { s.observe("list", start, lastErr) }()
+		defer func() { s.observe("list", false, start, lastErr) }()
 		for info, err := range s.next.List(ctx, prefix) {
 			lastErr = err
 			if !yield(info, err) {
@@ -142,7 +183,7 @@ func (s *metricStore) List(ctx context.Context, prefix string) iter.Seq2[Info, e
 func (s *metricStore) Delete(ctx context.Context, keys ...string) error {
 	start := time.Now()
 	err := s.next.Delete(ctx, keys...)
-	s.observe("delete", start, err)
+	s.observe("delete", false, start, err)
 	return err
 }
 
@@ -162,6 +203,12 @@ func (r *countingReader) Close() error { return r.rc.Close() }
 // Requests returns the request counter of one backend and operation.
 func (m *Metrics) Requests(backend, op string) prometheus.Counter {
 	return m.requests.WithLabelValues(backend, op)
+}
+
+// Outcomes returns the counter of one backend, operation and outcome
+// (OutcomeOK, OutcomeNotFound, OutcomePreconditionFailed, OutcomeError).
+func (m *Metrics) Outcomes(backend, op, outcome string) prometheus.Counter {
+	return m.outcomes.WithLabelValues(backend, op, outcome)
 }
 
 // Errors returns the error counter of one backend, operation and status.
