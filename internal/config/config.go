@@ -6,9 +6,9 @@
 // and defaults are filled in, so no later part of ferry validates them
 // again. It accepts only keys that ferry acts on: a key documented for a
 // feature that is not built yet is refused, saying so, rather than read
-// and ignored. Every error is one line that names the file and line, or the URL,
-// and the field at fault. Credentials are held as Secret and never appear
-// in an error or in any printed or encoded form of a Config.
+// and ignored. Every error is one line that names the file and line, or
+// the URL, and the field at fault. Credentials are held as Secret and
+// never appear in an error or in any printed or encoded form of a Config.
 package config
 
 import (
