@@ -12,12 +12,14 @@ package ferry
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"path/filepath"
 	"sync"
 	"time"
 
 	"github.com/ferrydb/ferry/internal/capture"
+	"github.com/ferrydb/ferry/internal/config"
 	"github.com/ferrydb/ferry/internal/daemon"
 	"github.com/ferrydb/ferry/internal/objstore"
 	"github.com/ferrydb/ferry/internal/restore"
@@ -29,7 +31,7 @@ import (
 type Status = capture.Status
 
 // Options tune a Replicator. The zero value replicates with the defaults
-// of the command line.
+// of the command line, and a zero field takes that field's default.
 type Options struct {
 	// SpoolDir holds the change sets waiting for upload and ferry's state;
 	// empty means .<db name>-ferry beside the database.
@@ -38,14 +40,40 @@ type Options struct {
 	// load (default 1s); SnapshotInterval how often a changed database
 	// gets a new snapshot (default 1h).
 	SyncInterval, SnapshotInterval time.Duration
-	// MaxSpoolBytes bounds the spool (default: no bound).
+	// MaxSpoolBytes bounds the spool (default 1 GiB). Past it, the
+	// backlog of change sets is dropped and a snapshot re-establishes
+	// the replica once its store answers again; Status reports the gap.
 	MaxSpoolBytes int64
 	Log           *slog.Logger
+}
+
+// withDefaults fills in what o leaves zero from the defaults the command
+// line's config uses, so that an embedding program and `ferry replicate`
+// treat a database alike; an unbounded spool in particular would let a
+// long outage of the store fill the application's disk.
+func (o Options) withDefaults(dbPath string) (Options, error) {
+	if o.SyncInterval < 0 || o.SnapshotInterval < 0 || o.MaxSpoolBytes < 0 {
+		return o, fmt.Errorf("ferry: negative option (SyncInterval %v, SnapshotInterval %v, MaxSpoolBytes %d); leave an option zero for its default", o.SyncInterval, o.SnapshotInterval, o.MaxSpoolBytes)
+	}
+	if o.SpoolDir == "" {
+		o.SpoolDir = daemon.SpoolDir("", dbPath)
+	}
+	if o.SyncInterval == 0 {
+		o.SyncInterval = config.DefaultSyncInterval
+	}
+	if o.SnapshotInterval == 0 {
+		o.SnapshotInterval = config.DefaultSnapshotInterval
+	}
+	if o.MaxSpoolBytes == 0 {
+		o.MaxSpoolBytes = config.DefaultMaxSpoolBytes
+	}
+	return o, nil
 }
 
 // Replicator replicates one database in the background until Close.
 type Replicator struct {
 	r      *capture.Replicator
+	o      Options
 	cancel context.CancelFunc
 	done   chan struct{}
 	mu     sync.Mutex
@@ -64,6 +92,9 @@ func Replicate(ctx context.Context, dbPath string, replicaURLs []string, o Optio
 	if err != nil {
 		return nil, err
 	}
+	if o, err = o.withDefaults(dbPath); err != nil {
+		return nil, err
+	}
 	targets := make(map[string]objstore.Store, len(replicaURLs))
 	for _, u := range replicaURLs {
 		s, err := target.OpenURL(ctx, u, target.Options{Check: true})
@@ -71,9 +102,6 @@ func Replicate(ctx context.Context, dbPath string, replicaURLs []string, o Optio
 			return nil, err
 		}
 		targets[u] = s
-	}
-	if o.SpoolDir == "" {
-		o.SpoolDir = daemon.SpoolDir("", dbPath)
 	}
 	r, err := capture.Open(ctx, capture.Options{
 		DBPath: dbPath, SpoolDir: o.SpoolDir, Targets: targets,
@@ -84,7 +112,7 @@ func Replicate(ctx context.Context, dbPath string, replicaURLs []string, o Optio
 		return nil, err
 	}
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	rep := &Replicator{r: r, cancel: cancel, done: make(chan struct{})}
+	rep := &Replicator{r: r, o: o, cancel: cancel, done: make(chan struct{})}
 	go func() {
 		defer close(rep.done)
 		err := r.Run(runCtx)
@@ -101,6 +129,9 @@ func (r *Replicator) Sync(ctx context.Context) (uint64, error) { return r.r.Sync
 
 // Status reports where replication stands.
 func (r *Replicator) Status() Status { return r.r.Status() }
+
+// Options returns the options r runs with, every default filled in.
+func (r *Replicator) Options() Options { return r.o }
 
 // Close stops replication. What was captured but not yet uploaded stays in
 // the spool and goes out when replication next runs.

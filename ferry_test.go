@@ -10,7 +10,21 @@ import (
 	_ "modernc.org/sqlite"
 
 	"github.com/ferrydb/ferry"
+	"github.com/ferrydb/ferry/internal/config"
 )
+
+// walDB creates an empty database in WAL mode at path.
+func walDB(t *testing.T, path string) {
+	t.Helper()
+	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=journal_mode(WAL)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Exec("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)"); err != nil {
+		t.Fatal(err)
+	}
+}
 
 func count(t *testing.T, path string) int {
 	t.Helper()
@@ -97,5 +111,58 @@ func TestLibraryRefusesBadInput(t *testing.T) {
 	}
 	if _, err := ferry.Replicate(context.Background(), filepath.Join(dir, "x.db"), nil, ferry.Options{}); err == nil {
 		t.Fatal("replicating to no replica succeeded")
+	}
+}
+
+// The zero Options replicate as `ferry replicate` does: with the same
+// intervals and the same bound on the spool, so that an embedding program
+// is not the one whose disk a long outage of the store fills.
+func TestLibraryDefaultsAreTheCommandLines(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "app.db")
+	walDB(t, src)
+	r, err := ferry.Replicate(context.Background(), src, []string{"file://" + filepath.Join(dir, "replica")}, ferry.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := r.Options()
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	want := ferry.Options{
+		SpoolDir:         filepath.Join(dir, ".app.db-ferry"),
+		SyncInterval:     config.DefaultSyncInterval,
+		SnapshotInterval: config.DefaultSnapshotInterval,
+		MaxSpoolBytes:    config.DefaultMaxSpoolBytes,
+	}
+	if got != want {
+		t.Errorf("zero Options run as %+v, want the command line's %+v", got, want)
+	}
+
+	set := ferry.Options{SpoolDir: filepath.Join(dir, "spool"), SyncInterval: time.Minute, SnapshotInterval: 2 * time.Hour, MaxSpoolBytes: 64 << 20}
+	r, err = ferry.Replicate(context.Background(), src, []string{"file://" + filepath.Join(dir, "replica")}, set)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got = r.Options()
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got != set {
+		t.Errorf("Options %+v run as %+v", set, got)
+	}
+}
+
+// A negative option is a mistake, not a way to turn the bound off.
+func TestLibraryRefusesNegativeOptions(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "app.db")
+	walDB(t, src)
+	for _, o := range []ferry.Options{{MaxSpoolBytes: -1}, {SyncInterval: -time.Second}, {SnapshotInterval: -time.Hour}} {
+		r, err := ferry.Replicate(context.Background(), src, []string{"file://" + filepath.Join(dir, "replica")}, o)
+		if err == nil {
+			r.Close()
+			t.Errorf("Replicate with %+v succeeded", o)
+		}
 	}
 }
