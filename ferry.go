@@ -11,9 +11,11 @@ package ferry
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"sync"
 	"time"
@@ -23,6 +25,7 @@ import (
 	"github.com/ferrydb/ferry/internal/daemon"
 	"github.com/ferrydb/ferry/internal/objstore"
 	"github.com/ferrydb/ferry/internal/restore"
+	"github.com/ferrydb/ferry/internal/spool"
 	"github.com/ferrydb/ferry/internal/target"
 )
 
@@ -103,12 +106,17 @@ func Replicate(ctx context.Context, dbPath string, replicaURLs []string, o Optio
 		}
 		targets[u] = s
 	}
+	_, statErr := os.Lstat(o.SpoolDir)
+	fresh := errors.Is(statErr, os.ErrNotExist)
 	r, err := capture.Open(ctx, capture.Options{
 		DBPath: dbPath, SpoolDir: o.SpoolDir, Targets: targets,
 		SyncInterval: o.SyncInterval, SnapshotInterval: o.SnapshotInterval,
 		MaxSpoolBytes: o.MaxSpoolBytes, Log: o.Log,
 	})
 	if err != nil {
+		if fresh {
+			removeSpool(o.SpoolDir)
+		}
 		return nil, err
 	}
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
@@ -121,6 +129,28 @@ func Replicate(ctx context.Context, dbPath string, replicaURLs []string, o Optio
 		rep.mu.Unlock()
 	}()
 	return rep, nil
+}
+
+// removeSpool removes the spool directory dir that a failed Replicate
+// created, so that a database not in WAL mode, say, leaves nothing beside
+// it. It takes the spool's lock and moves the directory aside while
+// holding it: a process that opened the same spool in the meantime keeps
+// it (the lock fails), and one that opens it afterwards starts a new one
+// rather than writing into a directory being deleted.
+func removeSpool(dir string) {
+	if _, err := os.Lstat(dir); err != nil {
+		return
+	}
+	sp, err := spool.Open(dir, spool.Options{})
+	if err != nil {
+		return
+	}
+	aside := dir + ".removing-" + rand.Text()
+	err = os.Rename(dir, aside)
+	sp.Close()
+	if err == nil {
+		os.RemoveAll(aside)
+	}
 }
 
 // Sync returns once every transaction committed before the call is durable

@@ -3,7 +3,9 @@ package ferry_test
 import (
 	"context"
 	"database/sql"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -164,5 +166,36 @@ func TestLibraryRefusesNegativeOptions(t *testing.T) {
 			r.Close()
 			t.Errorf("Replicate with %+v succeeded", o)
 		}
+	}
+}
+
+// A Replicate that fails leaves no spool directory it created beside the
+// database, and never removes one that was there before it.
+func TestLibraryFailedStartRemovesItsSpool(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "app.db")
+	if err := os.WriteFile(src, nil, 0o600); err != nil { // not in WAL mode
+		t.Fatal(err)
+	}
+	url := "file://" + filepath.Join(dir, "replica")
+	if _, err := ferry.Replicate(context.Background(), src, []string{url}, ferry.Options{}); err == nil {
+		t.Fatal("replicating a database not in WAL mode succeeded")
+	}
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), ".app.db-ferry") {
+			t.Errorf("a failed Replicate left %s behind", e.Name())
+		}
+	}
+
+	kept := filepath.Join(dir, "kept-spool")
+	if err := os.Mkdir(kept, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ferry.Replicate(context.Background(), src, []string{url}, ferry.Options{SpoolDir: kept}); err == nil {
+		t.Fatal("replicating a database not in WAL mode succeeded")
+	}
+	if _, err := os.Stat(kept); err != nil {
+		t.Errorf("a failed Replicate removed the spool directory it was given: %v", err)
 	}
 }
