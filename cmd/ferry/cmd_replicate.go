@@ -2,13 +2,9 @@ package main
 
 import (
 	"context"
-	iofs "io/fs"
-	"path/filepath"
-	"time"
 
 	"github.com/ferrydb/ferry/internal/config"
 	"github.com/ferrydb/ferry/internal/daemon"
-	"github.com/ferrydb/ferry/internal/spool"
 )
 
 type replicateCmd struct{ *app }
@@ -19,12 +15,21 @@ func (*replicateCmd) Summary() string {
 }
 func (*replicateCmd) Usage() string {
 	return `
-Usage: ferry replicate [-config PATH] [-exec CMD] [DB_PATH REPLICA_URL...]
+Usage: ferry replicate [-config PATH] [-exec CMD] [-shutdown-timeout D] [DB_PATH REPLICA_URL...]
 
 Replicates every database and file inbox in the config file, or, given
 DB_PATH and one or more REPLICA_URLs, that one database to those replicas,
 until interrupted. With -exec, runs CMD as a child process and stops when
-it exits, after replicating what it committed.
+it exits.
+
+On SIGTERM or SIGINT, or when the -exec child exits, ferry captures what
+was committed, ships it, and waits up to the shutdown timeout (30s, or
+shutdown-timeout: in the config) for every target to hold it; it exits
+non-zero if one still lacks something, which then stays in the spool.
+
+A store that does not answer at start (connection refused, a timeout, a
+5xx) is logged and retried while the databases are captured into the
+spool; a missing bucket or refused credentials stop the start.
 
 Replica URLs: file:///abs/path or
 s3://bucket/prefix?endpoint=URL&region=R&force-path-style=true`
@@ -34,6 +39,7 @@ func (c *replicateCmd) Run(ctx context.Context, args []string) error {
 	fs := newFlagSet("replicate")
 	cfgPath := configFlag(fs)
 	execCmd := fs.String("exec", "", "run `CMD` as a child process; stop replicating when it exits")
+	shutdown := fs.Duration("shutdown-timeout", 0, "on stop, wait up to `D` for every target to hold what was committed (default 30s, or shutdown-timeout: in the config)")
 	if err := c.parse(fs, c.Usage(), args); err != nil {
 		return err
 	}
@@ -43,6 +49,9 @@ func (c *replicateCmd) Run(ctx context.Context, args []string) error {
 	}
 	if set["config"] && *cfgPath == "" {
 		return usagef("-config needs a path")
+	}
+	if set["shutdown-timeout"] && *shutdown <= 0 {
+		return usagef("-shutdown-timeout needs a positive duration such as 30s")
 	}
 	var cfg *config.Config
 	if fs.NArg() > 0 {
@@ -67,11 +76,13 @@ func (c *replicateCmd) Run(ctx context.Context, args []string) error {
 		if err := existing(db, "file"); err != nil {
 			return err
 		}
-		cfg = &config.Config{Source: "the command line", DBs: []config.DB{{
-			Path: db, Replicas: replicas,
-			SyncInterval: config.DefaultSyncInterval, SnapshotInterval: config.DefaultSnapshotInterval,
-			Retention: config.DefaultRetention, MaxSpoolBytes: config.DefaultMaxSpoolBytes,
-		}}}
+		cfg = &config.Config{Source: "the command line",
+			HealthzMaxLag: config.DefaultHealthzMaxLag, ShutdownTimeout: config.DefaultShutdownTimeout,
+			DBs: []config.DB{{
+				Path: db, Replicas: replicas,
+				SyncInterval: config.DefaultSyncInterval, SnapshotInterval: config.DefaultSnapshotInterval,
+				MaxSpoolBytes: config.DefaultMaxSpoolBytes,
+			}}}
 	}
 	if cfg == nil {
 		path := *cfgPath
@@ -82,6 +93,9 @@ func (c *replicateCmd) Run(ctx context.Context, args []string) error {
 		if cfg, err = c.loadConfig(path, set["config"]); err != nil {
 			return err
 		}
+	}
+	if set["shutdown-timeout"] {
+		cfg.ShutdownTimeout = *shutdown
 	}
 	return c.daemon(ctx, cfg, *execCmd)
 }
@@ -97,35 +111,10 @@ func (c *replicateCmd) daemon(ctx context.Context, cfg *config.Config, execCmd s
 	if execCmd == "" {
 		return daemon.Run(ctx, cfg, opts)
 	}
-	child := daemon.Child{Command: execCmd, FlushTimeout: 30 * time.Second, Drained: func() bool {
-		return filesDrained(opts.FilesSpool, cfg.Files) && dbsDrained(cfg)
-	}}
+	child := daemon.Child{Command: execCmd}
 	code, err := child.Run(ctx, func(ctx context.Context) error { return daemon.Run(ctx, cfg, opts) })
 	if err != nil {
 		return err
 	}
 	return &childExit{code: code}
-}
-
-// filesDrained reports whether every inbox is empty and the files spool
-// holds nothing: all that was handed to ferry is in its targets.
-func filesDrained(spoolDir string, inboxes []config.Inbox) bool {
-	rep, err := spool.Check(spoolDir, spool.Limits{}, time.Now())
-	if err != nil || rep.Entries > 0 {
-		return false
-	}
-	for _, in := range inboxes {
-		found := false
-		filepath.WalkDir(in.Path, func(_ string, d iofs.DirEntry, err error) error {
-			if err == nil && d.Type().IsRegular() {
-				found = true
-				return filepath.SkipAll
-			}
-			return nil
-		})
-		if found {
-			return false
-		}
-	}
-	return true
 }

@@ -11,7 +11,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/ferrydb/ferry/internal/config"
 	"github.com/ferrydb/ferry/internal/daemon"
 )
 
@@ -62,18 +61,4 @@ func (c *controlClient) sync(ctx context.Context, timeout time.Duration) (daemon
 	var rep daemon.SyncReport
 	_, err := c.do(ctx, http.MethodPost, "/sync?timeout="+url.QueryEscape(timeout.String()), &rep)
 	return rep, err
-}
-
-// dbsDrained reports whether every database of cfg has everything it
-// captured durable in every target.
-func dbsDrained(cfg *config.Config) bool {
-	for _, db := range cfg.DBs {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		rep, err := newControlClient(db.Path).sync(ctx, time.Second)
-		cancel()
-		if err != nil || !rep.Done {
-			return false
-		}
-	}
-	return true
 }

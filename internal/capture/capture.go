@@ -89,7 +89,7 @@ func (r *Replicator) capturePass(ctx context.Context) error {
 			// A new generation seen while protected continues the old one:
 			// every frame of the old one was in the database file before
 			// SQLite could restart the log, and ferry had read them all.
-			r.o.Log.Debug("the log started a new generation", "db", r.o.DBPath, "after", r.pos, "how", be.Reason)
+			r.o.Log.Debug("the log started a new generation", "after", r.pos, "how", be.Reason)
 			if be.Reason == wal.BreakTruncated {
 				r.newGeneration(nil)
 				return nil
@@ -156,9 +156,20 @@ func (r *Replicator) addTxn(rd *wal.Reader, txn wal.Txn) error {
 	if at.Before(r.txTime) {
 		at = r.txTime
 	}
+	// While every target waits for a snapshot nobody can use a change
+	// set: the transaction is numbered and its pages marked dirty, but not
+	// copied, which keeps ferry abreast of the log even when the spool has
+	// no room.
+	record := r.anySynced()
+	if !record && !r.batch.empty() {
+		r.clearBatch()
+	}
 	mark := r.batch.mark()
-	err := r.batch.begin(txid, at, txn.Commit, len(txn.Pages), r.pageSize)
-	for i := 0; err == nil && i < len(txn.Pages); i++ {
+	var err error
+	if record {
+		err = r.batch.begin(txid, at, txn.Commit, len(txn.Pages), r.pageSize)
+	}
+	for i := 0; record && err == nil && i < len(txn.Pages); i++ {
 		ref := txn.Pages[i]
 		if err = rd.ReadPage(ref, r.page); err == nil {
 			err = r.batch.page(ref.Pgno, r.page)
@@ -170,7 +181,9 @@ func (r *Replicator) addTxn(rd *wal.Reader, txn wal.Txn) error {
 		}
 		return err
 	}
-	r.batch.commit(txid)
+	if record {
+		r.batch.commit(txid)
+	}
 	r.lay(txn, r.dbSize)
 	for _, t := range r.targets {
 		for _, ref := range txn.Pages {
@@ -179,6 +192,9 @@ func (r *Replicator) addTxn(rd *wal.Reader, txn wal.Txn) error {
 	}
 	r.txid, r.txTime, r.dbSize, r.pos = txid, at, txn.Commit, txn.End
 	r.gen = rd
+	if !record {
+		r.durable = r.current()
+	}
 	r.progress.setLocal(txid, at)
 	return nil
 }

@@ -121,7 +121,7 @@ func (r *Replicator) checkpointLocked(ctx context.Context) (ckptResult, error) {
 		return res, err
 	}
 	if res.busy || res.log-r.pos.Frames() > lockedTail || res.log-res.moved > 2*lockedTail {
-		r.o.Log.Debug("checkpoint with the writer lock skipped: too much left", "db", r.o.DBPath,
+		r.o.Log.Debug("checkpoint with the writer lock skipped: too much left",
 			"busy", res.busy, "unread", res.log-r.pos.Frames(), "uncopied", res.log-res.moved)
 		return ckptResult{busy: true}, nil
 	}
@@ -134,7 +134,7 @@ func (r *Replicator) checkpointLocked(ctx context.Context) (ckptResult, error) {
 	if uerr := r.sql.unlockWriters(); err == nil {
 		err = uerr
 	}
-	r.o.Log.Debug("checkpoint with the writer lock", "db", r.o.DBPath, "complete", res.complete(), "held", time.Since(start))
+	r.o.Log.Debug("checkpoint with the writer lock", "complete", res.complete(), "held", time.Since(start))
 	return res, err
 }
 
@@ -170,7 +170,7 @@ func (r *Replicator) passive(ctx context.Context) (ckptResult, error) {
 func (r *Replicator) runCheckpoint(ctx context.Context, mode string) (ckptResult, error) {
 	res, err := r.sql.checkpoint(ctx, mode)
 	if err == nil {
-		r.o.Log.Debug("checkpoint", "db", r.o.DBPath, "mode", mode, "busy", res.busy, "log", res.log, "copied", res.moved)
+		r.o.Log.Debug("checkpoint", "mode", mode, "busy", res.busy, "log", res.log, "copied", res.moved)
 	}
 	return res, err
 }

@@ -2,6 +2,7 @@ package capture
 
 import (
 	"context"
+	"log/slog"
 	"slices"
 	"sync"
 	"time"
@@ -14,108 +15,69 @@ type txRange struct{ first, last uint64 }
 
 // progress tracks, for Sync and Status, how far each target provably
 // restores: from its newest completed snapshot, through every change set
-// all of whose txids it has confirmed, without a hole. It is shared by the
-// capture loop, the uploaders and callers of Status and Sync.
+// all of whose txids it has confirmed, without a hole; and how each target
+// fares. It is shared by the capture loop, the uploaders, the snapshot
+// job and callers of Status and Sync.
 type progress struct {
+	log     *slog.Logger
 	mu      sync.Mutex
 	changed chan struct{} // closed and replaced at every change
 	local   uint64
 	at      time.Time
-	targets map[string]*targetProgress
+	marks   commitMarks
+	targets map[string]*targetState
 	gaps    []Gap
-	lastErr string
-	errAt   time.Time
+	// The capture's own failures (not a target's).
+	lastErr   string
+	errAt     time.Time
+	errors    int64
+	lastShown time.Time
 }
 
-type targetProgress struct {
-	base    uint64    // newest completed snapshot
-	ranges  []txRange // change sets confirmed above base, merged and sorted
-	synced  bool
-	lastErr string
-	// openFrom, when not zero, is the first txid of a gap that the next
-	// snapshot stored will end, and openCause why it began.
-	openFrom  uint64
-	openCause string
-}
-
-func newProgress(urls []string) *progress {
-	p := &progress{changed: make(chan struct{}), targets: map[string]*targetProgress{}}
+func newProgress(urls []string, log *slog.Logger) *progress {
+	p := &progress{log: log, changed: make(chan struct{}), targets: map[string]*targetState{}}
 	for _, u := range urls {
-		p.targets[u] = &targetProgress{}
+		p.targets[u] = &targetState{url: u}
 	}
 	return p
 }
 
-// notify wakes every waiter. The caller holds p.mu.
+// notify wakes every waiter and forgets commit times nobody lacks. The
+// caller holds p.mu.
 func (p *progress) notify() {
 	close(p.changed)
 	p.changed = make(chan struct{})
+	oldest := p.local
+	for _, t := range p.targets {
+		oldest = min(oldest, t.reached())
+		t.progressed(p.log)
+	}
+	p.marks.trim(oldest + 1)
 }
 
-// reached returns how far t restores.
-func (t *targetProgress) reached() uint64 {
-	if t.base == 0 {
-		return 0
-	}
-	x := t.base
-	for _, r := range t.ranges {
-		if r.first > x+1 {
-			break
-		}
-		x = max(x, r.last)
-	}
-	return x
-}
-
-// add records that t holds the change sets for r.
-func (t *targetProgress) add(r txRange) {
-	if r.last <= t.base {
-		return
-	}
-	t.ranges = append(t.ranges, r)
-	slices.SortFunc(t.ranges, func(a, b txRange) int {
-		switch {
-		case a.first < b.first:
-			return -1
-		case a.first > b.first:
-			return 1
-		}
-		return 0
-	})
-	merged := t.ranges[:0]
-	for _, r := range t.ranges {
-		if n := len(merged); n > 0 && r.first <= merged[n-1].last+1 {
-			merged[n-1].last = max(merged[n-1].last, r.last)
-			continue
-		}
-		merged = append(merged, r)
-	}
-	t.ranges = merged
-}
-
-// prune forgets ranges the base covers.
-func (t *targetProgress) prune() {
-	t.ranges = slices.DeleteFunc(t.ranges, func(r txRange) bool { return r.last <= t.base })
-}
-
-// setLocal records the newest captured txid.
+// setLocal records the newest captured txid and when it was committed.
 func (p *progress) setLocal(txid uint64, at time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if txid != p.local {
 		p.local, p.at = txid, at
+		p.marks.add(txid, at)
 		p.notify()
 	}
 }
 
-// restore sets a target's position from the saved state.
-func (p *progress) restore(url string, base, replicated uint64, synced bool) {
+// restore sets a target's position from the saved state: waiting, when
+// not zero, is when the oldest txid it lacked was committed.
+func (p *progress) restore(url string, base, replicated uint64, synced bool, waiting time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	t := p.targets[url]
 	t.base, t.synced = base, synced
 	if replicated > base {
 		t.add(txRange{base + 1, replicated})
+	}
+	if !waiting.IsZero() {
+		p.marks.seed(t.reached()+1, waiting)
 	}
 }
 
@@ -129,7 +91,7 @@ func (p *progress) shipped(url, key string) {
 	defer p.mu.Unlock()
 	if t := p.targets[url]; t != nil {
 		t.add(txRange{first, last})
-		t.lastErr = ""
+		t.answered(p.log, p.local, time.Now())
 	}
 	p.notify()
 }
@@ -154,7 +116,7 @@ func (p *progress) snapshotDone(url string, txid uint64) {
 		t.base = txid
 		t.prune()
 	}
-	t.lastErr = ""
+	t.answered(p.log, p.local, time.Now())
 	p.notify()
 }
 
@@ -179,16 +141,65 @@ func (p *progress) replicated(url string) uint64 {
 	return p.targets[url].reached()
 }
 
-// fail records an error, for one target or (url "") for the capture.
-func (p *progress) fail(url string, err error) {
+// waitingSince returns when the oldest txid url lacks was committed, zero
+// when it lacks none.
+func (p *progress) waitingSince(url string) time.Time {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	t := p.targets[url]
+	if r := t.reached(); r < p.local {
+		at, _ := p.marks.committedAt(r + 1)
+		return at
+	}
+	return time.Time{}
+}
+
+// attempt is the store observer of url's target: every call its store
+// makes ends here, so that a failure shows within one attempt and the
+// first answer after an outage is seen at once.
+func (p *progress) attempt(url string, err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	t := p.targets[url]
+	if t == nil {
+		return
+	}
+	if err == nil {
+		t.answered(p.log, p.local, time.Now())
+		return
+	}
+	t.failed(p.log, err, time.Now())
+}
+
+// targetFailed records a failure of url's target that is not a store
+// call: a change set refused for good, an uploader that stopped.
+func (p *progress) targetFailed(url string, err error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if t := p.targets[url]; t != nil {
-		t.lastErr = err.Error()
-		return
+		t.failed(p.log, err, time.Now())
 	}
-	p.lastErr, p.errAt = err.Error(), time.Now()
 }
+
+// captureFailed records an error of the capture itself and reports
+// whether it deserves a log line: a new error, or the same one again
+// after a while, so that a disk that stays full is not a line per pass.
+func (p *progress) captureFailed(err error) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	now := time.Now()
+	msg := err.Error()
+	p.errors++
+	show := msg != p.lastErr || now.Sub(p.lastShown) >= repeatErrorLogEvery
+	p.lastErr, p.errAt = msg, now
+	if show {
+		p.lastShown = now
+	}
+	return show
+}
+
+// repeatErrorLogEvery spaces log lines of a capture error that repeats.
+const repeatErrorLogEvery = time.Minute
 
 // addGap records a gap in point-in-time coverage.
 func (p *progress) addGap(g Gap) {

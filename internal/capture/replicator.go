@@ -130,6 +130,8 @@ func Open(ctx context.Context, o Options) (*Replicator, error) {
 	if o.DBPath, err = filepath.Abs(o.DBPath); err != nil {
 		return nil, fmt.Errorf("capture %s: %w", o.DBPath, err)
 	}
+	// Every line the replicator logs is about this database.
+	o.Log = o.Log.With("db", o.DBPath)
 	info, err := statDB(o.DBPath)
 	if err != nil {
 		return nil, err
@@ -143,6 +145,8 @@ func Open(ctx context.Context, o Options) (*Replicator, error) {
 		done:    make(chan struct{}),
 		overlay: map[uint32]wal.PageRef{},
 		targets: map[string]*target{},
+
+		failedSeen: map[spool.ID]bool{},
 	}
 	fail := func(err error) (*Replicator, error) {
 		r.closeAll()
@@ -170,7 +174,7 @@ func Open(ctx context.Context, o Options) (*Replicator, error) {
 	if r.batch, err = openBatch(o.SpoolDir, batchBytes); err != nil {
 		return fail(fmt.Errorf("capture %s: %w", o.DBPath, err))
 	}
-	r.progress = newProgress(r.urls)
+	r.progress = newProgress(r.urls, o.Log)
 	return r, nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/ferrydb/ferry/internal/objstore"
@@ -81,6 +82,7 @@ func (r *Replicator) Run(ctx context.Context) error {
 // dropBacklog); the target's change sets must keep flowing, so it is
 // started again.
 func (r *Replicator) upload(ctx context.Context, url, queue string) {
+	ctx = r.observed(ctx, url)
 	for {
 		up := uploader.New(r.sp, r.openTarget, uploader.Options{
 			Queue: queue,
@@ -94,8 +96,7 @@ func (r *Replicator) upload(ctx context.Context, url, queue string) {
 			return
 		}
 		if err != nil && !errors.Is(err, spool.ErrDropped) {
-			r.progress.fail(url, fmt.Errorf("uploader: %w", err))
-			r.o.Log.Warn("uploader stopped; restarting it", "db", r.o.DBPath, "target", url, "err", err)
+			r.progress.targetFailed(url, fmt.Errorf("uploader stopped; restarting it: %w", err))
 		}
 		select {
 		case <-ctx.Done():
@@ -103,6 +104,13 @@ func (r *Replicator) upload(ctx context.Context, url, queue string) {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// observed returns ctx with url's store calls reported to its state, so
+// that an outage shows within one failed attempt rather than after the
+// store's last retry, and the first answer after it is seen at once.
+func (r *Replicator) observed(ctx context.Context, url string) context.Context {
+	return objstore.WithAttemptObserver(ctx, func(_ string, err error) { r.progress.attempt(url, err) })
 }
 
 func (r *Replicator) openTarget(_ context.Context, url string) (objstore.Store, error) {
@@ -126,7 +134,7 @@ func (r *Replicator) start(ctx context.Context, wg *sync.WaitGroup) error {
 				for _, i := range sv.Dirty {
 					t.dirty.Add(i)
 				}
-				r.progress.restore(u, sv.Snapshot, sv.Replicated, t.synced)
+				r.progress.restore(u, sv.Snapshot, sv.Replicated, t.synced, sv.WaitingSince)
 				r.progress.setOpenGap(u, t.unsyncedFrom, t.unsyncedCause)
 			}
 		}
@@ -172,7 +180,7 @@ func (r *Replicator) remoteTop(ctx context.Context) (uint64, error) {
 		var err error
 		for _, u := range r.urls {
 			var t uint64
-			if t, err = remoteTop(ctx, r.o.Targets[u]); err != nil {
+			if t, err = remoteTop(r.observed(ctx, u), r.o.Targets[u]); err != nil {
 				err = fmt.Errorf("target %s: %w", u, err)
 				break
 			}
@@ -198,7 +206,7 @@ func (r *Replicator) remoteTop(ctx context.Context) (uint64, error) {
 // the spool to be confirmed again.
 func (r *Replicator) reconcile(ctx context.Context, url string) {
 	for attempt := 1; ; attempt++ {
-		rs, err := remoteSegments(ctx, r.o.Targets[url])
+		rs, err := remoteSegments(r.observed(ctx, url), r.o.Targets[url])
 		if err == nil {
 			r.progress.remote(url, rs)
 			return
@@ -277,18 +285,21 @@ func (r *Replicator) handle(ctx context.Context, err error) {
 	case err == nil:
 	case ctx.Err() != nil:
 	case errors.Is(err, errRetry):
-		r.o.Log.Debug("capture pass stopped early; retrying", "db", r.o.DBPath, "err", err)
+		r.o.Log.Debug("capture pass stopped early; retrying", "err", err)
 	case errors.As(err, &be):
 		if r.broken == nil {
 			r.o.Log.Warn("the log no longer continues from what ferry captured; a snapshot will carry the database on",
-				"db", r.o.DBPath, "cause", be.err)
+				"cause", be.err)
 			r.broken = be.err
 		}
 		if err := r.answerBreak(ctx, r.broken); err != nil {
 			r.fail(err)
 		}
+	case errors.Is(err, syscall.ENOSPC):
+		r.fail(err)
+		r.spoolDiskFull(err)
 	case errors.Is(err, errReopen):
-		r.o.Log.Warn("the database file was replaced; reopening it", "db", r.o.DBPath)
+		r.o.Log.Warn("the database file was replaced; reopening it")
 		r.handle(ctx, r.reopen(ctx))
 	default:
 		r.fail(err)

@@ -1,11 +1,13 @@
 package capture
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
+	"syscall"
 	"time"
 
 	"github.com/ferrydb/ferry/internal/segment"
@@ -53,6 +55,9 @@ func (r *Replicator) shipBatch() {
 	defer os.Remove(tmp)
 	if err := r.writeSegmentFile(tmp); err != nil {
 		r.fail(fmt.Errorf("write change set %s: %w", key, err))
+		if errors.Is(err, syscall.ENOSPC) {
+			r.spoolDiskFull(err)
+		}
 		return
 	}
 	for i, t := range ts {
@@ -62,7 +67,9 @@ func (r *Replicator) shipBatch() {
 			if err == nil {
 				break
 			}
-			if !errors.Is(err, spool.ErrFull) {
+			// A disk without room is a full spool too, only smaller than
+			// its bound.
+			if !errors.Is(err, spool.ErrFull) && !errors.Is(err, syscall.ENOSPC) {
 				// Targets spooled already get the change set again on the
 				// next try; a duplicate is harmless.
 				r.fail(fmt.Errorf("spool change set %s for %s: %w", key, t.url, err))
@@ -112,6 +119,40 @@ func (r *Replicator) dropBatch(reason string) {
 	r.clearBatch()
 }
 
+// spoolDiskFull answers a spool whose disk has no room left: the
+// longest backlog goes first, as for a full spool; with none left, the
+// batch itself cannot be written, so every target gives up its change sets
+// and waits for a snapshot, which goes to the stores without the spool.
+// Until then the capture only counts transactions (see addTxn), so that it
+// keeps up with the log and the application's log stays bounded.
+func (r *Replicator) spoolDiskFull(cause error) {
+	if victim := r.laggard(); victim != nil {
+		r.dropBacklog(victim, cause)
+		return
+	}
+	for _, u := range r.urls {
+		if t := r.targets[u]; t.synced {
+			r.o.Log.Error("spool disk full: a snapshot will re-establish the target's chain", "target", u, "cause", cause)
+			r.unsync(t, r.progress.replicated(u)+1, "the spool's disk was full")
+			t.nextTry = time.Time{}
+		}
+	}
+	r.clearBatch()
+	if err := r.save(); err != nil {
+		r.fail(err)
+	}
+}
+
+// anySynced reports whether change sets reach some target.
+func (r *Replicator) anySynced() bool {
+	for _, t := range r.targets {
+		if t.synced {
+			return true
+		}
+	}
+	return false
+}
+
 // laggard returns the target with the longest backlog in the spool, or
 // nil when no target has one.
 func (r *Replicator) laggard() *target {
@@ -136,7 +177,7 @@ func (r *Replicator) dropBacklog(t *target, cause error) {
 		r.fail(fmt.Errorf("drop the change-set backlog of %s: %w", t.url, err))
 	}
 	r.o.Log.Error("spool full: dropped a target's change-set backlog; a snapshot will re-establish its chain",
-		"db", r.o.DBPath, "target", t.url, "entries", n, "bytes", bytes, "cause", cause)
+		"target", t.url, "entries", n, "bytes", bytes, "cause", cause)
 	r.unsync(t, r.progress.replicated(t.url)+1, "the spool was full and the target's change sets were dropped")
 	t.nextTry = time.Time{}
 	if err := r.save(); err != nil {
@@ -146,10 +187,15 @@ func (r *Replicator) dropBacklog(t *target, cause error) {
 
 // checkFailed looks for change sets the uploaders gave up on for good
 // (the store refused them for a reason retrying cannot fix). A target
-// missing one can restore nothing past it, so it waits for a snapshot.
+// missing one can restore nothing past it, so its chain ends there: the
+// txids from the hole on become a gap, and a snapshot starts the chain
+// again. The entry stays in the spool's failed queue for the operator
+// (`ferry spool fsck` lists it); a restart finds it again and ignores it
+// once a snapshot at or past its first txid reached the target.
 func (r *Replicator) checkFailed() {
 	failed, err := r.sp.Failed()
 	if err != nil {
+		r.fail(fmt.Errorf("list the spool's failed change sets: %w", err))
 		return
 	}
 	for _, e := range failed {
@@ -157,13 +203,32 @@ func (r *Replicator) checkFailed() {
 			continue
 		}
 		r.failedSeen[e.ID] = true
-		for _, t := range r.targets {
-			if e.From != segmentQueue(t.url) {
+		for _, u := range r.urls {
+			t := r.targets[u]
+			if e.From != segmentQueue(u) {
 				continue
 			}
-			cause := fmt.Sprintf("a change set failed for good: %s", e.Reason)
-			r.progress.fail(t.url, errors.New(cause))
-			r.unsync(t, r.progress.replicated(t.url)+1, cause)
+			var job uploader.Job
+			first := uint64(0)
+			if err := json.Unmarshal(e.Payload, &job); err == nil {
+				first, _, _ = segment.ParseKey(job.Key)
+			}
+			if first != 0 && first <= t.base {
+				continue // a snapshot since carries the chain past it
+			}
+			cause := fmt.Sprintf("the store refused change set %s for good: %s", job.Key, e.Reason)
+			r.progress.targetFailed(u, errors.New(cause))
+			if t.synced || t.snapping {
+				r.unsync(t, r.progress.replicated(u)+1, cause)
+				// The rest of its backlog chains onto the hole: of no use.
+				if _, _, err := r.sp.DropQueue(segmentQueue(u)); err != nil {
+					r.fail(fmt.Errorf("drop the change-set backlog of %s: %w", u, err))
+				}
+				t.nextTry = time.Time{}
+				if err := r.save(); err != nil {
+					r.fail(err)
+				}
+			}
 		}
 	}
 }
@@ -174,14 +239,15 @@ func (r *Replicator) gap(url string, first, last uint64, reason string) {
 		return
 	}
 	g := Gap{Target: url, First: first, Last: last, Reason: reason, Time: time.Now().UTC()}
-	r.o.Log.Warn("gap in point-in-time coverage", "db", r.o.DBPath, "target", url, "first_txid", first, "last_txid", last, "reason", reason)
+	r.o.Log.Warn("gap in point-in-time coverage", "target", url, "first_txid", first, "last_txid", last, "reason", reason)
 	r.progress.addGap(g)
 }
 
 // fail records an error of the capture for Status and the log.
 func (r *Replicator) fail(err error) {
-	r.o.Log.Warn("capture", "db", r.o.DBPath, "err", err)
-	r.progress.fail("", err)
+	if r.progress.captureFailed(err) {
+		r.o.Log.Warn("capture failed; retrying", "err", err)
+	}
 }
 
 // save writes the capture state.
@@ -206,6 +272,7 @@ func (r *Replicator) save() error {
 			SnapshotTime:  t.baseTime,
 			Synced:        t.synced && !(t.snapping && t.resyncing),
 			Replicated:    r.progress.replicated(u),
+			WaitingSince:  r.progress.waitingSince(u),
 			UnsyncedFrom:  t.unsyncedFrom,
 			UnsyncedCause: t.unsyncedCause,
 			Full:          t.full,

@@ -35,6 +35,8 @@ type snapWork struct {
 	prev  *snapshot.Manifest
 	dirty snapshot.ChunkSet
 	full  bool
+	// observe hears every store call, for the target's state.
+	observe objstore.AttemptObserver
 
 	m     snapshot.Manifest
 	stats snapshot.Stats
@@ -88,7 +90,9 @@ func (r *Replicator) startSnapshots(ctx context.Context, now time.Time) {
 	jctx, cancel := context.WithCancel(ctx)
 	job := &snapJob{txid: r.txid, at: r.txTime, img: img, cancel: cancel, done: make(chan struct{})}
 	for _, t := range ts {
-		w := &snapWork{url: t.url, store: t.store, base: t.base, dirty: t.dirty, full: t.full || t.base == 0}
+		url := t.url
+		w := &snapWork{url: url, store: t.store, base: t.base, dirty: t.dirty, full: t.full || t.base == 0,
+			observe: func(_ string, err error) { r.progress.attempt(url, err) }}
 		if !w.full {
 			w.prev = t.prev
 		}
@@ -104,7 +108,7 @@ func (r *Replicator) startSnapshots(ctx context.Context, now time.Time) {
 		job.works = append(job.works, w)
 	}
 	r.job = job
-	r.o.Log.Debug("snapshot started", "db", r.o.DBPath, "txid", job.txid, "targets", len(job.works), "pages", job.img.pages)
+	r.o.Log.Debug("snapshot started", "txid", job.txid, "targets", len(job.works), "pages", job.img.pages)
 	go job.run(jctx)
 }
 
@@ -112,6 +116,7 @@ func (j *snapJob) run(ctx context.Context) {
 	defer close(j.done)
 	defer j.img.close()
 	for _, w := range j.works {
+		ctx := objstore.WithAttemptObserver(ctx, w.observe)
 		if !w.full && (w.prev == nil || w.prev.TXID != w.base) {
 			m, err := snapshot.Load(ctx, w.store, w.base)
 			if err == nil {
@@ -175,7 +180,7 @@ func (r *Replicator) finishSnapshots() {
 			t.failures, t.nextTry = 0, time.Time{}
 			// Logged first: snapshotDone wakes Sync, whose callers may
 			// look for this line.
-			r.o.Log.Info("snapshot stored", "db", r.o.DBPath, "target", t.url, "txid", job.txid,
+			r.o.Log.Info("snapshot stored", "target", t.url, "txid", job.txid,
 				"chunks", w.stats.Chunks, "reread", w.stats.ChunksReread, "uploaded", w.stats.ChunksUploaded, "bytes", w.stats.BytesUploaded)
 			r.progress.snapshotDone(t.url, job.txid)
 		} else {
@@ -192,8 +197,8 @@ func (r *Replicator) finishSnapshots() {
 			} else {
 				t.failures++
 				t.nextTry = now.Add(retryDelay(t.failures))
-				r.progress.fail(t.url, w.err)
-				r.o.Log.Warn("snapshot failed; will retry", "db", r.o.DBPath, "target", t.url, "txid", job.txid, "retry_in", t.nextTry.Sub(now).Round(time.Millisecond), "err", w.err)
+				r.progress.targetFailed(t.url, w.err)
+				r.o.Log.Warn("snapshot failed; will retry", "target", t.url, "txid", job.txid, "retry_in", t.nextTry.Sub(now).Round(time.Millisecond), "err", w.err)
 			}
 		}
 		t.jobDirty, t.jobFull, t.resyncing = nil, false, false

@@ -55,8 +55,11 @@ type savedTarget struct {
 	SnapshotTime time.Time `json:"snapshot_time,omitzero"`
 	// Synced says that change sets reach the target from Snapshot on.
 	Synced bool `json:"synced"`
-	// Replicated is how far the target was known to restore.
-	Replicated uint64 `json:"replicated"`
+	// Replicated is how far the target was known to restore, and
+	// WaitingSince when the oldest txid it lacked was committed, so that
+	// its lag stays true across a restart.
+	Replicated   uint64    `json:"replicated"`
+	WaitingSince time.Time `json:"waiting_since,omitzero"`
 	// UnsyncedFrom is the first txid the target misses while it waits for
 	// a snapshot; the gap is recorded when the snapshot lands.
 	UnsyncedFrom  uint64 `json:"unsynced_from,omitempty"`

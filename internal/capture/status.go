@@ -6,8 +6,9 @@ import (
 )
 
 // Gap is a run of txids that a target cannot restore: their change sets
-// were dropped from a full spool, or the log broke continuity while the
-// target could not take the snapshot that carries on from there.
+// were dropped from a full spool or refused by the store for good, or the
+// log broke continuity while the target could not take the snapshot that
+// carries on from there.
 type Gap struct {
 	Target string    `json:"target"`
 	First  uint64    `json:"first_txid"`
@@ -29,11 +30,15 @@ type Status struct {
 	Time    time.Time      `json:"time,omitzero"`
 	Targets []TargetStatus `json:"targets"`
 	// SpoolBytes and SpoolSegments are the change sets waiting for upload.
-	SpoolBytes    int64     `json:"spool_bytes"`
-	SpoolSegments int       `json:"spool_segments"`
-	Gaps          []Gap     `json:"gaps,omitempty"`
+	SpoolBytes    int64 `json:"spool_bytes"`
+	SpoolSegments int   `json:"spool_segments"`
+	Gaps          []Gap `json:"gaps,omitempty"`
+	// LastError is the newest failure of the capture itself (reading the
+	// log, writing the spool), LastErrorTime when it happened and Errors
+	// how many there were since start.
 	LastError     string    `json:"last_error,omitempty"`
 	LastErrorTime time.Time `json:"last_error_time,omitzero"`
+	Errors        int64     `json:"errors"`
 }
 
 // TargetStatus is one target's part of a Status.
@@ -46,19 +51,32 @@ type TargetStatus struct {
 	Snapshot uint64 `json:"snapshot_txid"`
 	// Synced is false while the target waits for a snapshot before change
 	// sets are of use to it again.
-	Synced    bool   `json:"synced"`
-	LastError string `json:"last_error,omitempty"`
+	Synced bool `json:"synced"`
+	// Lag is the age of the oldest captured commit the target does not
+	// hold yet (zero when it holds them all), and WaitingSince when that
+	// commit happened.
+	Lag          time.Duration `json:"-"`
+	LagSeconds   float64       `json:"lag_seconds"`
+	WaitingSince time.Time     `json:"waiting_since,omitzero"`
+	// LastError is the newest failure of the target, kept after it
+	// recovers; FailingSince is when the current run of failures began,
+	// zero while its store answers.
+	LastError     string    `json:"last_error,omitempty"`
+	LastErrorTime time.Time `json:"last_error_time,omitzero"`
+	FailingSince  time.Time `json:"failing_since,omitzero"`
 }
 
 // Status reports what the Replicator has captured and what each target
 // restores. It is safe to call at any time, from any goroutine.
 func (r *Replicator) Status() Status {
 	p := r.progress
+	now := time.Now()
 	p.mu.Lock()
-	s := Status{DB: r.o.DBPath, TXID: p.local, Time: p.at, Gaps: slices.Clone(p.gaps), LastError: p.lastErr, LastErrorTime: p.errAt}
+	s := Status{DB: r.o.DBPath, TXID: p.local, Time: p.at, Gaps: slices.Clone(p.gaps),
+		LastError: p.lastErr, LastErrorTime: p.errAt, Errors: p.errors}
 	for _, u := range r.urls {
 		t := p.targets[u]
-		s.Targets = append(s.Targets, TargetStatus{URL: u, Replicated: t.reached(), Snapshot: t.base, Synced: t.synced, LastError: t.lastErr})
+		s.Targets = append(s.Targets, t.status(p.local, &p.marks, now))
 		if t.openFrom > 0 && t.openFrom <= p.local {
 			s.Gaps = append(s.Gaps, Gap{Target: u, First: t.openFrom, Last: p.local, Reason: t.openCause, Open: true})
 		}

@@ -18,12 +18,12 @@ func watchLog(ctx context.Context, wg *sync.WaitGroup, dbPath string, log *slog.
 	ch := make(chan struct{}, 1)
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
-		log.Info("no file events; polling only", "db", dbPath, "err", err)
+		log.Info("no file events; polling only", "err", err)
 		return ch
 	}
 	if err := w.Add(filepath.Dir(dbPath)); err != nil {
 		w.Close()
-		log.Info("no file events; polling only", "db", dbPath, "err", err)
+		log.Info("no file events; polling only", "err", err)
 		return ch
 	}
 	walPath := dbPath + "-wal"

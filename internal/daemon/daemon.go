@@ -46,6 +46,9 @@ type Options struct {
 	Ready func(addr string)
 }
 
+// retryCeiling is the longest wait between two attempts at a store.
+const retryCeiling = 5 * time.Second
+
 // daemon is one running `ferry replicate`.
 type daemon struct {
 	cfg  *config.Config
@@ -53,16 +56,20 @@ type daemon struct {
 	dbs  []*capture.Replicator
 	wg   sync.WaitGroup
 	stop context.CancelFunc
+	// files is the spool of plain files; nil without inboxes.
+	files *spool.Spool
 
 	errOnce  sync.Once
 	firstErr error
 }
 
-// Run runs the daemon until ctx ends. It fails at start, with one clear
-// error, for what an operator must fix: a database that is missing or not
-// in WAL mode, a replica whose bucket is missing or whose credentials are
-// refused, an inbox that does not exist, a spool that another process
-// holds.
+// Run runs the daemon until ctx ends, then stops it as Stop says. It
+// fails at start, with one clear error, for what an operator must fix: a
+// database that is missing or not in WAL mode, a replica whose bucket is
+// missing or whose credentials are refused, an inbox that does not exist,
+// a spool that another process holds. A store that does not answer yet is
+// not one of those: it is logged, and the databases are captured into
+// their spools until it does.
 func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	if len(cfg.DBs) == 0 && len(cfg.Files) == 0 {
 		return fmt.Errorf("%s: nothing to replicate: no dbs and no files", cfg.Source)
@@ -76,6 +83,16 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	if o.Target.Metrics == nil {
 		o.Target.Metrics = objstore.NewMetrics(o.Registry)
 	}
+	// A replicator runs unattended: after an outage it must notice the
+	// store is back within seconds, not after a backoff of minutes, or the
+	// lag it reports would stay high long after the cause is gone. One
+	// attempt every few seconds costs nothing while the store is down.
+	if o.Target.Retry.Max == 0 {
+		o.Target.Retry.Max = retryCeiling
+	}
+	if o.Capture.SpoolBackoff == (spool.Backoff{}) {
+		o.Capture.SpoolBackoff = spool.Backoff{Base: 250 * time.Millisecond, Max: retryCeiling}
+	}
 	// Before any replica is opened (a file:// one would be created): a
 	// database that is not there is a typo to report, not to replicate.
 	for _, db := range cfg.DBs {
@@ -83,11 +100,14 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 			return fmt.Errorf("database %s: no such file", db.Path)
 		}
 	}
-	stores, err := openStores(ctx, cfg, o.Target)
+	stores, err := openStores(ctx, cfg, o.Target, o.Log)
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithCancel(ctx)
+	// The parts run under a context of their own, so that the end of ctx
+	// can be answered by a flush before they stop.
+	stopping := ctx
+	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	d := &daemon{cfg: cfg, o: o, stop: cancel}
 	// Whatever way Run returns, everything it started stops first.
 	defer func() {
@@ -122,9 +142,19 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	if o.Ready != nil {
 		o.Ready(addr)
 	}
-	<-ctx.Done()
-	d.wg.Wait()
-	return d.firstErr
+	select {
+	case <-stopping.Done():
+		err := d.flush(cfg.ShutdownTimeout)
+		cancel()
+		d.wg.Wait()
+		if d.firstErr != nil {
+			return d.firstErr
+		}
+		return err
+	case <-ctx.Done():
+		d.wg.Wait()
+		return d.firstErr
+	}
 }
 
 // run runs f until ctx ends; an error from f stops the whole daemon.
@@ -151,8 +181,9 @@ func (d *daemon) serve(ctx context.Context, ln net.Listener, h http.Handler) {
 }
 
 // openStores opens every replica the config names, once per URL, checking
-// that each bucket exists and takes the credentials.
-func openStores(ctx context.Context, cfg *config.Config, o target.Options) (map[string]objstore.Store, error) {
+// that each bucket exists and takes the credentials. A store that gives no
+// answer is logged and opened all the same.
+func openStores(ctx context.Context, cfg *config.Config, o target.Options, log *slog.Logger) (map[string]objstore.Store, error) {
 	replicas := map[string]config.Replica{}
 	for _, db := range cfg.DBs {
 		for _, r := range db.Replicas {
@@ -165,6 +196,9 @@ func openStores(ctx context.Context, cfg *config.Config, o target.Options) (map[
 	stores := make(map[string]objstore.Store, len(replicas))
 	check := o
 	check.Check = true
+	check.Unreachable = func(err error) {
+		log.Warn("store not reachable at start; capturing into the spool and retrying", "err", err)
+	}
 	for url, r := range replicas {
 		s, err := target.Open(ctx, r, check)
 		if err != nil {

@@ -50,7 +50,7 @@ func (d *daemon) openDB(ctx context.Context, db config.DB, stores map[string]obj
 	co.SnapshotInterval = db.SnapshotInterval
 	co.MaxSpoolBytes = db.MaxSpoolBytes
 	if co.Log == nil {
-		co.Log = d.o.Log.With("db", db.Path)
+		co.Log = d.o.Log
 	}
 	r, err := capture.Open(ctx, co)
 	if err != nil {
@@ -104,13 +104,15 @@ type dbCollector struct{ dbs []*capture.Replicator }
 var (
 	descTXID = prometheus.NewDesc("ferry_db_txid", "Newest transaction ferry captured from the database.", []string{"db"}, nil)
 	descRepl = prometheus.NewDesc("ferry_db_replicated_txid", "Newest transaction a target can restore.", []string{"db", "target"}, nil)
-	descLag  = prometheus.NewDesc("ferry_db_lag_seconds", "How long the newest captured transaction has waited to be restorable from a target; 0 when it is.", []string{"db", "target"}, nil)
+	descLag  = prometheus.NewDesc("ferry_db_lag_seconds", "Age of the oldest captured transaction a target cannot restore yet; 0 when it restores every one.", []string{"db", "target"}, nil)
+	descFail = prometheus.NewDesc("ferry_db_target_failing_seconds", "How long a target's store has been failing; 0 while it answers.", []string{"db", "target"}, nil)
+	descErrs = prometheus.NewDesc("ferry_db_capture_errors_total", "Failures of the capture itself: reading the log, writing the spool.", []string{"db"}, nil)
 	descSp   = prometheus.NewDesc("ferry_db_spool_bytes", "Change sets waiting in the spool for upload.", []string{"db"}, nil)
 	descGaps = prometheus.NewDesc("ferry_db_gaps", "Ranges of transactions a target cannot restore.", []string{"db", "target"}, nil)
 )
 
 func (c *dbCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descTXID, descRepl, descLag, descSp, descGaps} {
+	for _, d := range []*prometheus.Desc{descTXID, descRepl, descLag, descFail, descErrs, descSp, descGaps} {
 		ch <- d
 	}
 }
@@ -120,9 +122,15 @@ func (c *dbCollector) Collect(ch chan<- prometheus.Metric) {
 		st := r.Status()
 		ch <- prometheus.MustNewConstMetric(descTXID, prometheus.GaugeValue, float64(st.TXID), st.DB)
 		ch <- prometheus.MustNewConstMetric(descSp, prometheus.GaugeValue, float64(st.SpoolBytes), st.DB)
+		ch <- prometheus.MustNewConstMetric(descErrs, prometheus.CounterValue, float64(st.Errors), st.DB)
 		for _, t := range st.Targets {
 			ch <- prometheus.MustNewConstMetric(descRepl, prometheus.GaugeValue, float64(t.Replicated), st.DB, t.URL)
-			ch <- prometheus.MustNewConstMetric(descLag, prometheus.GaugeValue, Lag(st, t).Seconds(), st.DB, t.URL)
+			ch <- prometheus.MustNewConstMetric(descLag, prometheus.GaugeValue, t.LagSeconds, st.DB, t.URL)
+			failing := 0.0
+			if !t.FailingSince.IsZero() {
+				failing = time.Since(t.FailingSince).Seconds()
+			}
+			ch <- prometheus.MustNewConstMetric(descFail, prometheus.GaugeValue, failing, st.DB, t.URL)
 			gaps := 0
 			for _, g := range st.Gaps {
 				if g.Target == t.URL {
@@ -132,13 +140,4 @@ func (c *dbCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(descGaps, prometheus.GaugeValue, float64(gaps), st.DB, t.URL)
 		}
 	}
-}
-
-// Lag is how long the newest captured transaction has been waiting to be
-// restorable from target t: zero once t has it.
-func Lag(st capture.Status, t capture.TargetStatus) time.Duration {
-	if t.Replicated >= st.TXID || st.Time.IsZero() {
-		return 0
-	}
-	return time.Since(st.Time)
 }

@@ -8,29 +8,23 @@ import (
 	"os/exec"
 	"os/signal"
 	"syscall"
-	"time"
 )
 
 // Child runs the application as a child of ferry (`ferry replicate -exec`),
 // so that one process supervisor starts both and the application's exit
 // ends replication: signals that reach ferry are passed to the child, and
-// when the child exits ferry stops, after giving pending uploads up to
-// FlushTimeout, and exits with the child's code.
+// when the child exits ferry stops, shipping first what the child
+// committed (see Run), and exits with the child's code.
 type Child struct {
 	// Command is the command line, run by /bin/sh as `exec COMMAND`, so
 	// quoting works as in a shell and the application itself, not a
 	// shell, receives the signals.
-	Command      string
-	FlushTimeout time.Duration
-	// Drained reports whether everything captured so far is durable in
-	// every target; after the child exits, ferry stops as soon as it is,
-	// or at FlushTimeout.
-	Drained func() bool
+	Command string
 }
 
 // Run starts the child, then runs replicate with a context that ends when
-// the child has exited and FlushTimeout has passed (or replicate returned
-// on its own). It returns the child's exit code.
+// the child has exited; replicate answers that end by flushing, as it
+// answers SIGTERM. It returns the child's exit code.
 func (c Child) Run(ctx context.Context, replicate func(ctx context.Context) error) (int, error) {
 	if c.Command == "" {
 		return 1, errors.New("-exec needs a command")
@@ -69,11 +63,7 @@ func (c Child) Run(ctx context.Context, replicate func(ctx context.Context) erro
 	}
 	// ctx is not consulted here: the SIGTERM that stopped the child has
 	// usually ended it too, and that is exactly when pending data must
-	// still go out. FlushTimeout bounds the wait.
-	deadline := time.Now().Add(c.FlushTimeout)
-	for c.Drained != nil && !c.Drained() && time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond)
-	}
+	// still go out; replicate's own shutdown timeout bounds the flush.
 	stop()
 	if err := <-replicated; err != nil {
 		return 1, err

@@ -2,7 +2,9 @@ package daemon
 
 import (
 	"context"
+	"io/fs"
 	"log/slog"
+	"path/filepath"
 	"time"
 
 	"github.com/ferrydb/ferry/internal/inbox"
@@ -20,6 +22,7 @@ func (d *daemon) startFiles(ctx context.Context, stores map[string]objstore.Stor
 	if err != nil {
 		return err
 	}
+	d.files = sp
 	d.wg.Add(1)
 	go func() {
 		defer d.wg.Done()
@@ -49,6 +52,32 @@ func (d *daemon) startFiles(ctx context.Context, stores map[string]objstore.Stor
 	mon := spool.NewMonitor(o.FilesSpool, spool.Limits{}, time.Minute, 3, o.Log, o.Registry)
 	d.run(ctx, func(ctx context.Context) error { mon.Run(ctx); return nil })
 	return nil
+}
+
+// filesDrained reports whether every file handed to the daemon is in its
+// targets: the files spool holds nothing waiting (failed entries wait for
+// an operator, not for a retry) and no inbox holds a file.
+func (d *daemon) filesDrained() bool {
+	if d.files == nil {
+		return true
+	}
+	if d.files.Len(uploader.FilesQueue) > 0 {
+		return false
+	}
+	for _, in := range d.cfg.Files {
+		waiting := false
+		err := filepath.WalkDir(in.Path, func(_ string, e fs.DirEntry, err error) error {
+			if err == nil && e.Type().IsRegular() && !inbox.Ignored(e.Name()) {
+				waiting = true
+				return filepath.SkipAll
+			}
+			return nil
+		})
+		if err != nil || waiting {
+			return false
+		}
+	}
+	return true
 }
 
 // adoptLoop takes in, every second, the files that `ferry push` handed to

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -39,7 +40,7 @@ func report(dbs []*capture.Replicator) StatusReport {
 		st := r.Status()
 		ds := DBStatus{Status: st, Lag: map[string]float64{}}
 		for _, t := range st.Targets {
-			ds.Lag[t.URL] = Lag(st, t).Seconds()
+			ds.Lag[t.URL] = t.LagSeconds
 		}
 		rep.DBs = append(rep.DBs, ds)
 	}
@@ -52,7 +53,14 @@ func (d *daemon) handler(dbs []*capture.Replicator) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(d.o.Registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		w.Write([]byte("ok\n"))
+		bad := troubles(dbs, d.cfg.HealthzMaxLag, time.Now())
+		if len(bad) == 0 {
+			w.Write([]byte("ok\n"))
+			return
+		}
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		w.Write([]byte(strings.Join(bad, "\n") + "\n"))
 	})
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, report(dbs))
@@ -94,5 +102,8 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.WriteHeader(code)
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
+	// URLs carry & between their parameters; HTML escaping would print
+	// it as \u0026.
+	enc.SetEscapeHTML(false)
 	enc.Encode(v)
 }

@@ -38,6 +38,15 @@ type Options struct {
 	// one second.
 	Poll time.Duration
 	Log  *slog.Logger
+
+	// Now is the clock quiet periods are measured on; nil means time.Now.
+	// A test sets it to decide when a file has been quiet long enough,
+	// whatever the scheduler does to the test's goroutines.
+	Now func() time.Time
+	// AfterScan, when set, is called after every scan. It is a hook for
+	// tests: they wait for the watcher to have looked at the inbox rather
+	// than sleep for as long as a scan might take.
+	AfterScan func()
 }
 
 // Watcher watches one inbox directory.
@@ -67,6 +76,9 @@ func New(dir string, handle Handler, o Options) *Watcher {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
 	return &Watcher{dir: dir, handle: handle, o: o, seen: map[string]sighting{}}
 }
 
@@ -85,7 +97,10 @@ func (w *Watcher) Run(ctx context.Context) error {
 	// costs one scan and a renamed-in file's quiet period starts counting.
 	var soon <-chan time.Time
 	for {
-		w.scan(time.Now())
+		w.scan(w.o.Now())
+		if w.o.AfterScan != nil {
+			w.o.AfterScan()
+		}
 		select {
 		case <-ctx.Done():
 			return nil
@@ -132,7 +147,7 @@ func (w *Watcher) scan(now time.Time) {
 			}
 			return nil // vanished while walking: the next scan sees the truth
 		}
-		if path != w.dir && ignored(d.Name()) {
+		if path != w.dir && Ignored(d.Name()) {
 			if d.IsDir() {
 				return filepath.SkipDir
 			}
@@ -176,10 +191,10 @@ func (w *Watcher) scan(now time.Time) {
 	}
 }
 
-// ignored reports names that by convention are still being written: hidden
+// Ignored reports names that by convention are still being written: hidden
 // files and the temporary names editors and downloaders use before they
 // rename a file into place.
-func ignored(name string) bool {
+func Ignored(name string) bool {
 	return strings.HasPrefix(name, ".") || strings.HasSuffix(name, ".tmp") ||
 		strings.HasSuffix(name, ".part") || strings.HasSuffix(name, "~")
 }

@@ -67,6 +67,7 @@ type retryStore struct {
 func (r *retryStore) do(ctx context.Context, op, key string, fn func() error) error {
 	for attempt := 1; ; attempt++ {
 		err := fn()
+		observe(ctx, op, err)
 		if err == nil || !Transient(err) || attempt >= r.p.Attempts {
 			if err != nil && attempt > 1 {
 				return fmt.Errorf("after %d attempts: %w", attempt, err)
@@ -136,6 +137,9 @@ func (r *retryStore) List(ctx context.Context, prefix string) iter.Seq2[Info, er
 			yielded := false
 			lastErr = nil
 			for info, err := range r.next.List(ctx, prefix) {
+				if !yielded {
+					observe(ctx, "list", err)
+				}
 				if err != nil && !yielded && Transient(err) && attempt < r.p.Attempts {
 					lastErr = err
 					break
@@ -144,6 +148,9 @@ func (r *retryStore) List(ctx context.Context, prefix string) iter.Seq2[Info, er
 				if !yield(info, err) || err != nil {
 					return
 				}
+			}
+			if !yielded && lastErr == nil {
+				observe(ctx, "list", nil) // an empty listing is an answer too
 			}
 			if lastErr == nil {
 				return

@@ -6,6 +6,7 @@ package target
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 
@@ -26,6 +27,11 @@ type Options struct {
 	// credentials that are refused, rather than leaving the first upload
 	// to find out inside a retry loop.
 	Check bool
+	// Unreachable, when set with Check, takes a check that failed for a
+	// reason that may pass by itself (no answer, a timeout, a 5xx), and
+	// Open succeeds: a daemon started before the network is up must still
+	// capture into its spool. Without it every failed check fails Open.
+	Unreachable func(err error)
 	// MustExist makes Open fail for a file:// replica whose directory does
 	// not exist, instead of creating it: commands that only read a replica
 	// must not leave an empty one behind a typo.
@@ -87,7 +93,12 @@ func openBackend(ctx context.Context, r config.Replica, o Options) (objstore.Sto
 		}
 		if o.Check {
 			if err := s.Check(ctx); err != nil {
-				return nil, fmt.Errorf("replica %s: %w", t, err)
+				err = fmt.Errorf("replica %s: %w", t, err)
+				var be *s3store.BucketError
+				if o.Unreachable == nil || !errors.As(err, &be) || !be.Transient() {
+					return nil, err
+				}
+				o.Unreachable(err)
 			}
 		}
 		return s, nil

@@ -1,8 +1,10 @@
 package s3store
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
 
@@ -28,13 +30,30 @@ type BucketError struct {
 	Bucket   string
 	Endpoint string
 	Reason   error // ErrNoSuchBucket, ErrAccessDenied or nil
+	Status   int   // the HTTP status of the answer; 0 when none came
 	Code     string
 	Err      error
 }
 
+// Transient reports whether the bucket could not be checked for a reason
+// that may pass by itself: no answer (the network or the server is not up
+// yet), a timeout, or the server's own failure. Everything else (a
+// missing bucket, refused credentials, any other refusal) needs an
+// operator.
+func (e *BucketError) Transient() bool {
+	if e.Reason != nil {
+		return false
+	}
+	switch {
+	case e.Status == 0, e.Status >= 500, e.Status == http.StatusRequestTimeout, e.Status == http.StatusTooManyRequests:
+		return true
+	}
+	return false
+}
+
 func (e *BucketError) Error() string {
 	if e.Reason == nil {
-		return fmt.Sprintf("s3 bucket %q at %s: %v", e.Bucket, e.Endpoint, e.Err)
+		return fmt.Sprintf("s3 bucket %q at %s: %s", e.Bucket, e.Endpoint, cause(e.Status, e.Code, e.Err))
 	}
 	detail := e.Code
 	var ae smithy.APIError
@@ -68,7 +87,26 @@ func (s *Store) bucketError(err error) error {
 		return &BucketError{Bucket: s.bucket, Endpoint: s.endpoint, Reason: ErrNoCredentials}
 	}
 	status, code := classify(err)
-	return &BucketError{Bucket: s.bucket, Endpoint: s.endpoint, Reason: bucketReason(status, code), Code: code, Err: err}
+	return &BucketError{Bucket: s.bucket, Endpoint: s.endpoint, Reason: bucketReason(status, code), Status: status, Code: code, Err: err}
+}
+
+// cause says in a few words why a call got no usable answer. The SDK's
+// own text names the operation, the attempt count and "https response
+// error" whatever the endpoint's scheme; the network error underneath, or
+// the status and code, is what an operator can act on.
+func cause(status int, code string, err error) string {
+	var ne *net.OpError
+	switch {
+	case errors.As(err, &ne):
+		return ne.Error()
+	case errors.Is(err, context.DeadlineExceeded):
+		return "no answer in time"
+	case status != 0 && code != "":
+		return fmt.Sprintf("HTTP %d %s", status, code)
+	case status != 0:
+		return fmt.Sprintf("HTTP %d %s", status, http.StatusText(status))
+	}
+	return err.Error()
 }
 
 // classify returns the HTTP status and S3 error code behind an SDK error,
