@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -16,115 +17,207 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// collector records handed-over files and removes them, as the spool does.
-type collector struct {
-	mu   sync.Mutex
-	keys []string
-	fail error
+// quiet is the quiet period of the tests that run on a fake clock: only
+// the clock decides when it has passed, so its length does not matter.
+const quiet = time.Minute
+
+// rig runs a watcher and records what it does. Every scan and every
+// handoff is an event that a test can wait for, so that no test depends
+// on how long the machine takes to run a scan.
+type rig struct {
+	mu       sync.Mutex
+	now      time.Time
+	keys     []string // handed over
+	attempts int      // calls of the handler, failed ones included
+	fail     error
+	scans    int
+	changed  chan struct{} // closed and replaced on every event
 }
 
-func (c *collector) handle(path, key string) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.fail != nil {
-		return c.fail
+// handle records a handoff and removes the file, as the spool does.
+func (r *rig) handle(path, key string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	defer r.notify()
+	r.attempts++
+	if r.fail != nil {
+		return r.fail
 	}
-	c.keys = append(c.keys, key)
+	r.keys = append(r.keys, key)
 	return os.Remove(path)
 }
 
-func (c *collector) got() []string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return append([]string(nil), c.keys...)
+func (r *rig) scanned() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.scans++
+	r.notify()
 }
 
-func run(t *testing.T, dir string, c *collector) (stop func()) {
+// notify wakes the waiters; r.mu is held.
+func (r *rig) notify() {
+	close(r.changed)
+	r.changed = make(chan struct{})
+}
+
+func (r *rig) clock() time.Time {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.now
+}
+
+func (r *rig) advance(d time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.now = r.now.Add(d)
+}
+
+func (r *rig) setFail(err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.fail = err
+}
+
+func (r *rig) got() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.keys)
+}
+
+// until waits for cond, checking it after every event. The deadline only
+// turns a watcher that stopped into a failure instead of a hang.
+func (r *rig) until(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	w := inbox.New(dir, c.handle, inbox.Options{Quiet: 150 * time.Millisecond, Poll: 30 * time.Millisecond})
+	deadline := time.After(30 * time.Second)
+	for {
+		r.mu.Lock()
+		ok, ch := cond(), r.changed
+		r.mu.Unlock()
+		if ok {
+			return
+		}
+		select {
+		case <-ch:
+		case <-deadline:
+			t.Fatalf("still waiting after 30s for %s", what)
+		}
+	}
+}
+
+// fullScan waits until a scan that started after the call has ended: the
+// scan running at the call may have missed what the test just did, the
+// one after it cannot.
+func (r *rig) fullScan(t *testing.T) {
+	t.Helper()
+	r.mu.Lock()
+	want := r.scans + 2
+	r.mu.Unlock()
+	r.until(t, "two scans", func() bool { return r.scans >= want })
+}
+
+// start runs a watcher on dir. With fake set, quiet periods are measured
+// on the rig's clock, which moves only when a test advances it.
+func start(t *testing.T, dir string, fake bool) *rig {
+	t.Helper()
+	r := &rig{now: time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC), changed: make(chan struct{})}
+	o := inbox.Options{Quiet: quiet, Poll: 10 * time.Millisecond, Now: r.clock, AfterScan: r.scanned}
+	if !fake {
+		o.Quiet, o.Now = 100*time.Millisecond, nil
+	}
+	w := inbox.New(dir, r.handle, o)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()
-	return func() {
+	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
-			t.Fatal(err)
+			t.Error(err)
 		}
-	}
+	})
+	return r
 }
 
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
-		if cond() {
-			return
-		}
-	}
-	t.Fatal("condition not met within 10s")
-}
-
+// TestCompleteFilesLeaveTheInbox runs on the real clock, as the daemon
+// does, and waits for the handoffs themselves.
 func TestCompleteFilesLeaveTheInbox(t *testing.T) {
 	dir := t.TempDir()
-	c := &collector{}
-	defer run(t, dir, c)()
+	r := start(t, dir, false)
 	os.MkdirAll(filepath.Join(dir, "sub"), 0o755)
 	os.WriteFile(filepath.Join(dir, "a.txt"), []byte("a"), 0o644)
 	os.WriteFile(filepath.Join(dir, "sub", "b.txt"), []byte("b"), 0o644)
-	waitFor(t, func() bool { return len(c.got()) == 2 })
+	r.until(t, "both files handed over", func() bool { return len(r.keys) == 2 })
+	if got := r.got(); !slices.Equal(slices.Sorted(slices.Values(got)), []string{"a.txt", "sub/b.txt"}) {
+		t.Fatalf("handed over %v, want a.txt and sub/b.txt", got)
+	}
 	if _, err := os.Stat(filepath.Join(dir, "a.txt")); !os.IsNotExist(err) {
 		t.Fatal("a.txt still in the inbox")
 	}
 }
 
+// TestFileStillBeingWrittenIsLeftAlone appends to a file, each time after
+// half a quiet period of the watcher's clock, and makes sure a scan saw
+// each append before the clock moves on: the file never stays unchanged
+// for a whole quiet period, so it must never be handed over, however
+// slowly the test runs.
 func TestFileStillBeingWrittenIsLeftAlone(t *testing.T) {
 	dir := t.TempDir()
-	c := &collector{}
-	defer run(t, dir, c)()
-	p := filepath.Join(dir, "growing.log")
-	f, err := os.Create(p)
+	r := start(t, dir, true)
+	f, err := os.Create(filepath.Join(dir, "growing.log"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Append more often than the quiet period for a while.
+	defer f.Close()
+	r.fullScan(t)
 	for range 10 {
-		f.Write([]byte("more\n"))
-		time.Sleep(50 * time.Millisecond)
-		if len(c.got()) != 0 {
-			t.Fatal("a file still being written was handed over")
+		r.advance(quiet / 2)
+		if _, err := f.Write([]byte("more\n")); err != nil {
+			t.Fatal(err)
+		}
+		r.fullScan(t)
+		if got := r.got(); len(got) != 0 {
+			t.Fatalf("a file still being written was handed over: %v", got)
 		}
 	}
 	f.Close()
-	waitFor(t, func() bool { return len(c.got()) == 1 })
+	r.advance(quiet)
+	r.until(t, "growing.log handed over once quiet", func() bool { return len(r.keys) == 1 })
 }
 
+// TestTemporaryNamesIgnoredUntilRenamed lets scans look at files with
+// temporary names past their quiet period, then renames one into place.
 func TestTemporaryNamesIgnoredUntilRenamed(t *testing.T) {
 	dir := t.TempDir()
-	c := &collector{}
-	defer run(t, dir, c)()
+	r := start(t, dir, true)
 	for _, name := range []string{".hidden", "upload.part", "x.tmp", "backup~"} {
 		os.WriteFile(filepath.Join(dir, name), []byte("x"), 0o644)
 	}
-	time.Sleep(400 * time.Millisecond)
-	if got := c.got(); len(got) != 0 {
+	r.fullScan(t)
+	r.advance(quiet)
+	r.fullScan(t)
+	if got := r.got(); len(got) != 0 {
 		t.Fatalf("handed over files with temporary names: %v", got)
 	}
 	os.Rename(filepath.Join(dir, "upload.part"), filepath.Join(dir, "upload.bin"))
-	waitFor(t, func() bool { return len(c.got()) == 1 && c.got()[0] == "upload.bin" })
+	r.fullScan(t)
+	r.advance(quiet)
+	r.until(t, "upload.bin handed over", func() bool { return len(r.keys) == 1 && r.keys[0] == "upload.bin" })
 }
 
+// TestFailedHandoffIsRetried fails the handler twice before letting it
+// succeed: the file must stay in the inbox meanwhile.
 func TestFailedHandoffIsRetried(t *testing.T) {
 	dir := t.TempDir()
-	c := &collector{fail: errors.New("spool full")}
-	defer run(t, dir, c)()
+	r := start(t, dir, true)
+	r.setFail(errors.New("spool full"))
 	os.WriteFile(filepath.Join(dir, "a"), []byte("a"), 0o644)
-	time.Sleep(400 * time.Millisecond)
+	r.fullScan(t)
+	r.advance(quiet)
+	r.until(t, "two failed handoffs", func() bool { return r.attempts >= 2 })
 	if _, err := os.Stat(filepath.Join(dir, "a")); err != nil {
 		t.Fatalf("a file whose handoff failed left the inbox: %v", err)
 	}
-	c.mu.Lock()
-	c.fail = nil
-	c.mu.Unlock()
-	waitFor(t, func() bool { return len(c.got()) == 1 })
+	r.setFail(nil)
+	r.until(t, "a handed over", func() bool { return len(r.keys) == 1 })
 }
 
 func TestMissingInboxFails(t *testing.T) {
