@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
 	"os"
@@ -51,27 +52,57 @@ func TestExecExitsWithChildCodeAfterFlushing(t *testing.T) {
 }
 
 // TestExecForwardsSignals sends SIGTERM to ferry; the application must get
-// it, and ferry must exit as the application did.
+// it, and ferry must exit as the application did. The application says
+// "ready" on its standard output, which it shares with ferry, once its
+// trap is set: ferry registers its signal forwarding before it starts the
+// application, so from that line on a SIGTERM cannot arrive too early.
 func TestExecForwardsSignals(t *testing.T) {
 	bin, cfg, _, _ := execRig(t)
 	marker := filepath.Join(t.TempDir(), "got-term")
-	app := fmt.Sprintf("trap 'touch %s; exit 3' TERM; while :; do sleep 0.05; done", marker)
+	app := fmt.Sprintf("trap 'touch %s; exit 3' TERM; echo ready; while :; do sleep 0.05; done", marker)
 	cmd := exec.Command(bin, "-log-level", "warn", "replicate", "-config", cfg, "-exec", "sh -c \""+app+"\"")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(500 * time.Millisecond)
-	cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err := <-done:
-		if code := exitCode(t, err); code != 3 {
-			t.Fatalf("exit %d, want the application's 3", code)
+	// Lines are read until the pipe closes, so that neither ferry nor the
+	// application ever blocks on a full pipe; Wait comes only after that.
+	ready := make(chan struct{})
+	lines := make(chan []string, 1)
+	go func() {
+		var seen []string
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			seen = append(seen, sc.Text())
+			if sc.Text() == "ready" {
+				close(ready)
+			}
 		}
-	case <-time.After(40 * time.Second):
+		lines <- seen
+	}()
+	select {
+	case <-ready:
+	case seen := <-lines:
+		err := cmd.Wait()
+		t.Fatalf("ferry ended (%v) before the application was ready; its output: %q", err, seen)
+	case <-time.After(60 * time.Second):
+		cmd.Process.Kill()
+		t.Fatal("the application did not start within 60s")
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-lines:
+	case <-time.After(60 * time.Second):
 		cmd.Process.Kill()
 		t.Fatal("ferry did not exit after SIGTERM")
+	}
+	if code := exitCode(t, cmd.Wait()); code != 3 {
+		t.Fatalf("exit %d, want the application's 3", code)
 	}
 	if _, err := os.Stat(marker); err != nil {
 		t.Fatal("the application never received SIGTERM")
