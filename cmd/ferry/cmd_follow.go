@@ -12,15 +12,19 @@ type followCmd struct{ *app }
 
 func (*followCmd) Name() string { return "follow" }
 func (*followCmd) Summary() string {
-	return "keep a read replica of a database up to date from its replica"
+	return "keep a read replica of a database up to date from its replica (not built yet)"
 }
 func (*followCmd) Usage() string {
 	return `
 Usage: ferry follow [-interval D] REPLICA_URL DB_PATH
 
-Restores the database in REPLICA_URL to DB_PATH, then keeps applying new
-transactions as they arrive in the replica, until interrupted. Readers of
-DB_PATH always see a committed state.`
+Not built yet: ferry follow checks its arguments, writes nothing and exits
+non-zero. Until it is built, 'ferry restore' gives a copy of the latest
+state.
+
+Once built, it restores the database in REPLICA_URL to DB_PATH, then keeps
+applying new transactions as they arrive in the replica, until
+interrupted. Readers of DB_PATH always see a committed state.`
 }
 
 func (c *followCmd) Run(ctx context.Context, args []string) error {

@@ -20,13 +20,17 @@ func (*pushCmd) Name() string    { return "push" }
 func (*pushCmd) Summary() string { return "spool files for upload to a replica" }
 func (*pushCmd) Usage() string {
 	return `
-Usage: ferry push [-key PREFIX] [-wait] PATH... REPLICA_URL
+Usage: ferry push [-key PREFIX] [-spool DIR] [-wait] PATH... REPLICA_URL
 
 Copies each PATH into the spool, from where it is uploaded to REPLICA_URL:
 a file under its base name, a directory's files under their paths relative
 to it, all below PREFIX/ with -key. Returns once the files are safely
 spooled, for a running 'ferry replicate' to ship; with -wait, once every
-file is durable in the replica (shipping them itself if no daemon runs).`
+file is durable in the replica (shipping them itself if no daemon runs).
+
+The files go to the files spool under the spool root DIR, which must be
+the one the daemon uses (its spool: key or $FERRY_SPOOL) for it to ship
+them.`
 }
 
 func (c *pushCmd) Run(ctx context.Context, args []string) error {

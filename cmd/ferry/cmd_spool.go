@@ -3,7 +3,11 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -45,7 +49,11 @@ Usage: ferry spool fsck [-json] SPOOL_DIR
 
 Checks the spool in SPOOL_DIR and reports entries that are too old,
 orphaned (claimed by a worker that is gone), duplicated, or moved to the
-failed queue with their reasons. Exits non-zero if it finds any.`
+failed queue with their reasons. Exits non-zero if it finds any.
+
+SPOOL_DIR is one spool: ROOT/files for files, where ROOT is the spool root
+(-spool, spool: or $FERRY_SPOOL); for a database, .DB_NAME-ferry beside it,
+or ROOT/DB_NAME-HASH when the config names a spool root.`
 	fs := newFlagSet("spool fsck")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	if err := c.parse(fs, usage, args); err != nil {
@@ -60,11 +68,14 @@ failed queue with their reasons. Exits non-zero if it finds any.`
 	}
 	rep, err := spool.Check(dir, spool.Limits{}, time.Now())
 	if err != nil {
-		return err
+		return notASpool(dir, err)
 	}
 	if *asJSON {
 		enc := json.NewEncoder(c.stdout)
 		enc.SetIndent("", "  ")
+		// Paths and URLs print as they are: HTML escaping would turn
+		// every & of an s3 URL's query into \u0026.
+		enc.SetEscapeHTML(false)
 		err = enc.Encode(rep)
 	} else {
 		err = rep.WriteText(c.stdout)
@@ -76,4 +87,32 @@ failed queue with their reasons. Exits non-zero if it finds any.`
 		return fmt.Errorf("spool %s: %d problem(s) found", dir, len(rep.Problems))
 	}
 	return nil
+}
+
+// notASpool adds to err, the failure to check dir as a spool, what ferry
+// expected there. The usual mistake is to pass the spool root that -spool
+// and spool: name, which holds one spool per database and one for files:
+// the spools found below dir are then listed, so the right path is one
+// copy and paste away.
+func notASpool(dir string, err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		// An unreadable directory is not a wrong one.
+		return err
+	}
+	var below []string
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		sub := filepath.Join(dir, e.Name())
+		if !e.IsDir() {
+			continue
+		}
+		if _, cerr := spool.Check(sub, spool.Limits{}, time.Now()); cerr == nil {
+			below = append(below, sub)
+		}
+	}
+	if len(below) > 0 {
+		return fmt.Errorf("%w; it holds spools below it: run 'ferry spool fsck' on one of %s", err, strings.Join(below, ", "))
+	}
+	return fmt.Errorf("%w; expected one spool: ROOT/files, a database's .DB_NAME-ferry or ROOT/DB_NAME-HASH (see 'ferry spool fsck -h')", err)
 }

@@ -1,0 +1,54 @@
+package main
+
+import (
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/ferrydb/ferry/internal/config"
+)
+
+// A config that asks for what ferry does not do is refused before
+// anything starts, in one line naming the file, the line and the key.
+func TestReplicateRefusesKeysNotBuilt(t *testing.T) {
+	dir := t.TempDir()
+	const db = "dbs:\n  - path: /data/app.db\n    replicas: [file:///srv/r]\n"
+	for _, tc := range []struct{ yaml, want string }{
+		{db + "    retention: 72h\n", ":4: dbs[0].retention: not built yet: ferry keeps all history until retention and gc are built\n"},
+		{db + "    encryption: { key-file: /etc/ferry/key }\n", ":4: dbs[0].encryption: not built yet: ferry would upload this database unencrypted; remove the key to replicate in plaintext\n"},
+	} {
+		cfg := writeConfig(t, dir, tc.yaml)
+		for _, cmd := range []string{"replicate", "status"} {
+			wantFailure(t, runFerry(t, cmd, "-config", cfg), 1, "ferry "+cmd+": "+cfg+tc.want)
+		}
+	}
+}
+
+// The config example in the README parses: what users copy must work.
+func TestReadmeConfigExampleParses(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(readme), "\n## Configuration\n")
+	if !ok {
+		t.Fatal("README has no Configuration section")
+	}
+	_, example, ok := strings.Cut(section, "```yaml\n")
+	if !ok {
+		t.Fatal("README's Configuration section has no YAML example")
+	}
+	example, _, _ = strings.Cut(example, "```")
+	t.Setenv("MINIO_KEY", "key")
+	t.Setenv("MINIO_SECRET", "secret")
+	c, err := config.Parse([]byte(example), "README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := c.DBs[0]
+	if c.HealthzMaxLag != config.DefaultHealthzMaxLag || c.ShutdownTimeout != config.DefaultShutdownTimeout ||
+		db.SyncInterval != config.DefaultSyncInterval || db.SnapshotInterval != config.DefaultSnapshotInterval ||
+		db.MaxSpoolBytes != config.DefaultMaxSpoolBytes {
+		t.Errorf("the README says its example shows the defaults, but it parses to %+v with db %+v", c, db)
+	}
+}
