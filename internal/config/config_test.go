@@ -141,6 +141,10 @@ func TestParseErrors(t *testing.T) {
 		{"bad healthz-max-lag", "healthz-max-lag: soon\n" + db, `ferry.yml:1: healthz-max-lag: invalid duration "soon"`},
 		{"negative shutdown-timeout", "shutdown-timeout: -30s\n" + db, `ferry.yml:1: shutdown-timeout: must be positive, not "-30s"`},
 		{"shutdown-timeout a list", "shutdown-timeout: [1s]\n" + db, `ferry.yml:1: shutdown-timeout: expected a single value, got a list`},
+		{"one store, two part sizes", "dbs:\n  - path: /a.db\n    replicas:\n      - url: s3://bkt/a\n        part-size: 16MiB\nfiles:\n  - inbox: /in\n    replica: s3://bkt/a\n",
+			`ferry.yml:8: files[0].replica: replica "s3://bkt/a" has other credentials or part-size than at line 4; ferry opens one store per URL, so give them alike`},
+		{"one store, two credentials", "files:\n  - inbox: /in\n    replica: {url: s3://bkt/u, access-key-id: a, secret-access-key: b}\n  - inbox: /in2\n    replica: {url: s3://bkt/u, access-key-id: a, secret-access-key: c}\n",
+			`ferry.yml:5: files[1].replica: replica "s3://bkt/u" has other credentials or part-size than at line 3`},
 		{"replica shared by two dbs", db + "  - path: /data/other.db\n    replicas:\n      - file:///srv/r/\n",
 			`ferry.yml:6: dbs[1].replicas[0]: replica "file:///srv/r" is already the replica of dbs[0] at line 3; each database needs a replica URL of its own`},
 		{"dbs not a list", "dbs: /data/app.db\n", `ferry.yml:1: dbs: expected a list, got a single value`},
@@ -326,5 +330,17 @@ func TestParseRefusesKeysNotBuilt(t *testing.T) {
 				t.Errorf("error is more than one line: %q", err)
 			}
 		})
+	}
+}
+
+// Two inboxes may ship to one replica, given alike.
+func TestParseOneStoreForTwoInboxes(t *testing.T) {
+	yml := "files:\n  - inbox: /in\n    replica: {url: s3://bkt/u, part-size: 8MiB}\n  - inbox: /in2\n    replica: {url: s3://bkt/u, part-size: 8MiB}\n"
+	c, err := parse([]byte(yml), "ferry.yml", env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Files) != 2 || c.Files[1].Replica.PartSize != 8<<20 {
+		t.Errorf("files: %+v", c.Files)
 	}
 }

@@ -30,6 +30,15 @@ type decoder struct {
 	// replicaOf maps each replica URL of a database to the database that
 	// has it, with the line it was listed at.
 	replicaOf map[string]listed
+	// stores maps every replica URL, of databases and inboxes alike, to
+	// its first mention.
+	stores map[string]mention
+}
+
+// mention is a replica with the line it was first given at.
+type mention struct {
+	r    Replica
+	line int
 }
 
 // listed is where a replica was first named: the key path of its
@@ -336,6 +345,7 @@ func hostPort(v string) error {
 func (d *decoder) config(doc *yaml.Node) (*Config, error) {
 	c := &Config{HealthzMaxLag: DefaultHealthzMaxLag, ShutdownTimeout: DefaultShutdownTimeout}
 	d.replicaOf = make(map[string]listed)
+	d.stores = make(map[string]mention)
 	if doc.Kind == yaml.DocumentNode && len(doc.Content) > 0 && !isNull(resolve(doc.Content[0])) {
 		dbLines := make(map[string]int)
 		_, err := d.mapping(resolve(doc.Content[0]), "", map[string]fieldFunc{
@@ -405,6 +415,9 @@ func (d *decoder) db(n *yaml.Node, path string) (DB, error) {
 				// their own history.
 				return d.errf(n, "%s: replica %s is already the replica of %s at line %d; each database needs a replica URL of its own", path, quote(url), first.db, first.line)
 			}
+			if err := d.oneStore(n, path, r); err != nil {
+				return err
+			}
 			d.replicaOf[url] = listed{db: dbPath, line: n.Line}
 			db.Replicas = append(db.Replicas, r)
 			return nil
@@ -442,6 +455,9 @@ func (d *decoder) inbox(n *yaml.Node, path string) (Inbox, error) {
 		"inbox": d.str(&in.Path, absPath),
 		"replica": func(n *yaml.Node, path string) error {
 			r, err := d.replica(n, path)
+			if err == nil {
+				err = d.oneStore(n, path, r)
+			}
 			in.Replica, seenReplica = r, err == nil
 			return err
 		},
@@ -456,6 +472,23 @@ func (d *decoder) inbox(n *yaml.Node, path string) (Inbox, error) {
 		return Inbox{}, d.errf(n, "%s: missing replica", path)
 	}
 	return in, nil
+}
+
+// oneStore checks that r has the credentials and part size of every
+// other mention of its URL. ferry opens one store per replica URL, so
+// settings that differ between two mentions would be dropped, silently,
+// for one of them.
+func (d *decoder) oneStore(n *yaml.Node, path string, r Replica) error {
+	url := r.Target.String()
+	first, ok := d.stores[url]
+	if !ok {
+		d.stores[url] = mention{r: r, line: n.Line}
+		return nil
+	}
+	if !first.r.AccessKeyID.Equal(r.AccessKeyID) || !first.r.SecretAccessKey.Equal(r.SecretAccessKey) || first.r.PartSize != r.PartSize {
+		return d.errf(n, "%s: replica %s has other credentials or part-size than at line %d; ferry opens one store per URL, so give them alike", path, quote(url), first.line)
+	}
+	return nil
 }
 
 // replica decodes a replica: either a bare URL or a mapping with a url
