@@ -82,6 +82,11 @@ func ToFile(ctx context.Context, store objstore.Store, plan Plan, out string, o 
 	if o.Before.IsZero() && st.res.TXID != plan.TXID {
 		return Result{}, fmt.Errorf("segments end at txid %d, short of txid %d", st.res.TXID, plan.TXID)
 	}
+	if !o.Before.IsZero() && !st.pastBefore && plan.broken != nil {
+		// Every transaction up to the break was at or before the time
+		// asked for, so the one wanted may be among those past the break.
+		return Result{}, &StoppedError{TXID: st.res.TXID, Err: fmt.Errorf("the last transaction at or before %s may lie past the break: %w", o.Before.Format(time.RFC3339Nano), plan.broken)}
+	}
 	if err := tmp.Sync(); err != nil {
 		return Result{}, fmt.Errorf("fsync %s: %w", tmp.Name(), err)
 	}
@@ -110,6 +115,9 @@ type state struct {
 	res    Result
 	target uint64
 	before time.Time
+	// pastBefore records that a transaction committed after before was
+	// seen, which proves the one before it the last at or before.
+	pastBefore bool
 }
 
 // applySegment downloads one segment into a private temporary file,
@@ -156,7 +164,11 @@ func (st *state) applySegment(ctx context.Context, store objstore.Store, ref Seg
 		if txn.TXID != st.res.TXID+1 {
 			return false, fmt.Errorf("segment %s starts at txid %d, after txid %d: the chain has a gap", ref.Key, txn.TXID, st.res.TXID)
 		}
-		if txn.TXID > st.target || (!st.before.IsZero() && txn.Time.After(st.before)) {
+		if !st.before.IsZero() && txn.Time.After(st.before) {
+			st.pastBefore = true
+			return true, nil
+		}
+		if txn.TXID > st.target {
 			return true, nil
 		}
 		if err := st.apply(r, txn); err != nil {

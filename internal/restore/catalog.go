@@ -29,6 +29,21 @@ type SegmentRef struct {
 type Catalog struct {
 	Snapshots []snapshot.ManifestInfo
 	Segments  []SegmentRef // sorted by First, then Last
+	// Unusable are objects that hold txids but that no restore can start
+	// from or pass through: manifests whose headers fail their checks, and
+	// whatever a deeper check ruled out (see Without). They still count as
+	// held. Were they dropped, a replica whose newest snapshot is damaged
+	// would pass an older state off as its latest.
+	Unusable []Unusable
+}
+
+// Unusable is an object that holds txids First..Last (a manifest: its
+// txid) but cannot be used, and why.
+type Unusable struct {
+	Key   string `json:"key"`
+	First uint64 `json:"first_txid"`
+	Last  uint64 `json:"last_txid"`
+	Why   string `json:"why"`
 }
 
 // ReadCatalog lists a replica's snapshots and segments.
@@ -39,9 +54,11 @@ func ReadCatalog(ctx context.Context, store objstore.Store) (Catalog, error) {
 	}
 	var c Catalog
 	for _, s := range snaps {
-		if s.Err == nil {
-			c.Snapshots = append(c.Snapshots, s)
+		if s.Err != nil {
+			c.Unusable = append(c.Unusable, Unusable{Key: s.Key, First: s.TXID, Last: s.TXID, Why: s.Err.Error()})
+			continue
 		}
+		c.Snapshots = append(c.Snapshots, s)
 	}
 	for info, err := range store.List(ctx, "segments/") {
 		if err != nil {
@@ -61,6 +78,28 @@ func ReadCatalog(ctx context.Context, store objstore.Store) (Catalog, error) {
 	})
 	slices.SortFunc(c.Snapshots, func(a, b snapshot.ManifestInfo) int { return cmpU64(a.TXID, b.TXID) })
 	return c, nil
+}
+
+// Without returns the catalog with the objects named in bad (key to
+// reason) moved to Unusable: a check that found them missing or damaged
+// then plans, and counts what is restorable, as a restore would find it.
+func (c Catalog) Without(bad map[string]string) Catalog {
+	out := Catalog{Unusable: slices.Clone(c.Unusable)}
+	for _, s := range c.Snapshots {
+		if why, ok := bad[s.Key]; ok {
+			out.Unusable = append(out.Unusable, Unusable{Key: s.Key, First: s.TXID, Last: s.TXID, Why: why})
+			continue
+		}
+		out.Snapshots = append(out.Snapshots, s)
+	}
+	for _, s := range c.Segments {
+		if why, ok := bad[s.Key]; ok {
+			out.Unusable = append(out.Unusable, Unusable{Key: s.Key, First: s.First, Last: s.Last, Why: why})
+			continue
+		}
+		out.Segments = append(out.Segments, s)
+	}
+	return out
 }
 
 func cmpU64(a, b uint64) int {
@@ -115,16 +154,7 @@ func (c Catalog) Ranges() []Range {
 		_, reach := c.chain(s.TXID, 0)
 		rs = append(rs, Range{First: s.TXID, Last: reach})
 	}
-	slices.SortFunc(rs, func(a, b Range) int { return cmpU64(a.First, b.First) })
-	var merged []Range
-	for _, r := range rs {
-		if n := len(merged); n > 0 && r.First <= merged[n-1].Last+1 {
-			merged[n-1].Last = max(merged[n-1].Last, r.Last)
-			continue
-		}
-		merged = append(merged, r)
-	}
-	return merged
+	return mergeRanges(rs)
 }
 
 // Plan is the objects a restore reads, in order.
@@ -133,22 +163,34 @@ type Plan struct {
 	Segments []SegmentRef          `json:"segments"`
 	// TXID is the transaction the restored database ends at.
 	TXID uint64 `json:"txid"`
+
+	// broken is set when the plan's chain ends where the replica's chain
+	// breaks, with objects past the break: a restore by time that runs
+	// out of change sets there cannot tell whether the transaction it
+	// wants lies beyond.
+	broken error
 }
 
-// ErrNoSnapshot means the replica holds no usable snapshot.
+// ErrNoSnapshot means the replica holds nothing to restore: no snapshot,
+// and no change set either.
 var ErrNoSnapshot = fmt.Errorf("replica holds no snapshot")
 
-// PlanTXID plans a restore to exactly txid; 0 means the latest restorable.
-// Among the snapshots that reach the target it takes the newest, which
-// makes the chain of segments to apply the shortest.
+// PlanTXID plans a restore to exactly txid; 0 means the latest, which
+// must be the newest txid the replica holds: a replica whose chain breaks
+// with objects past the break fails with a StoppedError (or, when nothing
+// restores, a *ChainError) rather than offering the state before the break
+// as its latest. Among the snapshots that reach the target it takes the
+// newest, which makes the chain of segments to apply the shortest.
 func (c Catalog) PlanTXID(txid uint64) (Plan, error) {
-	if len(c.Snapshots) == 0 {
+	if c.Empty() {
 		return Plan{}, ErrNoSnapshot
 	}
+	broken := c.Check()
 	if txid == 0 {
-		for _, r := range c.Ranges() {
-			txid = max(txid, r.Last)
+		if broken != nil {
+			return Plan{}, stopAt(broken)
 		}
+		txid = c.Latest()
 	}
 	for i := len(c.Snapshots) - 1; i >= 0; i-- {
 		s := c.Snapshots[i]
@@ -159,6 +201,9 @@ func (c Catalog) PlanTXID(txid uint64) (Plan, error) {
 		if reach == txid {
 			return Plan{Snapshot: s, Segments: segs, TXID: txid}, nil
 		}
+	}
+	if broken != nil && txid <= c.Newest() && txid > c.Latest() {
+		return Plan{}, stopAt(fmt.Errorf("txid %d is not restorable: %w", txid, broken))
 	}
 	return Plan{}, fmt.Errorf("txid %d is not restorable from this replica; restorable: %s", txid, formatRanges(c.Ranges()))
 }
@@ -179,8 +224,12 @@ func formatRanges(rs []Range) string {
 // the segments go from the newest snapshot taken at or before t, and
 // Options.Before set to t stops the restore at the right transaction.
 func (c Catalog) PlanTime(t time.Time) (Plan, error) {
-	if len(c.Snapshots) == 0 {
+	if c.Empty() {
 		return Plan{}, ErrNoSnapshot
+	}
+	broken := c.Check()
+	if len(c.Snapshots) == 0 {
+		return Plan{}, broken
 	}
 	for i := len(c.Snapshots) - 1; i >= 0; i-- {
 		s := c.Snapshots[i]
@@ -188,7 +237,11 @@ func (c Catalog) PlanTime(t time.Time) (Plan, error) {
 			continue
 		}
 		segs, reach := c.chain(s.TXID, 0)
-		return Plan{Snapshot: s, Segments: segs, TXID: reach}, nil
+		p := Plan{Snapshot: s, Segments: segs, TXID: reach}
+		if broken != nil && reach == c.Latest() {
+			p.broken = broken
+		}
+		return p, nil
 	}
 	return Plan{}, fmt.Errorf("no snapshot was taken at or before %s; the oldest is from %s",
 		t.Format(time.RFC3339), c.Snapshots[0].Time.Format(time.RFC3339))

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -186,11 +187,20 @@ func TestGapsAndRanges(t *testing.T) {
 	if got := fmt.Sprint(cat.Ranges()); got != "[{1 4}]" {
 		t.Fatalf("ranges with segment 5-7 missing = %s, want [{1 4}]", got)
 	}
-	if _, err := cat.PlanTXID(8); err == nil || !strings.Contains(err.Error(), "restorable: 1-4") {
+	if _, err := cat.PlanTXID(8); err == nil || !strings.Contains(err.Error(), "txids 5-7 are missing") {
 		t.Fatalf("plan past a gap: %v", err)
 	}
-	if _, res, err := restoreTo(t, store, 0, restore.Options{}); err != nil || res.TXID != 4 {
-		t.Fatalf("latest with a gap: txid %d, %v; want 4", res.TXID, err)
+	if _, err := cat.PlanTXID(11); err == nil || !strings.Contains(err.Error(), "restorable: 1-4") {
+		t.Fatalf("plan past everything the replica holds: %v", err)
+	}
+	// Change set 8-10 lies past the hole: the latest state is not
+	// provable, and txid 4 is not it.
+	var stopped *restore.StoppedError
+	if _, res, err := restoreTo(t, store, 0, restore.Options{}); !errors.As(err, &stopped) || stopped.TXID != 4 {
+		t.Fatalf("latest with a hole: txid %d, %v; want a StoppedError at txid 4", res.TXID, err)
+	}
+	if _, res, err := restoreTo(t, store, 4, restore.Options{}); err != nil || res.TXID != 4 {
+		t.Fatalf("txid 4, before the hole: txid %d, %v", res.TXID, err)
 	}
 }
 

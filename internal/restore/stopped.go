@@ -2,11 +2,11 @@ package restore
 
 import "fmt"
 
-// StoppedError is a restore that could not go past a change set: the
-// object was missing, damaged or unreadable. The database had been rebuilt
-// up to TXID, a committed state the replica proves, but it was not written
-// out, since it is not the state asked for; restoring to TXID explicitly
-// gets it.
+// StoppedError is a restore that cannot reach the state asked for: a
+// change set or snapshot on the way is missing, damaged or unreadable.
+// TXID is the newest committed state the replica proves before that
+// point. Nothing was written, since that is not the state asked for;
+// restoring to TXID explicitly gets it.
 type StoppedError struct {
 	TXID uint64 // the last transaction applied before the failure
 	Err  error

@@ -27,25 +27,40 @@ type Problem struct {
 
 // Report is what a verification found.
 type Report struct {
-	Snapshots int             `json:"snapshots"`
-	Segments  int             `json:"segments"`
-	Chunks    int             `json:"chunks"`
-	Ranges    []restore.Range `json:"restorable"`
-	Problems  []Problem       `json:"problems"`
+	Snapshots int `json:"snapshots"`
+	Segments  int `json:"segments"`
+	Chunks    int `json:"chunks"`
+	// Ranges are the txids a restore reaches, counting none that a
+	// missing or damaged object holds or that only such an object leads
+	// to.
+	Ranges []restore.Range `json:"restorable"`
+	// Newest is the newest txid any object of the replica holds.
+	Newest uint64 `json:"newest_txid"`
+	// Unrestorable says why a restore cannot reach Newest: the replica is
+	// empty, holds no usable snapshot, or its chain breaks with objects
+	// past the break. Empty when Newest restores.
+	Unrestorable string    `json:"unrestorable,omitempty"`
+	Problems     []Problem `json:"problems"`
 }
 
-// OK reports whether nothing is missing or damaged.
-func (r *Report) OK() bool { return len(r.Problems) == 0 }
+// OK reports whether nothing is missing or damaged and the newest txid
+// the replica holds restores.
+func (r *Report) OK() bool { return len(r.Problems) == 0 && r.Unrestorable == "" }
 
 // Run verifies the replica in store. With deep, it downloads every
 // snapshot's chunks and every segment and checks their hashes; otherwise
-// it checks presence and sizes from listings and HEAD requests.
+// it checks presence and sizes from listings and HEAD requests. Either
+// way it then works out, as a restore would, which txids the objects
+// found good reach, and whether they reach the newest txid held.
 func Run(ctx context.Context, store objstore.Store, deep bool) (Report, error) {
 	var rep Report
 	infos, err := snapshot.List(ctx, store)
 	if err != nil {
 		return rep, fmt.Errorf("list snapshots: %w", err)
 	}
+	// bad maps each manifest or segment no restore can use to why, so
+	// that the restorable ranges leave out what depends on it.
+	bad := map[string]string{}
 	chunks := map[string]bool{}
 	for _, info := range infos {
 		rep.Snapshots++
@@ -56,16 +71,25 @@ func Run(ctx context.Context, store objstore.Store, deep bool) (Report, error) {
 		m, err := snapshot.Load(ctx, store, info.TXID)
 		if err != nil {
 			rep.add(info.Key, err)
+			bad[info.Key] = err.Error()
 			continue
 		}
-		rep.checkChunks(ctx, store, &m, chunks)
+		if why := rep.checkChunks(ctx, store, &m, chunks); why != "" {
+			bad[info.Key] = why
+		}
 		if deep {
-			bad, err := snapshot.VerifyChunks(ctx, store, m)
+			failed, err := snapshot.VerifyChunks(ctx, store, m)
 			if err != nil {
 				return rep, err
 			}
-			for _, err := range bad {
-				rep.add(keyOf(err, info.Key), err)
+			for _, err := range failed {
+				key := keyOf(err, info.Key)
+				rep.add(key, err)
+				if _, ok := bad[info.Key]; !ok && key != info.Key {
+					bad[info.Key] = fmt.Sprintf("chunk %s is %s", key, rep.kindOf(key))
+				} else if !ok {
+					bad[info.Key] = rep.kindOf(key)
+				}
 			}
 		}
 	}
@@ -79,35 +103,60 @@ func Run(ctx context.Context, store objstore.Store, deep bool) (Report, error) {
 	for _, s := range cat.Segments {
 		if s.Size <= 0 {
 			rep.Problems = append(rep.Problems, Problem{Key: s.Key, Kind: "corrupt", Detail: "empty object"})
+			bad[s.Key] = "empty object"
 			continue
 		}
 		if deep {
 			if err := verifySegment(ctx, store, s.Key); err != nil {
 				rep.add(s.Key, err)
+				bad[s.Key] = rep.kindOf(s.Key)
 			}
 		}
 	}
+	cat = cat.Without(bad)
 	rep.Ranges = cat.Ranges()
+	rep.Newest = cat.Newest()
+	if err := cat.Check(); err != nil {
+		rep.Unrestorable = err.Error()
+	}
 	return rep, nil
 }
 
-// checkChunks confirms with a HEAD that each chunk of m not seen before is
-// present, recording each missing one.
-func (rep *Report) checkChunks(ctx context.Context, store objstore.Store, m *snapshot.Manifest, seen map[string]bool) {
+// checkChunks confirms with a HEAD that each chunk of m is present,
+// recording each missing one, and says what is wrong with the first bad
+// chunk of m ("" when none is). A chunk that an earlier manifest shares
+// is checked once, but its problem counts against every manifest naming
+// it.
+func (rep *Report) checkChunks(ctx context.Context, store objstore.Store, m *snapshot.Manifest, seen map[string]bool) string {
+	first := ""
 	for _, a := range m.Chunks {
 		key := snapshot.ChunkKey(a)
-		if seen[key] {
-			continue
+		if !seen[key] {
+			seen[key] = true
+			info, err := store.Head(ctx, key)
+			switch {
+			case err != nil:
+				rep.add(key, fmt.Errorf("named by %s: %w", m.Key(), err))
+			case info.Size <= 0:
+				rep.Problems = append(rep.Problems, Problem{Key: key, Kind: "corrupt", Detail: "empty object, named by " + m.Key()})
+			}
 		}
-		seen[key] = true
-		info, err := store.Head(ctx, key)
-		switch {
-		case err != nil:
-			rep.add(key, fmt.Errorf("named by %s: %w", m.Key(), err))
-		case info.Size <= 0:
-			rep.Problems = append(rep.Problems, Problem{Key: key, Kind: "corrupt", Detail: "empty object, named by " + m.Key()})
+		if kind := rep.kindOf(key); first == "" && kind != "" {
+			first = fmt.Sprintf("chunk %s is %s", key, kind)
 		}
 	}
+	return first
+}
+
+// kindOf is the kind of the first problem recorded for the object at key,
+// "" when there is none.
+func (rep *Report) kindOf(key string) string {
+	for _, p := range rep.Problems {
+		if p.Key == key {
+			return p.Kind
+		}
+	}
+	return ""
 }
 
 // add records a problem with the object at key, once: a chunk missing
