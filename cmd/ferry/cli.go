@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -11,8 +12,10 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"time"
 
 	"github.com/ferrydb/ferry/internal/config"
+	"github.com/ferrydb/ferry/internal/daemon"
 )
 
 // app is what every command shares: where output goes and the logger.
@@ -216,6 +219,102 @@ func oneLocation(fs *flag.FlagSet) (location, error) {
 		return location{}, usagef("want one DB_PATH or REPLICA_URL, got %d arguments", fs.NArg())
 	}
 	return parseLocation(fs.Arg(0))
+}
+
+// replicaSet is the replicas that a DB_PATH|REPLICA_URL argument names,
+// in the order to try them, and where they were found.
+type replicaSet struct {
+	db       string // "" when the argument is a URL
+	replicas []config.Replica
+	source   string // the config file or the daemon they came from
+}
+
+// replicasOf finds the replicas of what a DB_PATH|REPLICA_URL argument
+// names: a URL names itself; a DB_PATH's replicas come from findReplicas.
+// choose, when not empty, is a -replica URL that picks one of them.
+func (a *app) replicasOf(ctx context.Context, from location, configPath, choose string) (replicaSet, error) {
+	if from.isURL {
+		if choose != "" {
+			return replicaSet{}, usagef("-replica picks one of the replicas of a DB_PATH; given a REPLICA_URL, it is not needed")
+		}
+		return replicaSet{replicas: []config.Replica{{Target: from.target}}}, nil
+	}
+	set, err := a.findReplicas(ctx, from.dbPath, configPath)
+	if err != nil || choose == "" {
+		return set, err
+	}
+	want, err := replicaURL(choose)
+	if err != nil {
+		return set, err
+	}
+	var urls []string
+	for _, r := range set.replicas {
+		if r.Target.String() == want.String() {
+			set.replicas = []config.Replica{r}
+			return set, nil
+		}
+		urls = append(urls, r.Target.String())
+	}
+	return set, fmt.Errorf("-replica %s is not a replica of %s; %s lists %s", want, set.db, set.source, strings.Join(urls, ", "))
+}
+
+// findReplicas finds the replicas of the database at dbPath, the same way
+// for every command that takes a DB_PATH: from the config file given with
+// -config; else from the default config file when it lists the database;
+// else from the daemon replicating it, which answers on the control socket
+// beside it. A daemon started as 'ferry replicate DB_PATH URL' has no
+// config file to read, and its targets are known only to it.
+func (a *app) findReplicas(ctx context.Context, dbPath, configPath string) (replicaSet, error) {
+	set := replicaSet{db: dbPath}
+	if configPath != "" {
+		cfg, err := a.loadConfig(configPath, true)
+		if err != nil {
+			return set, err
+		}
+		db, ok := cfg.DB(dbPath)
+		if !ok {
+			return set, fmt.Errorf("database %s is not in %s", dbPath, cfg.Source)
+		}
+		set.replicas, set.source = db.Replicas, cfg.Source
+		return set, nil
+	}
+	why := "no config file at " + config.DefaultPath
+	if _, err := os.Stat(config.DefaultPath); err == nil {
+		cfg, err := a.loadConfig(config.DefaultPath, true)
+		if err != nil {
+			return set, err
+		}
+		if db, ok := cfg.DB(dbPath); ok {
+			set.replicas, set.source = db.Replicas, cfg.Source
+			return set, nil
+		}
+		why = cfg.Source + " does not list it"
+	}
+	// A daemon that has its socket up answers at once; one that does not
+	// answer in this time is as good as not there.
+	qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	rep, err := newControlClient(dbPath).status(qctx)
+	cancel()
+	if err != nil {
+		return set, fmt.Errorf("cannot tell where %s is replicated: %s, and %v; pass -config PATH, or a REPLICA_URL in place of DB_PATH", dbPath, why, err)
+	}
+	for _, db := range rep.DBs {
+		if db.DB != dbPath && len(rep.DBs) > 1 {
+			continue
+		}
+		for _, t := range db.Targets {
+			target, err := config.ParseURL(t.URL)
+			if err != nil {
+				return set, fmt.Errorf("the daemon replicating %s reports target %w", dbPath, err)
+			}
+			set.replicas = append(set.replicas, config.Replica{Target: target})
+		}
+	}
+	if len(set.replicas) == 0 {
+		return set, fmt.Errorf("the daemon answering on %s reports no replica of %s", daemon.SocketPath(dbPath), dbPath)
+	}
+	set.source = "the running daemon"
+	return set, nil
 }
 
 // withHelp points a usage error at a subcommand's help.

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/ferrydb/ferry/internal/config"
+	"github.com/ferrydb/ferry/internal/objstore"
 	"github.com/ferrydb/ferry/internal/restore"
 	"github.com/ferrydb/ferry/internal/target"
 )
@@ -25,14 +26,24 @@ func (*restoreCmd) Summary() string {
 }
 func (*restoreCmd) Usage() string {
 	return `
-Usage: ferry restore [-config PATH] [-o OUTPUT] [-txid N | -timestamp RFC3339]
+Usage: ferry restore [-config PATH] [-replica URL] [-o OUTPUT] [-txid N | -timestamp RFC3339]
                      [-if-db-not-exists] [-if-replica-exists] [-parallelism N]
                      [-dry-run] [-json] DB_PATH|REPLICA_URL
 
 Restores a database from its replica: to the latest replicated
-transaction, or to the one given by -txid or -timestamp. Given DB_PATH,
-the replicas come from the config file and the database is written to
-DB_PATH unless -o says otherwise; given REPLICA_URL, -o is required.
+transaction, or to the one given by -txid or -timestamp. Given REPLICA_URL,
+-o is required. Given DB_PATH, the database is written to DB_PATH unless
+-o says otherwise, from the first of its replicas that answers and holds
+data (stderr says which, and why others were skipped), or from the one
+-replica names. The replicas of DB_PATH come from -config, else from
+` + config.DefaultPath + ` when it lists DB_PATH, else from the running daemon
+that replicates DB_PATH.
+
+-txid takes a txid in decimal, as 'ferry txids' prints it (1234), or in
+hexadecimal with 0x (0x4d2). A zero-padded value such as the 16 hex digits
+of object names (00000000000004d2) is refused as ambiguous. Txids start
+at 1; leave -txid out for the latest state.
+
 Every restore is a committed state; if the replica is damaged the restore
 stops at the last provable state or fails, naming the object at fault.`
 }
@@ -41,6 +52,7 @@ stops at the last provable state or fails, naming the object at fault.`
 type restoreOptions struct {
 	from       location
 	configPath string // "" when -config was not given
+	replica    string // -replica, "" when not given
 	output     string
 	txid       uint64 // with hasTXID
 	hasTXID    bool
@@ -56,10 +68,6 @@ func (c *restoreCmd) Run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	replica, err := c.replicaFor(opts.from, opts.configPath)
-	if err != nil {
-		return err
-	}
 	if opts.output == "" {
 		opts.output = opts.from.dbPath
 	}
@@ -72,50 +80,63 @@ func (c *restoreCmd) Run(ctx context.Context, args []string) error {
 			return fmt.Errorf("%s exists; restore never overwrites a database (remove it, or choose another -o)", opts.output)
 		}
 	}
-	store, err := target.Open(ctx, replica, target.Options{Check: true, MustExist: true})
+	set, err := c.replicasOf(ctx, opts.from, opts.configPath, opts.replica)
 	if err != nil {
 		return err
 	}
-	cat, err := restore.ReadCatalog(ctx, store)
+	src, err := c.firstUsable(ctx, "restore", "restoring from", set)
 	if err != nil {
 		return err
 	}
 	var plan restore.Plan
 	switch {
 	case !opts.at.IsZero():
-		plan, err = cat.PlanTime(opts.at)
+		plan, err = src.cat.PlanTime(opts.at)
 	default:
-		plan, err = cat.PlanTXID(opts.txid) // 0 means the latest
+		plan, err = src.cat.PlanTXID(opts.txid) // 0 means the latest
 	}
-	if errors.Is(err, restore.ErrNoSnapshot) && opts.ifReplicaExists {
-		fmt.Fprintf(c.stderr, "ferry restore: %s holds nothing to restore; nothing to do\n", replica.Target)
-		return nil
+	if errors.Is(err, restore.ErrNoSnapshot) {
+		what := src.replica.Target.String()
+		if len(set.replicas) > 1 {
+			what = fmt.Sprintf("each of the %d replicas of %s", len(set.replicas), set.db)
+		}
+		if opts.ifReplicaExists {
+			fmt.Fprintf(c.stderr, "ferry restore: %s holds nothing to restore; nothing to do\n", what)
+			return nil
+		}
+		return fmt.Errorf("%s: %w", what, err)
 	}
 	if err != nil {
-		return fmt.Errorf("%s: %w", replica.Target, err)
+		return restoreFailed(src, err)
 	}
 	if opts.dryRun {
 		return c.printPlan(plan, opts)
 	}
 	bar := newProgress(c.stderr, int64(len(plan.Segments)), "applying segments")
-	res, err := restore.ToFile(ctx, store, plan, opts.output, restore.Options{
+	res, err := restore.ToFile(ctx, src.store, plan, opts.output, restore.Options{
 		Parallelism: opts.parallelism,
 		Before:      opts.at,
 		Progress:    func(int, int) { bar.add(1) },
 	})
 	bar.finish()
-	var stopped *restore.StoppedError
-	if errors.As(err, &stopped) && stopped.TXID < plan.TXID {
-		return fmt.Errorf("%w; nothing was written: 'ferry restore -txid %d' restores that last provable state", err, stopped.TXID)
-	}
 	if err != nil {
-		return err
+		return restoreFailed(src, err)
 	}
 	if opts.json {
 		return writeJSON(c.stdout, res)
 	}
-	fmt.Fprintf(c.stdout, "restored %s to txid %d (committed %s) into %s\n", replica.Target, res.TXID, res.Time.Format(time.RFC3339Nano), opts.output)
+	fmt.Fprintf(c.stdout, "restored %s to txid %d (committed %s) into %s\n", src.replica.Target, res.TXID, res.Time.Format(time.RFC3339Nano), opts.output)
 	return nil
+}
+
+// restoreFailed names the replica a restore failed on and, when the
+// replica still proves an earlier state, says how to restore that one.
+func restoreFailed(src source, err error) error {
+	var stopped *restore.StoppedError
+	if errors.As(err, &stopped) && stopped.TXID > 0 {
+		return fmt.Errorf("%s: %w; nothing was written: 'ferry restore -txid %d' restores that last provable state", src.replica.Target, err, stopped.TXID)
+	}
+	return fmt.Errorf("%s: %w", src.replica.Target, err)
 }
 
 func (c *restoreCmd) printPlan(plan restore.Plan, opts restoreOptions) error {
@@ -134,25 +155,62 @@ func (c *restoreCmd) printPlan(plan restore.Plan, opts restoreOptions) error {
 	return nil
 }
 
-// replicaFor returns the replica a DB_PATH|REPLICA_URL argument names: the
-// URL itself, or the first replica of the database in the config.
-func (a *app) replicaFor(from location, configPath string) (config.Replica, error) {
-	if from.isURL {
-		return config.Replica{Target: from.target}, nil
-	}
-	path, explicit := configPath, configPath != ""
-	if !explicit {
-		path = config.DefaultPath
-	}
-	cfg, err := a.loadConfig(path, explicit)
+// source is a replica opened and listed.
+type source struct {
+	replica config.Replica
+	store   objstore.Store
+	cat     restore.Catalog
+}
+
+func openSource(ctx context.Context, r config.Replica) (source, error) {
+	store, err := target.Open(ctx, r, target.Options{Check: true, MustExist: true})
 	if err != nil {
-		return config.Replica{}, err
+		return source{}, err
 	}
-	db, ok := cfg.DB(from.dbPath)
-	if !ok {
-		return config.Replica{}, fmt.Errorf("database %s is not in %s", from.dbPath, cfg.Source)
+	cat, err := restore.ReadCatalog(ctx, store)
+	if err != nil {
+		return source{}, fmt.Errorf("%s: %w", r.Target, err)
 	}
-	return db.Replicas[0], nil
+	return source{replica: r, store: store, cat: cat}, nil
+}
+
+// firstUsable opens the replicas of set in order, and lists each, until
+// one answers and holds something; with a DB_PATH it says on stderr which
+// it took (doing names what it does with it) and why it skipped the
+// others. A replica that is down or empty must not stop a restore that
+// another replica of the same database can serve. A lone replica is taken
+// whatever it holds, so that its own failure is the one reported; so is
+// the first when all are empty, so that the caller reports an empty
+// replica as it would a lone one.
+func (a *app) firstUsable(ctx context.Context, cmd, doing string, set replicaSet) (source, error) {
+	n := len(set.replicas)
+	var skipped []string
+	var empty []source
+	for i, r := range set.replicas {
+		src, err := openSource(ctx, r)
+		switch {
+		case n == 1 && err != nil:
+			return src, err
+		case err != nil:
+			skipped = append(skipped, fmt.Sprintf("replica %d of %d is unreachable: %v", i+1, n, err))
+			continue
+		case n > 1 && src.cat.Empty():
+			skipped = append(skipped, fmt.Sprintf("replica %d of %d is empty: %s holds no snapshot and no change set", i+1, n, r.Target))
+			empty = append(empty, src)
+			continue
+		}
+		if set.db != "" {
+			for _, s := range skipped {
+				fmt.Fprintf(a.stderr, "ferry %s: skipped: %s\n", cmd, s)
+			}
+			fmt.Fprintf(a.stderr, "ferry %s: %s replica %d of %d of %s (from %s): %s\n", cmd, doing, i+1, n, set.db, set.source, r.Target)
+		}
+		return src, nil
+	}
+	if len(empty) == n {
+		return empty[0], nil
+	}
+	return source{}, fmt.Errorf("no replica of %s could be used: %s", set.db, strings.Join(skipped, "; "))
 }
 
 func writeJSON(w io.Writer, v any) error {
@@ -165,8 +223,9 @@ func (c *restoreCmd) options(args []string) (restoreOptions, error) {
 	var o restoreOptions
 	fs := newFlagSet("restore")
 	fs.StringVar(&o.configPath, "config", "", "read the config file at `PATH`")
+	fs.StringVar(&o.replica, "replica", "", "restore from the replica of DB_PATH at `URL`, not the first that answers")
 	fs.StringVar(&o.output, "o", "", "write the database to `OUTPUT` (default DB_PATH)")
-	fs.Func("txid", "restore up to and including transaction `N` (decimal, or hex with 0x)", func(s string) (err error) {
+	fs.Func("txid", "restore up to and including transaction `N`: decimal as 'ferry txids' prints it, or hex with 0x", func(s string) (err error) {
 		o.txid, err = parseTXID(s)
 		o.hasTXID = err == nil
 		return err
@@ -196,6 +255,8 @@ func (c *restoreCmd) options(args []string) (restoreOptions, error) {
 		return o, usagef("-o needs a path")
 	case set["config"] && o.configPath == "":
 		return o, usagef("-config needs a path")
+	case set["replica"] && o.replica == "":
+		return o, usagef("-replica needs a URL")
 	case fs.NArg() != 1:
 		return o, usagef("want one DB_PATH or REPLICA_URL, got %d arguments", fs.NArg())
 	}
@@ -214,18 +275,50 @@ func (c *restoreCmd) options(args []string) (restoreOptions, error) {
 	return o, nil
 }
 
-// parseTXID reads a transaction ID as printed by 'ferry txids' (decimal)
-// or as it appears in object names (hex, written here with 0x).
+// parseTXID reads a -txid value. The rule: decimal, the form 'ferry txids'
+// and every message print; or hexadecimal after an explicit 0x, the form
+// of object names. A zero-padded value is refused: object names write
+// txids as 16 zero-padded hex digits, and 0000000000000010 read as decimal
+// 10 would restore a different state from the txid 16 its object holds.
+// Zero is refused too: txids start at 1, and a 0 taken for "the latest"
+// would quietly restore something newer than asked.
 func parseTXID(s string) (uint64, error) {
+	const hint = "want a transaction ID such as 1234 (decimal, as 'ferry txids' prints it) or 0x4d2 (hexadecimal)"
+	isHex := s != "" && strings.Trim(strings.ToLower(s), "0123456789abcdef") == ""
 	var n uint64
 	var err error
-	if h, ok := strings.CutPrefix(strings.ToLower(s), "0x"); ok {
+	switch h, ok := cutHexPrefix(s); {
+	case ok:
 		n, err = strconv.ParseUint(h, 16, 64)
-	} else {
+	case isHex && len(s) > 1 && s[0] == '0' && strings.Trim(s, "0") != "":
+		n, err := strconv.ParseUint(s, 16, 64)
+		if err != nil {
+			return 0, fmt.Errorf("%s does not fit in 64 bits", s)
+		}
+		if d, derr := strconv.ParseUint(s, 10, 64); derr == nil {
+			return 0, fmt.Errorf("zero-padded txids are ambiguous: object names write txid 0x%x (%d in decimal) this way, while 'ferry txids' prints decimal; write -txid 0x%x, or -txid %d for decimal", n, n, n, d)
+		}
+		return 0, fmt.Errorf("zero-padded txids are ambiguous: object names write txid 0x%x (%d in decimal) this way; write -txid 0x%x or -txid %d", n, n, n, n)
+	case isHex && strings.Trim(strings.ToLower(s), "0123456789") != "":
+		return 0, fmt.Errorf("%s; if %s is hexadecimal, write 0x%s", hint, s, s)
+	default:
 		n, err = strconv.ParseUint(s, 10, 64)
 	}
-	if err != nil {
-		return 0, fmt.Errorf("want a transaction ID such as 1234 or 0x4d2")
+	var ne *strconv.NumError
+	switch {
+	case errors.As(err, &ne) && errors.Is(ne.Err, strconv.ErrRange):
+		return 0, fmt.Errorf("%s does not fit in 64 bits", s)
+	case err != nil:
+		return 0, errors.New(hint)
+	case n == 0:
+		return 0, errors.New("txid 0 names no transaction: txids start at 1 (leave -txid out to restore the latest state)")
 	}
 	return n, nil
+}
+
+func cutHexPrefix(s string) (string, bool) {
+	if len(s) >= 2 && s[0] == '0' && (s[1] == 'x' || s[1] == 'X') {
+		return s[2:], true
+	}
+	return "", false
 }

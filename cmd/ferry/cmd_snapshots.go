@@ -2,12 +2,12 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"text/tabwriter"
 	"time"
 
 	"github.com/ferrydb/ferry/internal/restore"
-	"github.com/ferrydb/ferry/internal/target"
 )
 
 type snapshotsCmd struct{ *app }
@@ -16,10 +16,12 @@ func (*snapshotsCmd) Name() string    { return "snapshots" }
 func (*snapshotsCmd) Summary() string { return "list a replica's snapshots" }
 func (*snapshotsCmd) Usage() string {
 	return `
-Usage: ferry snapshots [-json] [-config PATH] DB_PATH|REPLICA_URL
+Usage: ferry snapshots [-json] [-config PATH] [-replica URL] DB_PATH|REPLICA_URL
 
 Lists the snapshots in a database's replica, oldest first, with each one's
-txid, time and size.`
+txid, time and size. Given DB_PATH, lists the first of its replicas that
+answers and holds data, or the one -replica names; they are found as
+'ferry restore -h' says.`
 }
 
 func (c *snapshotsCmd) Run(ctx context.Context, args []string) error {
@@ -51,11 +53,14 @@ func (c *snapshotsCmd) Run(ctx context.Context, args []string) error {
 }
 
 // listing parses the command line shared by the commands that list a
-// replica ([-json] [-config PATH] DB_PATH|REPLICA_URL) and lists it.
+// replica ([-json] [-config PATH] [-replica URL] DB_PATH|REPLICA_URL) and
+// lists the replica: the URL, or the first replica of DB_PATH that
+// answers and holds something.
 func (a *app) listing(ctx context.Context, name, usage string, args []string) (cat restore.Catalog, asJSON bool, err error) {
 	fs := newFlagSet(name)
 	jsonFlag := fs.Bool("json", false, "print JSON")
 	cfgPath := configFlag(fs)
+	choose := replicaFlag(fs)
 	if err := a.parse(fs, usage, args); err != nil {
 		return cat, false, err
 	}
@@ -63,24 +68,15 @@ func (a *app) listing(ctx context.Context, name, usage string, args []string) (c
 	if err != nil {
 		return cat, false, err
 	}
-	cat, err = a.catalog(ctx, loc, *cfgPath)
-	return cat, *jsonFlag, err
+	set, err := a.replicasOf(ctx, loc, *cfgPath, *choose)
+	if err != nil {
+		return cat, false, err
+	}
+	src, err := a.firstUsable(ctx, name, "listing", set)
+	return src.cat, *jsonFlag, err
 }
 
-// catalog lists what the replica a DB_PATH|REPLICA_URL argument names
-// holds.
-func (a *app) catalog(ctx context.Context, loc location, configPath string) (restore.Catalog, error) {
-	replica, err := a.replicaFor(loc, configPath)
-	if err != nil {
-		return restore.Catalog{}, err
-	}
-	store, err := target.Open(ctx, replica, target.Options{Check: true, MustExist: true})
-	if err != nil {
-		return restore.Catalog{}, err
-	}
-	cat, err := restore.ReadCatalog(ctx, store)
-	if err != nil {
-		return restore.Catalog{}, fmt.Errorf("%s: %w", replica.Target, err)
-	}
-	return cat, nil
+// replicaFlag adds -replica to fs.
+func replicaFlag(fs *flag.FlagSet) *string {
+	return fs.String("replica", "", "of the replicas of DB_PATH, use the one at `URL`")
 }
