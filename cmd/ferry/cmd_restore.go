@@ -141,6 +141,9 @@ func restoreFailed(src source, err error) error {
 
 func (c *restoreCmd) printPlan(plan restore.Plan, opts restoreOptions) error {
 	if opts.json {
+		if plan.Segments == nil {
+			plan.Segments = []restore.SegmentRef{} // a list, even when empty
+		}
 		return writeJSON(c.stdout, plan)
 	}
 	fmt.Fprintf(c.stdout, "snapshot %s (txid %d, %s, %d bytes)\n", plan.Snapshot.Key, plan.Snapshot.TXID, plan.Snapshot.Time.Format(time.RFC3339), plan.Snapshot.Size)
@@ -216,6 +219,9 @@ func (a *app) firstUsable(ctx context.Context, cmd, doing string, set replicaSet
 func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
+	// Replica URLs carry & between their parameters; HTML escaping
+	// would print it as \u0026.
+	enc.SetEscapeHTML(false)
 	return enc.Encode(v)
 }
 

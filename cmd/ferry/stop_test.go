@@ -33,6 +33,11 @@ func TestSIGTERMShipsTheLastCommits(t *testing.T) {
 	if !d.logged("stopped; every target holds the last transaction") {
 		t.Fatalf("no line saying what the targets hold:\n%s", d.log())
 	}
+	for _, line := range strings.Split(d.log(), "\n") {
+		if strings.Count(line, " db=") > 1 {
+			t.Fatalf("a log line names the database twice: %s", line)
+		}
+	}
 	out := filepath.Join(dir, "restored.db")
 	if r := runBin(t, bin, "restore", "-o", out, url); r.code != 0 {
 		t.Fatalf("restore: %s", r.stderr)

@@ -109,6 +109,18 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	stopping := ctx
 	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	d := &daemon{cfg: cfg, o: o, stop: cancel}
+	// A start that fails removes the database spools it created, once
+	// what it started has stopped (this runs after the deferred stop
+	// below): a typo or a database not in WAL mode leaves nothing behind.
+	fresh := freshSpools(cfg)
+	started := false
+	defer func() {
+		if !started {
+			for _, dir := range fresh {
+				removeSpool(dir)
+			}
+		}
+	}()
 	// Whatever way Run returns, everything it started stops first.
 	defer func() {
 		cancel()
@@ -139,6 +151,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 		d.serve(ctx, ln, d.handler(d.dbs))
 	}
 	o.Log.Info("ferry is replicating", "dbs", len(cfg.DBs), "inboxes", len(cfg.Files), "addr", addr)
+	started = true
 	if o.Ready != nil {
 		o.Ready(addr)
 	}

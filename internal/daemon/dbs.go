@@ -2,9 +2,12 @@ package daemon
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
@@ -15,6 +18,7 @@ import (
 	"github.com/ferrydb/ferry/internal/capture"
 	"github.com/ferrydb/ferry/internal/config"
 	"github.com/ferrydb/ferry/internal/objstore"
+	"github.com/ferrydb/ferry/internal/spool"
 )
 
 // SpoolDir is where the spool and capture state of the database at dbPath
@@ -26,6 +30,38 @@ func SpoolDir(root, dbPath string) string {
 	}
 	sum := sha256.Sum256([]byte(dbPath))
 	return filepath.Join(root, filepath.Base(dbPath)+"-"+hex.EncodeToString(sum[:4]))
+}
+
+// freshSpools returns the spool directories of cfg's databases that do
+// not exist yet: the ones a failed start must not leave behind.
+func freshSpools(cfg *config.Config) []string {
+	var dirs []string
+	for _, db := range cfg.DBs {
+		dir := SpoolDir(cfg.Spool, db.Path)
+		if _, err := os.Lstat(dir); errors.Is(err, fs.ErrNotExist) {
+			dirs = append(dirs, dir)
+		}
+	}
+	return dirs
+}
+
+// removeSpool removes a spool directory this process created. It takes
+// the spool's lock and moves the directory aside while holding it, so that
+// a spool another process opened meanwhile is never removed.
+func removeSpool(dir string) {
+	if _, err := os.Lstat(dir); err != nil {
+		return
+	}
+	sp, err := spool.Open(dir, spool.Options{})
+	if err != nil {
+		return
+	}
+	aside := dir + ".removing-" + rand.Text()
+	err = os.Rename(dir, aside)
+	sp.Close()
+	if err == nil {
+		os.RemoveAll(aside)
+	}
 }
 
 // SocketPath is the control socket of the daemon replicating the database

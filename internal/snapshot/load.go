@@ -12,16 +12,16 @@ import (
 
 // ManifestInfo is what List says about one snapshot.
 type ManifestInfo struct {
-	Key       string
-	TXID      uint64
-	Time      time.Time
-	PageSize  int
-	PageCount uint32
-	Size      int64 // database bytes
+	Key       string    `json:"key"`
+	TXID      uint64    `json:"txid"`
+	Time      time.Time `json:"time"`
+	PageSize  int       `json:"page_size"`
+	PageCount uint32    `json:"page_count"`
+	Size      int64     `json:"size"` // database bytes
 	// Err is set when the manifest's header cannot be read or fails its
 	// checks; only Key and TXID are then filled in. One damaged manifest
 	// does not hide the others.
-	Err error
+	Err error `json:"-"`
 }
 
 // List returns every snapshot in the store, oldest txid first, from each
