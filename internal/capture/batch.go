@@ -39,7 +39,7 @@ const txnHeaderSize = 8 + 8 + 4 + 4
 type batch struct {
 	maxBytes int64
 	f        *os.File
-	w        *bufio.Writer
+	w        *heldWriter
 	size     int64 // bytes written, buffered ones included
 	pageSize int
 	first    uint64
@@ -57,7 +57,7 @@ func openBatch(spoolDir string, maxBytes int64) (*batch, error) {
 	if maxBytes <= 0 {
 		maxBytes = defaultBatchBytes
 	}
-	return &batch{maxBytes: maxBytes, f: f, w: bufio.NewWriterSize(f, 256<<10)}, nil
+	return &batch{maxBytes: maxBytes, f: f, w: &heldWriter{f: f, limit: 256 << 10}}, nil
 }
 
 func (b *batch) empty() bool { return b.txns == 0 }
@@ -71,17 +71,21 @@ func (b *batch) mark() int64 { return b.size }
 
 // rollback forgets everything written after mark.
 func (b *batch) rollback(mark int64) error {
-	if err := b.w.Flush(); err != nil {
-		return err
+	if mark >= b.w.flushed {
+		// What goes is all still in memory: no write is needed, so a
+		// disk without room cannot make a rollback fail.
+		b.w.buf = b.w.buf[:mark-b.w.flushed]
+		b.size = mark
+		return nil
 	}
+	b.w.buf = b.w.buf[:0]
 	if err := b.f.Truncate(mark); err != nil {
 		return err
 	}
 	if _, err := b.f.Seek(mark, io.SeekStart); err != nil {
 		return err
 	}
-	b.w.Reset(b.f)
-	b.size = mark
+	b.w.flushed, b.size = mark, mark
 	return nil
 }
 
@@ -125,6 +129,33 @@ func (b *batch) write(p []byte) error {
 		return fmt.Errorf("write capture batch: %w", err)
 	}
 	return nil
+}
+
+// heldWriter buffers the batch file's writes. Unlike bufio.Writer, whose
+// first error sticks for good, it keeps whatever a failed write could not
+// put on disk and tries again at the next flush: a spool disk that was
+// full and has room again must not leave the batch failing forever.
+type heldWriter struct {
+	f       *os.File
+	limit   int
+	buf     []byte
+	flushed int64 // bytes in the file
+}
+
+func (w *heldWriter) Write(p []byte) (int, error) {
+	w.buf = append(w.buf, p...)
+	if len(w.buf) >= w.limit {
+		return len(p), w.Flush()
+	}
+	return len(p), nil
+}
+
+// Flush writes what is held; on failure what was not written stays held.
+func (w *heldWriter) Flush() error {
+	n, err := w.f.Write(w.buf)
+	w.flushed += int64(n)
+	w.buf = w.buf[:copy(w.buf, w.buf[n:])]
+	return err
 }
 
 // reset empties the batch.

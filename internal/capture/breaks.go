@@ -181,12 +181,7 @@ func (r *Replicator) lay(txn wal.Txn, size uint32) {
 // noting the first txid it misses: the start of a gap that Status shows
 // as open until the snapshot that ends it is stored.
 func (r *Replicator) unsync(t *target, from uint64, cause string) {
-	if t.base > 0 && (t.synced || from < t.unsyncedFrom) {
-		t.unsyncedFrom, t.unsyncedCause = from, cause
-	}
-	t.synced = false
-	r.progress.setSynced(t.url, false)
-	r.progress.setOpenGap(t.url, t.unsyncedFrom, t.unsyncedCause)
+	r.progress.unsync(t.url, from, cause)
 }
 
 // current returns where the capture is.

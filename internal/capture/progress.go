@@ -66,19 +66,33 @@ func (p *progress) setLocal(txid uint64, at time.Time) {
 	}
 }
 
-// restore sets a target's position from the saved state: waiting, when
-// not zero, is when the oldest txid it lacked was committed.
-func (p *progress) restore(url string, base, replicated uint64, synced bool, waiting time.Time) {
+// restore sets a target's state from what was saved.
+func (p *progress) restore(url string, sv *savedTarget) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	t := p.targets[url]
-	t.base, t.synced = base, synced
-	if replicated > base {
-		t.add(txRange{base + 1, replicated})
+	t.base, t.baseTime, t.synced = sv.Snapshot, sv.SnapshotTime, sv.Synced
+	t.unsyncedFrom, t.unsyncedCause = sv.UnsyncedFrom, sv.UnsyncedCause
+	if sv.Replicated > t.base {
+		t.add(txRange{t.base + 1, sv.Replicated})
 	}
-	if !waiting.IsZero() {
-		p.marks.seed(t.reached()+1, waiting)
+	if !sv.WaitingSince.IsZero() {
+		p.marks.seed(t.reached()+1, sv.WaitingSince)
 	}
+}
+
+// unsync leaves url out of change sets until a snapshot starts for it,
+// noting from, the first txid it misses, unless an earlier one is noted.
+func (p *progress) unsync(url string, from uint64, cause string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	t := p.targets[url]
+	// The earliest start is kept: a gap still open when another break
+	// comes (say, while the snapshot that would end it runs) only grows.
+	if t.base > 0 && (t.unsyncedFrom == 0 || from < t.unsyncedFrom) {
+		t.unsyncedFrom, t.unsyncedCause = from, cause
+	}
+	t.synced = false
 }
 
 // shipped is the uploaders' callback: url holds the change set under key.
@@ -107,11 +121,16 @@ func (p *progress) remote(url string, rs []txRange) {
 	p.notify()
 }
 
-// snapshotDone records a completed snapshot at txid.
-func (p *progress) snapshotDone(url string, txid uint64) {
+// snapshotDone records a snapshot at txid, stored at now. For a target
+// that change sets reach again, it ends the open gap.
+func (p *progress) snapshotDone(url string, txid uint64, now time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	t := p.targets[url]
+	if t.synced {
+		t.unsyncedFrom, t.unsyncedCause = 0, ""
+	}
+	t.baseTime = now
 	if txid > t.base {
 		t.base = txid
 		t.prune()
@@ -127,11 +146,34 @@ func (p *progress) setSynced(url string, synced bool) {
 	p.targets[url].synced = synced
 }
 
-// setOpenGap records the start of a gap not yet ended (from 0: none).
-func (p *progress) setOpenGap(url string, from uint64, cause string) {
+// resync records that a snapshot at txid starts url's chain again:
+// change sets reach the target from now on, but those after txid wait
+// for that snapshot to be stored.
+func (p *progress) resync(url string, txid uint64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.targets[url].openFrom, p.targets[url].openCause = from, cause
+	t := p.targets[url]
+	t.synced = true
+	t.holdAfter = max(t.holdAfter, txid)
+}
+
+// waitChainable returns once a change set starting at first may go to
+// url, or when ctx ends.
+func (p *progress) waitChainable(ctx context.Context, url string, first uint64) error {
+	for {
+		p.mu.Lock()
+		ok := p.targets[url].chainable(first)
+		ch := p.changed
+		p.mu.Unlock()
+		if ok {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-ch:
+		}
+	}
 }
 
 // replicated returns how far url restores.

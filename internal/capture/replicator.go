@@ -88,25 +88,19 @@ type point struct {
 	dbSize   uint32
 }
 
-// target is the capture's view of one replica target.
+// target is the capture loop's handle on one replica target: the
+// target's state (where it is, what it lacks, how it fares), which the
+// loop reads freely and changes only through progress, and what the loop
+// alone needs to snapshot it.
 type target struct {
-	url   string
+	*targetState
 	store objstore.Store
-	// base is the newest snapshot completed there, prev its manifest when
-	// loaded, and baseTime when it was taken.
-	base     uint64
-	prev     *snapshot.Manifest
-	baseTime time.Time
+	// prev is the manifest of the snapshot at base, when loaded.
+	prev *snapshot.Manifest
 	// dirty holds the chunks written since base; full means they are not
 	// known and the next snapshot rereads everything.
 	dirty snapshot.ChunkSet
 	full  bool
-	// synced says that change sets reach the target from base on. A
-	// target that is not synced is left out of new change sets until a
-	// snapshot starts for it.
-	synced        bool
-	unsyncedFrom  uint64
-	unsyncedCause string
 	// While a snapshot is in flight for the target, jobDirty and jobFull
 	// are the dirty chunks it was handed; resyncing says that it is the
 	// snapshot that lets change sets reach the target again.

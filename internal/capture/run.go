@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/ferrydb/ferry/internal/objstore"
+	"github.com/ferrydb/ferry/internal/segment"
 	"github.com/ferrydb/ferry/internal/snapshot"
 	"github.com/ferrydb/ferry/internal/spool"
 	"github.com/ferrydb/ferry/internal/uploader"
@@ -115,9 +117,27 @@ func (r *Replicator) observed(ctx context.Context, url string) context.Context {
 
 func (r *Replicator) openTarget(_ context.Context, url string) (objstore.Store, error) {
 	if s, ok := r.o.Targets[url]; ok {
-		return s, nil
+		return &chainedStore{Store: s, url: url, p: r.progress}, nil
 	}
 	return nil, fmt.Errorf("a change set names target %s, which this replicator does not have", url)
+}
+
+// chainedStore is a target's store as its uploader sees it: a change set
+// that carries on from a snapshot still in flight waits for it (see
+// targetState.holdAfter).
+type chainedStore struct {
+	objstore.Store
+	url string
+	p   *progress
+}
+
+func (s *chainedStore) Put(ctx context.Context, key string, body io.ReadSeeker, opts objstore.PutOptions) (objstore.Info, error) {
+	if first, _, err := segment.ParseKey(key); err == nil {
+		if err := s.p.waitChainable(ctx, s.url, first); err != nil {
+			return objstore.Info{}, err
+		}
+	}
+	return s.Store.Put(ctx, key, body, opts)
 }
 
 // start sets the capture up from the saved state, or, for a new replica,
@@ -125,17 +145,14 @@ func (r *Replicator) openTarget(_ context.Context, url string) (objstore.Store, 
 func (r *Replicator) start(ctx context.Context, wg *sync.WaitGroup) error {
 	st := r.state
 	for _, u := range r.urls {
-		t := &target{url: u, store: r.o.Targets[u], dirty: snapshot.ChunkSet{}, full: true}
+		t := &target{targetState: r.progress.targets[u], store: r.o.Targets[u], dirty: snapshot.ChunkSet{}, full: true}
 		if st != nil {
 			if sv := st.Targets[u]; sv != nil {
-				t.base, t.baseTime, t.synced = sv.Snapshot, sv.SnapshotTime, sv.Synced
-				t.unsyncedFrom, t.unsyncedCause = sv.UnsyncedFrom, sv.UnsyncedCause
 				t.full = sv.Full
 				for _, i := range sv.Dirty {
 					t.dirty.Add(i)
 				}
-				r.progress.restore(u, sv.Snapshot, sv.Replicated, t.synced, sv.WaitingSince)
-				r.progress.setOpenGap(u, t.unsyncedFrom, t.unsyncedCause)
+				r.progress.restore(u, sv)
 			}
 		}
 		r.targets[u] = t

@@ -84,7 +84,9 @@ func (r *Replicator) startSnapshots(ctx context.Context, now time.Time) {
 	}
 	img, err := newImage(ctx, r.sql.tx(), r.gen, maps.Clone(r.overlay), r.pageSize, r.dbSize)
 	if err != nil {
-		r.fail(err)
+		if ctx.Err() == nil { // stopping is no failure
+			r.fail(err)
+		}
 		return
 	}
 	jctx, cancel := context.WithCancel(ctx)
@@ -101,9 +103,9 @@ func (r *Replicator) startSnapshots(ctx context.Context, now time.Time) {
 		t.snapping, t.resyncing = true, !t.synced
 		if !t.synced {
 			// Change sets spooled from now on carry on from this
-			// snapshot's txid, so they must reach the target.
-			t.synced = true
-			r.progress.setSynced(t.url, true)
+			// snapshot's txid, so they must reach the target, once the
+			// snapshot is there.
+			r.progress.resync(t.url, job.txid)
 		}
 		job.works = append(job.works, w)
 	}
@@ -169,27 +171,22 @@ func (r *Replicator) finishSnapshots() {
 		if w.err == nil {
 			// A target whose backlog was dropped while the snapshot ran
 			// needs another one; its gap is recorded then.
-			if t.synced {
-				if t.unsyncedFrom != 0 && job.txid > t.unsyncedFrom {
-					r.gap(t.url, t.unsyncedFrom, job.txid-1, t.unsyncedCause)
-				}
-				t.unsyncedFrom, t.unsyncedCause = 0, ""
-				r.progress.setOpenGap(t.url, 0, "")
+			if t.synced && t.unsyncedFrom != 0 && job.txid > t.unsyncedFrom {
+				r.gap(t.url, t.unsyncedFrom, job.txid-1, t.unsyncedCause)
 			}
-			t.base, t.baseTime, t.prev = job.txid, now, &w.m
+			t.prev = &w.m
 			t.failures, t.nextTry = 0, time.Time{}
 			// Logged first: snapshotDone wakes Sync, whose callers may
 			// look for this line.
 			r.o.Log.Info("snapshot stored", "target", t.url, "txid", job.txid,
 				"chunks", w.stats.Chunks, "reread", w.stats.ChunksReread, "uploaded", w.stats.ChunksUploaded, "bytes", w.stats.BytesUploaded)
-			r.progress.snapshotDone(t.url, job.txid)
+			r.progress.snapshotDone(t.url, job.txid, now)
 		} else {
 			for i := range t.jobDirty {
 				t.dirty.Add(i)
 			}
 			t.full = t.full || t.jobFull
 			if t.resyncing {
-				t.synced = false
 				r.progress.setSynced(t.url, false)
 			}
 			if errors.Is(w.err, context.Canceled) {

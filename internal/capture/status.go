@@ -77,8 +77,8 @@ func (r *Replicator) Status() Status {
 	for _, u := range r.urls {
 		t := p.targets[u]
 		s.Targets = append(s.Targets, t.status(p.local, &p.marks, now))
-		if t.openFrom > 0 && t.openFrom <= p.local {
-			s.Gaps = append(s.Gaps, Gap{Target: u, First: t.openFrom, Last: p.local, Reason: t.openCause, Open: true})
+		if t.unsyncedFrom > 0 && t.unsyncedFrom <= p.local {
+			s.Gaps = append(s.Gaps, Gap{Target: u, First: t.unsyncedFrom, Last: p.local, Reason: t.unsyncedCause, Open: true})
 		}
 	}
 	p.mu.Unlock()

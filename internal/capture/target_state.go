@@ -14,13 +14,32 @@ import (
 type targetState struct {
 	url string
 
-	base   uint64    // newest completed snapshot
-	ranges []txRange // change sets confirmed above base, merged and sorted
+	// Only the capture loop changes the fields from here to ranges (under
+	// progress.mu, through progress), so it may read them without the
+	// lock; everybody else holds it.
+	//
+	// base is the newest snapshot completed there, baseTime when ferry
+	// stored it.
+	base     uint64
+	baseTime time.Time
+	// synced says that change sets reach the target from base on. A
+	// target that is not synced is left out of new change sets until a
+	// snapshot starts for it.
 	synced bool
-	// openFrom, when not zero, is the first txid of a gap that the next
-	// snapshot stored will end, and openCause why it began.
-	openFrom  uint64
-	openCause string
+	// unsyncedFrom, when not zero, is the first txid the target misses
+	// while it waits for a snapshot: the start of a gap that the next
+	// snapshot stored will end, shown as open until then; unsyncedCause
+	// says why it began.
+	unsyncedFrom  uint64
+	unsyncedCause string
+	// holdAfter, when not zero, is the txid of a snapshot that starts the
+	// target's chain again: change sets after it wait until a snapshot at
+	// or past it is stored, so that the target never holds change sets
+	// that no snapshot leads to (which a restore or verify would rightly
+	// call damage).
+	holdAfter uint64
+
+	ranges []txRange // change sets confirmed above base, merged and sorted
 
 	// lastErr is the newest failure, kept after recovery for the operator;
 	// failingSince is when the current run of failures began, zero while
@@ -34,6 +53,12 @@ type targetState struct {
 	catchingUp bool
 	recoverAt  uint64
 	downFor    time.Duration
+}
+
+// chainable reports whether a change set starting at first may go to the
+// target now (see holdAfter).
+func (t *targetState) chainable(first uint64) bool {
+	return t.holdAfter == 0 || first <= t.holdAfter || t.base >= t.holdAfter
 }
 
 // reached returns how far t restores.
