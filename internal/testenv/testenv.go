@@ -7,6 +7,7 @@ package testenv
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"sync/atomic"
 	"testing"
@@ -56,11 +57,16 @@ func Missing(t testing.TB, what string) {
 // is temporary and goes away with the test run.
 func Bucket(t testing.TB, srv S3Server) string {
 	t.Helper()
+	// A transport of its own, closed after the call, so that no
+	// keep-alive connection outlives the test for goleak to find.
+	transport := &http.Transport{}
+	defer transport.CloseIdleConnections()
 	client := s3.New(s3.Options{
 		BaseEndpoint: aws.String(srv.Endpoint),
 		Region:       srv.Region,
 		UsePathStyle: true,
 		Credentials:  credentials.NewStaticCredentialsProvider(srv.AccessKey, srv.SecretKey, ""),
+		HTTPClient:   &http.Client{Transport: transport},
 	})
 	name := fmt.Sprintf("ferry-test-%d-%d", time.Now().UnixNano(), bucketSeq.Add(1))
 	if _, err := client.CreateBucket(context.Background(), &s3.CreateBucketInput{Bucket: aws.String(name)}); err != nil {
