@@ -26,6 +26,7 @@ type Metrics struct {
 	bytes    *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
 	retries  *prometheus.CounterVec
+	waits    *prometheus.CounterVec
 }
 
 // NewMetrics registers the series with reg.
@@ -56,14 +57,31 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "ferry_objstore_retries_total",
 			Help: "Transient failures that were retried after a backoff.",
 		}, []string{"backend", "op"}),
+		waits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ferry_objstore_ratelimit_wait_seconds_total",
+			Help: "Time calls spent waiting on a rate limit, by kind: requests or bytes. The waits of a call, and of a put's body, count in ferry_objstore_request_duration_seconds too; this series tells a tight limit from a slow store.",
+		}, []string{"backend", "kind"}),
 	}
-	reg.MustRegister(m.requests, m.outcomes, m.errors, m.bytes, m.latency, m.retries)
+	reg.MustRegister(m.requests, m.outcomes, m.errors, m.bytes, m.latency, m.retries, m.waits)
 	return m
 }
 
 // RetryHook returns a RetryPolicy.OnRetry that counts retries for backend.
 func (m *Metrics) RetryHook(backend string) func(op, key string, attempt int, err error) {
 	return func(op, _ string, _ int, _ error) { m.retries.WithLabelValues(backend, op).Inc() }
+}
+
+// WaitHook returns a Limits.OnWait that adds up, for backend, the time
+// calls spend waiting on a limit.
+func (m *Metrics) WaitHook(backend string) func(kind string, waited time.Duration) {
+	requests, bytes := m.waits.WithLabelValues(backend, LimitRequests), m.waits.WithLabelValues(backend, LimitBytes)
+	return func(kind string, waited time.Duration) {
+		c := bytes
+		if kind == LimitRequests {
+			c = requests
+		}
+		c.Add(waited.Seconds())
+	}
 }
 
 // WithMetrics records every call of s in m under the backend label.
@@ -219,6 +237,12 @@ func (m *Metrics) Errors(backend, op, status string) prometheus.Counter {
 // Retries returns the retry counter of one backend and operation.
 func (m *Metrics) Retries(backend, op string) prometheus.Counter {
 	return m.retries.WithLabelValues(backend, op)
+}
+
+// RateLimitWait returns the seconds waited on one backend's limit of one
+// kind (LimitRequests, LimitBytes).
+func (m *Metrics) RateLimitWait(backend, kind string) prometheus.Counter {
+	return m.waits.WithLabelValues(backend, kind)
 }
 
 // Bytes returns the byte counter of one backend and operation.

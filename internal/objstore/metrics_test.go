@@ -1,6 +1,7 @@
 package objstore_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -154,4 +155,49 @@ func (s answering) Put(context.Context, string, io.ReadSeeker, objstore.PutOptio
 
 func (s answering) List(context.Context, string) iter.Seq2[objstore.Info, error] {
 	return func(yield func(objstore.Info, error) bool) { yield(objstore.Info{}, s.list) }
+}
+
+// Time spent waiting on a limit shows, by kind, in
+// ferry_objstore_ratelimit_wait_seconds_total; with no limit nothing is
+// recorded.
+func TestMetricsRecordRateLimitWaits(t *testing.T) {
+	ctx := context.Background()
+	reg := objstore.NewRegistry()
+	m := objstore.NewMetrics(reg)
+	s := objstore.Stack(memstore.New(), objstore.StackOptions{
+		Backend: "mem",
+		Retry:   fastRetry(),
+		Limits:  objstore.Limits{RequestsPerSecond: 20, UploadBytesPerSecond: 1 << 20},
+		Metrics: m,
+	})
+	for range 30 {
+		s.Head(ctx, "k")
+	}
+	// 20 heads ride the burst; the other 10 wait 0.5 s between them, less
+	// the time spent between waits.
+	if got := testutil.ToFloat64(m.RateLimitWait("mem", objstore.LimitRequests)); got < 0.4 {
+		t.Errorf("30 heads at 20/s: %v s waited on requests, want at least 0.4", got)
+	}
+	if got := testutil.ToFloat64(m.RateLimitWait("mem", objstore.LimitBytes)); got != 0 {
+		t.Errorf("no body sent yet: %v s waited on bytes, want 0", got)
+	}
+	if _, err := s.Put(ctx, "k", bytes.NewReader(make([]byte, 1<<20)), objstore.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// 1 MiB at 1 MiB/s with a 256 KiB burst: 0.75 s, less the time spent
+	// copying between waits.
+	if got := testutil.ToFloat64(m.RateLimitWait("mem", objstore.LimitBytes)); got < 0.5 {
+		t.Errorf("1 MiB put at 1 MiB/s: %v s waited on bytes, want at least 0.5", got)
+	}
+	if got := sumOf(t, reg, "ferry_objstore_ratelimit_wait_seconds_total"); got < 0.9 {
+		t.Errorf("ferry_objstore_ratelimit_wait_seconds_total = %v, want at least 0.9", got)
+	}
+
+	unlimited := objstore.Stack(memstore.New(), objstore.StackOptions{Backend: "file", Retry: fastRetry(), Metrics: m})
+	for range 30 {
+		unlimited.Head(ctx, "k")
+	}
+	if got := testutil.ToFloat64(m.RateLimitWait("file", objstore.LimitRequests)); got != 0 {
+		t.Errorf("no limit: %v s waited on requests, want 0", got)
+	}
 }

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"iter"
+	"slices"
+	"time"
 
 	"golang.org/x/time/rate"
 )
@@ -13,39 +15,89 @@ import (
 // outage cannot saturate the uplink the application also needs, or run up a
 // request bill. Zero means unlimited.
 type Limits struct {
+	// RequestsPerSecond caps calls of every kind, each attempt of a retry
+	// included.
 	RequestsPerSecond float64
-	BytesPerSecond    int64
+	// BytesPerSecond caps body bytes moved in either direction, put and
+	// get drawing on one budget.
+	BytesPerSecond int64
+	// UploadBytesPerSecond caps put bodies on a budget of their own; when
+	// set, puts no longer draw on BytesPerSecond, so a cap on uploads
+	// neither slows a restore nor is undercut by a shared budget.
+	UploadBytesPerSecond int64
+	// OnWait, when set, is told how long a call waited on a limit:
+	// kind is LimitRequests or LimitBytes.
+	OnWait func(kind string, waited time.Duration)
 }
 
+// Kinds of limit, as OnWait and the metrics name them.
+const (
+	LimitRequests = "requests"
+	LimitBytes    = "bytes"
+)
+
+// maxRequestBurst keeps the request bucket's size an int however large a
+// rate is configured; past a million requests a second the burst no longer
+// matters.
+const maxRequestBurst = 1 << 20
+
 // WithLimits applies l to s with token buckets: one token per request, one
-// per byte moved in either direction.
+// per body byte.
 func WithLimits(s Store, l Limits) Store {
-	if l.RequestsPerSecond <= 0 && l.BytesPerSecond <= 0 {
+	if l.RequestsPerSecond <= 0 && l.BytesPerSecond <= 0 && l.UploadBytesPerSecond <= 0 {
 		return s
 	}
 	ls := &limitStore{next: s}
 	if l.RequestsPerSecond > 0 {
-		ls.reqs = rate.NewLimiter(rate.Limit(l.RequestsPerSecond), max(1, int(l.RequestsPerSecond)))
+		burst := max(1, int(min(l.RequestsPerSecond, maxRequestBurst)))
+		ls.reqs = &budget{lim: rate.NewLimiter(rate.Limit(l.RequestsPerSecond), burst), kind: LimitRequests, onWait: l.OnWait}
 	}
 	if l.BytesPerSecond > 0 {
-		// The burst is also the largest single wait, so reads are cut to
-		// it; a burst below 64 KiB would make every read a tiny one.
-		ls.bytes = rate.NewLimiter(rate.Limit(l.BytesPerSecond), int(max(64<<10, l.BytesPerSecond/4)))
+		ls.gets = byteBudget(l.BytesPerSecond, l.OnWait)
+		ls.puts = ls.gets
+	}
+	if l.UploadBytesPerSecond > 0 {
+		ls.puts = byteBudget(l.UploadBytesPerSecond, l.OnWait)
 	}
 	return ls
 }
 
+// byteBudget returns a bucket of perSecond bytes. Its burst is also the
+// largest single wait, so reads are cut to it; a burst below 64 KiB would
+// make every read a tiny one.
+func byteBudget(perSecond int64, onWait func(string, time.Duration)) *budget {
+	return &budget{lim: rate.NewLimiter(rate.Limit(perSecond), int(max(64<<10, perSecond/4))), kind: LimitBytes, onWait: onWait}
+}
+
+// budget is one token bucket, and where its waits are reported.
+type budget struct {
+	lim    *rate.Limiter
+	kind   string
+	onWait func(string, time.Duration)
+}
+
+// wait takes n tokens, n at most the burst, blocking until they are there.
+func (b *budget) wait(ctx context.Context, n int) error {
+	start := time.Now()
+	err := b.lim.WaitN(ctx, n)
+	if b.onWait != nil {
+		b.onWait(b.kind, time.Since(start))
+	}
+	return err
+}
+
 type limitStore struct {
-	next  Store
-	reqs  *rate.Limiter
-	bytes *rate.Limiter
+	next Store
+	reqs *budget
+	puts *budget // bodies sent; nil when unlimited
+	gets *budget // bodies received; nil when unlimited
 }
 
 func (s *limitStore) request(ctx context.Context, op, key string) error {
 	if s.reqs == nil {
 		return nil
 	}
-	if err := s.reqs.Wait(ctx); err != nil {
+	if err := s.reqs.wait(ctx, 1); err != nil {
 		return &Error{Op: op, Key: key, Err: fmt.Errorf("rate limit: %w", err)}
 	}
 	return nil
@@ -55,7 +107,7 @@ func (s *limitStore) Put(ctx context.Context, key string, body io.ReadSeeker, op
 	if err := s.request(ctx, "put", key); err != nil {
 		return Info{}, err
 	}
-	if s.bytes == nil {
+	if s.puts == nil {
 		return s.next.Put(ctx, key, body, opts)
 	}
 	if opts.SHA256 == "" {
@@ -71,7 +123,9 @@ func (s *limitStore) Put(ctx context.Context, key string, body io.ReadSeeker, op
 	if err != nil {
 		return Info{}, &Error{Op: "put", Key: key, Err: err}
 	}
-	return s.next.Put(ctx, key, &limitedSeeker{ctx: ctx, r: body, lim: s.bytes, pos: start, paid: start}, opts)
+	ls := &limitedSeeker{ctx: ctx, r: body, b: s.puts, pos: start}
+	ls.paid.add(0, start)
+	return s.next.Put(ctx, key, ls, opts)
 }
 
 func (s *limitStore) Get(ctx context.Context, key string, rng *Range) (io.ReadCloser, Info, error) {
@@ -79,10 +133,10 @@ func (s *limitStore) Get(ctx context.Context, key string, rng *Range) (io.ReadCl
 		return nil, Info{}, err
 	}
 	rc, info, err := s.next.Get(ctx, key, rng)
-	if err != nil || s.bytes == nil {
+	if err != nil || s.gets == nil {
 		return rc, info, err
 	}
-	return &limitedReader{ctx: ctx, rc: rc, lim: s.bytes}, info, nil
+	return &limitedReader{ctx: ctx, rc: rc, b: s.gets}, info, nil
 }
 
 func (s *limitStore) Head(ctx context.Context, key string) (Info, error) {
@@ -118,26 +172,30 @@ func (s *limitStore) Delete(ctx context.Context, keys ...string) error {
 
 // limitedSeeker charges the byte budget for each body byte once, the first
 // time it is read: a backend that rewinds to compute a checksum or to retry
-// a part does not pay twice for the same bytes.
+// a part does not pay twice for the same bytes. It remembers which ranges
+// were paid for, not only how far it got, because a backend that sends
+// parts out of order (seeks to part 2, then back to part 1) would otherwise
+// have part 1 pass for free.
 type limitedSeeker struct {
 	ctx  context.Context
 	r    io.ReadSeeker
-	lim  *rate.Limiter
+	b    *budget
 	pos  int64
-	paid int64 // bytes before this offset are already paid for
+	paid spans // the body before the offset Put was called at counts as paid
 }
 
 func (l *limitedSeeker) Read(p []byte) (int, error) {
-	if len(p) > l.lim.Burst() {
-		p = p[:l.lim.Burst()]
+	if burst := l.b.lim.Burst(); len(p) > burst {
+		p = p[:burst]
 	}
 	n, err := l.r.Read(p)
-	l.pos += int64(n)
-	if l.pos > l.paid {
-		owed := int(min(int64(n), l.pos-l.paid))
-		l.paid = l.pos
-		if werr := l.lim.WaitN(l.ctx, owed); werr != nil {
-			return n, werr
+	if n > 0 {
+		owed := l.paid.add(l.pos, l.pos+int64(n))
+		l.pos += int64(n)
+		if owed > 0 {
+			if werr := l.b.wait(l.ctx, int(owed)); werr != nil {
+				return n, werr
+			}
 		}
 	}
 	return n, err
@@ -151,19 +209,50 @@ func (l *limitedSeeker) Seek(offset int64, whence int) (int64, error) {
 	return pos, err
 }
 
+// spans is a set of byte ranges [lo, hi), sorted, disjoint and not
+// touching. A body read in order stays one span.
+type spans []span
+
+type span struct{ lo, hi int64 }
+
+// add puts [lo, hi) into the set and returns how many of its bytes were
+// not in it before.
+func (s *spans) add(lo, hi int64) int64 {
+	if hi <= lo {
+		return 0
+	}
+	fresh := hi - lo
+	merged := span{lo, hi}
+	// first and last bound the spans that overlap or touch [lo, hi).
+	first, _ := slices.BinarySearchFunc(*s, lo, func(sp span, lo int64) int {
+		if sp.hi < lo {
+			return -1
+		}
+		return 1
+	})
+	last := first
+	for ; last < len(*s) && (*s)[last].lo <= hi; last++ {
+		sp := (*s)[last]
+		fresh -= max(0, min(sp.hi, hi)-max(sp.lo, lo))
+		merged.lo, merged.hi = min(merged.lo, sp.lo), max(merged.hi, sp.hi)
+	}
+	*s = slices.Replace(*s, first, last, merged)
+	return fresh
+}
+
 type limitedReader struct {
 	ctx context.Context
 	rc  io.ReadCloser
-	lim *rate.Limiter
+	b   *budget
 }
 
 func (l *limitedReader) Read(p []byte) (int, error) {
-	if len(p) > l.lim.Burst() {
-		p = p[:l.lim.Burst()]
+	if burst := l.b.lim.Burst(); len(p) > burst {
+		p = p[:burst]
 	}
 	n, err := l.rc.Read(p)
 	if n > 0 {
-		if werr := l.lim.WaitN(l.ctx, n); werr != nil {
+		if werr := l.b.wait(l.ctx, n); werr != nil {
 			return n, werr
 		}
 	}
