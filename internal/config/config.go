@@ -101,6 +101,15 @@ type Replica struct {
 	// PartSize is the multipart upload part size in bytes; 0 means the
 	// object store's default.
 	PartSize int64
+
+	// MaxRequestsPerSecond caps the calls ferry makes to this replica's
+	// store, of every kind and retries included; 0 means no cap of its
+	// own.
+	MaxRequestsPerSecond float64
+	// MaxUploadBytesPerSecond caps the bytes ferry sends to this
+	// replica's store; downloads (a restore, a follower) are not capped.
+	// 0 means no cap of its own.
+	MaxUploadBytesPerSecond int64
 }
 
 // Inbox is a directory whose closed files are shipped to a replica and

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"net"
 	"path/filepath"
 	"slices"
@@ -280,6 +281,9 @@ func (d *decoder) size(dst *int64, lo, hi int64) fieldFunc {
 		if err != nil {
 			return d.errf(n, "%s: %v", path, err)
 		}
+		if sz < lo && lo <= 1 {
+			return d.errf(n, "%s: must be positive, not %s", path, quote(v))
+		}
 		if sz < lo || sz > hi {
 			return d.errf(n, "%s: %s is out of range; must be %s to %s", path, quote(v), formatSize(lo), formatSize(hi))
 		}
@@ -298,6 +302,25 @@ func formatSize(n int64) string {
 		}
 	}
 	return strconv.FormatInt(n, 10) + " bytes"
+}
+
+// rate decodes a positive number of events per second into dst; an empty
+// value leaves no limit.
+func (d *decoder) rate(dst *float64) fieldFunc {
+	return func(n *yaml.Node, path string) error {
+		v, err := d.scalar(n, path)
+		if err != nil || v == "" {
+			return err
+		}
+		f, err := strconv.ParseFloat(v, 64)
+		// ParseFloat takes "NaN" and "Inf"; neither is a rate a bucket
+		// can refill at.
+		if err != nil || math.IsNaN(f) || math.IsInf(f, 0) || f <= 0 {
+			return d.errf(n, "%s: must be a positive number, not %s", path, quote(v))
+		}
+		*dst = f
+		return nil
+	}
 }
 
 func (d *decoder) boolean(dst *bool) fieldFunc {
@@ -474,10 +497,11 @@ func (d *decoder) inbox(n *yaml.Node, path string) (Inbox, error) {
 	return in, nil
 }
 
-// oneStore checks that r has the credentials and part size of every
-// other mention of its URL. ferry opens one store per replica URL, so
-// settings that differ between two mentions would be dropped, silently,
-// for one of them.
+// oneStore checks that r has the credentials, part size and rate limits
+// of every other mention of its URL. ferry opens one store per replica
+// URL, so settings that differ between two mentions would be dropped,
+// silently, for one of them; a limit dropped that way would let an inbox
+// flood the uplink that a database's entry was written to protect.
 func (d *decoder) oneStore(n *yaml.Node, path string, r Replica) error {
 	url := r.Target.String()
 	first, ok := d.stores[url]
@@ -487,6 +511,9 @@ func (d *decoder) oneStore(n *yaml.Node, path string, r Replica) error {
 	}
 	if !first.r.AccessKeyID.Equal(r.AccessKeyID) || !first.r.SecretAccessKey.Equal(r.SecretAccessKey) || first.r.PartSize != r.PartSize {
 		return d.errf(n, "%s: replica %s has other credentials or part-size than at line %d; ferry opens one store per URL, so give them alike", path, quote(url), first.line)
+	}
+	if first.r.MaxRequestsPerSecond != r.MaxRequestsPerSecond || first.r.MaxUploadBytesPerSecond != r.MaxUploadBytesPerSecond {
+		return d.errf(n, "%s: replica %s has other max-requests-per-second or max-upload-bytes-per-second than at line %d; ferry opens one store per URL, so give them alike", path, quote(url), first.line)
 	}
 	return nil
 }
@@ -521,8 +548,8 @@ func (d *decoder) replica(n *yaml.Node, path string) (Replica, error) {
 		"force-path-style":  d.boolean(&pathStyle),
 		"part-size":         d.size(&r.PartSize, MinPartSize, MaxPartSize),
 
-		"max-requests-per-second":     notBuilt("ferry does not limit its rate of requests to a store"),
-		"max-upload-bytes-per-second": notBuilt("ferry does not limit its upload rate to a store"),
+		"max-requests-per-second":     d.rate(&r.MaxRequestsPerSecond),
+		"max-upload-bytes-per-second": d.size(&r.MaxUploadBytesPerSecond, 1, 1<<62),
 	})
 	if err != nil {
 		return Replica{}, err
