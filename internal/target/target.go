@@ -20,7 +20,11 @@ import (
 type Options struct {
 	Retry    objstore.RetryPolicy
 	Timeouts objstore.Timeouts
-	Limits   objstore.Limits
+	// Limits apply to every target; a replica's own max-requests-per-second
+	// or max-upload-bytes-per-second replaces the matching one, field by
+	// field. Each target gets buckets of its own: a limit caps one
+	// replica, not the process.
+	Limits objstore.Limits
 	// Metrics, when set, records every call under the scheme's name.
 	Metrics *objstore.Metrics
 	// Check makes Open fail at once for a bucket that does not exist or
@@ -48,9 +52,22 @@ func Open(ctx context.Context, r config.Replica, o Options) (objstore.Store, err
 		Backend:  r.Target.Scheme,
 		Retry:    o.Retry,
 		Timeouts: o.Timeouts,
-		Limits:   o.Limits,
+		Limits:   limits(r, o.Limits),
 		Metrics:  o.Metrics,
 	}), nil
+}
+
+// limits are the process's limits with the replica's own in their place.
+// The replica's win because they are the narrower setting: one config
+// entry that names this store, against a default for every store.
+func limits(r config.Replica, l objstore.Limits) objstore.Limits {
+	if r.MaxRequestsPerSecond > 0 {
+		l.RequestsPerSecond = r.MaxRequestsPerSecond
+	}
+	if r.MaxUploadBytesPerSecond > 0 {
+		l.UploadBytesPerSecond = r.MaxUploadBytesPerSecond
+	}
+	return l
 }
 
 // OpenURL is Open for a bare replica URL with the standard AWS credential
