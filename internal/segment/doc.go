@@ -14,7 +14,8 @@
 // applies a transaction only once NextPage has reported its commit, which
 // carries a checksum of everything before it.
 //
-// A segment is stored under the key Key(first, last):
+// A segment is stored under the key Key(first, last), which package layout
+// spells, with every other key of a replica:
 //
 //	segments/<first txid, 16 hex>-<last txid, 16 hex>.seg
 //

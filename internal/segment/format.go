@@ -5,11 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/ferrydb/ferry/internal/layout"
 )
 
 // Version is the format version this build writes and reads.
@@ -192,40 +192,9 @@ func newDecoder() (*zstd.Decoder, error) {
 		zstd.WithDecoderMaxMemory(decoderMaxMemory))
 }
 
-// Key returns the object key of the segment holding txids first..last.
-func Key(first, last uint64) string {
-	return fmt.Sprintf("segments/%016x-%016x.seg", first, last)
-}
+// Key returns the object key of the segment holding txids first..last:
+// layout.SegmentKey, here because the format and its key go together.
+func Key(first, last uint64) string { return layout.SegmentKey(first, last) }
 
-// ParseKey returns the txid range a segment key names. It accepts exactly
-// what Key produces, so a listing can never mistake a stray object for a
-// segment.
-func ParseKey(key string) (first, last uint64, err error) {
-	const prefix, suffix = "segments/", ".seg"
-	name, ok := strings.CutPrefix(key, prefix)
-	if ok {
-		name, ok = strings.CutSuffix(name, suffix)
-	}
-	if !ok || len(name) != 33 || name[16] != '-' {
-		return 0, 0, fmt.Errorf("%q is not a segment key (segments/<16 hex>-<16 hex>.seg)", key)
-	}
-	first, err1 := parseHex16(name[:16])
-	last, err2 := parseHex16(name[17:])
-	if err := errors.Join(err1, err2); err != nil {
-		return 0, 0, fmt.Errorf("%q is not a segment key: %w", key, err)
-	}
-	if first == 0 || last < first {
-		return 0, 0, fmt.Errorf("segment key %q names an empty or reversed txid range", key)
-	}
-	return first, last, nil
-}
-
-func parseHex16(s string) (uint64, error) {
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
-			return 0, fmt.Errorf("%q is not 16 lower-case hex digits", s)
-		}
-	}
-	return strconv.ParseUint(s, 16, 64)
-}
+// ParseKey is layout.ParseSegmentKey.
+func ParseKey(key string) (first, last uint64, err error) { return layout.ParseSegmentKey(key) }
