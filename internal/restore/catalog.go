@@ -6,24 +6,20 @@
 package restore
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"slices"
 	"strings"
 	"time"
 
+	"github.com/ferrydb/ferry/internal/layout"
 	"github.com/ferrydb/ferry/internal/objstore"
-	"github.com/ferrydb/ferry/internal/segment"
 	"github.com/ferrydb/ferry/internal/snapshot"
 )
 
 // SegmentRef is a change set as listed: its key, its txid range and size.
-type SegmentRef struct {
-	Key   string `json:"key"`
-	First uint64 `json:"first_txid"`
-	Last  uint64 `json:"last_txid"`
-	Size  int64  `json:"size"`
-}
+type SegmentRef = layout.Segment
 
 // Catalog is what a replica holds, from its listings.
 type Catalog struct {
@@ -46,13 +42,25 @@ type Unusable struct {
 	Why   string `json:"why"`
 }
 
-// ReadCatalog lists a replica's snapshots and segments.
+// ReadCatalog lists a replica's snapshots and segments, and reads each
+// manifest's header. Objects whose keys name nothing of ferry's play no
+// part in a restore; verify names them.
 func ReadCatalog(ctx context.Context, store objstore.Store) (Catalog, error) {
-	snaps, err := snapshot.List(ctx, store)
+	l, err := layout.Read(ctx, store, layout.Snapshots|layout.Segments)
 	if err != nil {
-		return Catalog{}, fmt.Errorf("list snapshots: %w", err)
+		return Catalog{}, err
 	}
-	var c Catalog
+	snaps, err := snapshot.Describe(ctx, store, l.Snapshots)
+	if err != nil {
+		return Catalog{}, err
+	}
+	return NewCatalog(snaps, l.Segments), nil
+}
+
+// NewCatalog is the catalog of a replica holding snaps and segs, for a
+// caller that has listed the replica already.
+func NewCatalog(snaps []snapshot.ManifestInfo, segs []layout.Segment) Catalog {
+	c := Catalog{Segments: slices.Clone(segs)}
 	for _, s := range snaps {
 		if s.Err != nil {
 			c.Unusable = append(c.Unusable, Unusable{Key: s.Key, First: s.TXID, Last: s.TXID, Why: s.Err.Error()})
@@ -60,24 +68,11 @@ func ReadCatalog(ctx context.Context, store objstore.Store) (Catalog, error) {
 		}
 		c.Snapshots = append(c.Snapshots, s)
 	}
-	for info, err := range store.List(ctx, "segments/") {
-		if err != nil {
-			return Catalog{}, fmt.Errorf("list segments: %w", err)
-		}
-		first, last, err := segment.ParseKey(info.Key)
-		if err != nil {
-			continue // not a segment of ours; verify reports strays
-		}
-		c.Segments = append(c.Segments, SegmentRef{Key: info.Key, First: first, Last: last, Size: info.Size})
-	}
 	slices.SortFunc(c.Segments, func(a, b SegmentRef) int {
-		if a.First != b.First {
-			return cmpU64(a.First, b.First)
-		}
-		return cmpU64(a.Last, b.Last)
+		return cmp.Or(cmp.Compare(a.First, b.First), cmp.Compare(a.Last, b.Last))
 	})
-	slices.SortFunc(c.Snapshots, func(a, b snapshot.ManifestInfo) int { return cmpU64(a.TXID, b.TXID) })
-	return c, nil
+	slices.SortFunc(c.Snapshots, func(a, b snapshot.ManifestInfo) int { return cmp.Compare(a.TXID, b.TXID) })
+	return c
 }
 
 // Without returns the catalog with the objects named in bad (key to

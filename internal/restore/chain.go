@@ -6,7 +6,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/ferrydb/ferry/internal/snapshot"
+	"github.com/ferrydb/ferry/internal/layout"
 )
 
 // ErrEmpty means the replica holds nothing at all, which is also what a
@@ -146,7 +146,7 @@ func (c Catalog) Check() error {
 		// Nothing restores because no snapshot does: name a damaged
 		// manifest if there is one, since that is the object at fault.
 		for _, u := range c.Unusable {
-			if _, err := snapshot.ParseManifestKey(u.Key); err == nil {
+			if _, err := layout.ParseManifestKey(u.Key); err == nil {
 				e.Next, e.Why = u.Key, u.Why
 				break
 			}

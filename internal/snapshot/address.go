@@ -6,6 +6,8 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+
+	"github.com/ferrydb/ferry/internal/layout"
 )
 
 // ChunkSize is the length of every chunk but a database's last.
@@ -32,11 +34,9 @@ func ParseAddress(s string) (Address, error) {
 	return a, err
 }
 
-// ChunkKey returns the object key of the chunk with address a.
-func ChunkKey(a Address) string {
-	s := a.String()
-	return "chunks/" + s[:2] + "/" + s
-}
+// ChunkKey returns the object key of the chunk with address a:
+// layout.ChunkKey.
+func ChunkKey(a Address) string { return layout.ChunkKey(a) }
 
 // Scheme identifies how addresses are computed; a manifest records it so
 // that a restore checks chunks the way they were named.

@@ -24,7 +24,8 @@
 // page never straddles two chunks. A chunk's address is, for scheme 1, the
 // SHA-256 of its plaintext; an Addresser computes it, so that a keyed HMAC
 // can replace it when encryption arrives and addresses leak nothing. A
-// chunk is stored, zstd-compressed as one frame, under
+// chunk is stored, zstd-compressed as one frame, under ChunkKey (package
+// layout spells every key of a replica):
 //
 //	chunks/<first 2 hex of the address>/<address, 64 hex>
 //
@@ -45,8 +46,8 @@
 //
 // # Manifest format, version 1
 //
-// Stored under snapshots/<txid, 16 hex>.manifest. All integers are
-// little-endian.
+// Stored under ManifestKey: snapshots/<txid, 16 hex>.manifest. All
+// integers are little-endian.
 //
 //	header (96 bytes)
 //	  0   8  magic "FERRYSNP"

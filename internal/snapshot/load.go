@@ -7,6 +7,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/ferrydb/ferry/internal/layout"
 	"github.com/ferrydb/ferry/internal/objstore"
 )
 
@@ -28,19 +29,23 @@ type ManifestInfo struct {
 // manifest's checksummed header (one ranged read per manifest). Objects
 // under snapshots/ whose keys are not manifest keys are skipped.
 func List(ctx context.Context, store objstore.Store) ([]ManifestInfo, error) {
+	l, err := layout.Read(ctx, store, layout.Snapshots)
+	if err != nil {
+		return nil, err
+	}
+	return Describe(ctx, store, l.Snapshots)
+}
+
+// Describe reads the header of each listed manifest, in the order given.
+// A manifest whose header cannot be read or fails its checks is described
+// by its Err; only a cancelled ctx fails the whole call.
+func Describe(ctx context.Context, store objstore.Store, snaps []layout.Snapshot) ([]ManifestInfo, error) {
 	var out []ManifestInfo
-	for obj, err := range store.List(ctx, "snapshots/") {
-		if err != nil {
-			return nil, fmt.Errorf("list snapshots: %w", err)
-		}
-		txid, err := ParseManifestKey(obj.Key)
-		if err != nil {
-			continue
-		}
-		mi := ManifestInfo{Key: obj.Key, TXID: txid}
-		m, err := readHeader(ctx, store, obj.Key)
-		if err == nil && m.TXID != txid {
-			err = &ManifestError{Key: obj.Key, Reason: fmt.Sprintf("names txid %d, its key txid %d", m.TXID, txid)}
+	for _, s := range snaps {
+		mi := ManifestInfo{Key: s.Key, TXID: s.TXID}
+		m, err := readHeader(ctx, store, s.Key)
+		if err == nil && m.TXID != s.TXID {
+			err = &ManifestError{Key: s.Key, Reason: fmt.Sprintf("names txid %d, its key txid %d", m.TXID, s.TXID)}
 		}
 		if err != nil {
 			if ctx.Err() != nil {

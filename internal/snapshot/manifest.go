@@ -6,9 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
-	"strconv"
-	"strings"
 	"time"
+
+	"github.com/ferrydb/ferry/internal/layout"
 )
 
 // Version is the manifest format version this build writes and reads.
@@ -54,33 +54,9 @@ func (m *Manifest) ChunkLen(i int) int { return chunkLen(m.Size(), i) }
 func (m *Manifest) Key() string { return ManifestKey(m.TXID) }
 
 // ManifestKey returns the object key of the manifest of the snapshot at
-// txid.
-func ManifestKey(txid uint64) string { return fmt.Sprintf("snapshots/%016x.manifest", txid) }
-
-// ParseManifestKey returns the txid a manifest key names. It accepts
-// exactly what ManifestKey produces.
-func ParseManifestKey(key string) (uint64, error) {
-	name, ok := strings.CutPrefix(key, "snapshots/")
-	if ok {
-		name, ok = strings.CutSuffix(name, ".manifest")
-	}
-	if !ok || len(name) != 16 {
-		return 0, fmt.Errorf("%q is not a manifest key (snapshots/<16 hex>.manifest)", key)
-	}
-	for i := 0; i < len(name); i++ {
-		if c := name[i]; !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
-			return 0, fmt.Errorf("%q is not a manifest key: %q is not lower-case hex", key, name)
-		}
-	}
-	txid, err := strconv.ParseUint(name, 16, 64)
-	if err == nil && txid == 0 {
-		err = errors.New("txid 0")
-	}
-	if err != nil {
-		return 0, fmt.Errorf("%q is not a manifest key: %w", key, err)
-	}
-	return txid, nil
-}
+// txid: layout.ManifestKey, here because the format and its key go
+// together.
+func ManifestKey(txid uint64) string { return layout.ManifestKey(txid) }
 
 // validShape checks what a manifest header alone says.
 func validShape(pageSize int, pageCount uint32, txid uint64, nanos int64) error {
