@@ -86,6 +86,12 @@ func (l *Listing) Newest() uint64 {
 // Read lists the directories that kinds selects, one LIST each (paged
 // underneath), and parses every key. See the package documentation for
 // who may call it, and when.
+//
+// Manifests are listed before chunks: a manifest is written only once
+// every chunk it names is stored, so any chunk a listed manifest names is
+// in the chunk listing that follows, even while a snapshot is being
+// written. Listed the other way round, a snapshot finished in between
+// would seem to lack its chunks.
 func Read(ctx context.Context, store Lister, kinds Kind) (Listing, error) {
 	var l Listing
 	for _, d := range []struct {

@@ -12,6 +12,7 @@ import (
 	"io"
 	"os"
 
+	"github.com/ferrydb/ferry/internal/layout"
 	"github.com/ferrydb/ferry/internal/objstore"
 	"github.com/ferrydb/ferry/internal/restore"
 	"github.com/ferrydb/ferry/internal/segment"
@@ -41,22 +42,37 @@ type Report struct {
 	// past the break. Empty when Newest restores.
 	Unrestorable string    `json:"unrestorable,omitempty"`
 	Problems     []Problem `json:"problems"`
+	// Foreign are objects in the replica's directories whose keys name
+	// nothing of ferry's, such as a change set someone copied aside. No
+	// restore reads them, so they are no problem; they are named so that
+	// an operator sees everything the replica holds.
+	Foreign []layout.Foreign `json:"foreign"`
 }
 
 // OK reports whether nothing is missing or damaged and the newest txid
 // the replica holds restores.
 func (r *Report) OK() bool { return len(r.Problems) == 0 && r.Unrestorable == "" }
 
-// Run verifies the replica in store. With deep, it downloads every
-// snapshot's chunks and every segment and checks their hashes; otherwise
-// it checks presence and sizes from listings and HEAD requests. Either
-// way it then works out, as a restore would, which txids the objects
-// found good reach, and whether they reach the newest txid held.
+// Run verifies the replica in store. It lists the replica once; with
+// deep, it then downloads every snapshot's chunks and every segment and
+// checks their hashes, and otherwise checks presence and sizes against the
+// listing. Either way it then works out, as a restore would, which txids
+// the objects found good reach, and whether they reach the newest txid
+// held.
 func Run(ctx context.Context, store objstore.Store, deep bool) (Report, error) {
-	var rep Report
-	infos, err := snapshot.List(ctx, store)
+	rep := Report{Foreign: []layout.Foreign{}}
+	l, err := layout.Read(ctx, store, layout.All)
 	if err != nil {
-		return rep, fmt.Errorf("list snapshots: %w", err)
+		return rep, err
+	}
+	rep.Foreign = append(rep.Foreign, l.Foreign...)
+	infos, err := snapshot.Describe(ctx, store, l.Snapshots)
+	if err != nil {
+		return rep, err
+	}
+	held := make(map[string]int64, len(l.Chunks))
+	for _, c := range l.Chunks {
+		held[c.Key] = c.Size
 	}
 	// bad maps each manifest or segment no restore can use to why, so
 	// that the restorable ranges leave out what depends on it.
@@ -74,7 +90,7 @@ func Run(ctx context.Context, store objstore.Store, deep bool) (Report, error) {
 			bad[info.Key] = err.Error()
 			continue
 		}
-		if why := rep.checkChunks(ctx, store, &m, chunks); why != "" {
+		if why := rep.checkChunks(&m, held, chunks); why != "" {
 			bad[info.Key] = why
 		}
 		if deep {
@@ -95,10 +111,7 @@ func Run(ctx context.Context, store objstore.Store, deep bool) (Report, error) {
 	}
 	rep.Chunks = len(chunks)
 
-	cat, err := restore.ReadCatalog(ctx, store)
-	if err != nil {
-		return rep, err
-	}
+	cat := restore.NewCatalog(infos, l.Segments)
 	rep.Segments = len(cat.Segments)
 	for _, s := range cat.Segments {
 		if s.Size <= 0 {
@@ -122,22 +135,21 @@ func Run(ctx context.Context, store objstore.Store, deep bool) (Report, error) {
 	return rep, nil
 }
 
-// checkChunks confirms with a HEAD that each chunk of m is present,
-// recording each missing one, and says what is wrong with the first bad
-// chunk of m ("" when none is). A chunk that an earlier manifest shares
-// is checked once, but its problem counts against every manifest naming
-// it.
-func (rep *Report) checkChunks(ctx context.Context, store objstore.Store, m *snapshot.Manifest, seen map[string]bool) string {
+// checkChunks confirms from the listing (held: key to size) that each
+// chunk of m is present, recording each missing or empty one, and says
+// what is wrong with the first bad chunk of m ("" when none is). A chunk
+// that an earlier manifest shares is checked once, but its problem counts
+// against every manifest naming it.
+func (rep *Report) checkChunks(m *snapshot.Manifest, held map[string]int64, seen map[string]bool) string {
 	first := ""
 	for _, a := range m.Chunks {
 		key := snapshot.ChunkKey(a)
 		if !seen[key] {
 			seen[key] = true
-			info, err := store.Head(ctx, key)
-			switch {
-			case err != nil:
-				rep.add(key, fmt.Errorf("named by %s: %w", m.Key(), err))
-			case info.Size <= 0:
+			switch size, ok := held[key]; {
+			case !ok:
+				rep.Problems = append(rep.Problems, Problem{Key: key, Kind: "missing", Detail: "not in the store's listing, named by " + m.Key()})
+			case size <= 0:
 				rep.Problems = append(rep.Problems, Problem{Key: key, Kind: "corrupt", Detail: "empty object, named by " + m.Key()})
 			}
 		}

@@ -5,9 +5,12 @@ import (
 	"context"
 	"crypto/rand"
 	"io"
+	"iter"
+	"slices"
 	"testing"
 	"time"
 
+	"github.com/ferrydb/ferry/internal/layout"
 	"github.com/ferrydb/ferry/internal/objstore"
 	"github.com/ferrydb/ferry/internal/objstore/memstore"
 	"github.com/ferrydb/ferry/internal/segment"
@@ -124,4 +127,84 @@ func named(r verify.Report, key, kind string) bool {
 		}
 	}
 	return false
+}
+
+// headless fails a test that sends a HEAD, and counts LISTs.
+type headless struct {
+	objstore.Store
+	t     *testing.T
+	lists int
+}
+
+func (s *headless) Head(ctx context.Context, key string) (objstore.Info, error) {
+	s.t.Errorf("HEAD %s: a shallow check takes presence and size from the listing", key)
+	return s.Store.Head(ctx, key)
+}
+
+func (s *headless) List(ctx context.Context, prefix string) iter.Seq2[objstore.Info, error] {
+	s.lists++
+	return s.Store.List(ctx, prefix)
+}
+
+// A shallow check lists each directory once and asks for no object by
+// itself beyond the manifests, however many chunks the replica holds.
+func TestShallowCheckUsesTheListing(t *testing.T) {
+	store, m := replica(t)
+	ctx := context.Background()
+	deleted := snapshot.ChunkKey(m.Chunks[7])
+	store.Delete(ctx, deleted)
+	emptied := snapshot.ChunkKey(m.Chunks[2])
+	store.Delete(ctx, emptied)
+	if _, err := store.Put(ctx, emptied, bytes.NewReader(nil), objstore.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	s := &headless{Store: store, t: t}
+	rep, err := verify.Run(ctx, s, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.lists != 3 {
+		t.Errorf("%d LISTs, want one for each of snapshots/, segments/ and chunks/", s.lists)
+	}
+	if !named(rep, deleted, "missing") || !named(rep, emptied, "corrupt") || len(rep.Problems) != 2 || rep.Chunks != 16 {
+		t.Errorf("problems %+v over %d chunks; want %s missing and %s corrupt of 16", rep.Problems, rep.Chunks, deleted, emptied)
+	}
+	if len(rep.Ranges) != 0 || rep.Unrestorable == "" {
+		t.Errorf("a snapshot lacking a chunk restores: ranges %+v", rep.Ranges)
+	}
+}
+
+// Objects that are not ferry's are named, and are no problem: nothing
+// reads them.
+func TestForeignObjectsAreNamed(t *testing.T) {
+	store, _ := replica(t)
+	ctx := context.Background()
+	foreign := []string{
+		layout.SegmentKey(5, 7) + ".bak",
+		"chunks/README",
+		"snapshots/0000000000000009.manifest.tmp",
+	}
+	for _, key := range foreign {
+		if _, err := store.Put(ctx, key, bytes.NewReader([]byte("x")), objstore.PutOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rep, err := verify.Run(ctx, store, false)
+	if err != nil || !rep.OK() {
+		t.Fatalf("foreign objects fail a check: %+v, %v", rep, err)
+	}
+	var got []string
+	for _, f := range rep.Foreign {
+		got = append(got, f.Key)
+	}
+	slices.Sort(foreign)
+	if !slices.Equal(got, foreign) {
+		t.Errorf("Foreign = %q, want %q", got, foreign)
+	}
+
+	clean, _ := replica(t)
+	rep, err = verify.Run(ctx, clean, false)
+	if err != nil || rep.Foreign == nil || len(rep.Foreign) != 0 {
+		t.Errorf("a replica with nothing foreign reports %#v, %v; want an empty list", rep.Foreign, err)
+	}
 }
