@@ -15,7 +15,8 @@ func (*replicateCmd) Summary() string {
 }
 func (*replicateCmd) Usage() string {
 	return `
-Usage: ferry replicate [-config PATH] [-exec CMD] [-shutdown-timeout D] [DB_PATH REPLICA_URL...]
+Usage: ferry replicate [-config PATH] [-exec CMD] [-shutdown-timeout D]
+                       [-restore-if-db-not-exists] [DB_PATH REPLICA_URL...]
 
 Replicates every database and file inbox in the config file, or, given
 DB_PATH and one or more REPLICA_URLs, that one database to those replicas,
@@ -26,6 +27,12 @@ On SIGTERM or SIGINT, or when the -exec child exits, ferry captures what
 was committed, ships it, and waits up to the shutdown timeout (30s, or
 shutdown-timeout: in the config) for every target to hold it; it exits
 non-zero if one still lacks something, which then stays in the spool.
+
+With -restore-if-db-not-exists (or restore-if-db-not-exists: true for a
+database in the config), a database file that is missing is first
+restored from the first of its replicas that holds one, and replication
+carries that history on; when every replica is empty, ferry waits for the
+application to create the database.
 
 A store that does not answer at start (connection refused, a timeout, a
 5xx) is logged and retried while the databases are captured into the
@@ -39,6 +46,7 @@ func (c *replicateCmd) Run(ctx context.Context, args []string) error {
 	fs := newFlagSet("replicate")
 	cfgPath := configFlag(fs)
 	execCmd := fs.String("exec", "", "run `CMD` as a child process; stop replicating when it exits")
+	restoreMissing := fs.Bool("restore-if-db-not-exists", false, "restore a missing database from its replicas before replicating it")
 	shutdown := fs.Duration("shutdown-timeout", 0, "on stop, wait up to `D` for every target to hold what was committed (default 30s, or shutdown-timeout: in the config)")
 	if err := c.parse(fs, c.Usage(), args); err != nil {
 		return err
@@ -73,8 +81,10 @@ func (c *replicateCmd) Run(ctx context.Context, args []string) error {
 			}
 			replicas = append(replicas, config.Replica{Target: t})
 		}
-		if err := existing(db, "file"); err != nil {
-			return err
+		if !*restoreMissing {
+			if err := existing(db, "file"); err != nil {
+				return err
+			}
 		}
 		cfg = &config.Config{Source: "the command line",
 			HealthzMaxLag: config.DefaultHealthzMaxLag, ShutdownTimeout: config.DefaultShutdownTimeout,
@@ -96,6 +106,11 @@ func (c *replicateCmd) Run(ctx context.Context, args []string) error {
 	}
 	if set["shutdown-timeout"] {
 		cfg.ShutdownTimeout = *shutdown
+	}
+	if *restoreMissing {
+		for i := range cfg.DBs {
+			cfg.DBs[i].RestoreIfNotExists = true
+		}
 	}
 	return c.daemon(ctx, cfg, *execCmd)
 }

@@ -212,6 +212,13 @@ type daemonProc struct {
 // it says it is replicating.
 func startDaemon(t *testing.T, bin string, args ...string) *daemonProc {
 	t.Helper()
+	return startDaemonUntil(t, bin, "ferry is replicating", args...)
+}
+
+// startDaemonUntil runs ferry with args (at log level info) and returns
+// once it has logged ready.
+func startDaemonUntil(t *testing.T, bin, ready string, args ...string) *daemonProc {
+	t.Helper()
 	d := &daemonProc{done: make(chan struct{})}
 	d.cmd = exec.Command(bin, append([]string{"-log-level", "info"}, args...)...)
 	d.cmd.Stderr = &d.out
@@ -223,13 +230,13 @@ func startDaemon(t *testing.T, bin string, args ...string) *daemonProc {
 		d.cmd.Process.Kill()
 		<-d.done
 	})
-	waitFor(t, 60*time.Second, "ferry replicate to start", func() bool {
+	waitFor(t, 60*time.Second, "ferry replicate to log "+ready, func() bool {
 		select {
 		case <-d.done:
 			t.Fatalf("ferry replicate exited at start: %v\n%s", d.err, d.log())
 		default:
 		}
-		return d.logged("ferry is replicating")
+		return d.logged(ready)
 	})
 	return d
 }

@@ -188,3 +188,49 @@ func (r *Replicator) unsync(t *target, from uint64, cause string) {
 func (r *Replicator) current() point {
 	return point{txid: r.txid, at: r.txTime, pos: r.pos, posValid: r.posValid, pageSize: r.pageSize, dbSize: r.dbSize}
 }
+
+// continueHistory sets a replicator with no saved state up to carry on the
+// history of the target the database was restored from: the database is
+// the state after c.TXID, which that target restores from snapshot
+// c.Snapshot on. The first read transaction checks that the log is still
+// empty (see takeRestored); the other targets start with a snapshot, as
+// new ones do.
+func (r *Replicator) continueHistory(c *Continuation) {
+	r.txid, r.txTime = c.TXID, c.Time
+	r.reserved = max(r.reserved, c.TXID)
+	r.continuing = true
+	r.progress.restore(c.URL, &savedTarget{Snapshot: c.Snapshot, SnapshotTime: time.Now(), Synced: true, Replicated: c.TXID})
+	r.progress.setLocal(r.txid, r.txTime)
+	r.o.Log.Info("carrying on the history the database was restored from", "target", c.URL, "txid", c.TXID, "snapshot", c.Snapshot)
+}
+
+// takeRestored is the first read transaction on a database restored from
+// a target: with nothing in its log it is exactly the restored state, and
+// the capture waits for the log's first generation; anything already in
+// the log was written before ferry could see it, which is a break.
+func (r *Replicator) takeRestored(tx *sql.Tx) error {
+	if err := r.sizeFrom(tx); err != nil {
+		return err
+	}
+	f, _, err := r.openLog()
+	if err != nil {
+		return err
+	}
+	r.posValid, r.gen = false, nil
+	clear(r.overlay)
+	r.durable = r.current()
+	if f == nil {
+		return nil
+	}
+	hdr, err := wal.ReadHeader(f)
+	if errors.Is(err, wal.ErrNoHeader) || errors.Is(err, wal.ErrBadHeader) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read log header: %w", err)
+	}
+	if _, err := wal.NewReader(f, hdr).Next(); errors.Is(err, io.EOF) {
+		return nil
+	}
+	return broke("the restored database was written before ferry took it over")
+}

@@ -52,6 +52,12 @@ type Options struct {
 	// arrives. Zero means 50ms.
 	PollInterval time.Duration
 
+	// Continues, when set, says that the database was just restored from
+	// one of the targets and has not changed since: a replicator with no
+	// saved state carries that target's history on, rather than starting
+	// a new one with a snapshot.
+	Continues *Continuation
+
 	// SpoolBackoff spaces upload retries; zero means the spool's default.
 	SpoolBackoff spool.Backoff
 	// Log receives what an operator may want to know; nil discards it.
@@ -60,6 +66,18 @@ type Options struct {
 	// batchBytes overrides the size at which a batch is shipped at once;
 	// tests make it small.
 	batchBytes int64
+}
+
+// Continuation is where a database restored from a target stands in that
+// target's history.
+type Continuation struct {
+	// URL is the target it was restored from.
+	URL string
+	// TXID is the transaction the restored database ends at, Time when it
+	// was committed, and Snapshot the snapshot the restore started from.
+	TXID     uint64
+	Time     time.Time
+	Snapshot uint64
 }
 
 func (o Options) withDefaults() (Options, error) {
@@ -71,6 +89,11 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if len(o.Targets) == 0 {
 		return o, fmt.Errorf("capture %s: no replica target", o.DBPath)
+	}
+	if c := o.Continues; c != nil {
+		if _, ok := o.Targets[c.URL]; !ok || c.TXID == 0 || c.Snapshot == 0 || c.Snapshot > c.TXID {
+			return o, fmt.Errorf("capture %s: cannot continue %+v: not a target's history", o.DBPath, *c)
+		}
 	}
 	for url, s := range o.Targets {
 		if s == nil {

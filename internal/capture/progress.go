@@ -73,6 +73,7 @@ func (p *progress) restore(url string, sv *savedTarget) {
 	t := p.targets[url]
 	t.base, t.baseTime, t.synced = sv.Snapshot, sv.SnapshotTime, sv.Synced
 	t.unsyncedFrom, t.unsyncedCause = sv.UnsyncedFrom, sv.UnsyncedCause
+	t.holdAfter = sv.HoldAfter
 	if sv.Replicated > t.base {
 		t.add(txRange{t.base + 1, sv.Replicated})
 	}
@@ -154,7 +155,12 @@ func (p *progress) resync(url string, txid uint64) {
 	defer p.mu.Unlock()
 	t := p.targets[url]
 	t.synced = true
-	t.holdAfter = max(t.holdAfter, txid)
+	// While an earlier resync snapshot is still missing, change sets
+	// after it chain onto nothing: they keep waiting for the first
+	// snapshot at or past it, which this one will be.
+	if t.holdAfter == 0 || t.base >= t.holdAfter {
+		t.holdAfter = txid
+	}
 }
 
 // waitChainable returns once a change set starting at first may go to
@@ -181,19 +187,6 @@ func (p *progress) replicated(url string) uint64 {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.targets[url].reached()
-}
-
-// waitingSince returns when the oldest txid url lacks was committed, zero
-// when it lacks none.
-func (p *progress) waitingSince(url string) time.Time {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	t := p.targets[url]
-	if r := t.reached(); r < p.local {
-		at, _ := p.marks.committedAt(r + 1)
-		return at
-	}
-	return time.Time{}
 }
 
 // attempt is the store observer of url's target: every call its store

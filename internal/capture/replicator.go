@@ -69,9 +69,12 @@ type Replicator struct {
 	lastShip  time.Time
 	lastCkpt  time.Time
 	broken    error // a break not yet answered
-	targets   map[string]*target
-	job       *snapJob
-	waiting   []chan uint64 // Sync callers waiting for the next capture
+	// continuing is set until the first read transaction of a database
+	// restored from a target (see Options.Continues).
+	continuing bool
+	targets    map[string]*target
+	job        *snapJob
+	waiting    []chan uint64 // Sync callers waiting for the next capture
 	// failedSeen holds the spool's failed entries already answered, and
 	// lastFailedCheck when they were last looked at.
 	failedSeen      map[spool.ID]bool

@@ -163,6 +163,13 @@ func (r *Replicator) start(ctx context.Context, wg *sync.WaitGroup) error {
 			return err
 		}
 		r.txid, r.reserved = top, top
+		if c := r.o.Continues; c != nil && c.TXID == top {
+			r.continueHistory(c)
+			return nil
+		}
+		if c := r.o.Continues; c != nil {
+			r.o.Log.Warn("the replica moved on since the database was restored; starting with a snapshot", "restored_txid", c.TXID, "replica_txid", top)
+		}
 		r.broken = errors.New("a new replica starts with a snapshot")
 		return nil
 	}
@@ -279,7 +286,13 @@ func (r *Replicator) advance(ctx context.Context) error {
 	case r.broken != nil:
 		return r.answerBreak(ctx, r.broken)
 	case !r.sql.held():
-		if err := r.sql.handover(ctx, r.resume); err != nil {
+		take := r.resume
+		if r.continuing {
+			// Once only: if it fails, the resume that follows finds no
+			// position to go on from, a break answered with a snapshot.
+			take, r.continuing = r.takeRestored, false
+		}
+		if err := r.sql.handover(ctx, take); err != nil {
 			return err
 		}
 		r.protected = true

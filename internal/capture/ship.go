@@ -267,33 +267,47 @@ func (r *Replicator) save() error {
 		st.Pos = &pos
 	}
 	for u, t := range r.targets {
-		sv := &savedTarget{
-			Snapshot:      t.base,
-			SnapshotTime:  t.baseTime,
-			Synced:        t.synced && !(t.snapping && t.resyncing),
-			Replicated:    r.progress.replicated(u),
-			WaitingSince:  r.progress.waitingSince(u),
-			UnsyncedFrom:  t.unsyncedFrom,
-			UnsyncedCause: t.unsyncedCause,
-			Full:          t.full,
-		}
-		// A snapshot in flight holds the chunks dirtied before it began; if
-		// it never completes, the next one needs them.
-		sv.Full = sv.Full || (t.snapping && t.jobFull)
-		for i := range t.dirty {
-			sv.Dirty = append(sv.Dirty, i)
-		}
-		if t.snapping {
-			for i := range t.jobDirty {
-				if !t.dirty.Has(i) {
-					sv.Dirty = append(sv.Dirty, i)
-				}
-			}
-		}
-		slices.Sort(sv.Dirty)
-		st.Targets[u] = sv
+		st.Targets[u] = t.saved(r.progress)
 	}
 	return saveState(r.o.SpoolDir, st)
+}
+
+// saved returns what of t survives a restart.
+func (t *target) saved(p *progress) *savedTarget {
+	p.mu.Lock()
+	sv := &savedTarget{
+		Snapshot:     t.base,
+		SnapshotTime: t.baseTime,
+		// A target whose chain a snapshot in flight was to start again
+		// has no chain if that snapshot never lands.
+		Synced:        t.synced && !(t.snapping && t.resyncing),
+		Replicated:    t.reached(),
+		UnsyncedFrom:  t.unsyncedFrom,
+		UnsyncedCause: t.unsyncedCause,
+		Full:          t.full,
+	}
+	if r := t.reached(); r < p.local {
+		sv.WaitingSince, _ = p.marks.committedAt(r + 1)
+	}
+	if t.base < t.holdAfter {
+		sv.HoldAfter = t.holdAfter
+	}
+	p.mu.Unlock()
+	// A snapshot in flight holds the chunks dirtied before it began; if
+	// it never completes, the next one needs them.
+	sv.Full = sv.Full || (t.snapping && t.jobFull)
+	for i := range t.dirty {
+		sv.Dirty = append(sv.Dirty, i)
+	}
+	if t.snapping {
+		for i := range t.jobDirty {
+			if !t.dirty.Has(i) {
+				sv.Dirty = append(sv.Dirty, i)
+			}
+		}
+	}
+	slices.Sort(sv.Dirty)
+	return sv
 }
 
 // reserve makes sure txid is at or below the saved Reserved before it

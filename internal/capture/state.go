@@ -64,6 +64,10 @@ type savedTarget struct {
 	// a snapshot; the gap is recorded when the snapshot lands.
 	UnsyncedFrom  uint64 `json:"unsynced_from,omitempty"`
 	UnsyncedCause string `json:"unsynced_cause,omitempty"`
+	// HoldAfter is the txid of a snapshot meant to start the target's
+	// chain again that was not stored yet: change sets after it, spooled
+	// before a restart, still wait for it.
+	HoldAfter uint64 `json:"hold_after,omitempty"`
 	// Full makes the next snapshot reread every chunk; otherwise Dirty
 	// lists the chunks written since Snapshot.
 	Full  bool  `json:"full,omitempty"`

@@ -87,6 +87,9 @@ type DB struct {
 	SnapshotInterval time.Duration
 	// MaxSpoolBytes bounds the local spool for this database.
 	MaxSpoolBytes int64
+	// RestoreIfNotExists restores the database from its replicas when the
+	// file is missing at start, and replicates on from there.
+	RestoreIfNotExists bool
 }
 
 // Replica is one target with the settings that go with it.

@@ -303,8 +303,6 @@ func TestParseRefusesKeysNotBuilt(t *testing.T) {
 		{"encryption null", db + "    encryption: ~\n", "ferry.yml:4: dbs[0].encryption: not built yet: "},
 		{"scrub-interval", db + "    scrub-interval: 168h\n", "ferry.yml:4: dbs[0].scrub-interval: not built yet: run 'ferry verify' to check a replica"},
 		{"lease", db + "    lease: 30s\n", "ferry.yml:4: dbs[0].lease: not built yet: ferry takes no lease; run one 'ferry replicate' per replica"},
-		{"restore-if-db-not-exists", db + "    restore-if-db-not-exists: true\n",
-			"ferry.yml:4: dbs[0].restore-if-db-not-exists: not built yet: run 'ferry restore -if-db-not-exists -if-replica-exists DB_PATH' before 'ferry replicate'"},
 		{"dir", "dbs:\n  - dir: /data/tenants\n    pattern: \"*.db\"\n", "ferry.yml:2: dbs[0].dir: not built yet: list each database under dbs with path"},
 		{"pattern", db + "    pattern: \"*.db\"\n", "ferry.yml:4: dbs[0].pattern: not built yet: list each database under dbs with path"},
 		{"watch", db + "    watch: true\n", "ferry.yml:4: dbs[0].watch: not built yet: list each database under dbs with path"},
@@ -335,5 +333,29 @@ func TestParseOneStoreForTwoInboxes(t *testing.T) {
 	}
 	if len(c.Files) != 2 || c.Files[1].Replica.PartSize != 8<<20 {
 		t.Errorf("files: %+v", c.Files)
+	}
+}
+
+func TestParseRestoreIfDBNotExists(t *testing.T) {
+	base := "dbs:\n  - path: /data/app.db\n    replicas:\n      - url: file:///r\n"
+	for _, c := range []struct {
+		yaml string
+		want bool
+	}{
+		{base, false},
+		{base + "    restore-if-db-not-exists: true\n", true},
+		{base + "    restore-if-db-not-exists: false\n", false},
+	} {
+		cfg, err := parse([]byte(c.yaml), "ferry.yml", func(string) (string, bool) { return "", false })
+		if err != nil {
+			t.Fatalf("%q: %v", c.yaml, err)
+		}
+		if got := cfg.DBs[0].RestoreIfNotExists; got != c.want {
+			t.Errorf("%q: RestoreIfNotExists %v, want %v", c.yaml, got, c.want)
+		}
+	}
+	_, err := parse([]byte(base+"    restore-if-db-not-exists: maybe\n"), "ferry.yml", func(string) (string, bool) { return "", false })
+	if err == nil || !strings.Contains(err.Error(), "ferry.yml:5: dbs[0].restore-if-db-not-exists") {
+		t.Errorf("a bad value: %v", err)
 	}
 }

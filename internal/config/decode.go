@@ -445,19 +445,19 @@ func (d *decoder) db(n *yaml.Node, path string) (DB, error) {
 			db.Replicas = append(db.Replicas, r)
 			return nil
 		}),
-		"sync-interval":     d.duration(&db.SyncInterval),
-		"snapshot-interval": d.duration(&db.SnapshotInterval),
-		"max-spool-bytes":   d.size(&db.MaxSpoolBytes, 1, 1<<62),
+		"sync-interval":            d.duration(&db.SyncInterval),
+		"snapshot-interval":        d.duration(&db.SnapshotInterval),
+		"max-spool-bytes":          d.size(&db.MaxSpoolBytes, 1, 1<<62),
+		"restore-if-db-not-exists": d.boolean(&db.RestoreIfNotExists),
 
-		"retention":                notBuilt(noGC),
-		"gc-interval":              notBuilt(noGC),
-		"encryption":               notBuilt("ferry would upload this database unencrypted; remove the key to replicate in plaintext"),
-		"scrub-interval":           notBuilt("run 'ferry verify' to check a replica"),
-		"lease":                    notBuilt("ferry takes no lease; run one 'ferry replicate' per replica"),
-		"restore-if-db-not-exists": notBuilt("run 'ferry restore -if-db-not-exists -if-replica-exists DB_PATH' before 'ferry replicate'"),
-		"dir":                      notBuilt(oneDB),
-		"pattern":                  notBuilt(oneDB),
-		"watch":                    notBuilt(oneDB),
+		"retention":      notBuilt(noGC),
+		"gc-interval":    notBuilt(noGC),
+		"encryption":     notBuilt("ferry would upload this database unencrypted; remove the key to replicate in plaintext"),
+		"scrub-interval": notBuilt("run 'ferry verify' to check a replica"),
+		"lease":          notBuilt("ferry takes no lease; run one 'ferry replicate' per replica"),
+		"dir":            notBuilt(oneDB),
+		"pattern":        notBuilt(oneDB),
+		"watch":          notBuilt(oneDB),
 	})
 	if err != nil {
 		return DB{}, err

@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -96,7 +97,11 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	// Before any replica is opened (a file:// one would be created): a
 	// database that is not there is a typo to report, not to replicate.
 	for _, db := range cfg.DBs {
-		if fi, err := os.Stat(db.Path); err != nil || !fi.Mode().IsRegular() {
+		fi, err := os.Stat(db.Path)
+		if errors.Is(err, fs.ErrNotExist) && db.RestoreIfNotExists {
+			continue // restored, or awaited, once its replicas are open
+		}
+		if err != nil || !fi.Mode().IsRegular() {
 			return fmt.Errorf("database %s: no such file", db.Path)
 		}
 	}

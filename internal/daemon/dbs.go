@@ -82,6 +82,13 @@ func (d *daemon) openDB(ctx context.Context, db config.DB, stores map[string]obj
 	for _, r := range db.Replicas {
 		co.Targets[r.Target.String()] = stores[r.Target.String()]
 	}
+	if db.RestoreIfNotExists {
+		c, err := d.restoreIfMissing(ctx, db, stores)
+		if err != nil {
+			return nil, err
+		}
+		co.Continues = c
+	}
 	co.SyncInterval = db.SyncInterval
 	co.SnapshotInterval = db.SnapshotInterval
 	co.MaxSpoolBytes = db.MaxSpoolBytes
