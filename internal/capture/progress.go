@@ -7,7 +7,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/ferrydb/ferry/internal/segment"
+	"github.com/ferrydb/ferry/internal/layout"
 )
 
 // txRange is an inclusive run of txids.
@@ -98,7 +98,7 @@ func (p *progress) unsync(url string, from uint64, cause string) {
 
 // shipped is the uploaders' callback: url holds the change set under key.
 func (p *progress) shipped(url, key string) {
-	first, last, err := segment.ParseKey(key)
+	first, last, err := layout.ParseSegmentKey(key)
 	if err != nil {
 		return
 	}

@@ -9,8 +9,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ferrydb/ferry/internal/layout"
 	"github.com/ferrydb/ferry/internal/objstore"
-	"github.com/ferrydb/ferry/internal/segment"
 	"github.com/ferrydb/ferry/internal/snapshot"
 	"github.com/ferrydb/ferry/internal/spool"
 	"github.com/ferrydb/ferry/internal/uploader"
@@ -132,7 +132,7 @@ type chainedStore struct {
 }
 
 func (s *chainedStore) Put(ctx context.Context, key string, body io.ReadSeeker, opts objstore.PutOptions) (objstore.Info, error) {
-	if first, _, err := segment.ParseKey(key); err == nil {
+	if first, _, err := layout.ParseSegmentKey(key); err == nil {
 		if err := s.p.waitChainable(ctx, s.url, first); err != nil {
 			return objstore.Info{}, err
 		}

@@ -10,7 +10,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/ferrydb/ferry/internal/segment"
+	"github.com/ferrydb/ferry/internal/layout"
 	"github.com/ferrydb/ferry/internal/spool"
 	"github.com/ferrydb/ferry/internal/uploader"
 )
@@ -50,7 +50,7 @@ func (r *Replicator) shipBatch() {
 		r.fail(err)
 		return
 	}
-	key := segment.Key(first, last)
+	key := layout.SegmentKey(first, last)
 	tmp := filepath.Join(r.o.SpoolDir, segmentName)
 	defer os.Remove(tmp)
 	if err := r.writeSegmentFile(tmp); err != nil {
@@ -211,7 +211,7 @@ func (r *Replicator) checkFailed() {
 			var job uploader.Job
 			first := uint64(0)
 			if err := json.Unmarshal(e.Payload, &job); err == nil {
-				first, _, _ = segment.ParseKey(job.Key)
+				first, _, _ = layout.ParseSegmentKey(job.Key)
 			}
 			if first != 0 && first <= t.base {
 				continue // a snapshot since carries the chain past it
