@@ -195,6 +195,3 @@ func newDecoder() (*zstd.Decoder, error) {
 // Key returns the object key of the segment holding txids first..last:
 // layout.SegmentKey, here because the format and its key go together.
 func Key(first, last uint64) string { return layout.SegmentKey(first, last) }
-
-// ParseKey is layout.ParseSegmentKey.
-func ParseKey(key string) (first, last uint64, err error) { return layout.ParseSegmentKey(key) }
