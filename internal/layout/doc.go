@@ -5,10 +5,10 @@
 //
 // Under a replica's prefix (one database per prefix):
 //
-//	snapshots/<txid, 16 hex>.manifest               ManifestKey
+//	snapshots/<txid, 16 hex>.manifest                      ManifestKey
 //	segments/<first txid, 16 hex>-<last txid, 16 hex>.seg  SegmentKey
-//	chunks/<first 2 hex of the address>/<address, 64 hex> ChunkKey
-//	leases/...                                      reserved
+//	chunks/<first 2 hex of the address>/<address, 64 hex>  ChunkKey
+//	leases/...                                             reserved
 //
 // Hex digits are lower case and zero-padded, so that keys sort as their
 // txids do and a listing comes back in txid order. Txids start at 1; a

@@ -55,7 +55,10 @@ func TestReadParsesAndSorts(t *testing.T) {
 		{Key: layout.ChunkKey(addr(0x01)), Addr: addr(0x01), Size: 7},
 		{Key: layout.ChunkKey(addr(0xee)), Addr: addr(0xee), Size: 6},
 	}
-	if !slices.Equal(l.Snapshots, wantSnaps) || !slices.Equal(l.Segments, wantSegs) || !slices.Equal(l.Chunks, wantChunks) || len(l.Foreign) != 0 {
+	// Chunks are compared by what this test controls: a store also
+	// reports when it wrote them.
+	sameChunk := func(a, b layout.Chunk) bool { return a.Key == b.Key && a.Addr == b.Addr && a.Size == b.Size }
+	if !slices.Equal(l.Snapshots, wantSnaps) || !slices.Equal(l.Segments, wantSegs) || !slices.EqualFunc(l.Chunks, wantChunks, sameChunk) || len(l.Foreign) != 0 {
 		t.Fatalf("Read =\n%+v\nwant\n%+v\n%+v\n%+v", l, wantSnaps, wantSegs, wantChunks)
 	}
 	if n := l.Newest(); n != 9 {
