@@ -7,6 +7,7 @@ import (
 	"iter"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/ferrydb/ferry/internal/objstore"
 )
@@ -45,11 +46,13 @@ type Segment struct {
 	Size  int64  `json:"size"`
 }
 
-// Chunk is a chunk as listed.
+// Chunk is a chunk as listed, with its modification time by the store's
+// clock, from which gc tells its age.
 type Chunk struct {
-	Key  string
-	Addr [32]byte
-	Size int64
+	Key      string
+	Addr     [32]byte
+	Size     int64
+	Modified time.Time
 }
 
 // Foreign is an object in one of the replica's directories whose key names
@@ -145,7 +148,7 @@ func (l *Listing) addSegment(info objstore.Info) error {
 func (l *Listing) addChunk(info objstore.Info) error {
 	addr, err := ParseChunkKey(info.Key)
 	if err == nil {
-		l.Chunks = append(l.Chunks, Chunk{Key: info.Key, Addr: addr, Size: info.Size})
+		l.Chunks = append(l.Chunks, Chunk{Key: info.Key, Addr: addr, Size: info.Size, Modified: info.Modified})
 	}
 	return err
 }

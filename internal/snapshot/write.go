@@ -3,6 +3,8 @@ package snapshot
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -10,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ferrydb/ferry/internal/layout"
 	"github.com/ferrydb/ferry/internal/objstore"
 )
 
@@ -57,6 +60,12 @@ type Options struct {
 	Known AddressSet
 	// Addresser computes chunk addresses; nil means SHA256.
 	Addresser Addresser
+	// ReprieveWindow is how long the snapshot waits between storing a
+	// reprieve for the chunks it found already stored and checking they
+	// are still there (see package gc). Zero means
+	// DefaultReprieveWindow; negative skips reprieves, which is safe only
+	// where no garbage collector runs.
+	ReprieveWindow time.Duration
 }
 
 // Stats count what a Write did.
@@ -135,6 +144,8 @@ func Write(ctx context.Context, store objstore.Store, src io.ReaderAt, pageSize 
 	defer enc.Close()
 	var uploaded, existing atomic.Int64
 	var bytesUp atomic.Int64
+	var reliedMu sync.Mutex
+	var relied []int // chunks found stored that nothing known names
 	err = forEach(ctx, par, reread, func() func(context.Context, int) error {
 		buf := make([]byte, ChunkSize)
 		var comp []byte
@@ -158,6 +169,9 @@ func Write(ctx context.Context, store objstore.Store, src io.ReaderAt, pageSize 
 				bytesUp.Add(int64(len(comp)))
 			case objstore.IsPreconditionFailed(err):
 				existing.Add(1)
+				reliedMu.Lock()
+				relied = append(relied, i)
+				reliedMu.Unlock()
 			default:
 				return &ChunkError{Key: key, Index: i, Err: err}
 			}
@@ -174,6 +188,13 @@ func Write(ctx context.Context, store objstore.Store, src io.ReaderAt, pageSize 
 	}
 	if err != nil {
 		return Manifest{}, stats, wrap(err)
+	}
+	if len(relied) > 0 && opts.ReprieveWindow >= 0 {
+		n, err := reprieve(ctx, store, src, &m, size, relied, opts.ReprieveWindow, par)
+		stats.ChunksUploaded += n
+		if err != nil {
+			return Manifest{}, stats, wrap(err)
+		}
 	}
 	m.DBHash = DBHash(pageSize, pageCount, m.Chunks)
 	n, err := putManifest(ctx, store, &m)
@@ -224,4 +245,62 @@ func (k *knownSet) add(a Address) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	k.set[a] = struct{}{}
+}
+
+// reprieve makes the chunks at indexes relied, which m names and the store
+// already held, safe from a garbage collector that took them for garbage:
+// it stores a reprieve naming them, waits out window, and uploads again
+// any that went meanwhile. It returns how many it uploaded again. See
+// package gc for why this is enough.
+func reprieve(ctx context.Context, store objstore.Store, src io.ReaderAt, m *Manifest, size int64, relied []int, window time.Duration, par int) (int, error) {
+	if window == 0 {
+		window = DefaultReprieveWindow
+	}
+	addrs := make([]Address, len(relied))
+	for j, i := range relied {
+		addrs[j] = m.Chunks[i]
+	}
+	nonce := make([]byte, 8)
+	rand.Read(nonce)
+	key := layout.ReprieveKey(m.TXID, hex.EncodeToString(nonce))
+	if _, err := store.Put(ctx, key, bytes.NewReader(MarshalReprieve(addrs)), objstore.PutOptions{}); err != nil {
+		return 0, fmt.Errorf("store reprieve: %w", err)
+	}
+	t := time.NewTimer(window)
+	select {
+	case <-ctx.Done():
+		t.Stop()
+		return 0, ctx.Err()
+	case <-t.C:
+	}
+	enc, err := newEncoder(par)
+	if err != nil {
+		return 0, err
+	}
+	defer enc.Close()
+	var again atomic.Int64
+	err = forEach(ctx, par, relied, func() func(context.Context, int) error {
+		buf := make([]byte, ChunkSize)
+		return func(ctx context.Context, i int) error {
+			key := ChunkKey(m.Chunks[i])
+			_, err := store.Head(ctx, key)
+			if err == nil {
+				return nil
+			}
+			if !errors.Is(err, objstore.ErrNotFound) {
+				return &ChunkError{Key: key, Index: i, Err: err}
+			}
+			b := buf[:chunkLen(size, i)]
+			if err := readChunk(src, b, int64(i)*ChunkSize); err != nil {
+				return fmt.Errorf("chunk %d: %w", i, err)
+			}
+			_, err = store.Put(ctx, key, bytes.NewReader(enc.EncodeAll(b, nil)), objstore.PutOptions{IfNoneMatch: true})
+			if err != nil && !objstore.IsPreconditionFailed(err) {
+				return &ChunkError{Key: key, Index: i, Err: err}
+			}
+			again.Add(1)
+			return nil
+		}
+	})
+	return int(again.Load()), err
 }
