@@ -227,6 +227,9 @@ type replicaSet struct {
 	db       string // "" when the argument is a URL
 	replicas []config.Replica
 	source   string // the config file or the daemon they came from
+	// retention is the database's retention in the config, 0 when not
+	// known from one.
+	retention time.Duration
 }
 
 // replicasOf finds the replicas of what a DB_PATH|REPLICA_URL argument
@@ -275,7 +278,7 @@ func (a *app) findReplicas(ctx context.Context, dbPath, configPath string) (repl
 		if !ok {
 			return set, fmt.Errorf("database %s is not in %s", dbPath, cfg.Source)
 		}
-		set.replicas, set.source = db.Replicas, cfg.Source
+		set.replicas, set.source, set.retention = db.Replicas, cfg.Source, db.Retention
 		return set, nil
 	}
 	why := "no config file at " + config.DefaultPath
@@ -285,7 +288,7 @@ func (a *app) findReplicas(ctx context.Context, dbPath, configPath string) (repl
 			return set, err
 		}
 		if db, ok := cfg.DB(dbPath); ok {
-			set.replicas, set.source = db.Replicas, cfg.Source
+			set.replicas, set.source, set.retention = db.Replicas, cfg.Source, db.Retention
 			return set, nil
 		}
 		why = cfg.Source + " does not list it"

@@ -23,7 +23,7 @@ func TestPushSynopsisShowsSpool(t *testing.T) {
 // before running it: its usage and its line in 'ferry -h'.
 func TestCommandsNotBuiltSaySoInUsage(t *testing.T) {
 	top := runFerry(t, "-h")
-	for _, name := range []string{"gc", "follow"} {
+	for _, name := range []string{"follow"} {
 		r := runFerry(t, name, "-h")
 		if r.code != 0 || !strings.Contains(r.stdout, "Not built yet") {
 			t.Errorf("ferry %s -h: exit %d, usage does not say it is not built yet:\n%s", name, r.code, r.stdout)

@@ -1,33 +1,109 @@
 package main
 
-import "context"
+import (
+	"context"
+	"fmt"
+
+	"github.com/ferrydb/ferry/internal/config"
+	"github.com/ferrydb/ferry/internal/gc"
+	"github.com/ferrydb/ferry/internal/target"
+)
 
 type gcCmd struct{ *app }
 
 func (*gcCmd) Name() string { return "gc" }
 func (*gcCmd) Summary() string {
-	return "delete history past retention and objects nothing references (not built yet)"
+	return "delete history past retention and chunks nothing references"
 }
 func (*gcCmd) Usage() string {
 	return `
-Usage: ferry gc [-dry-run] DB_PATH|REPLICA_URL
+Usage: ferry gc [-dry-run] [-json] [-retention D] [-grace D] [-config PATH]
+                [-replica URL] DB_PATH|REPLICA_URL
 
-Not built yet: ferry gc checks its arguments, deletes nothing and exits
-non-zero. Until it is built, ferry keeps all history in the replica.
+Deletes what no restore inside the retention period needs: snapshots
+older than the one that restores the state 'retention' ago, the change
+sets before it, and the chunks no remaining snapshot names. Every txid
+committed within retention stays restorable, and so does the newest
+state. -dry-run lists what would go and the bytes it would free; a real
+run lists what went. The daemon runs the same sweep every gc-interval.
 
-Once built, it deletes the snapshots and change sets older than the
-retention period (always keeping what the newest restorable state needs)
-and the chunks no remaining snapshot references.`
+-retention defaults to the database's retention: in the config, else
+72h. Chunks that no snapshot names are deleted only once older than
+-grace by the store's clock (1h): a snapshot in flight, here or on
+another machine, has not named its new chunks yet. It is safe to run gc
+while ferry replicates the same replica.
+
+Given DB_PATH, sweeps each of its replicas (or the one -replica names),
+found as 'ferry restore -h' says.`
 }
 
 func (c *gcCmd) Run(ctx context.Context, args []string) error {
 	fs := newFlagSet("gc")
-	fs.Bool("dry-run", false, "list what would be deleted; delete nothing")
+	dry := fs.Bool("dry-run", false, "list what would be deleted; delete nothing")
+	asJSON := fs.Bool("json", false, "print the report as JSON")
+	retention := fs.Duration("retention", 0, "keep every txid committed within `D` (default: the config's, else 72h)")
+	grace := fs.Duration("grace", gc.DefaultGrace, "delete an unreferenced chunk only once older than `D`")
+	cfgPath := configFlag(fs)
+	choose := replicaFlag(fs)
 	if err := c.parse(fs, c.Usage(), args); err != nil {
 		return err
 	}
-	if _, err := oneLocation(fs); err != nil {
+	set := setFlags(fs)
+	if set["retention"] && *retention <= 0 {
+		return usagef("-retention needs a positive duration such as 72h")
+	}
+	if *grace <= 0 {
+		return usagef("-grace needs a positive duration such as 1h")
+	}
+	loc, err := oneLocation(fs)
+	if err != nil {
 		return err
 	}
-	return errNotImplemented
+	replicas, err := c.replicasOf(ctx, loc, *cfgPath, *choose)
+	if err != nil {
+		return err
+	}
+	keep := *retention
+	if keep == 0 {
+		keep = config.DefaultRetention
+		if replicas.retention > 0 {
+			keep = replicas.retention
+		}
+	}
+	var reports []gc.Report
+	for _, r := range replicas.replicas {
+		store, err := target.Open(ctx, r, target.Options{Check: true, MustExist: true})
+		if err != nil {
+			return err
+		}
+		rep, err := gc.Run(ctx, store, gc.Options{Retention: keep, Grace: *grace, DryRun: *dry, Log: c.log})
+		if err != nil {
+			return fmt.Errorf("%s: %w", r.Target, err)
+		}
+		if *asJSON {
+			reports = append(reports, rep)
+			continue
+		}
+		verb := "deleted"
+		if *dry {
+			verb = "would delete"
+		}
+		for _, o := range rep.Deleted {
+			fmt.Fprintf(c.stdout, "%s %s (%d bytes)\n", verb, o.Key, o.Size)
+		}
+		fmt.Fprintf(c.stdout, "%s: %s %d objects, %d bytes; oldest snapshot kept: txid %d (retention %s); %d unreferenced chunks spared (younger than %s or reprieved)\n",
+			r.Target, verb, len(rep.Deleted), rep.Bytes, rep.Oldest, keep, rep.Spared, *grace)
+	}
+	if *asJSON {
+		for i := range reports {
+			if reports[i].Deleted == nil {
+				reports[i].Deleted = []gc.Object{}
+			}
+		}
+		if loc.isURL {
+			return writeJSON(c.stdout, reports[0])
+		}
+		return writeJSON(c.stdout, reports)
+	}
+	return nil
 }

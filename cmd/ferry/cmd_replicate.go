@@ -92,6 +92,7 @@ func (c *replicateCmd) Run(ctx context.Context, args []string) error {
 				Path: db, Replicas: replicas,
 				SyncInterval: config.DefaultSyncInterval, SnapshotInterval: config.DefaultSnapshotInterval,
 				MaxSpoolBytes: config.DefaultMaxSpoolBytes,
+				Retention:     config.DefaultRetention, GCInterval: config.DefaultGCInterval,
 			}}}
 	}
 	if cfg == nil {

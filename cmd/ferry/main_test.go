@@ -47,14 +47,14 @@ func wantFailure(t *testing.T, r result, code int, prefix string, parts ...strin
 
 // The flags each command takes, from the user surface in the design.
 var commandFlags = map[string][]string{
-	"replicate": {"-config", "-exec"},
+	"replicate": {"-config", "-exec", "-shutdown-timeout", "-restore-if-db-not-exists"},
 	"restore":   {"-config", "-o", "-txid", "-timestamp", "-if-db-not-exists", "-if-replica-exists", "-parallelism", "-dry-run", "-json"},
 	"snapshots": {"-json"},
 	"txids":     {"-json"},
 	"status":    {"-json", "-config"},
 	"sync":      {"-timeout"},
 	"verify":    {"-deep"},
-	"gc":        {"-dry-run"},
+	"gc":        {"-dry-run", "-retention", "-grace", "-replica"},
 	"follow":    {"-interval"},
 	"push":      {"-key", "-wait"},
 	"spool":     {"fsck"},
@@ -158,7 +158,6 @@ func TestNotImplementedAfterValidation(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, args := range [][]string{
-		{"gc", "-dry-run", db},
 		{"follow", "-interval", "500ms", "s3://bkt/app", filepath.Join(dir, "follower.db")},
 	} {
 		name := args[0]

@@ -36,6 +36,8 @@ const (
 	DefaultMaxSpoolBytes    = 1 << 30
 	DefaultHealthzMaxLag    = 5 * time.Minute
 	DefaultShutdownTimeout  = 30 * time.Second
+	DefaultRetention        = 72 * time.Hour
+	DefaultGCInterval       = time.Hour
 )
 
 // S3 limits on the size of one part of a multipart upload (the last part
@@ -90,6 +92,10 @@ type DB struct {
 	// RestoreIfNotExists restores the database from its replicas when the
 	// file is missing at start, and replicates on from there.
 	RestoreIfNotExists bool
+	// Retention is how long every txid stays restorable; older history is
+	// deleted by gc, every GCInterval.
+	Retention  time.Duration
+	GCInterval time.Duration
 }
 
 // Replica is one target with the settings that go with it.

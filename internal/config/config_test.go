@@ -289,14 +289,9 @@ func TestParseDaemonDefaults(t *testing.T) {
 // history trimmed).
 func TestParseRefusesKeysNotBuilt(t *testing.T) {
 	const db = "dbs:\n  - path: /data/app.db\n    replicas: [file:///srv/r]\n"
-	const noGC = "not built yet: ferry keeps all history until retention and gc are built"
 	tests := []struct {
 		name, yaml, want string
 	}{
-		{"retention", db + "    retention: 72h\n", "ferry.yml:4: dbs[0].retention: " + noGC},
-		{"retention null", db + "    retention:\n", "ferry.yml:4: dbs[0].retention: " + noGC},
-		{"retention before path", "dbs:\n  - retention: 1h\n    path: /a.db\n", "ferry.yml:2: dbs[0].retention: " + noGC},
-		{"gc-interval", db + "    gc-interval: 1h\n", "ferry.yml:4: dbs[0].gc-interval: " + noGC},
 		{"encryption", db + "    encryption: { key-file: /etc/ferry/key }\n",
 			"ferry.yml:4: dbs[0].encryption: not built yet: ferry would upload this database unencrypted; remove the key to replicate in plaintext"},
 		{"encryption on its own lines", db + "    encryption:\n      key-file: /etc/ferry/key\n", "ferry.yml:4: dbs[0].encryption: not built yet: "},
@@ -357,5 +352,29 @@ func TestParseRestoreIfDBNotExists(t *testing.T) {
 	_, err := parse([]byte(base+"    restore-if-db-not-exists: maybe\n"), "ferry.yml", func(string) (string, bool) { return "", false })
 	if err == nil || !strings.Contains(err.Error(), "ferry.yml:5: dbs[0].restore-if-db-not-exists") {
 		t.Errorf("a bad value: %v", err)
+	}
+}
+
+func TestParseRetention(t *testing.T) {
+	base := "dbs:\n  - path: /data/app.db\n    replicas:\n      - url: file:///r\n"
+	env := func(string) (string, bool) { return "", false }
+	cfg, err := parse([]byte(base), "ferry.yml", env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if db := cfg.DBs[0]; db.Retention != DefaultRetention || db.GCInterval != DefaultGCInterval {
+		t.Fatalf("defaults: retention %v, gc-interval %v", db.Retention, db.GCInterval)
+	}
+	cfg, err = parse([]byte(base+"    snapshot-interval: 10m\n    retention: 24h\n    gc-interval: 15m\n"), "ferry.yml", env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if db := cfg.DBs[0]; db.Retention != 24*time.Hour || db.GCInterval != 15*time.Minute {
+		t.Fatalf("retention %v, gc-interval %v", db.Retention, db.GCInterval)
+	}
+	_, err = parse([]byte(base+"    retention: 30m\n"), "ferry.yml", env)
+	want := "ferry.yml:5: dbs[0].retention: 30m0s is shorter than snapshot-interval 1h0m0s; history is kept from a snapshot, so retention must be at least the snapshot interval"
+	if err == nil || err.Error() != want {
+		t.Fatalf("retention under the snapshot interval:\n got: %v\nwant: %s", err, want)
 	}
 }

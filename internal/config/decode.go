@@ -417,11 +417,12 @@ func (d *decoder) db(n *yaml.Node, path string) (DB, error) {
 		SyncInterval:     DefaultSyncInterval,
 		SnapshotInterval: DefaultSnapshotInterval,
 		MaxSpoolBytes:    DefaultMaxSpoolBytes,
+		Retention:        DefaultRetention,
+		GCInterval:       DefaultGCInterval,
 	}
-	const noGC = "ferry keeps all history until retention and gc are built"
 	const oneDB = "list each database under dbs with path"
 	dbPath := path
-	_, err := d.mapping(n, path, map[string]fieldFunc{
+	keys, err := d.mapping(n, path, map[string]fieldFunc{
 		"path": d.str(&db.Path, absPath),
 		"replicas": d.list(func(n *yaml.Node, path string) error {
 			r, err := d.replica(n, path)
@@ -450,8 +451,8 @@ func (d *decoder) db(n *yaml.Node, path string) (DB, error) {
 		"max-spool-bytes":          d.size(&db.MaxSpoolBytes, 1, 1<<62),
 		"restore-if-db-not-exists": d.boolean(&db.RestoreIfNotExists),
 
-		"retention":      notBuilt(noGC),
-		"gc-interval":    notBuilt(noGC),
+		"retention":      d.duration(&db.Retention),
+		"gc-interval":    d.duration(&db.GCInterval),
 		"encryption":     notBuilt("ferry would upload this database unencrypted; remove the key to replicate in plaintext"),
 		"scrub-interval": notBuilt("run 'ferry verify' to check a replica"),
 		"lease":          notBuilt("ferry takes no lease; run one 'ferry replicate' per replica"),
@@ -467,6 +468,15 @@ func (d *decoder) db(n *yaml.Node, path string) (DB, error) {
 	}
 	if len(db.Replicas) == 0 {
 		return DB{}, d.errf(n, "%s: no replicas; a db needs at least one", path)
+	}
+	if db.Retention < db.SnapshotInterval {
+		// Retention keeps the snapshot taken at or before its start; with
+		// snapshots rarer than that, it could keep nothing older.
+		at := n
+		if k := keys["retention"]; k != nil {
+			at = k
+		}
+		return DB{}, d.errf(at, "%s.retention: %s is shorter than snapshot-interval %s; history is kept from a snapshot, so retention must be at least the snapshot interval", path, db.Retention, db.SnapshotInterval)
 	}
 	return db, nil
 }

@@ -42,6 +42,9 @@ type Options struct {
 	// Capture tunes every database's replicator; its DBPath, SpoolDir,
 	// Targets and the per-database settings of the config are filled in.
 	Capture capture.Options
+	// GCGrace is how old a chunk no snapshot names must be before gc
+	// deletes it; zero means gc.DefaultGrace (tests shorten it).
+	GCGrace time.Duration
 	// Ready, when set, is called once everything has started, with the
 	// address the HTTP server listens on ("" without one).
 	Ready func(addr string)

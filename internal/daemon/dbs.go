@@ -103,6 +103,10 @@ func (d *daemon) openDB(ctx context.Context, db config.DB, stores map[string]obj
 		defer r.Close()
 		return r.Run(ctx)
 	})
+	if db.Retention > 0 && db.GCInterval > 0 {
+		targets := co.Targets
+		d.run(ctx, func(ctx context.Context) error { d.sweep(ctx, db, targets); return nil })
+	}
 	if err := d.listenControl(ctx, db.Path, r); err != nil {
 		d.o.Log.Warn("no control socket: ferry sync and ferry status will not find this daemon without -config and addr:", "db", db.Path, "err", err)
 	}
