@@ -93,6 +93,7 @@ func (c *replicateCmd) Run(ctx context.Context, args []string) error {
 				SyncInterval: config.DefaultSyncInterval, SnapshotInterval: config.DefaultSnapshotInterval,
 				MaxSpoolBytes: config.DefaultMaxSpoolBytes,
 				Retention:     config.DefaultRetention, GCInterval: config.DefaultGCInterval,
+				ScrubInterval: config.DefaultScrubInterval,
 			}}}
 	}
 	if cfg == nil {

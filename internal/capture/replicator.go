@@ -46,6 +46,8 @@ type Replicator struct {
 	progress *progress
 
 	syncReq chan chan uint64
+	// repairs carries what a scrub asks of the capture loop.
+	repairs chan func()
 	done    chan struct{} // closed when Run returns
 	runOnce sync.Once
 	close   sync.Once
@@ -104,6 +106,9 @@ type target struct {
 	// known and the next snapshot rereads everything.
 	dirty snapshot.ChunkSet
 	full  bool
+	// forced asks for a snapshot whatever the interval says; jobForced
+	// says the snapshot in flight was one, to ask again if it fails.
+	forced, jobForced bool
 	// While a snapshot is in flight for the target, jobDirty and jobFull
 	// are the dirty chunks it was handed; resyncing says that it is the
 	// snapshot that lets change sets reach the target again.
@@ -139,6 +144,7 @@ func Open(ctx context.Context, o Options) (*Replicator, error) {
 		urls:    slices.Sorted(maps.Keys(o.Targets)),
 		dbInfo:  info,
 		syncReq: make(chan chan uint64),
+		repairs: make(chan func(), 16),
 		done:    make(chan struct{}),
 		overlay: map[uint32]wal.PageRef{},
 		targets: map[string]*target{},

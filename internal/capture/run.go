@@ -72,6 +72,8 @@ func (r *Replicator) Run(ctx context.Context) error {
 			time.Sleep(eventDelay)
 		case reply := <-r.syncReq:
 			r.waiting = append(r.waiting, reply)
+		case f := <-r.repairs:
+			f()
 		case <-jobDone:
 			r.finishSnapshots()
 		}

@@ -57,7 +57,7 @@ func (r *Replicator) due(now time.Time) []*target {
 		t := r.targets[u]
 		switch {
 		case now.Before(t.nextTry):
-		case !t.synced || t.base == 0:
+		case !t.synced || t.base == 0 || t.forced:
 			out = append(out, t)
 		case r.txid > t.base && now.Sub(t.baseTime) >= r.o.SnapshotInterval:
 			out = append(out, t)
@@ -98,7 +98,8 @@ func (r *Replicator) startSnapshots(ctx context.Context, now time.Time) {
 		if !w.full {
 			w.prev = t.prev
 		}
-		t.jobDirty, t.jobFull = t.dirty, w.full
+		t.jobDirty, t.jobFull, t.jobForced = t.dirty, w.full, t.forced
+		t.forced = false
 		t.dirty, t.full = snapshot.ChunkSet{}, false
 		t.snapping, t.resyncing = true, !t.synced
 		if !t.synced {
@@ -186,6 +187,7 @@ func (r *Replicator) finishSnapshots() {
 				t.dirty.Add(i)
 			}
 			t.full = t.full || t.jobFull
+			t.forced = t.forced || t.jobForced
 			if t.resyncing {
 				r.progress.setSynced(t.url, false)
 			}

@@ -38,6 +38,7 @@ const (
 	DefaultShutdownTimeout  = 30 * time.Second
 	DefaultRetention        = 72 * time.Hour
 	DefaultGCInterval       = time.Hour
+	DefaultScrubInterval    = 7 * 24 * time.Hour
 )
 
 // S3 limits on the size of one part of a multipart upload (the last part
@@ -96,6 +97,9 @@ type DB struct {
 	// deleted by gc, every GCInterval.
 	Retention  time.Duration
 	GCInterval time.Duration
+	// ScrubInterval is how long one background pass over every object of
+	// each replica takes; the scrub reads at a pace that spreads it so.
+	ScrubInterval time.Duration
 }
 
 // Replica is one target with the settings that go with it.

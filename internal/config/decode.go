@@ -419,6 +419,7 @@ func (d *decoder) db(n *yaml.Node, path string) (DB, error) {
 		MaxSpoolBytes:    DefaultMaxSpoolBytes,
 		Retention:        DefaultRetention,
 		GCInterval:       DefaultGCInterval,
+		ScrubInterval:    DefaultScrubInterval,
 	}
 	const oneDB = "list each database under dbs with path"
 	dbPath := path
@@ -454,7 +455,7 @@ func (d *decoder) db(n *yaml.Node, path string) (DB, error) {
 		"retention":      d.duration(&db.Retention),
 		"gc-interval":    d.duration(&db.GCInterval),
 		"encryption":     notBuilt("ferry would upload this database unencrypted; remove the key to replicate in plaintext"),
-		"scrub-interval": notBuilt("run 'ferry verify' to check a replica"),
+		"scrub-interval": d.duration(&db.ScrubInterval),
 		"lease":          notBuilt("ferry takes no lease; run one 'ferry replicate' per replica"),
 		"dir":            notBuilt(oneDB),
 		"pattern":        notBuilt(oneDB),

@@ -23,6 +23,7 @@ import (
 	"github.com/ferrydb/ferry/internal/capture"
 	"github.com/ferrydb/ferry/internal/config"
 	"github.com/ferrydb/ferry/internal/objstore"
+	"github.com/ferrydb/ferry/internal/scrub"
 	"github.com/ferrydb/ferry/internal/spool"
 	"github.com/ferrydb/ferry/internal/target"
 )
@@ -62,6 +63,8 @@ type daemon struct {
 	stop context.CancelFunc
 	// files is the spool of plain files; nil without inboxes.
 	files *spool.Spool
+	// scrubs counts what every database's scrub finds; made at the first.
+	scrubs *scrub.Metrics
 
 	errOnce  sync.Once
 	firstErr error
@@ -228,4 +231,12 @@ func openStores(ctx context.Context, cfg *config.Config, o target.Options, log *
 		stores[url] = s
 	}
 	return stores, nil
+}
+
+// scrubMetrics returns the scrub's series, registered once per daemon.
+func (d *daemon) scrubMetrics() *scrub.Metrics {
+	if d.scrubs == nil {
+		d.scrubs = scrub.NewMetrics(d.o.Registry)
+	}
+	return d.scrubs
 }

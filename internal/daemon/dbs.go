@@ -18,6 +18,7 @@ import (
 	"github.com/ferrydb/ferry/internal/capture"
 	"github.com/ferrydb/ferry/internal/config"
 	"github.com/ferrydb/ferry/internal/objstore"
+	"github.com/ferrydb/ferry/internal/scrub"
 	"github.com/ferrydb/ferry/internal/spool"
 )
 
@@ -106,6 +107,11 @@ func (d *daemon) openDB(ctx context.Context, db config.DB, stores map[string]obj
 	if db.Retention > 0 && db.GCInterval > 0 {
 		targets := co.Targets
 		d.run(ctx, func(ctx context.Context) error { d.sweep(ctx, db, targets); return nil })
+	}
+	if db.ScrubInterval > 0 {
+		sc := scrub.New(scrub.Options{Targets: co.Targets, Repair: r, Interval: db.ScrubInterval,
+			Log: d.o.Log.With("db", db.Path), Metrics: d.scrubMetrics()})
+		d.run(ctx, func(ctx context.Context) error { sc.Run(ctx); return nil })
 	}
 	if err := d.listenControl(ctx, db.Path, r); err != nil {
 		d.o.Log.Warn("no control socket: ferry sync and ferry status will not find this daemon without -config and addr:", "db", db.Path, "err", err)
