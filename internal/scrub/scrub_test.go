@@ -201,3 +201,74 @@ func sha3(t *testing.T, path string) string {
 	}
 	return strings.TrimSpace(string(out))
 }
+
+// TestScrubCopiesFromAnotherTarget damages a chunk and a change set on one
+// of two targets: the scrub must copy each, checked, from the other, with
+// no snapshot or gap needed.
+func TestScrubCopiesFromAnotherTarget(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	dbPath := filepath.Join(dir, "app.db")
+	db, err := sql.Open("sqlite", "file:"+dbPath+"?_pragma=journal_mode(WAL)&_pragma=busy_timeout(5000)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.SetMaxOpenConns(1)
+	defer db.Close()
+	if _, err := db.Exec("CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB)"); err != nil {
+		t.Fatal(err)
+	}
+	stores := map[string]objstore.Store{}
+	for _, name := range []string{"a", "b"} {
+		s, err := filestore.New(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		stores[name] = s
+	}
+	r, err := capture.Open(ctx, capture.Options{DBPath: dbPath, SpoolDir: filepath.Join(dir, "spool"), Targets: stores, SyncInterval: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- r.Run(rctx) }()
+	defer func() { stop(); <-done }()
+	for i := range 60 {
+		if _, err := db.Exec("INSERT INTO t (v) VALUES (randomblob(3000))"); err != nil {
+			t.Fatal(err)
+		}
+		if i%20 == 0 {
+			if _, err := r.Sync(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if _, err := r.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	a := stores["a"]
+	l, err := layout.Read(ctx, a, layout.All)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chunk, set := l.Chunks[len(l.Chunks)/2].Key, l.Segments[len(l.Segments)-1].Key
+	rewrite(t, a, chunk, func(b []byte) []byte { b[len(b)/3] ^= 1; return b })
+	rewrite(t, a, set, func(b []byte) []byte { b[len(b)-10] ^= 1; return b })
+	before := r.Status()
+
+	rep, err := scrub.New(scrub.Options{Targets: stores, Repair: r, Interval: time.Millisecond, Share: 1}).Pass(ctx, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Damaged) != 2 || rep.Repaired != 2 {
+		t.Fatalf("damaged %v, repaired %d; want the chunk and the change set, both repaired", rep.Damaged, rep.Repaired)
+	}
+	vr, err := verify.Run(ctx, a, true)
+	if err != nil || !vr.OK() {
+		t.Fatalf("target a after the copies: %v %+v", err, vr)
+	}
+	if after := r.Status(); len(after.Gaps) != 0 || after.Targets[0].Snapshot != before.Targets[0].Snapshot {
+		t.Fatalf("copies needed no gap and no snapshot: before %+v, after %+v", before.Targets, after)
+	}
+}
