@@ -154,7 +154,7 @@ func TestHistoryLevelsOffAndRetainedTxidsRestore(t *testing.T) {
 	t.Logf("%d txids restored exactly, %d past retention refused; oldest snapshot kept: txid %d", restored, refused, oldest)
 }
 
-func replicaSize(t *testing.T, store objstore.Store) (s struct{ objects, bytes int64 }) {
+func replicaSize(t testing.TB, store objstore.Store) (s struct{ objects, bytes int64 }) {
 	t.Helper()
 	l, err := layout.Read(context.Background(), store, layout.All)
 	if err != nil {
