@@ -11,7 +11,6 @@ package ferry
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -115,7 +114,7 @@ func Replicate(ctx context.Context, dbPath string, replicaURLs []string, o Optio
 	})
 	if err != nil {
 		if fresh {
-			removeSpool(o.SpoolDir)
+			spool.RemoveUnused(o.SpoolDir)
 		}
 		return nil, err
 	}
@@ -129,28 +128,6 @@ func Replicate(ctx context.Context, dbPath string, replicaURLs []string, o Optio
 		rep.mu.Unlock()
 	}()
 	return rep, nil
-}
-
-// removeSpool removes the spool directory dir that a failed Replicate
-// created, so that a database not in WAL mode, say, leaves nothing beside
-// it. It takes the spool's lock and moves the directory aside while
-// holding it: a process that opened the same spool in the meantime keeps
-// it (the lock fails), and one that opens it afterwards starts a new one
-// rather than writing into a directory being deleted.
-func removeSpool(dir string) {
-	if _, err := os.Lstat(dir); err != nil {
-		return
-	}
-	sp, err := spool.Open(dir, spool.Options{})
-	if err != nil {
-		return
-	}
-	aside := dir + ".removing-" + rand.Text()
-	err = os.Rename(dir, aside)
-	sp.Close()
-	if err == nil {
-		os.RemoveAll(aside)
-	}
 }
 
 // Sync returns once every transaction committed before the call is durable

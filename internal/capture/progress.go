@@ -166,17 +166,25 @@ func (p *progress) resync(url string, txid uint64) {
 // waitChainable returns once a change set starting at first may go to
 // url, or when ctx ends.
 func (p *progress) waitChainable(ctx context.Context, url string, first uint64) error {
+	return p.waitUntil(ctx, nil, func() bool { return p.targets[url].chainable(first) })
+}
+
+// waitUntil returns once ok, called with p.mu held, says yes; or when ctx
+// ends or done is closed.
+func (p *progress) waitUntil(ctx context.Context, done <-chan struct{}, ok func() bool) error {
 	for {
 		p.mu.Lock()
-		ok := p.targets[url].chainable(first)
+		yes := ok()
 		ch := p.changed
 		p.mu.Unlock()
-		if ok {
+		if yes {
 			return nil
 		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-done:
+			return ErrClosed
 		case <-ch:
 		}
 	}
@@ -255,26 +263,12 @@ func (p *progress) gapList() []Gap {
 
 // wait returns once every target restores txid, or when ctx ends.
 func (p *progress) wait(ctx context.Context, txid uint64, done <-chan struct{}) error {
-	for {
-		p.mu.Lock()
-		ok := true
+	return p.waitUntil(ctx, done, func() bool {
 		for _, t := range p.targets {
 			if t.reached() < txid {
-				ok = false
-				break
+				return false
 			}
 		}
-		ch := p.changed
-		p.mu.Unlock()
-		if ok {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-done:
-			return ErrClosed
-		case <-ch:
-		}
-	}
+		return true
+	})
 }

@@ -128,7 +128,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	defer func() {
 		if !started {
 			for _, dir := range fresh {
-				removeSpool(dir)
+				spool.RemoveUnused(dir)
 			}
 		}
 	}()

@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -19,7 +18,6 @@ import (
 	"github.com/ferrydb/ferry/internal/config"
 	"github.com/ferrydb/ferry/internal/objstore"
 	"github.com/ferrydb/ferry/internal/scrub"
-	"github.com/ferrydb/ferry/internal/spool"
 )
 
 // SpoolDir is where the spool and capture state of the database at dbPath
@@ -44,25 +42,6 @@ func freshSpools(cfg *config.Config) []string {
 		}
 	}
 	return dirs
-}
-
-// removeSpool removes a spool directory this process created. It takes
-// the spool's lock and moves the directory aside while holding it, so that
-// a spool another process opened meanwhile is never removed.
-func removeSpool(dir string) {
-	if _, err := os.Lstat(dir); err != nil {
-		return
-	}
-	sp, err := spool.Open(dir, spool.Options{})
-	if err != nil {
-		return
-	}
-	aside := dir + ".removing-" + rand.Text()
-	err = os.Rename(dir, aside)
-	sp.Close()
-	if err == nil {
-		os.RemoveAll(aside)
-	}
 }
 
 // SocketPath is the control socket of the daemon replicating the database
