@@ -3,6 +3,7 @@ package restore
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -12,6 +13,7 @@ import (
 	_ "modernc.org/sqlite" // the SQLite that checks every restored database
 
 	"github.com/ferrydb/ferry/internal/durable"
+	"github.com/ferrydb/ferry/internal/layout"
 	"github.com/ferrydb/ferry/internal/objstore"
 	"github.com/ferrydb/ferry/internal/segment"
 	"github.com/ferrydb/ferry/internal/snapshot"
@@ -40,6 +42,14 @@ type Result struct {
 // database is built in a temporary file beside out, checked with SQLite's
 // PRAGMA integrity_check, fsynced, and only then renamed to out: out either
 // does not exist or holds a complete, checked database.
+//
+// A change set of the plan that has gone missing since the plan was made,
+// or that turns out damaged, is planned around from where the restore
+// stands: the replica's change sets are listed again and the restore goes
+// on with another chain that does without it, if one reaches plan.TXID.
+// Compaction makes both happen: it deletes small change sets once a
+// merged one holds their transactions, and while both exist a damaged
+// merged one leaves the small ones to fall back on.
 func ToFile(ctx context.Context, store objstore.Store, plan Plan, out string, o Options) (Result, error) {
 	if o.Parallelism <= 0 {
 		o.Parallelism = 8
@@ -67,13 +77,29 @@ func ToFile(ctx context.Context, store objstore.Store, plan Plan, out string, o 
 		return Result{}, err
 	}
 	st := &state{f: tmp, res: Result{TXID: m.TXID, Time: m.Time, PageSize: m.PageSize, Pages: m.PageCount}, target: plan.TXID, before: o.Before}
-	for i, ref := range plan.Segments {
+	queue := plan.Segments
+	var avoid map[string]string
+	for applied := 0; len(queue) > 0; {
+		ref := queue[0]
 		done, err := st.applySegment(ctx, store, ref, dir)
 		if err != nil {
-			return Result{}, &StoppedError{TXID: st.res.TXID, Err: err}
+			if !replannable(err) || len(avoid) == maxReplans {
+				return Result{}, &StoppedError{TXID: st.res.TXID, Err: err}
+			}
+			if avoid == nil {
+				avoid = map[string]string{}
+			}
+			avoid[ref.Key] = err.Error()
+			queue, err = replan(ctx, store, st.res.TXID, plan.TXID, avoid, err)
+			if err != nil {
+				return Result{}, &StoppedError{TXID: st.res.TXID, Err: err}
+			}
+			continue
 		}
+		queue = queue[1:]
+		applied++
 		if o.Progress != nil {
-			o.Progress(i+1, len(plan.Segments))
+			o.Progress(applied, applied+len(queue))
 		}
 		if done {
 			break
@@ -107,6 +133,41 @@ func ToFile(ctx context.Context, store objstore.Store, plan Plan, out string, o 
 		return Result{}, err
 	}
 	return st.res, nil
+}
+
+// maxReplans bounds how often one restore plans its chain again. Each
+// re-plan avoids the segment that failed, so none is tried twice; the
+// bound only stops a replica full of damaged overlapping change sets from
+// costing a listing per object. Two would do for what compaction causes
+// (a small change set deleted under the restore, and a damaged merged one
+// whose small ones remain); the rest is slack.
+const maxReplans = 4
+
+// replannable reports whether a segment that failed may be held by
+// others: one that went away after the plan was made (compaction deletes
+// small change sets once a merged one holds their transactions, gc
+// deletes expired ones), or one that is damaged where another change set
+// may hold the same transactions.
+func replannable(err error) bool {
+	return objstore.IsNotFound(err) || errors.Is(err, objstore.ErrCorrupt)
+}
+
+// replan lists the replica's change sets again and returns a chain that
+// carries the database from txid from to txid to without the segments in
+// avoid (key to why), or cause, noting the re-plan, when none does. Only
+// change sets are listed: the snapshot is already applied, and nothing
+// before from matters any more.
+func replan(ctx context.Context, store objstore.Store, from, to uint64, avoid map[string]string, cause error) ([]SegmentRef, error) {
+	l, err := layout.Read(ctx, store, layout.Segments)
+	if err != nil {
+		return nil, fmt.Errorf("%w; listing change sets to plan around it: %v", cause, err)
+	}
+	c := NewCatalog(nil, l.Segments).Without(avoid)
+	segs, reached := c.chain(from, to)
+	if reached < to {
+		return nil, fmt.Errorf("%w; no other change sets reach past txid %d", cause, reached)
+	}
+	return segs, nil
 }
 
 // state is the database being rebuilt and how far it has come.

@@ -68,9 +68,7 @@ func NewCatalog(snaps []snapshot.ManifestInfo, segs []layout.Segment) Catalog {
 		}
 		c.Snapshots = append(c.Snapshots, s)
 	}
-	slices.SortFunc(c.Segments, func(a, b SegmentRef) int {
-		return cmp.Or(cmp.Compare(a.First, b.First), cmp.Compare(a.Last, b.Last))
-	})
+	slices.SortFunc(c.Segments, cmpSegments)
 	slices.SortFunc(c.Snapshots, func(a, b snapshot.ManifestInfo) int { return cmp.Compare(a.TXID, b.TXID) })
 	return c
 }
@@ -109,29 +107,97 @@ func cmpU64(a, b uint64) int {
 
 // chain returns the segments that carry a database from after txid from
 // as far forward as they reach contiguously, stopping at to (0 means no
-// limit), and the last txid reached. Segments may overlap (a change set
-// captured again after a crash); the one reaching furthest is taken.
+// limit), and the last txid reached. Segments may overlap: a change set
+// captured again after a crash, or the small change sets that compaction
+// merged into one and has not deleted yet (or could not, being killed).
+// At each step the one reaching furthest is taken, which makes the chain
+// the shortest; among those, the one starting latest, which downloads the
+// fewest transactions that are skipped. Greedy is enough: a segment that
+// reaches further never leaves a txid uncovered that a shorter one would
+// have covered.
 func (c Catalog) chain(from, to uint64) ([]SegmentRef, uint64) {
+	segs := c.sortedSegments()
+	// furthest[i] is the index, among segs[:i+1] (every segment starting
+	// at or before segs[i].First), of the one that reaches furthest. A
+	// replica holds a change set per sync interval, thousands a day, so a
+	// scan of every segment at every step would make planning quadratic.
+	furthest := make([]int, len(segs))
+	for i := range segs {
+		if i > 0 && segs[furthest[i-1]].Last > segs[i].Last {
+			furthest[i] = furthest[i-1]
+		} else {
+			furthest[i] = i
+		}
+	}
 	var out []SegmentRef
 	reached := from
 	for to == 0 || reached < to {
 		next := reached + 1
-		best := -1
-		for i, s := range c.Segments {
-			if s.First <= next && next <= s.Last && (best < 0 || s.Last > c.Segments[best].Last) {
-				best = i
+		n, _ := slices.BinarySearchFunc(segs, next, func(s SegmentRef, t uint64) int {
+			if s.First <= t {
+				return -1
 			}
-		}
-		if best < 0 {
+			return 1
+		})
+		if n == 0 {
 			break
 		}
-		out = append(out, c.Segments[best])
-		reached = c.Segments[best].Last
+		best := segs[furthest[n-1]]
+		if best.Last < next {
+			break
+		}
+		out = append(out, best)
+		reached = best.Last
 	}
 	if to != 0 && reached > to {
 		reached = to
 	}
 	return out, reached
+}
+
+// sortedSegments returns the segments in the order NewCatalog sorts them
+// in, copying them only when a caller built the catalog otherwise.
+func (c Catalog) sortedSegments() []SegmentRef {
+	if slices.IsSortedFunc(c.Segments, cmpSegments) {
+		return c.Segments
+	}
+	segs := slices.Clone(c.Segments)
+	slices.SortFunc(segs, cmpSegments)
+	return segs
+}
+
+func cmpSegments(a, b SegmentRef) int {
+	return cmp.Or(cmp.Compare(a.First, b.First), cmp.Compare(a.Last, b.Last))
+}
+
+// covered returns the runs of txids that segments hold, merged where they
+// overlap or touch. A chain from txid x reaches exactly to the end of the
+// run holding x+1: every txid in between is held by some segment, and
+// that is all a chain needs.
+func (c Catalog) covered() []Range {
+	rs := make([]Range, len(c.Segments))
+	for i, s := range c.Segments {
+		rs[i] = Range{First: s.First, Last: s.Last}
+	}
+	return mergeRanges(rs)
+}
+
+// reach returns how far a chain of segments carries a database from after
+// txid from, given the runs covered returns.
+func reach(cov []Range, from uint64) uint64 {
+	i, found := slices.BinarySearchFunc(cov, from+1, func(r Range, t uint64) int {
+		switch {
+		case r.Last < t:
+			return -1
+		case r.First > t:
+			return 1
+		}
+		return 0
+	})
+	if !found {
+		return from
+	}
+	return cov[i].Last
 }
 
 // Range is a run of txids that can each be restored.
@@ -144,10 +210,10 @@ type Range struct {
 // txid from a snapshot to as far as segments reach after it. The spaces
 // between ranges are the gaps in point-in-time coverage.
 func (c Catalog) Ranges() []Range {
+	cov := c.covered()
 	var rs []Range
 	for _, s := range c.Snapshots {
-		_, reach := c.chain(s.TXID, 0)
-		rs = append(rs, Range{First: s.TXID, Last: reach})
+		rs = append(rs, Range{First: s.TXID, Last: reach(cov, s.TXID)})
 	}
 	return mergeRanges(rs)
 }
