@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 
 	"github.com/ferrydb/ferry/internal/layout"
 	"github.com/ferrydb/ferry/internal/objstore"
@@ -111,28 +112,95 @@ func Run(ctx context.Context, store objstore.Store, deep bool) (Report, error) {
 	}
 	rep.Chunks = len(chunks)
 
-	cat := restore.NewCatalog(infos, l.Segments)
-	rep.Segments = len(cat.Segments)
-	for _, s := range cat.Segments {
-		if s.Size <= 0 {
-			rep.Problems = append(rep.Problems, Problem{Key: s.Key, Kind: "corrupt", Detail: "empty object"})
-			bad[s.Key] = "empty object"
-			continue
-		}
-		if deep {
-			if err := verifySegment(ctx, store, s.Key); err != nil {
-				rep.add(s.Key, err)
-				bad[s.Key] = rep.kindOf(s.Key)
-			}
-		}
+	cat, err := rep.checkSegments(ctx, store, infos, l.Segments, deep, bad)
+	if err != nil {
+		return rep, err
 	}
 	cat = cat.Without(bad)
 	rep.Ranges = cat.Ranges()
+	rep.noteRedundant(cat)
 	rep.Newest = cat.Newest()
 	if err := cat.Check(); err != nil {
 		rep.Unrestorable = err.Error()
 	}
 	return rep, nil
+}
+
+// checkSegments checks each change set listed in segs: present and not
+// empty, and with deep, intact end to end. It records problems, adds each
+// change set no restore can use to bad, and returns the catalog the
+// verdict is judged on.
+//
+// Change sets overlap where compaction merged small ones into one and has
+// not deleted the small ones yet; each is checked on its own, and the
+// catalog's chains prefer the merged one and fall back on the small ones,
+// as a restore does, so the overlap itself is no problem. A change set
+// that vanishes between the listing and its download is no problem either
+// when a fresh listing no longer names it: compaction deleted it after
+// storing a merged one, or gc after it expired. The verdict is then
+// judged on the fresh listing, whose new change sets are checked too; a
+// txid that nothing holds any more still shows as a hole.
+func (rep *Report) checkSegments(ctx context.Context, store objstore.Store, infos []snapshot.ManifestInfo, segs []layout.Segment, deep bool, bad map[string]string) (restore.Catalog, error) {
+	checked := map[string]bool{}
+	for relisted := false; ; relisted = true {
+		cat := restore.NewCatalog(infos, segs)
+		vanished := false
+		for _, s := range cat.Segments {
+			if checked[s.Key] {
+				continue
+			}
+			checked[s.Key] = true
+			if s.Size <= 0 {
+				rep.Problems = append(rep.Problems, Problem{Key: s.Key, Kind: "corrupt", Detail: "empty object"})
+				bad[s.Key] = "empty object"
+				continue
+			}
+			if !deep {
+				continue
+			}
+			err := verifySegment(ctx, store, s.Key)
+			if err == nil {
+				continue
+			}
+			if objstore.IsNotFound(err) && !relisted {
+				// Judged once the listing is read again, below.
+				vanished = true
+				delete(checked, s.Key)
+				continue
+			}
+			rep.add(s.Key, err)
+			bad[s.Key] = rep.kindOf(s.Key)
+		}
+		if !vanished {
+			rep.Segments = len(cat.Segments)
+			return cat, nil
+		}
+		l, err := layout.Read(ctx, store, layout.Segments)
+		if err != nil {
+			return restore.Catalog{}, err
+		}
+		segs = l.Segments
+	}
+}
+
+// noteRedundant says of each damaged change set whose every txid restores
+// without it (a merged one whose small ones compaction has not deleted
+// yet, or a small one a merged one holds) that nothing is lost: it is
+// still damage, but not the kind that stops a restore.
+func (rep *Report) noteRedundant(cat restore.Catalog) {
+	for _, u := range cat.Unusable {
+		if _, _, err := layout.ParseSegmentKey(u.Key); err != nil {
+			continue
+		}
+		if !slices.ContainsFunc(rep.Ranges, func(r restore.Range) bool { return r.First <= u.First && u.Last <= r.Last }) {
+			continue
+		}
+		for i := range rep.Problems {
+			if rep.Problems[i].Key == u.Key {
+				rep.Problems[i].Detail += "; other change sets hold its txids, which restore without it"
+			}
+		}
+	}
 }
 
 // checkChunks confirms from the listing (held: key to size) that each
