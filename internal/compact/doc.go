@@ -76,10 +76,11 @@
 //
 // The safety argument: compaction deletes a change set only after reading,
 // in the same run, every one of its transactions intact from a strictly
-// longer change set that it does not delete. It never deletes a change set
-// that no longer one contains, and containment by a strictly longer range
-// cannot go round in a circle, so every txid stays held by an intact
-// change set that compaction never deletes, whatever runs concurrently:
-// a second compaction follows the same rule, a replicator never writes
-// into a merged range, and gc deletes only what no kept snapshot needs.
+// longer change set that contains it, and deletes that one in turn only on
+// the same terms. It never deletes a change set that no longer one
+// contains, and containment by a strictly longer range cannot go round in
+// a circle, so every txid stays held by an intact change set that
+// compaction never deletes, whatever runs concurrently: a second
+// compaction follows the same rule, a replicator never writes into a
+// merged range, and gc deletes only what no kept snapshot needs.
 package compact
