@@ -70,7 +70,7 @@ func retentionRun(b *testing.B, hours int, keep bool) (objects, bytes int64) {
 		}
 		if keep && time.Since(lastSweep) >= 500*time.Millisecond {
 			lastSweep = time.Now()
-			if _, err := gc.Run(ctx, store, gc.Options{Retention: 3 * time.Second, Grace: 1500 * time.Millisecond, ReprieveWindow: 200 * time.Millisecond}); err != nil {
+			if _, err := gc.Run(ctx, store, gc.Options{Retention: 3 * time.Second, Grace: 2500 * time.Millisecond, ReprieveWindow: 200 * time.Millisecond}); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -71,6 +71,9 @@ func Run(ctx context.Context, store objstore.Store, o Options) (Report, error) {
 	if o.ReprieveWindow <= 0 {
 		o.ReprieveWindow = DefaultReprieveWindow
 	}
+	if min := MinGrace(o.ReprieveWindow); o.Grace < min {
+		return Report{}, fmt.Errorf("gc: grace %s is too short: a snapshot that relies on stored chunks waits %s for its reprieve, and store clocks may count in whole seconds; use at least %s", o.Grace, o.ReprieveWindow, min)
+	}
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
@@ -138,7 +141,9 @@ func Run(ctx context.Context, store objstore.Store, o Options) (Report, error) {
 		if _, ok := named[snapshot.Address(c.Addr)]; ok {
 			continue
 		}
-		if now.Sub(c.Modified) < o.Grace {
+		// Some stores (versitygw) keep modification times to the second:
+		// an object may be up to a second younger than it looks.
+		if now.Sub(c.Modified)-clockResolution < o.Grace {
 			rep.Spared++ // perhaps a snapshot in flight's
 			continue
 		}
@@ -221,7 +226,7 @@ func readReprieves(ctx context.Context, store objstore.Store, now time.Time, gra
 		for _, a := range addrs {
 			spare[a] = true
 		}
-		if now.Sub(info.Modified) >= grace {
+		if now.Sub(info.Modified)-clockResolution >= grace {
 			expired = append(expired, Object{info.Key, info.Size})
 		}
 	}
@@ -244,6 +249,14 @@ func readReprieve(ctx context.Context, store objstore.Store, key string) ([][32]
 	}
 	return addrs, nil
 }
+
+// MinGrace is the shortest grace gc accepts with a reprieve window of
+// window: a snapshot waits that long after storing a reprieve before its
+// manifest lands, and the store's clock may count in whole seconds.
+func MinGrace(window time.Duration) time.Duration { return window + 2*clockResolution }
+
+// clockResolution is the coarsest modification time a store keeps.
+const clockResolution = time.Second
 
 // chunkBatch is how many chunks one delete request takes: small enough to
 // finish well inside a reprieve window.

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -90,6 +91,7 @@ func TestRetentionKeepsWhatRestoresAndDropsTheRest(t *testing.T) {
 	ctx := context.Background()
 	store := memstore.New()
 	now := time.Now()
+	store.SetClock(func() time.Time { return now.Add(-2 * time.Hour) })
 	old := write(t, store, image(100, 3), 10, now.Add(-10*time.Hour), snapshot.Options{})
 	mid := write(t, store, image(200, 3), 20, now.Add(-5*time.Hour), snapshot.Options{})
 	newest := write(t, store, image(300, 3), 30, now.Add(-time.Hour), snapshot.Options{})
@@ -98,14 +100,15 @@ func TestRetentionKeepsWhatRestoresAndDropsTheRest(t *testing.T) {
 	}
 	before := keys(t, store)
 
-	dry, err := Run(ctx, store, Options{Retention: 3 * time.Hour, Grace: time.Nanosecond, DryRun: true})
+	store.SetClock(time.Now) // the objects were stored two hours ago
+	dry, err := Run(ctx, store, Options{Retention: 3 * time.Hour, Grace: time.Hour, DryRun: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got := keys(t, store); len(got) != len(before) {
 		t.Fatalf("a dry run deleted %d objects", len(before)-len(got))
 	}
-	rep, err := Run(ctx, store, Options{Retention: 3 * time.Hour, Grace: time.Nanosecond})
+	rep, err := Run(ctx, store, Options{Retention: 3 * time.Hour, Grace: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,14 +209,20 @@ func TestSnapshotRelyingOnGarbageSurvivesGC(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			ctx := context.Background()
 			store := memstore.New()
+			var clock atomic.Int64 // the store's clock, set by hand
+			clock.Store(time.Now().UnixNano())
+			store.SetClock(func() time.Time { return time.Unix(0, clock.Load()) })
 			x := image(10, 4)
-			write(t, store, x, 1, time.Now(), snapshot.Options{})
-			write(t, store, image(20, 4), 2, time.Now(), snapshot.Options{})
+			past := time.Unix(0, clock.Load()).Add(-time.Minute)
+			write(t, store, x, 1, past, snapshot.Options{})
+			write(t, store, image(20, 4), 2, past.Add(time.Second), snapshot.Options{})
 			// Only the newest snapshot is kept, so snapshot 1 and its
 			// chunks are garbage.
 			if _, err := Run(ctx, store, Options{Retention: time.Nanosecond, Grace: time.Hour}); err != nil {
 				t.Fatal(err)
 			}
+			// Two hours on: snapshot 1's chunks are old enough to go.
+			clock.Add(int64(2 * time.Hour))
 			if _, err := store.Head(ctx, layout.ManifestKey(1)); err == nil {
 				t.Fatal("snapshot 1 should be gone")
 			}
@@ -229,7 +238,7 @@ func TestSnapshotRelyingOnGarbageSurvivesGC(t *testing.T) {
 				done <- m
 			}()
 			<-g.reached
-			rep, err := Run(ctx, store, Options{Retention: time.Nanosecond, Grace: time.Nanosecond, ReprieveWindow: window})
+			rep, err := Run(ctx, store, Options{Retention: time.Nanosecond, Grace: time.Hour, ReprieveWindow: window})
 			if err != nil {
 				t.Fatal(err)
 			}

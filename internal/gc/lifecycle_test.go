@@ -62,7 +62,7 @@ func TestHistoryLevelsOffAndRetainedTxidsRestore(t *testing.T) {
 	defer func() { stop(); <-done }()
 
 	const retention = 3 * time.Second
-	opts := gc.Options{Retention: retention, Grace: 1500 * time.Millisecond, ReprieveWindow: 200 * time.Millisecond}
+	opts := gc.Options{Retention: retention, Grace: 2500 * time.Millisecond, ReprieveWindow: 200 * time.Millisecond}
 	type sample struct {
 		txid uint64
 		at   time.Time

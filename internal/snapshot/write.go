@@ -190,7 +190,7 @@ func Write(ctx context.Context, store objstore.Store, src io.ReaderAt, pageSize 
 		return Manifest{}, stats, wrap(err)
 	}
 	if len(relied) > 0 && opts.ReprieveWindow >= 0 {
-		n, err := reprieve(ctx, store, src, &m, size, relied, opts.ReprieveWindow, par)
+		n, err := reprieve(ctx, store, src, &m, size, relied, reread, opts.ReprieveWindow, par)
 		stats.ChunksUploaded += n
 		if err != nil {
 			return Manifest{}, stats, wrap(err)
@@ -252,13 +252,16 @@ func (k *knownSet) add(a Address) {
 // it stores a reprieve naming them, waits out window, and uploads again
 // any that went meanwhile. It returns how many it uploaded again. See
 // package gc for why this is enough.
-func reprieve(ctx context.Context, store objstore.Store, src io.ReaderAt, m *Manifest, size int64, relied []int, window time.Duration, par int) (int, error) {
+func reprieve(ctx context.Context, store objstore.Store, src io.ReaderAt, m *Manifest, size int64, relied, reread []int, window time.Duration, par int) (int, error) {
 	if window == 0 {
 		window = DefaultReprieveWindow
 	}
-	addrs := make([]Address, len(relied))
-	for j, i := range relied {
-		addrs[j] = m.Chunks[i]
+	// The reprieve names the chunks this snapshot uploaded too: the wait
+	// makes the snapshot long, and a chunk no manifest names yet must not
+	// age past a collector's grace unprotected meanwhile.
+	addrs := make([]Address, 0, len(reread))
+	for _, i := range reread {
+		addrs = append(addrs, m.Chunks[i])
 	}
 	nonce := make([]byte, 8)
 	rand.Read(nonce)

@@ -34,6 +34,14 @@ func New() *Store {
 	return &Store{objects: make(map[string]object), now: time.Now}
 }
 
+// SetClock makes the store stamp objects with now's times from here on,
+// for tests of what ages objects.
+func (s *Store) SetClock(now func() time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.now = now
+}
+
 // Put implements objstore.Store.
 func (s *Store) Put(ctx context.Context, key string, body io.ReadSeeker, opts objstore.PutOptions) (objstore.Info, error) {
 	if err := ctx.Err(); err != nil {
