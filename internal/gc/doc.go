@@ -32,12 +32,18 @@
 //     so that they are never taken for garbage.
 //
 //  2. Reprieve. Before a snapshot relies on a chunk it found already
-//     stored, it stores a reprieve naming that chunk, waits out the
+//     stored, it stores a reprieve naming that chunk (and the chunks it
+//     uploaded itself, which the wait would otherwise age), waits out the
 //     ReprieveWindow, and only then checks that the chunk is still there
 //     (uploading it again if not). gc lists reprieves after it has decided
 //     what is garbage, spares every chunk a reprieve names, and deletes
 //     nothing later than ReprieveWindow after that listing began, by its
 //     own monotonic clock (past it, it lists reprieves again).
+//
+// Grace therefore covers the reprieve wait too: gc refuses a grace under
+// MinGrace (the window plus two seconds, since some stores keep
+// modification times to the second, and ages are counted a second short
+// for them).
 //
 // The argument: suppose gc deletes chunk C at time D, and a snapshot that
 // relied on finding C stored lands its manifest. The snapshot stored its
