@@ -85,7 +85,7 @@ func (d *daemon) openDB(ctx context.Context, db config.DB, stores map[string]obj
 	})
 	if db.Retention > 0 && db.GCInterval > 0 {
 		targets := co.Targets
-		d.run(ctx, func(ctx context.Context) error { d.sweep(ctx, db, targets); return nil })
+		d.run(ctx, func(ctx context.Context) error { d.sweep(ctx, db, r, targets); return nil })
 	}
 	if db.ScrubInterval > 0 {
 		sc := scrub.New(scrub.Options{Targets: co.Targets, Repair: r, Interval: db.ScrubInterval,
