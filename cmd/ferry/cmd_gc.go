@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/ferrydb/ferry/internal/compact"
 	"github.com/ferrydb/ferry/internal/config"
 	"github.com/ferrydb/ferry/internal/gc"
 	"github.com/ferrydb/ferry/internal/target"
@@ -22,7 +23,10 @@ Usage: ferry gc [-dry-run] [-json] [-retention D] [-grace D] [-config PATH]
 
 Deletes what no restore inside the retention period needs: snapshots
 older than the one that restores the state 'retention' ago, the change
-sets before it, and the chunks no remaining snapshot names. Every txid
+sets before it, and the chunks no remaining snapshot names. Then merges
+runs of small change sets older than 10 minutes into larger ones that
+keep every transaction, so that a restore and a listing need fewer
+requests. Every txid
 committed within retention stays restorable, and so does the newest
 state. -dry-run lists what would go and the bytes it would free; a real
 run lists what went. The daemon runs the same sweep every gc-interval.
@@ -70,7 +74,7 @@ func (c *gcCmd) Run(ctx context.Context, args []string) error {
 			keep = replicas.retention
 		}
 	}
-	var reports []gc.Report
+	var reports []sweepReport
 	for _, r := range replicas.replicas {
 		store, err := target.Open(ctx, r, target.Options{Check: true, MustExist: true})
 		if err != nil {
@@ -80,8 +84,15 @@ func (c *gcCmd) Run(ctx context.Context, args []string) error {
 		if err != nil {
 			return fmt.Errorf("%s: %w", r.Target, err)
 		}
+		crep, err := compact.Run(ctx, store, compact.Options{DryRun: *dry, Log: c.log})
+		if err != nil {
+			return fmt.Errorf("%s: compact: %w", r.Target, err)
+		}
 		if *asJSON {
-			reports = append(reports, rep)
+			if rep.Deleted == nil {
+				rep.Deleted = []gc.Object{}
+			}
+			reports = append(reports, sweepReport{Replica: r.Target.String(), GC: rep, Compact: crep})
 			continue
 		}
 		verb := "deleted"
@@ -93,17 +104,30 @@ func (c *gcCmd) Run(ctx context.Context, args []string) error {
 		}
 		fmt.Fprintf(c.stdout, "%s: %s %d objects, %d bytes; oldest snapshot kept: txid %d (retention %s); %d unreferenced chunks spared (younger than %s or reprieved)\n",
 			r.Target, verb, len(rep.Deleted), rep.Bytes, rep.Oldest, keep, rep.Spared, *grace)
+		merge := "merged"
+		if *dry {
+			merge = "would merge"
+		}
+		for _, m := range crep.Merged {
+			fmt.Fprintf(c.stdout, "%s %d change sets into %s (txids %d-%d)\n", merge, m.Replaces, m.Key, m.First, m.Last)
+		}
+		for _, d := range crep.Damaged {
+			fmt.Fprintf(c.stdout, "damaged, left alone: %s: %s\n", d.Key, d.Why)
+		}
 	}
 	if *asJSON {
-		for i := range reports {
-			if reports[i].Deleted == nil {
-				reports[i].Deleted = []gc.Object{}
-			}
-		}
 		if loc.isURL {
 			return writeJSON(c.stdout, reports[0])
 		}
 		return writeJSON(c.stdout, reports)
 	}
 	return nil
+}
+
+// sweepReport is gc's JSON for one replica: what retention deleted and
+// what compaction merged.
+type sweepReport struct {
+	Replica string         `json:"replica"`
+	GC      gc.Report      `json:"gc"`
+	Compact compact.Report `json:"compact"`
 }

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/ferrydb/ferry/internal/capture"
+	"github.com/ferrydb/ferry/internal/compact"
 	"github.com/ferrydb/ferry/internal/config"
 	"github.com/ferrydb/ferry/internal/gc"
 	"github.com/ferrydb/ferry/internal/objstore"
@@ -50,6 +51,19 @@ func (d *daemon) sweep(ctx context.Context, db config.DB, r *capture.Replicator,
 				deleted += len(rep.Deleted)
 				log.Info("gc deleted history past retention", "target", url, "objects", len(rep.Deleted), "bytes", rep.Bytes,
 					"oldest_snapshot_txid", rep.Oldest, "retention", db.Retention)
+			}
+			// Then many small change sets become few: fewer requests for
+			// a restore and a listing.
+			crep, err := compact.Run(ctx, store, compact.Options{Log: log})
+			switch {
+			case ctx.Err() != nil:
+				return
+			case err != nil:
+				failed = true
+				log.Warn("compaction failed; trying again at the next sweep", "target", url, "err", err)
+			case len(crep.Merged) > 0:
+				deleted += len(crep.Deleted) + len(crep.Merged) // a sweep that compacted is not idle
+				log.Info("compacted change sets", "target", url, "merged", len(crep.Merged), "replaced", len(crep.Deleted), "bytes", crep.Bytes)
 			}
 		}
 		swept, idleAt = !failed && deleted == 0, txid

@@ -78,9 +78,14 @@ func Run(ctx context.Context, store objstore.Store, o Options) (Report, error) {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
 	rep := Report{DryRun: o.DryRun}
-	now, err := storeNow(ctx, store)
-	if err != nil {
-		return rep, err
+	// A dry run writes nothing, not even the clock: it judges ages by
+	// this machine's clock, which only shifts what it lists.
+	now := time.Now()
+	if !o.DryRun {
+		var err error
+		if now, err = storeNow(ctx, store); err != nil {
+			return rep, err
+		}
 	}
 	// Manifests first: a chunk is garbage only if no manifest listed
 	// from here on names it (see the package documentation).
