@@ -27,7 +27,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -172,7 +171,7 @@ func (s *Scrubber) Pass(ctx context.Context, url string) (Report, error) {
 	}
 	for _, sg := range l.Segments {
 		start := time.Now()
-		err := checkSegment(ctx, store, sg.Key)
+		err := segment.Check(ctx, store, sg.Key)
 		rep.Checked++
 		rep.Bytes += sg.Size
 		s.o.Metrics.checked(url, "segment", sg.Size)
@@ -305,29 +304,6 @@ func (s *Scrubber) sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// checkSegment downloads a change set into a temporary file and verifies
-// it end to end.
-func checkSegment(ctx context.Context, store objstore.Store, key string) error {
-	rc, _, err := store.Get(ctx, key, nil)
-	if err != nil {
-		return err
-	}
-	defer rc.Close()
-	f, err := os.CreateTemp("", "ferry-scrub-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	defer f.Close()
-	if _, err := io.Copy(f, rc); err != nil {
-		return err
-	}
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return err
-	}
-	_, err = segment.Verify(f, segment.Options{Key: key})
-	return err
-}
 
 // Metrics counts what scrubs find and do.
 type Metrics struct {

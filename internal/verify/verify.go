@@ -9,8 +9,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"os"
 	"slices"
 
 	"github.com/ferrydb/ferry/internal/layout"
@@ -158,7 +156,7 @@ func (rep *Report) checkSegments(ctx context.Context, store objstore.Store, info
 			if !deep {
 				continue
 			}
-			err := verifySegment(ctx, store, s.Key)
+			err := segment.Check(ctx, store, s.Key)
 			if err == nil {
 				continue
 			}
@@ -267,26 +265,3 @@ func keyOf(err error, manifestKey string) string {
 	return manifestKey
 }
 
-// verifySegment downloads a segment into a temporary file and checks it
-// end to end.
-func verifySegment(ctx context.Context, store objstore.Store, key string) error {
-	rc, _, err := store.Get(ctx, key, nil)
-	if err != nil {
-		return err
-	}
-	defer rc.Close()
-	f, err := os.CreateTemp("", "ferry-verify-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	defer f.Close()
-	if _, err := io.Copy(f, rc); err != nil {
-		return err
-	}
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return err
-	}
-	_, err = segment.Verify(f, segment.Options{Key: key})
-	return err
-}
