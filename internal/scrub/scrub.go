@@ -304,7 +304,6 @@ func (s *Scrubber) sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-
 // Metrics counts what scrubs find and do.
 type Metrics struct {
 	checks  *prometheus.CounterVec

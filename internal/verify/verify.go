@@ -264,4 +264,3 @@ func keyOf(err error, manifestKey string) string {
 	}
 	return manifestKey
 }
-
