@@ -1,6 +1,6 @@
 // Package artifact ships a whole directory to object storage as one
-// verified unit, brings it back, and provides the leases that let several
-// machines agree on which of them runs a round of uploads.
+// verified unit, brings it back, and can hold a lease (package lease) so
+// that several machines agree on which of them runs a round of uploads.
 //
 // An artifact under key KEY is three sibling objects:
 //

@@ -3,7 +3,8 @@ package artifact
 import (
 	"errors"
 	"fmt"
-	"time"
+
+	"github.com/ferrydb/ferry/internal/lease"
 )
 
 // Errors that callers branch on.
@@ -21,10 +22,10 @@ var (
 	ErrDestNotEmpty = errors.New("destination exists and is not an empty directory")
 	// ErrLeaseHeld means another holder has the lease and it has not
 	// expired. The error returned is a *HeldError naming the holder.
-	ErrLeaseHeld = errors.New("lease is held")
+	ErrLeaseHeld = lease.ErrHeld
 	// ErrLeaseLost means the lease was taken over, or released, since this
 	// holder last wrote it.
-	ErrLeaseLost = errors.New("lease lost")
+	ErrLeaseLost = lease.ErrLost
 )
 
 // EntryError reports an artifact entry that was refused, naming it. It
@@ -44,19 +45,7 @@ func (e *EntryError) Unwrap() error { return ErrInvalid }
 
 // HeldError reports a lease that another holder has. It matches
 // ErrLeaseHeld.
-type HeldError struct {
-	Key     string // the lease object's key
-	Holder  string
-	Expires time.Time
-}
-
-func (e *HeldError) Error() string {
-	return fmt.Sprintf("lease %s is held by %q until %s (wait for it to expire or be released)",
-		e.Key, e.Holder, e.Expires.UTC().Format(time.RFC3339Nano))
-}
-
-// Unwrap makes a HeldError match ErrLeaseHeld.
-func (e *HeldError) Unwrap() error { return ErrLeaseHeld }
+type HeldError = lease.HeldError
 
 // invalidf returns an error matching ErrInvalid about the artifact as a
 // whole.

@@ -18,7 +18,8 @@ func TarKey(key string) string { return key + tarSuffix }
 // ManifestKey returns the key of the manifest of the artifact named key.
 func ManifestKey(key string) string { return key + manifestSuffix }
 
-// LeaseKey returns the key of the object that holds the lease named key.
+// LeaseKey returns the key of the object that holds the lease named key
+// (see package lease and UploadWithLease).
 func LeaseKey(key string) string { return key + leaseSuffix }
 
 // checkKey refuses keys that cannot name sibling objects: an empty key would

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ferrydb/ferry/internal/lease"
 	"github.com/ferrydb/ferry/internal/objstore"
 )
 
@@ -28,18 +29,29 @@ const releaseTimeout = 30 * time.Second
 // If the upload succeeded but the release failed, the Manifest is
 // returned with an error saying so; the lease then expires by itself.
 func UploadWithLease(ctx context.Context, store objstore.Store, key, dir, holder string, ttl time.Duration, opts UploadOptions) (Manifest, error) {
-	lease, err := Acquire(ctx, store, key, holder, ttl)
+	if err := checkKey(key); err != nil {
+		return Manifest{}, err
+	}
+	l, err := lease.Acquire(ctx, store, LeaseKey(key), holder, ttl)
 	if err != nil {
 		return Manifest{}, fmt.Errorf("upload %s: %w", dir, err)
 	}
 	rctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	stop := make(chan struct{})
+	// The renewals stop with the upload, without cancelling what the
+	// upload's context still carries: the cause of a lost lease.
+	kctx, stop := context.WithCancel(rctx)
 	var wg sync.WaitGroup
-	wg.Go(func() { lease.keepAlive(rctx, stop, cancel) })
+	wg.Go(func() {
+		// A round must not outlive its lease: past its expiry another
+		// machine may take it over, and two rounds would run at once.
+		if err := l.Keep(kctx, true); err != nil {
+			cancel(err)
+		}
+	})
 
-	m, err := upload(rctx, store, key, dir, opts, lease.Renew)
-	close(stop)
+	m, err := upload(rctx, store, key, dir, opts, l.Renew)
+	stop()
 	wg.Wait()
 	if cause := context.Cause(rctx); err != nil && errors.Is(cause, ErrLeaseLost) {
 		err = fmt.Errorf("upload %s: cancelled: %w", dir, cause)
@@ -47,7 +59,7 @@ func UploadWithLease(ctx context.Context, store objstore.Store, key, dir, holder
 
 	relCtx, relCancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
 	defer relCancel()
-	rerr := lease.Release(relCtx)
+	rerr := l.Release(relCtx)
 	switch {
 	case rerr == nil || errors.Is(rerr, ErrLeaseLost):
 		// A lost lease is no longer ours to release.
@@ -56,41 +68,6 @@ func UploadWithLease(ctx context.Context, store objstore.Store, key, dir, holder
 		return Manifest{}, errors.Join(err, fmt.Errorf("release after the failed upload: %w", rerr))
 	default:
 		return m, fmt.Errorf("artifact %s uploaded, but releasing its lease failed (it expires by itself at %s): %w",
-			key, lease.Expires().UTC().Format(time.RFC3339), rerr)
-	}
-}
-
-// keepAlive renews the lease every ttl/3 until stop closes. It cancels the
-// round through cancel when the lease is lost, or when renewals have kept
-// failing until the lease expired: past that point another machine may
-// take it over, and two rounds would run at once.
-func (l *Lease) keepAlive(ctx context.Context, stop <-chan struct{}, cancel context.CancelCauseFunc) {
-	interval := max(l.ttl/3, time.Millisecond)
-	retry := max(l.ttl/20, time.Millisecond)
-	t := time.NewTimer(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-stop:
-			return
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		err := l.Renew(ctx)
-		switch {
-		case err == nil:
-			t.Reset(interval)
-		case errors.Is(err, ErrLeaseLost):
-			cancel(err)
-			return
-		case ctx.Err() != nil:
-			return
-		case !l.now().Before(l.Expires()):
-			cancel(fmt.Errorf("lease %s: %w: it expired while renewals failed: %w", l.key, ErrLeaseLost, err))
-			return
-		default:
-			t.Reset(retry)
-		}
+			key, l.Expires().UTC().Format(time.RFC3339), rerr)
 	}
 }

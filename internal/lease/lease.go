@@ -1,4 +1,4 @@
-package artifact
+package lease
 
 import (
 	"bytes"
@@ -9,19 +9,21 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/ferrydb/ferry/internal/objstore"
 )
 
-// A Lease gives one holder the right to run a round (an upload, say) on a
-// key, for at most one holder at a time across machines, as long as every
-// machine's clock is roughly right.
+// A Lease gives one holder the right to write under a key (a round of
+// uploads, a replica), for at most one holder at a time across machines,
+// as long as every machine's clock is roughly right. The object store is
+// the only coordinator: there is no server of ferry's own to ask.
 //
-// The lease is the object KEY.lease holding JSON {holder, expires, token}.
-// Acquire creates it with a create-only Put, or takes over a record that
-// has expired or been released with a compare-and-swap Put on the etag it
+// The lease is one object holding JSON {holder, expires, token}. Acquire
+// creates it with a create-only Put, or takes over a record that has
+// expired or been released with a compare-and-swap Put on the etag it
 // read; Renew and Release are compare-and-swap Puts on the etag of the
 // holder's own last write. So every change is conditional on the store, and
 // two machines racing for the same lease cannot both win.
@@ -34,10 +36,10 @@ import (
 // the skew NTP allows (seconds, not milliseconds).
 //
 // No lease can stop a holder that has paused (a stalled process, a long GC)
-// past its expiry from finishing a write already in flight. UploadWithLease
-// therefore renews just before writing the manifest, which is what makes
-// an artifact visible, and the manifest records the tar's checksum, so a
-// late tar from a stale holder shows up as a mismatch rather than a mix.
+// past its expiry from finishing a write already in flight. Writers
+// therefore check the lease just before the write that matters (see
+// Valid and Guard), and keep what they write verifiable, so that a late
+// write from a stale holder shows up as a mismatch rather than a mix.
 type Lease struct {
 	store  objstore.Store
 	key    string
@@ -50,6 +52,12 @@ type Lease struct {
 	etag     string
 	expires  time.Time
 	released bool
+	// end is set once the lease was released, or a write found the
+	// record taken over or released: from then on it is never valid again.
+	end error
+	// changed is closed, and replaced, whenever expires, released or
+	// lost changes, so that a writer waiting for a renewal wakes at once.
+	changed chan struct{}
 }
 
 // leaseRecord is the content of a lease object.
@@ -64,12 +72,12 @@ type leaseRecord struct {
 	Released bool   `json:"released,omitempty"`
 }
 
-// LeaseOption changes how Acquire behaves.
-type LeaseOption func(*Lease)
+// Option changes how Acquire behaves.
+type Option func(*Lease)
 
 // WithClock makes the lease read the time from now instead of time.Now,
 // for tests that move time without waiting.
-func WithClock(now func() time.Time) LeaseOption {
+func WithClock(now func() time.Time) Option {
 	return func(l *Lease) { l.now = now }
 }
 
@@ -80,22 +88,23 @@ const (
 	deleteHint      = "if no ferry holds it, delete the object"
 )
 
-// Acquire takes the lease named key (object KEY.lease) for holder, for ttl.
+// Acquire takes the lease held in the object key for holder, for ttl.
 // If another holder has it and it has not expired, the error is a
-// *HeldError matching ErrLeaseHeld that names the holder and expiry.
-func Acquire(ctx context.Context, store objstore.Store, key, holder string, ttl time.Duration, opts ...LeaseOption) (*Lease, error) {
-	if err := checkKey(key); err != nil {
-		return nil, err
+// *HeldError matching ErrHeld that names the holder and expiry.
+func Acquire(ctx context.Context, store objstore.Store, key, holder string, ttl time.Duration, opts ...Option) (*Lease, error) {
+	if key == "" || strings.HasSuffix(key, "/") {
+		return nil, fmt.Errorf("lease key %q does not name an object", key)
 	}
 	if holder == "" || len(holder) > maxHolderLen {
-		return nil, fmt.Errorf("lease %s: holder name must be 1 to %d bytes", LeaseKey(key), maxHolderLen)
+		return nil, fmt.Errorf("lease %s: holder name must be 1 to %d bytes", key, maxHolderLen)
 	}
 	if ttl <= 0 {
-		return nil, fmt.Errorf("lease %s: ttl %s is not positive", LeaseKey(key), ttl)
+		return nil, fmt.Errorf("lease %s: ttl %s is not positive", key, ttl)
 	}
 	var tok [16]byte
 	rand.Read(tok[:])
-	l := &Lease{store: store, key: LeaseKey(key), holder: holder, token: hex.EncodeToString(tok[:]), ttl: ttl, now: time.Now}
+	l := &Lease{store: store, key: key, holder: holder, token: hex.EncodeToString(tok[:]), ttl: ttl, now: time.Now,
+		changed: make(chan struct{})}
 	for _, o := range opts {
 		o(l)
 	}
@@ -152,22 +161,27 @@ func (l *Lease) Expires() time.Time {
 	return l.expires
 }
 
-// Renew extends the lease to ttl from now. It fails with ErrLeaseLost if
+// Renew extends the lease to ttl from now. It fails with ErrLost if
 // another holder has taken the lease over or it was released.
 func (l *Lease) Renew(ctx context.Context) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.released {
-		return fmt.Errorf("lease %s: renew after release: %w", l.key, ErrLeaseLost)
+		return fmt.Errorf("lease %s: renew after release: %w", l.key, ErrLost)
 	}
-	return l.swap(ctx, false)
+	err := l.swap(ctx, false)
+	if errors.Is(err, ErrLost) {
+		l.end = err
+		l.notify()
+	}
+	return err
 }
 
 // Release gives the lease up so that another holder can take it at once.
 // It writes a released record with compare-and-swap rather than deleting
 // the object, because an S3 delete cannot be made conditional: a delete
 // racing a takeover could remove the new holder's lease. Releasing a lease
-// that was taken over fails with ErrLeaseLost; releasing twice is a no-op.
+// that was taken over fails with ErrLost; releasing twice is a no-op.
 func (l *Lease) Release(ctx context.Context) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -175,10 +189,51 @@ func (l *Lease) Release(ctx context.Context) error {
 		return nil
 	}
 	err := l.swap(ctx, true)
-	if err == nil || errors.Is(err, ErrLeaseLost) {
+	if err == nil || errors.Is(err, ErrLost) {
 		l.released = true
+		if l.end == nil {
+			l.end = fmt.Errorf("lease %s of %q: %w: released", l.key, l.holder, ErrLost)
+			if err != nil {
+				l.end = err
+			}
+		}
+		l.notify()
 	}
 	return err
+}
+
+// Valid reports whether the holder may still write: the lease was neither
+// released nor lost, and by the local clock it runs for more than margin
+// yet. The margin leaves room for the write about to start, and for the
+// clocks of other machines to differ from this one.
+func (l *Lease) Valid(margin time.Duration) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.end == nil && l.now().Add(margin).Before(l.expires)
+}
+
+// Changed returns a channel that is closed at the next change of the
+// lease: a renewal, a release, a loss. Call it before Valid, then wait on
+// it, so that no change falls between the two.
+func (l *Lease) Changed() <-chan struct{} {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.changed
+}
+
+// Err returns nil while the lease may still be renewed, and an error
+// matching ErrLost once it was released, or a write found it taken over or
+// released by someone else.
+func (l *Lease) Err() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.end
+}
+
+// notify wakes whoever waits on Changed. The caller holds l.mu.
+func (l *Lease) notify() {
+	close(l.changed)
+	l.changed = make(chan struct{})
 }
 
 // swap replaces the holder's record if it is still the one the holder
@@ -200,16 +255,16 @@ func (l *Lease) swap(ctx context.Context, release bool) error {
 		rec, etag, rerr := readLease(ctx, l.store, l.key)
 		switch {
 		case rerr != nil:
-			return fmt.Errorf("lease %s of %q: %w: its record changed (%v)", l.key, l.holder, ErrLeaseLost, rerr)
+			return fmt.Errorf("lease %s of %q: %w: its record changed (%v)", l.key, l.holder, ErrLost, rerr)
 		case rec.Released:
-			return fmt.Errorf("lease %s of %q: %w: it was released by %q", l.key, l.holder, ErrLeaseLost, rec.Holder)
+			return fmt.Errorf("lease %s of %q: %w: it was released by %q", l.key, l.holder, ErrLost, rec.Holder)
 		case rec.Token != l.token:
-			return fmt.Errorf("lease %s of %q: %w: it is now held by %q until %s", l.key, l.holder, ErrLeaseLost,
+			return fmt.Errorf("lease %s of %q: %w: it is now held by %q until %s", l.key, l.holder, ErrLost,
 				rec.Holder, rec.Expires.UTC().Format(time.RFC3339Nano))
 		}
 		l.etag = etag
 	}
-	return fmt.Errorf("lease %s of %q: %w: its record keeps changing", l.key, l.holder, ErrLeaseLost)
+	return fmt.Errorf("lease %s of %q: %w: its record keeps changing", l.key, l.holder, ErrLost)
 }
 
 // put writes the holder's record. The caller holds l.mu.
@@ -234,6 +289,7 @@ func (l *Lease) put(ctx context.Context, release bool, opts objstore.PutOptions)
 		return errors.New("the store returned no etag; leases need a store with conditional writes")
 	}
 	l.etag, l.expires = info.ETag, rec.Expires
+	l.notify()
 	return nil
 }
 
