@@ -15,7 +15,7 @@ func (*replicateCmd) Summary() string {
 }
 func (*replicateCmd) Usage() string {
 	return `
-Usage: ferry replicate [-config PATH] [-exec CMD] [-shutdown-timeout D]
+Usage: ferry replicate [-config PATH] [-exec CMD] [-lease TTL] [-shutdown-timeout D]
                        [-restore-if-db-not-exists] [DB_PATH REPLICA_URL...]
 
 Replicates every database and file inbox in the config file, or, given
@@ -34,6 +34,12 @@ restored from the first of its replicas that holds one, and replication
 carries that history on; when every replica is empty, ferry waits for the
 application to create the database.
 
+With -lease TTL (or lease: TTL for a database in the config), ferry
+holds a lease on every replica, renewed every TTL/3: a second ferry that
+would write to the same replica refuses to start, naming the holder, and
+a ferry whose lease was taken over stops without writing again. While
+the store is unreachable and the lease runs out, uploads wait.
+
 A store that does not answer at start (connection refused, a timeout, a
 5xx) is logged and retried while the databases are captured into the
 spool; a missing bucket or refused credentials stop the start.
@@ -47,6 +53,7 @@ func (c *replicateCmd) Run(ctx context.Context, args []string) error {
 	cfgPath := configFlag(fs)
 	execCmd := fs.String("exec", "", "run `CMD` as a child process; stop replicating when it exits")
 	restoreMissing := fs.Bool("restore-if-db-not-exists", false, "restore a missing database from its replicas before replicating it")
+	leaseTTL := fs.Duration("lease", 0, "hold a lease of `TTL` on every replica so that no other ferry writes to it (at least 3s)")
 	shutdown := fs.Duration("shutdown-timeout", 0, "on stop, wait up to `D` for every target to hold what was committed (default 30s, or shutdown-timeout: in the config)")
 	if err := c.parse(fs, c.Usage(), args); err != nil {
 		return err
@@ -60,6 +67,9 @@ func (c *replicateCmd) Run(ctx context.Context, args []string) error {
 	}
 	if set["shutdown-timeout"] && *shutdown <= 0 {
 		return usagef("-shutdown-timeout needs a positive duration such as 30s")
+	}
+	if set["lease"] && *leaseTTL < config.MinLease {
+		return usagef("-lease needs a duration of at least %s, such as 30s", config.MinLease)
 	}
 	var cfg *config.Config
 	if fs.NArg() > 0 {
@@ -108,6 +118,11 @@ func (c *replicateCmd) Run(ctx context.Context, args []string) error {
 	}
 	if set["shutdown-timeout"] {
 		cfg.ShutdownTimeout = *shutdown
+	}
+	if set["lease"] {
+		for i := range cfg.DBs {
+			cfg.DBs[i].Lease = *leaseTTL
+		}
 	}
 	if *restoreMissing {
 		for i := range cfg.DBs {

@@ -14,7 +14,7 @@ func TestReplicateRefusesKeysNotBuilt(t *testing.T) {
 	dir := t.TempDir()
 	const db = "dbs:\n  - path: /data/app.db\n    replicas: [file:///srv/r]\n"
 	for _, tc := range []struct{ yaml, want string }{
-		{db + "    lease: 30s\n", ":4: dbs[0].lease: not built yet: ferry takes no lease; run one 'ferry replicate' per replica\n"},
+		{db + "    lease: 1s\n", ":4: dbs[0].lease: 1s is shorter than 3s; a lease must outlast a slow request and the skew between clocks\n"},
 		{db + "    retention: 10m\n", ":4: dbs[0].retention: 10m0s is shorter than snapshot-interval 1h0m0s; history is kept from a snapshot, so retention must be at least the snapshot interval\n"},
 		{db + "    encryption: { key-file: /etc/ferry/key }\n", ":4: dbs[0].encryption: not built yet: ferry would upload this database unencrypted; remove the key to replicate in plaintext\n"},
 	} {

@@ -39,6 +39,10 @@ const (
 	DefaultRetention        = 72 * time.Hour
 	DefaultGCInterval       = time.Hour
 	DefaultScrubInterval    = 7 * 24 * time.Hour
+	// MinLease is the shortest lease ttl ferry takes: a lease is renewed
+	// every ttl/3 and must outlast both a slow store request and the skew
+	// between machines' clocks.
+	MinLease = 3 * time.Second
 )
 
 // S3 limits on the size of one part of a multipart upload (the last part
@@ -100,6 +104,10 @@ type DB struct {
 	// ScrubInterval is how long one background pass over every object of
 	// each replica takes; the scrub reads at a pace that spreads it so.
 	ScrubInterval time.Duration
+	// Lease, when set, makes the replicator hold a lease of this ttl on
+	// every replica of the database, so that a second ferry writing to one
+	// of them refuses to start; zero means no lease.
+	Lease time.Duration
 }
 
 // Replica is one target with the settings that go with it.

@@ -296,7 +296,6 @@ func TestParseRefusesKeysNotBuilt(t *testing.T) {
 			"ferry.yml:4: dbs[0].encryption: not built yet: ferry would upload this database unencrypted; remove the key to replicate in plaintext"},
 		{"encryption on its own lines", db + "    encryption:\n      key-file: /etc/ferry/key\n", "ferry.yml:4: dbs[0].encryption: not built yet: "},
 		{"encryption null", db + "    encryption: ~\n", "ferry.yml:4: dbs[0].encryption: not built yet: "},
-		{"lease", db + "    lease: 30s\n", "ferry.yml:4: dbs[0].lease: not built yet: ferry takes no lease; run one 'ferry replicate' per replica"},
 		{"dir", "dbs:\n  - dir: /data/tenants\n    pattern: \"*.db\"\n", "ferry.yml:2: dbs[0].dir: not built yet: list each database under dbs with path"},
 		{"pattern", db + "    pattern: \"*.db\"\n", "ferry.yml:4: dbs[0].pattern: not built yet: list each database under dbs with path"},
 		{"watch", db + "    watch: true\n", "ferry.yml:4: dbs[0].watch: not built yet: list each database under dbs with path"},

@@ -456,7 +456,7 @@ func (d *decoder) db(n *yaml.Node, path string) (DB, error) {
 		"gc-interval":    d.duration(&db.GCInterval),
 		"encryption":     notBuilt("ferry would upload this database unencrypted; remove the key to replicate in plaintext"),
 		"scrub-interval": d.duration(&db.ScrubInterval),
-		"lease":          notBuilt("ferry takes no lease; run one 'ferry replicate' per replica"),
+		"lease":          d.duration(&db.Lease),
 		"dir":            notBuilt(oneDB),
 		"pattern":        notBuilt(oneDB),
 		"watch":          notBuilt(oneDB),
@@ -469,6 +469,9 @@ func (d *decoder) db(n *yaml.Node, path string) (DB, error) {
 	}
 	if len(db.Replicas) == 0 {
 		return DB{}, d.errf(n, "%s: no replicas; a db needs at least one", path)
+	}
+	if k := keys["lease"]; k != nil && db.Lease < MinLease {
+		return DB{}, d.errf(k, "%s.lease: %s is shorter than %s; a lease must outlast a slow request and the skew between clocks", path, db.Lease, MinLease)
 	}
 	if db.Retention < db.SnapshotInterval {
 		// Retention keeps the snapshot taken at or before its start; with

@@ -22,6 +22,7 @@ import (
 
 	"github.com/ferrydb/ferry/internal/capture"
 	"github.com/ferrydb/ferry/internal/config"
+	"github.com/ferrydb/ferry/internal/lease"
 	"github.com/ferrydb/ferry/internal/objstore"
 	"github.com/ferrydb/ferry/internal/scrub"
 	"github.com/ferrydb/ferry/internal/spool"
@@ -65,6 +66,8 @@ type daemon struct {
 	files *spool.Spool
 	// scrubs counts what every database's scrub finds; made at the first.
 	scrubs *scrub.Metrics
+	// leases are the replica leases taken at start (see takeLeases).
+	leases []*lease.Lease
 
 	errOnce  sync.Once
 	firstErr error
@@ -136,6 +139,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	defer func() {
 		cancel()
 		d.wg.Wait()
+		d.releaseLeases()
 	}()
 
 	for _, db := range cfg.DBs {

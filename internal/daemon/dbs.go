@@ -62,6 +62,9 @@ func (d *daemon) openDB(ctx context.Context, db config.DB, stores map[string]obj
 	for _, r := range db.Replicas {
 		co.Targets[r.Target.String()] = stores[r.Target.String()]
 	}
+	if err := d.takeLeases(ctx, db, co.Targets); err != nil {
+		return nil, err
+	}
 	if db.RestoreIfNotExists {
 		c, err := d.restoreIfMissing(ctx, db, stores)
 		if err != nil {
