@@ -166,6 +166,14 @@ func (s *Store) opError(op, key string, err error) error {
 		e.Err = quietCause{objstore.ErrNotFound, err}
 	case bucketReason(status, code) == ErrAccessDenied:
 		e.Err = fmt.Errorf("bucket %q: %w: %w", s.bucket, ErrAccessDenied, err)
+	case status == 0:
+		// No answer: the SDK's text names the operation and says "https
+		// response error" whatever the scheme; the network error is what
+		// an operator can act on.
+		var ne *net.OpError
+		if errors.As(err, &ne) {
+			e.Err = quietCause{ne, err}
+		}
 	}
 	return e
 }
