@@ -163,7 +163,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 			return fmt.Errorf("listen on %s: %w", cfg.Addr, err)
 		}
 		addr = ln.Addr().String()
-		d.serve(ctx, ln, d.handler(d.dbs))
+		d.serve(ctx, ln, d.handler(d.dbs, true))
 	}
 	o.Log.Info("ferry is replicating", "dbs", len(cfg.DBs), "inboxes", len(cfg.Files), "addr", addr)
 	started = true

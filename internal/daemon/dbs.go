@@ -122,7 +122,7 @@ func (d *daemon) listenControl(ctx context.Context, dbPath string, r *capture.Re
 		ln.Close()
 		return err
 	}
-	d.serve(ctx, ln, d.handler([]*capture.Replicator{r}))
+	d.serve(ctx, ln, d.handler([]*capture.Replicator{r}, false))
 	d.wg.Add(1)
 	go func() {
 		defer d.wg.Done()

@@ -6,6 +6,8 @@ import (
 
 	"github.com/ferrydb/ferry/internal/capture"
 	"github.com/ferrydb/ferry/internal/config"
+	"github.com/ferrydb/ferry/internal/spool"
+	"github.com/ferrydb/ferry/internal/uploader"
 )
 
 // troubles returns one line per target that is too far behind or has been
@@ -30,4 +32,27 @@ func troubles(dbs []*capture.Replicator, limit time.Duration, now time.Time) []s
 		}
 	}
 	return out
+}
+
+// filesTrouble returns a line when a file has waited in the files spool
+// longer than limit: its targets are down or refusing it, and the files
+// handed to ferry are not where their owners think.
+func (d *daemon) filesTrouble(limit time.Duration, now time.Time) []string {
+	if d.files == nil {
+		return nil
+	}
+	if limit <= 0 {
+		limit = config.DefaultHealthzMaxLag
+	}
+	rep, err := spool.Check(d.o.FilesSpool, spool.Limits{}, now)
+	if err != nil {
+		return []string{fmt.Sprintf("files spool %s: %v", d.o.FilesSpool, err)}
+	}
+	for _, q := range rep.Queues {
+		if q.Name == uploader.FilesQueue && q.Oldest > limit {
+			return []string{fmt.Sprintf("files spool %s: the oldest of %d files has waited %s (limit %s)",
+				d.o.FilesSpool, q.Entries, q.Oldest.Round(time.Second), limit)}
+		}
+	}
+	return nil
 }

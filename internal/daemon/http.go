@@ -47,13 +47,17 @@ func report(dbs []*capture.Replicator) StatusReport {
 	return rep
 }
 
-// handler serves /metrics, /healthz, GET /status and POST /sync for dbs.
-// POST /sync takes ?timeout= (a Go duration, default 30s).
-func (d *daemon) handler(dbs []*capture.Replicator) http.Handler {
+// handler serves /metrics, /healthz, GET /status and POST /sync for dbs,
+// and with files, /healthz answers for the files spool too. POST /sync
+// takes ?timeout= (a Go duration, default 30s).
+func (d *daemon) handler(dbs []*capture.Replicator, files bool) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(d.o.Registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		bad := troubles(dbs, d.cfg.HealthzMaxLag, time.Now())
+		if files {
+			bad = append(bad, d.filesTrouble(d.cfg.HealthzMaxLag, time.Now())...)
+		}
 		if len(bad) == 0 {
 			w.Write([]byte("ok\n"))
 			return

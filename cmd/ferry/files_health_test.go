@@ -1,0 +1,71 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ferrydb/ferry/internal/config"
+	"github.com/ferrydb/ferry/internal/target"
+	"github.com/ferrydb/ferry/internal/testenv"
+)
+
+// TestFilesWaitingTurnHealthzRed stops the store under an inbox: a file
+// that waits in the files spool longer than healthz-max-lag must turn
+// /healthz red, naming the spool, and green again once it is shipped.
+func TestFilesWaitingTurnHealthzRed(t *testing.T) {
+	srv := testenv.StartPrivateS3(t)
+	bucket := testenv.Bucket(t, srv.S3Server)
+	bin := ferryBinary(t)
+	dir := t.TempDir()
+	inbox := filepath.Join(dir, "inbox")
+	if err := os.Mkdir(inbox, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	addr := freeAddr(t)
+	url := fmt.Sprintf("s3://%s/files?endpoint=%s&region=us-east-1&force-path-style=true", bucket, srv.Endpoint)
+	cfg := writeConfig(t, dir, fmt.Sprintf(`addr: %s
+healthz-max-lag: 2s
+spool: %s
+files:
+  - inbox: %s
+    replica:
+      url: %s
+      access-key-id: %s
+      secret-access-key: %s
+`, addr, filepath.Join(dir, "spool"), inbox, url, srv.AccessKey, srv.SecretKey))
+	startDaemon(t, bin, "replicate", "-config", cfg)
+	if code, body := healthz(t, addr); code != http.StatusOK {
+		t.Fatalf("/healthz at start: %d %s", code, body)
+	}
+	srv.Stop()
+	if err := os.WriteFile(filepath.Join(inbox, "report.csv"), []byte("a,b\n1,2\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 60*time.Second, "/healthz to answer 503 naming the files spool", func() bool {
+		code, body := healthz(t, addr)
+		return code == http.StatusServiceUnavailable && strings.Contains(body, "files spool")
+	})
+	srv.Start()
+	waitFor(t, 60*time.Second, "/healthz to answer 200 once the file is shipped", func() bool {
+		code, _ := healthz(t, addr)
+		return code == http.StatusOK
+	})
+	tg, err := config.ParseURL(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := target.Open(context.Background(), config.Replica{Target: tg,
+		AccessKeyID: config.NewSecret(srv.AccessKey), SecretAccessKey: config.NewSecret(srv.SecretKey)}, target.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info, err := store.Head(context.Background(), "report.csv"); err != nil || info.Size != 8 {
+		t.Fatalf("the file is not in the bucket once /healthz is green: %+v %v", info, err)
+	}
+}
