@@ -1,0 +1,458 @@
+package follow
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ferrydb/ferry/internal/durable"
+	"github.com/ferrydb/ferry/internal/layout"
+	"github.com/ferrydb/ferry/internal/objstore"
+	"github.com/ferrydb/ferry/internal/restore"
+	"github.com/ferrydb/ferry/internal/segment"
+)
+
+// Options tune a Follower.
+type Options struct {
+	// Replica names the replica in status, logs and the follower's
+	// record: a database that followed another replica is restored anew.
+	Replica string
+	// Interval is how often the replica is polled once caught up; zero
+	// means 1s.
+	Interval time.Duration
+	// HealthzMaxLag is the lag, or time failing, past which /healthz
+	// answers 503; zero means 5m.
+	HealthzMaxLag time.Duration
+	// Log receives what the follower has to say; nil discards it.
+	Log *slog.Logger
+}
+
+// Follower keeps the database at one path up to date from one replica.
+type Follower struct {
+	store objstore.Store
+	path  string
+	o     Options
+	log   *slog.Logger
+	next  nextFunc
+
+	db *db // nil until the first state is in place
+
+	mu sync.Mutex
+	st state
+
+	reg     *prometheus.Registry
+	metrics *metrics
+}
+
+// New returns a Follower of the replica in store into the database at
+// dbPath. Run starts it.
+func New(store objstore.Store, dbPath string, o Options) *Follower {
+	if o.Interval <= 0 {
+		o.Interval = time.Second
+	}
+	if o.HealthzMaxLag <= 0 {
+		o.HealthzMaxLag = 5 * time.Minute
+	}
+	log := o.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	f := &Follower{store: store, path: dbPath, o: o, log: log, next: listNext, reg: prometheus.NewRegistry()}
+	f.metrics = newMetrics(f.reg, f)
+	return f
+}
+
+// Run follows the replica in store into the database at dbPath until ctx
+// ends; see New.
+func Run(ctx context.Context, store objstore.Store, dbPath string, o Options) error {
+	return New(store, dbPath, o).Run(ctx)
+}
+
+// Run puts the newest state of the replica in place (or continues from
+// the state the database holds), then applies each new transaction as it
+// appears, until ctx ends. It returns nil when ctx ends, and an error
+// only when it cannot start: a replica that holds nothing to restore, a
+// database it cannot write.
+func (f *Follower) Run(ctx context.Context) error {
+	if err := f.start(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	defer func() {
+		f.db.close()
+		f.db = nil
+	}()
+	f.log.Info("ferry is following", "replica", f.o.Replica, "db", f.path, "txid", f.applied().TXID)
+	var gapSeen bool
+	for {
+		more, err := f.poll(ctx, &gapSeen)
+		if ctx.Err() != nil {
+			return nil
+		}
+		f.noteError(err)
+		if more && err == nil {
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(f.o.Interval):
+		}
+	}
+}
+
+// poll takes one step towards the replica's newest state. It reports
+// whether it made progress, in which case there may be more to do at
+// once.
+func (f *Follower) poll(ctx context.Context, gapSeen *bool) (bool, error) {
+	applied := f.applied()
+	st, err := f.next(ctx, f.store, applied.TXID)
+	if err != nil {
+		return false, fmt.Errorf("find the change set after txid %d: %w", applied.TXID, err)
+	}
+	switch {
+	case st.Segment.Key != "":
+		*gapSeen = false
+		f.setCaughtUp(false)
+		err := f.applySegment(ctx, st.Segment)
+		if errors.Is(err, errShape) || errors.Is(err, objstore.ErrCorrupt) {
+			f.log.Warn("a change set cannot be applied; restoring the newest state anew", "key", st.Segment.Key, "txid", applied.TXID, "err", err)
+			return f.restoreLatest(ctx, applied.TXID, "restore anew after "+st.Segment.Key+": "+err.Error())
+		}
+		return err == nil, err
+	case st.Newest > 0 && st.Newest < applied.TXID:
+		// A replicator never numbers two states with one txid, so a
+		// replica whose newest txid is older than the follower's is not
+		// the history this database followed: it was replaced.
+		f.log.Warn("the replica holds nothing as new as the follower's database; restoring its newest state", "replica_newest_txid", st.Newest, "txid", applied.TXID)
+		return f.restoreLatest(ctx, 0, fmt.Sprintf("replica went back from txid %d to %d", applied.TXID, st.Newest))
+	case st.Gap:
+		// A snapshot can reach the store before the change sets leading
+		// to it, as they travel separate queues; a gap is believed only
+		// when the next poll, an interval later, still sees it, which
+		// spares a full restore that a moment's wait would have avoided.
+		f.setCaughtUp(false)
+		if !*gapSeen {
+			*gapSeen = true
+			return false, nil
+		}
+		*gapSeen = false
+		f.log.Warn("the change sets after the follower's txid are gone; restoring the newest state", "txid", applied.TXID, "replica_newest_txid", st.Newest)
+		return f.restoreLatest(ctx, applied.TXID, fmt.Sprintf("gap after txid %d", applied.TXID))
+	default:
+		*gapSeen = false
+		f.setCaughtUp(true)
+		return false, nil
+	}
+}
+
+// applySegment downloads the change set ref into a private temporary
+// file, verifies all of it, then applies each of its transactions after
+// the follower's txid, each in its own SQLite transaction, recording each
+// once it commits.
+func (f *Follower) applySegment(ctx context.Context, ref layout.Segment) error {
+	tmp, err := os.CreateTemp(filepath.Dir(f.path), "."+filepath.Base(f.path)+".ferry-segment-*")
+	if err != nil {
+		return fmt.Errorf("fetch %s: %w", ref.Key, err)
+	}
+	defer os.Remove(tmp.Name())
+	defer tmp.Close()
+	rc, _, err := f.store.Get(ctx, ref.Key, nil)
+	if err != nil {
+		return fmt.Errorf("fetch %s: %w", ref.Key, err)
+	}
+	_, err = io.Copy(tmp, rc)
+	rc.Close()
+	if err != nil {
+		return fmt.Errorf("fetch %s: %w", ref.Key, err)
+	}
+	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
+		return err
+	}
+	// Open reads the whole change set before it yields a page: no page of
+	// a damaged object reaches the database.
+	r, _, err := segment.Open(tmp, segment.Options{Key: ref.Key})
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	if ps := r.Header().PageSize; ps != f.db.pageSize {
+		return fmt.Errorf("%s has %d-byte pages, the database %d: %w", ref.Key, ps, f.db.pageSize, errShape)
+	}
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		txn, err := r.Next()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		applied := f.applied().TXID
+		if txn.TXID <= applied {
+			continue
+		}
+		if txn.TXID != applied+1 {
+			return fmt.Errorf("%s continues at txid %d, the database is at txid %d: %w", ref.Key, txn.TXID, applied, errShape)
+		}
+		pages := func() (uint32, []byte, error) {
+			p, err := r.NextPage()
+			return p.Pgno, p.Data, err
+		}
+		if err := f.db.apply(ctx, txn.DBSize, pages); err != nil {
+			return fmt.Errorf("apply txid %d from %s: %w", txn.TXID, ref.Key, err)
+		}
+		if err := f.record(mark{Replica: f.o.Replica, TXID: txn.TXID, Time: txn.Time, PageSize: f.db.pageSize}, false); err != nil {
+			return err
+		}
+	}
+}
+
+// record notes that the database now holds m, in the mark beside it and
+// in the status.
+func (f *Follower) record(m mark, restored bool) error {
+	if err := writeMark(f.path, m); err != nil {
+		return err
+	}
+	now := time.Now()
+	lag := max(now.Sub(m.Time), 0)
+	f.mu.Lock()
+	f.st.mark = m
+	f.st.appliedAt = now
+	f.st.applyLag = lag
+	if !restored {
+		f.st.txns++
+	}
+	f.mu.Unlock()
+	if !restored {
+		f.metrics.txns.Inc()
+		f.metrics.applyLag.Observe(lag.Seconds())
+		f.log.Debug("applied transaction", "txid", m.TXID, "lag", lag)
+	}
+	return nil
+}
+
+// restoreLatest restores the newest state the replica proves and puts it
+// in place of the database's, in one transaction. With after set, a
+// replica that proves nothing newer than after is left alone: restoring
+// it would take the follower back.
+func (f *Follower) restoreLatest(ctx context.Context, after uint64, why string) (bool, error) {
+	cat, err := restore.ReadCatalog(ctx, f.store)
+	if err != nil {
+		return false, err
+	}
+	latest := cat.Latest()
+	if latest == 0 {
+		if err := cat.Check(); err != nil {
+			return false, fmt.Errorf("nothing to restore: %w", err)
+		}
+		return false, restore.ErrNoSnapshot
+	}
+	if latest <= after {
+		return false, fmt.Errorf("the replica proves no state past txid %d, the follower's: %w", latest, cat.Check())
+	}
+	plan, err := cat.PlanTXID(latest)
+	if err != nil {
+		return false, err
+	}
+	dir, err := os.MkdirTemp(filepath.Dir(f.path), "."+filepath.Base(f.path)+".ferry-follow-")
+	if err != nil {
+		return false, fmt.Errorf("restore beside %s: %w", f.path, err)
+	}
+	defer os.RemoveAll(dir)
+	out := filepath.Join(dir, "db")
+	res, err := restore.ToFile(ctx, f.store, plan, out, restore.Options{})
+	if err != nil {
+		return false, err
+	}
+	if err := f.install(ctx, out, res); err != nil {
+		return false, err
+	}
+	f.mu.Lock()
+	f.st.restores++
+	f.mu.Unlock()
+	f.metrics.restores.Inc()
+	f.log.Info("restored the replica's newest state", "txid", res.TXID, "pages", res.Pages, "why", why)
+	return true, nil
+}
+
+// install puts the restored database at src in place of the follower's.
+// The old mark goes first: were the follower killed after the new state
+// committed and before its mark was written, an old mark would be
+// trusted against a database that no longer matches it.
+func (f *Follower) install(ctx context.Context, src string, res restore.Result) error {
+	if err := removeMark(f.path); err != nil {
+		return err
+	}
+	if f.db == nil {
+		if _, err := os.Stat(f.path); err == nil {
+			if d, err := openDB(ctx, f.path); err == nil {
+				f.db = d
+			} else {
+				f.log.Warn("the database cannot be opened; replacing the file", "db", f.path, "err", err)
+			}
+		}
+	}
+	if f.db != nil && f.db.pageSize == res.PageSize {
+		err := f.db.copyFrom(ctx, src, res.Pages)
+		if err == nil {
+			return f.record(mark{Replica: f.o.Replica, TXID: res.TXID, Time: res.Time, PageSize: res.PageSize}, true)
+		}
+		if ctx.Err() != nil {
+			return err
+		}
+		f.log.Warn("the restored state cannot be written through SQLite; replacing the file", "db", f.path, "err", err)
+	} else if f.db != nil {
+		f.log.Warn("the page size changed; replacing the file (readers that have it open must reopen it)", "db", f.path, "page_size", res.PageSize, "was", f.db.pageSize)
+	}
+	if err := f.replace(ctx, src); err != nil {
+		return err
+	}
+	return f.record(mark{Replica: f.o.Replica, TXID: res.TXID, Time: res.Time, PageSize: res.PageSize}, true)
+}
+
+// replace puts the database file src at the follower's path. Only for a
+// database SQLite cannot write the new state into: there is none, it is
+// damaged, or its page size differs. The old -wal and -shm go first: left
+// beside the new file, SQLite would replay the old WAL into it.
+func (f *Follower) replace(ctx context.Context, src string) error {
+	if f.db != nil {
+		f.db.close()
+		f.db = nil
+	}
+	for _, suffix := range []string{"-wal", "-shm"} {
+		if err := os.Remove(f.path + suffix); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("remove the old %s: %w", f.path+suffix, err)
+		}
+	}
+	if err := os.Rename(src, f.path); err != nil {
+		return fmt.Errorf("put the restored database at %s: %w", f.path, err)
+	}
+	if err := durable.SyncDir(filepath.Dir(f.path)); err != nil {
+		return err
+	}
+	d, err := openDB(ctx, f.path)
+	if err != nil {
+		return err
+	}
+	f.db = d
+	return nil
+}
+
+// start puts a first state in place: the one the database holds, when
+// its mark can be trusted, or the replica's newest.
+func (f *Follower) start(ctx context.Context) error {
+	f.sweep()
+	why, err := f.resume(ctx)
+	if err != nil {
+		return err
+	}
+	if why == "" {
+		return nil
+	}
+	f.log.Warn("restoring the replica's newest state", "db", f.path, "why", why)
+	if _, err := f.restoreLatest(ctx, 0, why); err != nil {
+		return fmt.Errorf("restore %s from %s: %w", f.path, f.o.Replica, err)
+	}
+	return nil
+}
+
+// resume opens the database and continues from its mark. It returns why
+// it cannot, when it cannot, and an error only for what a restore would
+// not cure.
+func (f *Follower) resume(ctx context.Context) (string, error) {
+	_, serr := os.Stat(f.path)
+	if errors.Is(serr, os.ErrNotExist) {
+		if err := removeMark(f.path); err != nil {
+			return "", err
+		}
+		return "no database at the path yet", nil
+	}
+	if serr != nil {
+		return "", serr
+	}
+	m, err := readMark(f.path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return "the database has no record of the txid it holds (" + markPath(f.path) + " is missing)", nil
+	case err != nil:
+		return err.Error(), nil
+	case m.Replica != f.o.Replica:
+		return fmt.Sprintf("the database followed %s, not this replica", m.Replica), nil
+	}
+	d, err := openDB(ctx, f.path)
+	if err != nil {
+		return err.Error(), nil
+	}
+	if d.pageSize != m.PageSize {
+		d.close()
+		return fmt.Sprintf("the page size is %d, the record says %d", d.pageSize, m.PageSize), nil
+	}
+	if err := d.quickCheck(ctx); err != nil {
+		d.close()
+		return err.Error(), nil
+	}
+	f.db = d
+	f.mu.Lock()
+	f.st.mark = m
+	f.st.continued = m.TXID
+	f.mu.Unlock()
+	f.log.Info("continuing from the recorded state, without a restore", "db", f.path, "txid", m.TXID)
+	return "", nil
+}
+
+// sweep removes what a follower killed during a restore or a download
+// left beside the database.
+func (f *Follower) sweep() {
+	base := filepath.Join(filepath.Dir(f.path), "."+filepath.Base(f.path))
+	for _, pattern := range []string{base + ".ferry-follow-*", base + ".ferry-segment-*", markPath(base) + "-*"} {
+		old, _ := filepath.Glob(pattern)
+		for _, p := range old {
+			os.RemoveAll(p)
+		}
+	}
+}
+
+func (f *Follower) applied() mark {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.st.mark
+}
+
+func (f *Follower) setCaughtUp(v bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.st.caughtUp = v
+	f.st.polled = time.Now()
+}
+
+func (f *Follower) noteError(err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	switch {
+	case err == nil:
+		if !f.st.failingSince.IsZero() {
+			f.log.Info("the follower works again", "failed_for", time.Since(f.st.failingSince).Round(time.Millisecond))
+		}
+		f.st.failingSince, f.st.lastError = time.Time{}, ""
+	default:
+		if f.st.failingSince.IsZero() {
+			f.st.failingSince = time.Now()
+			f.log.Warn("the follower is failing", "txid", f.st.mark.TXID, "err", err)
+		}
+		f.st.lastError = err.Error()
+		f.metrics.errors.Inc()
+	}
+}
