@@ -1,0 +1,380 @@
+package follow
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"iter"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ferrydb/ferry/internal/objstore"
+	"github.com/ferrydb/ferry/internal/restore"
+	"github.com/ferrydb/ferry/internal/segment"
+)
+
+// logBuffer collects a follower's log for the test to read while it runs.
+type logBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// running is a Follower running in a goroutine.
+type running struct {
+	*Follower
+	log    *logBuffer
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func startFollower(t *testing.T, store objstore.Store, path string) *running {
+	t.Helper()
+	lb := &logBuffer{}
+	f := New(store, path, Options{
+		Replica:  "mem://test",
+		Interval: 5 * time.Millisecond,
+		Log:      slog.New(slog.NewTextHandler(lb, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &running{Follower: f, log: lb, cancel: cancel, done: make(chan error, 1)}
+	go func() { r.done <- f.Run(ctx) }()
+	t.Cleanup(func() { r.stop(t) })
+	return r
+}
+
+func (r *running) stop(t *testing.T) {
+	t.Helper()
+	r.cancel()
+	select {
+	case err := <-r.done:
+		if err != nil {
+			t.Errorf("follower: %v\n%s", err, r.log)
+		}
+		r.done <- nil // for a second stop
+	case <-time.After(time.Minute):
+		t.Fatalf("the follower did not stop within a minute of its context ending:\n%s", r.log)
+	}
+}
+
+// waitTXID waits until the follower holds txid.
+func (r *running) waitTXID(t *testing.T, txid uint64) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for r.Status().TXID != txid {
+		select {
+		case err := <-r.done:
+			t.Fatalf("the follower stopped at txid %d, waiting for %d: %v\n%s", r.Status().TXID, txid, err, r.log)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the follower is at txid %d after 30s, waiting for %d:\n%s", r.Status().TXID, txid, r.log)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+func followerPath(t *testing.T) string { return filepath.Join(t.TempDir(), "follower.db") }
+
+// The follower restores the newest state, applies what follows as it
+// appears, and after a stop carries on from the txid it recorded, without
+// a restore.
+func TestFollowAndContinueAfterRestart(t *testing.T) {
+	s := newSource(t, 4096)
+	s.exec("INSERT INTO accounts (balance) SELECT 10 FROM generate_series(1, 100)")
+	s.publish()
+	path := followerPath(t)
+	r := startFollower(t, s.store, path)
+	r.waitTXID(t, s.txid)
+	if st := r.Status(); st.Restores != 1 || st.ContinuedFromTXID != 0 {
+		t.Fatalf("first start: %+v; want one restore", st)
+	}
+	for i := range 5 {
+		s.exec("UPDATE accounts SET balance = balance + 1 WHERE id = 1", "UPDATE accounts SET balance = balance - 1 WHERE id = 2")
+		if i%2 == 0 {
+			s.exec("INSERT INTO accounts (balance, note) VALUES (0, randomblob(5000))")
+		}
+		s.publish()
+		r.waitTXID(t, s.txid)
+		sameContent(t, s, path, s.txid)
+	}
+	r.stop(t)
+	stopped := s.txid
+
+	s.exec("DELETE FROM accounts WHERE note IS NOT NULL", "VACUUM")
+	s.publish()
+	r = startFollower(t, s.store, path)
+	r.waitTXID(t, s.txid)
+	st := r.Status()
+	if st.ContinuedFromTXID != stopped || st.Restores != 0 || st.AppliedTxns != 2 {
+		t.Fatalf("restart: %+v; want it to continue from txid %d with no restore and 2 transactions applied\n%s", st, stopped, r.log)
+	}
+	if !strings.Contains(r.log.String(), "continuing from the recorded state") {
+		t.Fatalf("no line says the follower continued:\n%s", r.log)
+	}
+	sameContent(t, s, path, s.txid)
+}
+
+// Killed between a commit and its record, the follower finds its
+// database one transaction past the record; it applies that transaction
+// again, which changes nothing, and carries on.
+func TestCommitWithoutRecordIsAppliedAgain(t *testing.T) {
+	s := newSource(t, 4096)
+	s.exec("INSERT INTO accounts (balance) SELECT 10 FROM generate_series(1, 100)")
+	s.publish()
+	path := followerPath(t)
+	r := startFollower(t, s.store, path)
+	r.waitTXID(t, s.txid)
+	s.exec("UPDATE accounts SET balance = 11 WHERE id = 5", "INSERT INTO accounts (balance, note) VALUES (1, randomblob(9000))")
+	s.publish()
+	r.waitTXID(t, s.txid)
+	r.stop(t)
+	m, err := readMark(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.TXID--
+	m.Time = time.Time{}
+	if err := writeMark(path, m); err != nil {
+		t.Fatal(err)
+	}
+	s.exec("UPDATE accounts SET balance = 12 WHERE id = 6")
+	s.publish()
+	r = startFollower(t, s.store, path)
+	r.waitTXID(t, s.txid)
+	if st := r.Status(); st.Restores != 0 || st.ContinuedFromTXID != m.TXID || st.AppliedTxns != 2 {
+		t.Fatalf("%+v; want txids %d and %d applied without a restore", st, m.TXID+1, s.txid)
+	}
+	sameContent(t, s, path, s.txid)
+}
+
+// A database whose recorded state cannot be trusted is restored anew.
+func TestUntrustedStateIsRestoredAnew(t *testing.T) {
+	for _, tc := range []struct {
+		name, why string
+		spoil     func(t *testing.T, path string)
+	}{
+		{"no record", "is missing", func(t *testing.T, path string) { os.Remove(markPath(path)) }},
+		{"damaged record", "damaged", func(t *testing.T, path string) { os.WriteFile(markPath(path), []byte("{"), 0o644) }},
+		{"other replica", "not this replica", func(t *testing.T, path string) {
+			m, _ := readMark(path)
+			m.Replica = "s3://elsewhere/app"
+			writeMark(path, m)
+		}},
+		{"damaged database", "quick_check", func(t *testing.T, path string) {
+			f, err := os.OpenFile(path, os.O_RDWR, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			// Page 2 is the accounts table's root; zeros there are no
+			// b-tree page.
+			f.WriteAt(make([]byte, 4096), 4096)
+		}},
+		{"not a database", "", func(t *testing.T, path string) {
+			os.WriteFile(path, bytes.Repeat([]byte("x"), 8192), 0o644)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newSource(t, 4096)
+			s.exec("INSERT INTO accounts (balance) SELECT 10 FROM generate_series(1, 100)")
+			s.publish()
+			path := followerPath(t)
+			r := startFollower(t, s.store, path)
+			r.waitTXID(t, s.txid)
+			r.stop(t)
+			// Fold the WAL in, so that damage to the file is damage to
+			// the state.
+			checkpointed(t, path)
+			tc.spoil(t, path)
+			s.exec("UPDATE accounts SET balance = 11 WHERE id = 5")
+			s.publish()
+			s.snapshot()
+			r = startFollower(t, s.store, path)
+			r.waitTXID(t, s.txid)
+			if st := r.Status(); st.Restores != 1 || st.ContinuedFromTXID != 0 {
+				t.Fatalf("%+v; want a restore", st)
+			}
+			if !strings.Contains(r.log.String(), "restoring the replica's newest state") || !strings.Contains(r.log.String(), tc.why) {
+				t.Fatalf("no WARN line saying why it restored (%q):\n%s", tc.why, r.log)
+			}
+			sameContent(t, s, path, s.txid)
+		})
+	}
+}
+
+// When the change sets the follower needs are gone, it restores the
+// newest state in one step, says so at WARN, and carries on from there.
+func TestGapRestoresTheNewestState(t *testing.T) {
+	s := newSource(t, 4096)
+	s.exec("INSERT INTO accounts (balance) SELECT 10 FROM generate_series(1, 100)")
+	s.publish()
+	path := followerPath(t)
+	r := startFollower(t, s.store, path)
+	r.waitTXID(t, s.txid)
+	reader := openReader(t, path)
+	tx, err := reader.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, _ := sum(t, tx)
+
+	// Retention removed txids 3-4 before the follower saw them; a
+	// snapshot at 5 and a change set after it remain.
+	s.exec("INSERT INTO accounts (balance) VALUES (1)", "INSERT INTO accounts (balance) VALUES (2)")
+	s.publish()
+	if err := s.store.Delete(context.Background(), segment.Key(3, 4)); err != nil {
+		t.Fatal(err)
+	}
+	s.exec("CREATE TABLE later (x)")
+	s.snapshot()
+	s.exec("INSERT INTO later VALUES (1)")
+	s.publish()
+	r.waitTXID(t, s.txid)
+	st := r.Status()
+	if st.Restores != 2 {
+		t.Fatalf("%+v; want a second restore for the gap", st)
+	}
+	if !strings.Contains(r.log.String(), "level=WARN") || !strings.Contains(r.log.String(), "gone") {
+		t.Fatalf("no WARN line for the gap:\n%s", r.log)
+	}
+	if n, _ := sum(t, tx); n != before {
+		t.Fatalf("a reader saw %d accounts, then %d inside one read transaction", before, n)
+	}
+	tx.Commit()
+	sameContent(t, s, path, s.txid)
+	s.exec("INSERT INTO later VALUES (2)")
+	s.publish()
+	r.waitTXID(t, s.txid)
+	sameContent(t, s, path, s.txid)
+}
+
+// An empty replica fails the start with the reason; so does a replica
+// that is unreachable.
+func TestNothingToFollow(t *testing.T) {
+	s := newSource(t, 4096)
+	s.store.Delete(context.Background(), "snapshots/0000000000000001.manifest")
+	f := New(s.store, followerPath(t), Options{Replica: "mem://empty"})
+	err := f.Run(context.Background())
+	if !errors.Is(err, restore.ErrNoSnapshot) && !errors.Is(err, restore.ErrEmpty) {
+		t.Fatalf("empty replica: %v", err)
+	}
+}
+
+// failingStore fails every listing while fail is set.
+type failingStore struct {
+	objstore.Store
+	fail atomic.Bool
+}
+
+func (s *failingStore) List(ctx context.Context, prefix string) iter.Seq2[objstore.Info, error] {
+	if s.fail.Load() {
+		return func(yield func(objstore.Info, error) bool) {
+			yield(objstore.Info{}, &objstore.Error{Op: "list", Key: prefix, StatusCode: 503, Err: errors.New("slow down")})
+		}
+	}
+	return s.Store.List(ctx, prefix)
+}
+
+// /status answers in snake_case, /metrics has the follower's series, and
+// /healthz turns red once polls have failed past the limit and green
+// again when they work.
+func TestHTTP(t *testing.T) {
+	s := newSource(t, 4096)
+	s.exec("INSERT INTO accounts (balance) VALUES (1)")
+	s.publish()
+	fs := &failingStore{Store: s.store}
+	lb := &logBuffer{}
+	f := New(fs, followerPath(t), Options{
+		Replica: "mem://test?a=1&b=2", Interval: 5 * time.Millisecond, HealthzMaxLag: 50 * time.Millisecond,
+		Log: slog.New(slog.NewTextHandler(lb, nil)),
+	})
+	srv := httptest.NewServer(f.Handler())
+	defer srv.Close()
+	get := func(path string) (int, string) {
+		resp, err := http.Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := get("/healthz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "no state") {
+		t.Fatalf("/healthz before the first state: %d %q", code, body)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- f.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	r := &running{Follower: f, log: lb, done: done}
+	r.waitTXID(t, s.txid)
+	waitUntil(t, "the follower to be caught up", func() bool { return f.Status().CaughtUp })
+	if code, body := get("/healthz"); code != http.StatusOK {
+		t.Fatalf("/healthz caught up: %d %q", code, body)
+	}
+	_, body := get("/status")
+	var raw map[string]any
+	if err := json.Unmarshal([]byte(body), &raw); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"replica", "db", "applied_txid", "applied_time", "lag_seconds", "last_error"} {
+		if _, ok := raw[k]; !ok {
+			t.Errorf("/status lacks %q: %s", k, body)
+		}
+	}
+	if !strings.Contains(body, "a=1&b=2") {
+		t.Errorf("/status escapes the replica URL: %s", body)
+	}
+	fs.fail.Store(true)
+	waitUntil(t, "/healthz to turn red", func() bool {
+		code, body := get("/healthz")
+		return code == http.StatusServiceUnavailable && strings.Contains(body, "failing for") && strings.Contains(body, "slow down")
+	})
+	if st := f.Status(); st.LastError == "" || st.FailingSince == nil || st.LagSeconds == 0 {
+		t.Fatalf("status while failing: %+v", st)
+	}
+	fs.fail.Store(false)
+	waitUntil(t, "/healthz to turn green", func() bool { code, _ := get("/healthz"); return code == http.StatusOK })
+	_, metrics := get("/metrics")
+	for _, want := range []string{"ferry_follow_applied_txid 2", "ferry_follow_lag_seconds", "ferry_follow_applied_txns_total", "ferry_follow_apply_lag_seconds_bucket", `ferry_follow_http_requests_total{code="503",path="/healthz"}`} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	if !strings.Contains(lb.String(), "the follower is failing") || !strings.Contains(lb.String(), "works again") {
+		t.Errorf("no WARN and INFO lines for the failure and the recovery:\n%s", lb)
+	}
+}
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
