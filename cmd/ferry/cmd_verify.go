@@ -104,7 +104,7 @@ func (c *verifyCmd) verifyOne(ctx context.Context, r config.Replica, deep bool) 
 	if err != nil {
 		return verify.Report{}, err
 	}
-	rep, err := verify.Run(ctx, store, deep)
+	rep, err := verify.Run(ctx, store, deep, nil)
 	if err != nil {
 		return rep, fmt.Errorf("%s: %w", r.Target, err)
 	}

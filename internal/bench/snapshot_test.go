@@ -244,7 +244,7 @@ func BenchmarkRestore(b *testing.B) {
 		peak = max(peak, testenv.PeakRSS())
 		os.Remove(out)
 
-		fetch += timeWrite(b, out, func(dst *os.File) error { return snapshot.Restore(ctx, store, m, dst, 8) })
+		fetch += timeWrite(b, out, func(dst *os.File) error { return snapshot.Restore(ctx, store, m, dst, 8, nil) })
 		disk += timeWrite(b, out, func(dst *os.File) error { return writeBytes(dst, m.Size()) })
 	}
 	n := float64(b.N)

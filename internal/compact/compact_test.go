@@ -34,7 +34,7 @@ func run(t *testing.T, store objstore.Store, o compact.Options) compact.Report {
 
 func verifyDeep(t *testing.T, store objstore.Store) verify.Report {
 	t.Helper()
-	rep, err := verify.Run(context.Background(), store, true)
+	rep, err := verify.Run(context.Background(), store, true, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

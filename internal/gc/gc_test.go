@@ -73,7 +73,7 @@ func keys(t *testing.T, store objstore.Store) map[string]bool {
 // chunksPresent fails unless every chunk m names is in store.
 func chunksPresent(t *testing.T, store objstore.Store, m snapshot.Manifest) {
 	t.Helper()
-	bad, err := snapshot.VerifyChunks(context.Background(), store, m)
+	bad, err := snapshot.VerifyChunks(context.Background(), store, m, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -247,7 +247,7 @@ func TestSnapshotRelyingOnGarbageSurvivesGC(t *testing.T) {
 			if t.Failed() {
 				return
 			}
-			bad, err := snapshot.VerifyChunks(ctx, store, m)
+			bad, err := snapshot.VerifyChunks(ctx, store, m, nil)
 			if err != nil {
 				t.Fatal(err)
 			}

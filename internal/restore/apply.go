@@ -28,6 +28,9 @@ type Options struct {
 	Before time.Time
 	// Progress, when set, is told of each segment applied.
 	Progress func(applied, total int)
+	// Keys check the chunk addresses of an encrypted replica; nil for a
+	// replica without encryption.
+	Keys snapshot.Keys
 }
 
 // Result describes the database a restore wrote.
@@ -73,7 +76,7 @@ func ToFile(ctx context.Context, store objstore.Store, plan Plan, out string, o 
 			removeDB(tmp.Name())
 		}
 	}()
-	if err := snapshot.Restore(ctx, store, m, tmp, o.Parallelism); err != nil {
+	if err := snapshot.Restore(ctx, store, m, tmp, o.Parallelism, o.Keys); err != nil {
 		return Result{}, err
 	}
 	st := &state{f: tmp, res: Result{TXID: m.TXID, Time: m.Time, PageSize: m.PageSize, Pages: m.PageCount}, target: plan.TXID, before: o.Before}

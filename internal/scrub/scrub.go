@@ -52,6 +52,9 @@ type Options struct {
 	// Targets are the database's replicas, by URL.
 	Targets map[string]objstore.Store
 	Repair  Repairer
+	// Keys check the chunk addresses of an encrypted database's
+	// replicas; nil without encryption.
+	Keys snapshot.Keys
 	// Interval is how long one pass over every object of a target should
 	// take; the pass is spread over it. Zero means a week.
 	Interval time.Duration
@@ -158,7 +161,7 @@ func (s *Scrubber) Pass(ctx context.Context, url string) (Report, error) {
 				key := snapshot.ChunkKey(a)
 				present[a] = true // one report per chunk
 				s.damaged(&rep, url, "chunk", key, fmt.Errorf("missing; named by %s (chunk %d)", sn.Key, i))
-				if s.copyFromPeer(ctx, url, key, chunkCheck(a)) {
+				if s.copyFromPeer(ctx, url, key, s.chunkCheck(a)) {
 					s.repaired(&rep, url, "chunk", "copied")
 				} else {
 					lostChunks = true
@@ -197,13 +200,13 @@ func (s *Scrubber) Pass(ctx context.Context, url string) (Report, error) {
 	}
 	for _, c := range l.Chunks {
 		start := time.Now()
-		n, err := snapshot.CheckChunk(ctx, store, c.Addr)
+		n, err := snapshot.CheckChunk(ctx, store, c.Addr, s.o.Keys)
 		rep.Checked++
 		rep.Bytes += n
 		s.o.Metrics.checked(url, "chunk", n)
 		if err != nil && ctx.Err() == nil && !errors.Is(err, objstore.ErrNotFound) {
 			s.damaged(&rep, url, "chunk", c.Key, err)
-			if s.copyFromPeer(ctx, url, c.Key, chunkCheck(c.Addr)) {
+			if s.copyFromPeer(ctx, url, c.Key, s.chunkCheck(c.Addr)) {
 				s.repaired(&rep, url, "chunk", "copied")
 			} else {
 				if err := store.Delete(ctx, c.Key); err != nil {
@@ -244,8 +247,8 @@ func covered(sets []layout.Segment, txid uint64) bool {
 	return false
 }
 
-func chunkCheck(a [32]byte) func([]byte) error {
-	return func(data []byte) error { return snapshot.CheckChunkData(a, data) }
+func (s *Scrubber) chunkCheck(a [32]byte) func([]byte) error {
+	return func(data []byte) error { return snapshot.CheckChunkData(a, data, s.o.Keys) }
 }
 
 // copyFromPeer copies key from another target that holds it intact, as

@@ -123,7 +123,7 @@ func scrubAndRepair(t *testing.T, store objstore.Store) {
 		t.Fatal(err)
 	}
 	rewrite(t, store, flippedChunk, func(b []byte) []byte { b[len(b)/2] ^= 0x40; return b })
-	if rep, err := verify.Run(ctx, store, true); err != nil || rep.OK() {
+	if rep, err := verify.Run(ctx, store, true, nil); err != nil || rep.OK() {
 		t.Fatalf("the damaged replica verifies: %v %+v", err, rep)
 	}
 
@@ -146,12 +146,12 @@ func scrubAndRepair(t *testing.T, store objstore.Store) {
 	for {
 		st := r.Status().Targets[0]
 		if st.Synced && st.Snapshot > base && st.Replicated >= r.Status().TXID {
-			if vr, err := verify.Run(ctx, store, true); err == nil && vr.OK() {
+			if vr, err := verify.Run(ctx, store, true, nil); err == nil && vr.OK() {
 				break
 			}
 		}
 		if time.Now().After(deadline) {
-			vr, err := verify.Run(ctx, store, true)
+			vr, err := verify.Run(ctx, store, true, nil)
 			t.Fatalf("the replica did not verify clean after the repairs: %v %+v; status %+v", err, vr, r.Status())
 		}
 		time.Sleep(50 * time.Millisecond)
@@ -264,7 +264,7 @@ func TestScrubCopiesFromAnotherTarget(t *testing.T) {
 	if len(rep.Damaged) != 2 || rep.Repaired != 2 {
 		t.Fatalf("damaged %v, repaired %d; want the chunk and the change set, both repaired", rep.Damaged, rep.Repaired)
 	}
-	vr, err := verify.Run(ctx, a, true)
+	vr, err := verify.Run(ctx, a, true, nil)
 	if err != nil || !vr.OK() {
 		t.Fatalf("target a after the copies: %v %+v", err, vr)
 	}

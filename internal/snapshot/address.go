@@ -1,9 +1,11 @@
 package snapshot
 
 import (
+	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 
@@ -42,15 +44,58 @@ func ChunkKey(a Address) string { return layout.ChunkKey(a) }
 // that a restore checks chunks the way they were named.
 type Scheme uint8
 
-// SchemeSHA256 addresses a chunk by the SHA-256 of its plaintext.
-const SchemeSHA256 Scheme = 1
+const (
+	// SchemeSHA256 addresses a chunk by the SHA-256 of its plaintext.
+	SchemeSHA256 Scheme = 1
+	// SchemeHMAC addresses a chunk by the HMAC-SHA256 of its plaintext
+	// under a secret key, so that an address reveals nothing of the
+	// content: with plain SHA-256, anyone holding a guessed page could
+	// confirm it is in the bucket.
+	SchemeHMAC Scheme = 2
+)
 
 // Addresser computes chunk addresses. Implementations must be safe for
-// concurrent use. A keyed one (HMAC) will let an encrypted replica name
-// chunks without revealing their content.
+// concurrent use.
 type Addresser interface {
 	Scheme() Scheme
+	// KeyTag names the key of a keyed scheme; 0 for SchemeSHA256. A
+	// manifest records it, so that chunks are checked with the key that
+	// named them and a snapshot never reuses addresses made with another.
+	KeyTag() uint32
 	Address(chunk []byte) Address
+}
+
+// Keys finds the addressers of a keyed scheme. An encrypted replica's
+// keyring implements it; nil stands for a replica without keys.
+type Keys interface {
+	// KeyAddresser returns the addresser of the key tag names, or an error
+	// that says the key was not given.
+	KeyAddresser(tag uint32) (Addresser, error)
+	// Addressers returns one addresser per key, for a chunk checked
+	// without its manifest.
+	Addressers() []Addresser
+}
+
+// HMAC is the Addresser of SchemeHMAC under one key.
+type HMAC struct {
+	key [32]byte
+	tag uint32
+}
+
+// NewHMAC returns the addresser of key, whose manifests record tag.
+func NewHMAC(key [32]byte, tag uint32) *HMAC { return &HMAC{key: key, tag: tag} }
+
+// Scheme implements Addresser.
+func (*HMAC) Scheme() Scheme { return SchemeHMAC }
+
+// KeyTag implements Addresser.
+func (h *HMAC) KeyTag() uint32 { return h.tag }
+
+// Address implements Addresser.
+func (h *HMAC) Address(chunk []byte) Address {
+	m := hmac.New(sha256.New, h.key[:])
+	m.Write(chunk)
+	return Address(m.Sum(nil))
 }
 
 // SHA256 is the Addresser of SchemeSHA256.
@@ -59,15 +104,40 @@ type SHA256 struct{}
 // Scheme implements Addresser.
 func (SHA256) Scheme() Scheme { return SchemeSHA256 }
 
+// KeyTag implements Addresser.
+func (SHA256) KeyTag() uint32 { return 0 }
+
 // Address implements Addresser.
 func (SHA256) Address(chunk []byte) Address { return sha256.Sum256(chunk) }
 
-// addresserFor returns the Addresser that checks chunks of scheme s.
-func addresserFor(s Scheme) (Addresser, error) {
-	if s == SchemeSHA256 {
-		return SHA256{}, nil
+// knownScheme reports whether this build reads scheme s.
+func knownScheme(s Scheme) error {
+	if s == SchemeSHA256 || s == SchemeHMAC {
+		return nil
 	}
-	return nil, fmt.Errorf("%w: address scheme %d", ErrVersion, s)
+	return fmt.Errorf("%w: address scheme %d", ErrVersion, s)
+}
+
+// ErrNoKeys means a snapshot's chunks are named with a key and none was
+// given: the replica is encrypted.
+var ErrNoKeys = errors.New("the replica is encrypted and no key was given")
+
+// addresserFor returns the Addresser that checks the chunks of m.
+func addresserFor(m *Manifest, keys Keys) (Addresser, error) {
+	switch m.Scheme {
+	case SchemeSHA256:
+		return SHA256{}, nil
+	case SchemeHMAC:
+		if keys == nil {
+			return nil, fmt.Errorf("snapshot %s: %w", m.Key(), ErrNoKeys)
+		}
+		a, err := keys.KeyAddresser(m.AddressKey)
+		if err != nil {
+			return nil, fmt.Errorf("snapshot %s: %w", m.Key(), err)
+		}
+		return a, nil
+	}
+	return nil, knownScheme(m.Scheme)
 }
 
 // ChunkCount returns how many chunks a database of size bytes has.

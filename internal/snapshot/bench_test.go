@@ -31,7 +31,7 @@ func BenchmarkRestore(b *testing.B) {
 	dst := &memFile{buf: make([]byte, len(img))}
 	b.SetBytes(int64(len(img)))
 	for b.Loop() {
-		if err := Restore(context.Background(), store, m, dst, 4); err != nil {
+		if err := Restore(context.Background(), store, m, dst, 4, nil); err != nil {
 			b.Fatal(err)
 		}
 	}

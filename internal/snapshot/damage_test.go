@@ -70,7 +70,7 @@ func TestRestoreCorruptChunk(t *testing.T) {
 			store.Corrupt(key, tc.data(t, stored.Bytes()))
 
 			var dst memFile
-			err = Restore(context.Background(), store, m, &dst, 1)
+			err = Restore(context.Background(), store, m, &dst, 1, nil)
 			var ce *ChunkError
 			if !errors.Is(err, objstore.ErrCorrupt) || !errors.As(err, &ce) || ce.Key != key || ce.Index != 2 {
 				t.Fatalf("Restore = %v, want a corrupt-chunk error for %s", err, key)
@@ -93,7 +93,7 @@ func TestRestoreMissingChunk(t *testing.T) {
 	if err := store.Delete(context.Background(), key); err != nil {
 		t.Fatal(err)
 	}
-	err := Restore(context.Background(), store, m, &memFile{}, 4)
+	err := Restore(context.Background(), store, m, &memFile{}, 4, nil)
 	var ce *ChunkError
 	if !errors.Is(err, objstore.ErrNotFound) || !errors.As(err, &ce) || ce.Key != key || !strings.Contains(err.Error(), key) {
 		t.Fatalf("Restore = %v, want not-found naming %s", err, key)
@@ -129,7 +129,7 @@ func TestManifestNamingAbsentChunk(t *testing.T) {
 	want := ChunkKey(bad.Chunks[1])
 	for name, err := range map[string]error{
 		"Check":   Check(ctx, store, loaded, 2),
-		"Restore": Restore(ctx, store, loaded, &memFile{}, 2),
+		"Restore": Restore(ctx, store, loaded, &memFile{}, 2, nil),
 	} {
 		if !errors.Is(err, objstore.ErrNotFound) || !strings.Contains(err.Error(), want) {
 			t.Errorf("%s = %v, want not-found naming %s", name, err, want)

@@ -22,8 +22,9 @@
 // [i×64 KiB, (i+1)×64 KiB), and the last chunk may be shorter. With 64 KiB
 // pages a chunk is one page; with smaller pages it is a run of them, so a
 // page never straddles two chunks. A chunk's address is, for scheme 1, the
-// SHA-256 of its plaintext; an Addresser computes it, so that a keyed HMAC
-// can replace it when encryption arrives and addresses leak nothing. A
+// SHA-256 of its plaintext, and for scheme 2 (an encrypted replica) the
+// HMAC-SHA256 of its plaintext under a key of the replica's, so that an
+// address leaks nothing and deduplication still works within one key. A
 // chunk is stored, zstd-compressed as one frame, under ChunkKey (package
 // layout spells every key of a replica):
 //
@@ -52,13 +53,15 @@
 //	header (96 bytes)
 //	  0   8  magic "FERRYSNP"
 //	  8   2  format version, 1
-//	 10   1  address scheme: 1 = SHA-256 of the plaintext chunk
+//	 10   1  address scheme: 1 = SHA-256 of the plaintext chunk,
+//	         2 = HMAC-SHA256 of the plaintext chunk under a secret key
 //	 11   1  chunk encoding: 1 = one zstd frame
 //	 12   4  page size: a power of two from 512 to 65536
 //	 16   4  page count, at least 1
 //	 20   4  chunk size, 65536
 //	 24   4  chunk count = ceil(page size × page count / chunk size)
-//	 28   4  reserved, zero
+//	 28   4  address key: for scheme 2 the tag of the key that named the
+//	         chunks (never 0), for scheme 1 zero
 //	 32   8  txid, at least 1
 //	 40   8  time of the txid's commit, unix nanoseconds (UTC, >= 0)
 //	 48   8  database size in bytes = page size × page count

@@ -173,13 +173,13 @@ func TestGoldenRead(t *testing.T) {
 	}
 
 	var dst memFile
-	if err := Restore(ctx, st, m, &dst, 1); err != nil {
+	if err := Restore(ctx, st, m, &dst, 1, nil); err != nil {
 		t.Fatalf("restore golden snapshot: %v", err)
 	}
 	if !bytes.Equal(dst.buf, goldenImage()) {
 		t.Errorf("restored image (%d bytes) differs from the image that was written", len(dst.buf))
 	}
-	if bad, err := VerifyChunks(ctx, st, m); err != nil || len(bad) != 0 {
+	if bad, err := VerifyChunks(ctx, st, m, nil); err != nil || len(bad) != 0 {
 		t.Errorf("VerifyChunks = %v, %v", bad, err)
 	}
 }

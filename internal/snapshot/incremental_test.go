@@ -81,7 +81,7 @@ func TestIncrementalClustered(t *testing.T) {
 		t.Fatalf("chunks that changed: %v", diff)
 	}
 	var dst memFile
-	if err := Restore(context.Background(), store, m, &dst, 4); err != nil {
+	if err := Restore(context.Background(), store, m, &dst, 4, nil); err != nil {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(dst.buf, img) {
@@ -172,7 +172,7 @@ func TestDirtyPathGrowAndShrink(t *testing.T) {
 		img []byte
 	}{{m1, img1}, {m2, grown}, {m3, shrunk}} {
 		var dst memFile
-		if err := Restore(ctx, store, c.m, &dst, 3); err != nil {
+		if err := Restore(ctx, store, c.m, &dst, 3, nil); err != nil {
 			t.Fatal(err)
 		}
 		if !bytes.Equal(dst.buf, c.img) {

@@ -40,8 +40,11 @@ type Manifest struct {
 	PageSize  int
 	PageCount uint32
 	Scheme    Scheme
-	Chunks    []Address // in image order
-	DBHash    [32]byte
+	// AddressKey is the KeyTag of the addresser that named the chunks: 0
+	// for SchemeSHA256.
+	AddressKey uint32
+	Chunks     []Address // in image order
+	DBHash     [32]byte
 }
 
 // Size returns the database image's length in bytes.
@@ -84,8 +87,11 @@ func (m *Manifest) Validate() error {
 	if err := validShape(m.PageSize, m.PageCount, m.TXID, m.Time.UnixNano()); err != nil {
 		return err
 	}
-	if _, err := addresserFor(m.Scheme); err != nil {
+	if err := knownScheme(m.Scheme); err != nil {
 		return err
+	}
+	if (m.Scheme == SchemeSHA256) != (m.AddressKey == 0) {
+		return fmt.Errorf("address key %08x does not go with address scheme %d", m.AddressKey, m.Scheme)
 	}
 	if want := ChunkCount(m.Size()); len(m.Chunks) != want {
 		return fmt.Errorf("%d chunk addresses for %d chunks", len(m.Chunks), want)
@@ -111,6 +117,7 @@ func (m *Manifest) MarshalBinary() ([]byte, error) {
 	le.PutUint32(b[16:], m.PageCount)
 	le.PutUint32(b[20:], ChunkSize)
 	le.PutUint32(b[24:], uint32(len(m.Chunks)))
+	le.PutUint32(b[28:], m.AddressKey)
 	le.PutUint64(b[32:], m.TXID)
 	le.PutUint64(b[40:], uint64(m.Time.UnixNano()))
 	le.PutUint64(b[48:], uint64(m.Size()))
@@ -173,18 +180,19 @@ func parseManifestHeader(data []byte, key string) (Manifest, int, error) {
 	if got, want := crc32.Checksum(data[:88], castagnoli), le.Uint32(data[88:]); got != want {
 		return Manifest{}, 0, corrupt("header checksum %08x, header says %08x", got, want)
 	}
-	if _, err := addresserFor(Scheme(data[10])); err != nil {
+	if err := knownScheme(Scheme(data[10])); err != nil {
 		return Manifest{}, 0, fmt.Errorf("snapshot manifest %s: %w", key, err)
 	}
 	if data[11] != encodingZstd {
 		return Manifest{}, 0, fmt.Errorf("snapshot manifest %s: %w: chunk encoding %d", key, ErrVersion, data[11])
 	}
 	m := Manifest{
-		Scheme:    Scheme(data[10]),
-		PageSize:  int(le.Uint32(data[12:])),
-		PageCount: le.Uint32(data[16:]),
-		TXID:      le.Uint64(data[32:]),
-		DBHash:    [32]byte(data[56:88]),
+		Scheme:     Scheme(data[10]),
+		AddressKey: le.Uint32(data[28:]),
+		PageSize:   int(le.Uint32(data[12:])),
+		PageCount:  le.Uint32(data[16:]),
+		TXID:       le.Uint64(data[32:]),
+		DBHash:     [32]byte(data[56:88]),
 	}
 	nanos := int64(le.Uint64(data[40:]))
 	if err := validShape(m.PageSize, m.PageCount, m.TXID, nanos); err != nil {
@@ -199,8 +207,10 @@ func parseManifestHeader(data []byte, key string) (Manifest, int, error) {
 		return Manifest{}, 0, corrupt("%d chunks for %d bytes of database", n, m.Size())
 	case le.Uint64(data[48:]) != uint64(m.Size()):
 		return Manifest{}, 0, corrupt("database size %d bytes, %d pages of %d make %d", le.Uint64(data[48:]), m.PageCount, m.PageSize, m.Size())
-	case le.Uint32(data[28:]) != 0 || le.Uint32(data[92:]) != 0:
-		return Manifest{}, 0, corrupt("reserved header fields are not 0")
+	case le.Uint32(data[92:]) != 0:
+		return Manifest{}, 0, corrupt("reserved header field is not 0")
+	case (m.Scheme == SchemeSHA256) != (m.AddressKey == 0):
+		return Manifest{}, 0, corrupt("address key %08x does not go with address scheme %d", m.AddressKey, m.Scheme)
 	}
 	return m, n, nil
 }

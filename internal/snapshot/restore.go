@@ -19,14 +19,14 @@ import (
 // has a Truncate method, as *os.File does, it is cut to the image's size.
 // On failure dst holds an unspecified mix of verified chunks and must be
 // discarded.
-func Restore(ctx context.Context, store objstore.Store, m Manifest, dst io.WriterAt, parallelism int) error {
+func Restore(ctx context.Context, store objstore.Store, m Manifest, dst io.WriterAt, parallelism int, keys Keys) error {
 	wrap := func(err error) error { return fmt.Errorf("restore snapshot %s: %w", m.Key(), err) }
 	if err := m.Validate(); err != nil {
 		return wrap(err)
 	}
-	addr, err := addresserFor(m.Scheme)
+	addr, err := addresserFor(&m, keys)
 	if err != nil {
-		return wrap(err)
+		return err
 	}
 	// Fetch each distinct address once, in image order, and write it
 	// everywhere it appears.

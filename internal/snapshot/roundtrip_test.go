@@ -49,7 +49,7 @@ func roundTrip(t *testing.T, store objstore.Store, img []byte, pageSize int, txi
 	}
 	var dst memFile
 	dst.buf = bytes.Repeat([]byte{0xee}, len(img)+5000) // stale bytes Restore must cut
-	if err := Restore(ctx, store, loaded, &dst, 4); err != nil {
+	if err := Restore(ctx, store, loaded, &dst, 4, nil); err != nil {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(dst.buf, img) {
@@ -121,7 +121,7 @@ func TestRoundTripFileStore(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	if err := Restore(context.Background(), store, m, f, 2); err != nil {
+	if err := Restore(context.Background(), store, m, f, 2, nil); err != nil {
 		t.Fatal(err)
 	}
 	got, err := os.ReadFile(path)
@@ -147,7 +147,7 @@ func TestDuplicateChunksStoredOnce(t *testing.T) {
 	}
 	store.reset()
 	var dst memFile
-	if err := Restore(context.Background(), store, m, &dst, 4); err != nil {
+	if err := Restore(context.Background(), store, m, &dst, 4, nil); err != nil {
 		t.Fatal(err)
 	}
 	if n := store.gets.Load(); n != 1 || !bytes.Equal(dst.buf, img) {

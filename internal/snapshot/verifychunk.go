@@ -11,11 +11,11 @@ import (
 // address. Unlike Restore it does not stop at the first bad chunk: it
 // returns one *ChunkError per damaged or missing chunk, for a deep verify
 // that must name them all.
-func VerifyChunks(ctx context.Context, store objstore.Store, m Manifest) ([]error, error) {
+func VerifyChunks(ctx context.Context, store objstore.Store, m Manifest, keys Keys) ([]error, error) {
 	if err := m.Validate(); err != nil {
 		return nil, err
 	}
-	addr, err := addresserFor(m.Scheme)
+	addr, err := addresserFor(&m, keys)
 	if err != nil {
 		return nil, err
 	}

@@ -101,7 +101,7 @@ func Write(ctx context.Context, store objstore.Store, src io.ReaderAt, pageSize 
 	if err := validShape(pageSize, pageCount, txid, t.UnixNano()); err != nil {
 		return fail(err)
 	}
-	m := Manifest{TXID: txid, Time: t.UTC(), PageSize: pageSize, PageCount: pageCount, Scheme: addr.Scheme()}
+	m := Manifest{TXID: txid, Time: t.UTC(), PageSize: pageSize, PageCount: pageCount, Scheme: addr.Scheme(), AddressKey: addr.KeyTag()}
 	size := m.Size()
 	m.Chunks = make([]Address, ChunkCount(size))
 
@@ -117,13 +117,15 @@ func Write(ctx context.Context, store objstore.Store, src io.ReaderAt, pageSize 
 		if err := prev.Validate(); err != nil {
 			return fail(fmt.Errorf("previous snapshot %s: %w", prev.Key(), err))
 		}
-		if prev.Scheme == addr.Scheme() {
+		sameNames := prev.Scheme == addr.Scheme() && prev.AddressKey == addr.KeyTag()
+		if sameNames {
 			known.set.AddManifest(prev)
 		}
-		if prev.PageSize != pageSize || prev.Scheme != addr.Scheme() {
+		if prev.PageSize != pageSize || !sameNames {
 			// A page size change (VACUUM) rewrites the whole file, so a
 			// dirty set from the WAL says nothing about which chunks
-			// kept their bytes; a new scheme names every chunk anew.
+			// kept their bytes; a new scheme or a new key (a rotation)
+			// names every chunk anew.
 			prev = nil
 		}
 	}

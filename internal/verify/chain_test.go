@@ -20,7 +20,7 @@ func runBoth(t *testing.T, store *memstore.Store) [2]verify.Report {
 	t.Helper()
 	var out [2]verify.Report
 	for i, deep := range []bool{false, true} {
-		rep, err := verify.Run(context.Background(), store, deep)
+		rep, err := verify.Run(context.Background(), store, deep, nil)
 		if err != nil {
 			t.Fatalf("deep=%v: %v", deep, err)
 		}
@@ -101,7 +101,7 @@ func TestDeepCheckDoesNotCountDamagedTXIDs(t *testing.T) {
 	b := read(t, store, bad)
 	b[len(b)-20] ^= 0x04
 	store.Corrupt(bad, b)
-	rep, err := verify.Run(context.Background(), store, true)
+	rep, err := verify.Run(context.Background(), store, true, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -97,7 +97,7 @@ func TestDamageWithinOverlap(t *testing.T) {
 			store, _ := replica(t)
 			bad := tc.bad(merge(t, store))
 			flip(t, store, bad)
-			rep, err := verify.Run(context.Background(), store, true)
+			rep, err := verify.Run(context.Background(), store, true, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -113,7 +113,7 @@ func TestDamageWithinOverlap(t *testing.T) {
 	// to be harmless.
 	store, _ := replica(t)
 	flip(t, store, segment.Key(5, 7))
-	rep, _ := verify.Run(context.Background(), store, true)
+	rep, _ := verify.Run(context.Background(), store, true, nil)
 	if len(rep.Problems) != 1 || strings.Contains(rep.Problems[0].Detail, "restore without it") {
 		t.Fatalf("problems %+v", rep.Problems)
 	}
@@ -141,13 +141,13 @@ func TestChangeSetsGoneWhileVerifying(t *testing.T) {
 	store, _ := replica(t)
 	merge(t, store)
 	small := []string{segment.Key(2, 4), segment.Key(5, 7), segment.Key(8, 10)}
-	rep, err := verify.Run(context.Background(), &compactingStore{Store: store, doomed: small}, true)
+	rep, err := verify.Run(context.Background(), &compactingStore{Store: store, doomed: small}, true, nil)
 	if err != nil || !rep.OK() || rep.Segments != 1 || rep.Ranges[0] != (restore.Range{First: 1, Last: 10}) {
 		t.Fatalf("verify across a compaction: %+v, %v", rep, err)
 	}
 
 	store, _ = replica(t)
-	rep, err = verify.Run(context.Background(), &compactingStore{Store: store, doomed: small[1:2]}, true)
+	rep, err = verify.Run(context.Background(), &compactingStore{Store: store, doomed: small[1:2]}, true, nil)
 	if err != nil || rep.OK() || !strings.Contains(rep.Unrestorable, "txids 5-7 are missing") {
 		t.Fatalf("verify with a change set deleted and nothing in its place: %+v, %v", rep, err)
 	}

@@ -58,7 +58,7 @@ func (r *Report) OK() bool { return len(r.Problems) == 0 && r.Unrestorable == ""
 // listing. Either way it then works out, as a restore would, which txids
 // the objects found good reach, and whether they reach the newest txid
 // held.
-func Run(ctx context.Context, store objstore.Store, deep bool) (Report, error) {
+func Run(ctx context.Context, store objstore.Store, deep bool, keys snapshot.Keys) (Report, error) {
 	rep := Report{Foreign: []layout.Foreign{}}
 	l, err := layout.Read(ctx, store, layout.All)
 	if err != nil {
@@ -93,7 +93,7 @@ func Run(ctx context.Context, store objstore.Store, deep bool) (Report, error) {
 			bad[info.Key] = why
 		}
 		if deep {
-			failed, err := snapshot.VerifyChunks(ctx, store, m)
+			failed, err := snapshot.VerifyChunks(ctx, store, m, keys)
 			if err != nil {
 				return rep, err
 			}

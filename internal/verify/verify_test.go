@@ -73,7 +73,7 @@ func read(t *testing.T, s objstore.Store, key string) []byte {
 func TestIntactReplica(t *testing.T) {
 	store, _ := replica(t)
 	for _, deep := range []bool{false, true} {
-		rep, err := verify.Run(context.Background(), store, deep)
+		rep, err := verify.Run(context.Background(), store, deep, nil)
 		if err != nil || !rep.OK() {
 			t.Fatalf("deep=%v: %+v, %v", deep, rep.Problems, err)
 		}
@@ -99,14 +99,14 @@ func TestEachDamagedObjectIsNamed(t *testing.T) {
 	cutSeg := segment.Key(5, 7)
 	store.Corrupt(cutSeg, read(t, store, cutSeg)[:50])
 
-	shallow, err := verify.Run(ctx, store, false)
+	shallow, err := verify.Run(ctx, store, false, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !named(shallow, deleted, "missing") {
 		t.Fatalf("shallow check did not name the deleted chunk: %+v", shallow.Problems)
 	}
-	deep, err := verify.Run(ctx, store, true)
+	deep, err := verify.Run(ctx, store, true, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,7 +159,7 @@ func TestShallowCheckUsesTheListing(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := &headless{Store: store, t: t}
-	rep, err := verify.Run(ctx, s, false)
+	rep, err := verify.Run(ctx, s, false, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,7 +189,7 @@ func TestForeignObjectsAreNamed(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	rep, err := verify.Run(ctx, store, false)
+	rep, err := verify.Run(ctx, store, false, nil)
 	if err != nil || !rep.OK() {
 		t.Fatalf("foreign objects fail a check: %+v, %v", rep, err)
 	}
@@ -203,7 +203,7 @@ func TestForeignObjectsAreNamed(t *testing.T) {
 	}
 
 	clean, _ := replica(t)
-	rep, err = verify.Run(ctx, clean, false)
+	rep, err = verify.Run(ctx, clean, false, nil)
 	if err != nil || rep.Foreign == nil || len(rep.Foreign) != 0 {
 		t.Errorf("a replica with nothing foreign reports %#v, %v; want an empty list", rep.Foreign, err)
 	}
