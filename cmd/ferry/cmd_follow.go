@@ -3,51 +3,111 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net"
+	"net/http"
 	"time"
 
 	"github.com/ferrydb/ferry/internal/config"
+	"github.com/ferrydb/ferry/internal/follow"
+	"github.com/ferrydb/ferry/internal/target"
 )
 
 type followCmd struct{ *app }
 
 func (*followCmd) Name() string { return "follow" }
 func (*followCmd) Summary() string {
-	return "keep a read replica of a database up to date from its replica (not built yet)"
+	return "keep a read replica of a database up to date from its replica"
 }
 func (*followCmd) Usage() string {
 	return `
-Usage: ferry follow [-interval D] REPLICA_URL DB_PATH
+Usage: ferry follow [-interval D] [-addr ADDR] [-healthz-max-lag D] REPLICA_URL DB_PATH
 
-Not built yet: ferry follow checks its arguments, writes nothing and exits
-non-zero. Until it is built, 'ferry restore' gives a copy of the latest
-state.
+Restores the newest state of the database in REPLICA_URL to DB_PATH, then
+applies each new transaction as it appears in the replica, until
+interrupted. Applications may read DB_PATH at any time, with any SQLite:
+they only ever see committed states of the source, each a whole
+transaction, and are never blocked by the follower. Nothing else may
+write to DB_PATH: each transaction applied assumes it holds exactly the
+state the follower left.
 
-Once built, it restores the database in REPLICA_URL to DB_PATH, then keeps
-applying new transactions as they arrive in the replica, until
-interrupted. Readers of DB_PATH always see a committed state.`
+The txid DB_PATH holds is recorded in DB_PATH-ferry-follow after each
+transaction, so a restart, even after kill -9 or a power loss, carries on
+from where it stopped without a full restore. A database whose record is
+missing or does not match (another replica, a page size changed, PRAGMA
+quick_check fails) is restored anew. When the replica no longer holds
+the change sets the follower needs (retention removed them, a gap), the
+follower restores the newest state in one step and logs it at WARN.
+
+With -addr, serves GET /status (JSON), /metrics (Prometheus) and
+/healthz, which answers 503 when the lag, or a failure, lasts longer
+than -healthz-max-lag.
+
+Replica URLs: file:///abs/path or
+s3://bucket/prefix?endpoint=URL&region=R&force-path-style=true, with
+credentials from the standard AWS chain (AWS_ACCESS_KEY_ID and
+AWS_SECRET_ACCESS_KEY, or a profile).`
 }
 
 func (c *followCmd) Run(ctx context.Context, args []string) error {
 	fs := newFlagSet("follow")
 	interval := time.Second
-	fs.Func("interval", "poll the replica every `D` (default 1s)", func(s string) (err error) {
-		interval, err = config.ParseDuration(s)
-		if err == nil && interval <= 0 {
-			err = errors.New("must be positive")
-		}
-		return err
-	})
+	fs.Func("interval", "poll the replica every `D` (default 1s)", followDuration(&interval))
+	addr := fs.String("addr", "", "serve /status, /metrics and /healthz on `ADDR` (host:port)")
+	maxLag := config.DefaultHealthzMaxLag
+	fs.Func("healthz-max-lag", "answer 503 on /healthz once the lag or a failure lasts longer than `D` (default 5m)", followDuration(&maxLag))
 	if err := c.parse(fs, c.Usage(), args); err != nil {
 		return err
 	}
 	if fs.NArg() != 2 {
 		return usagef("want REPLICA_URL and DB_PATH, got %d arguments", fs.NArg())
 	}
-	if _, err := replicaURL(fs.Arg(0)); err != nil {
+	t, err := replicaURL(fs.Arg(0))
+	if err != nil {
 		return err
 	}
-	if _, err := dbPath(fs.Arg(1)); err != nil {
+	path, err := dbPath(fs.Arg(1))
+	if err != nil {
 		return err
 	}
-	return errNotImplemented
+	store, err := target.Open(ctx, config.Replica{Target: t}, target.Options{Check: true, MustExist: true})
+	if err != nil {
+		return err
+	}
+	f := follow.New(store, path, follow.Options{
+		Replica:       t.String(),
+		Interval:      interval,
+		HealthzMaxLag: maxLag,
+		Log:           c.log,
+	})
+	if *addr != "" {
+		ln, err := net.Listen("tcp", *addr)
+		if err != nil {
+			return fmt.Errorf("listen on %s: %w", *addr, err)
+		}
+		srv := &http.Server{Handler: f.Handler(), ReadHeaderTimeout: 10 * time.Second}
+		served := make(chan error, 1)
+		go func() { served <- srv.Serve(ln) }()
+		defer func() {
+			srv.Close()
+			<-served
+		}()
+		c.log.Info("serving /status, /metrics and /healthz", "addr", ln.Addr().String())
+	}
+	return f.Run(ctx)
+}
+
+// followDuration parses a flag's duration into d, refusing zero and
+// negative values.
+func followDuration(d *time.Duration) func(string) error {
+	return func(s string) (err error) {
+		v, err := config.ParseDuration(s)
+		if err == nil && v <= 0 {
+			err = errors.New("must be positive")
+		}
+		if err == nil {
+			*d = v
+		}
+		return err
+	}
 }
