@@ -36,7 +36,7 @@ func TestBinary(t *testing.T) {
 		{args: []string{"-h"}, code: 0, stdout: "Commands:"},
 		{args: []string{"version"}, code: 0, stdout: "ferry v0.0.0-test go"},
 		{args: []string{"restore", "s3://"}, code: 1, stderrLine: `ferry restore: replica URL "s3://": missing bucket name`},
-		{args: []string{"follow", "s3://bkt/x", "/tmp/ferry-binary-test.db"}, code: 1, stderrLine: "ferry follow: not implemented yet"},
+		{args: []string{"follow", "/tmp/ferry-binary-test-replica", "/tmp/ferry-binary-test.db"}, code: 1, stderrLine: `ferry follow: "/tmp/ferry-binary-test-replica" is not a replica URL; expected file:///abs/path or s3://bucket/prefix`},
 		{args: []string{"gc", "-retention", "0s", "s3://bkt/x"}, code: 2, stderrLine: "ferry gc: -retention needs a positive duration such as 72h; run 'ferry gc -h'"},
 		{args: []string{"nope"}, code: 2, stderrLine: `ferry: unknown command "nope"; run 'ferry -h'`},
 		{args: []string{"restore", "-bogus"}, code: 2, stderrLine: "ferry restore: flag provided but not defined: -bogus; run 'ferry restore -h'"},

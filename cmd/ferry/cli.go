@@ -47,10 +47,6 @@ func newLogger(w io.Writer, level slog.Leveler, format string) *slog.Logger {
 var (
 	// errHelp ends a command that printed its usage for -h; it exits 0.
 	errHelp = errors.New("help requested")
-
-	// errNotImplemented is what the commands not built yet return once
-	// their arguments have been checked.
-	errNotImplemented = errors.New("not implemented yet")
 )
 
 // usageError is a command line that is wrong in shape: an unknown flag, a

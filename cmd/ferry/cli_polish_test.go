@@ -19,23 +19,6 @@ func TestPushSynopsisShowsSpool(t *testing.T) {
 	}
 }
 
-// A command that only checks its arguments must say so where a user looks
-// before running it: its usage and its line in 'ferry -h'.
-func TestCommandsNotBuiltSaySoInUsage(t *testing.T) {
-	top := runFerry(t, "-h")
-	for _, name := range []string{"follow"} {
-		r := runFerry(t, name, "-h")
-		if r.code != 0 || !strings.Contains(r.stdout, "Not built yet") {
-			t.Errorf("ferry %s -h: exit %d, usage does not say it is not built yet:\n%s", name, r.code, r.stdout)
-		}
-		for _, line := range strings.Split(top.stdout, "\n") {
-			if strings.HasPrefix(line, "  "+name+" ") && !strings.Contains(line, "not built yet") {
-				t.Errorf("ferry -h lists %q", line)
-			}
-		}
-	}
-}
-
 // makeSpool creates an empty spool in dir.
 func makeSpool(t *testing.T, dir string) {
 	t.Helper()

@@ -151,23 +151,6 @@ func TestRestoreBadURL(t *testing.T) {
 	wantFailure(t, runFerry(t, "restore", "-o", "/tmp/x", "ftp://h/x"), 1, `ferry restore: unknown scheme "ftp" in replica URL "ftp://h/x"`)
 }
 
-func TestNotImplementedAfterValidation(t *testing.T) {
-	dir := t.TempDir()
-	db := filepath.Join(dir, "app.db")
-	if err := os.WriteFile(db, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	for _, args := range [][]string{
-		{"follow", "-interval", "500ms", "s3://bkt/app", filepath.Join(dir, "follower.db")},
-	} {
-		name := args[0]
-		r := runFerry(t, args...)
-		if r.code != 1 || !strings.HasPrefix(r.stderr, "ferry "+name+": ") || !strings.HasSuffix(r.stderr, "not implemented yet\n") || strings.Count(r.stderr, "\n") != 1 {
-			t.Errorf("%v: exit %d, stderr %q; want exit 1 and not implemented", args, r.code, r.stderr)
-		}
-	}
-}
-
 // TestDatabaseCommandsFailClearly covers what the database commands say
 // about inputs they cannot work with, each in one line.
 func TestDatabaseCommandsFailClearly(t *testing.T) {
