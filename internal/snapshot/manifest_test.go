@@ -129,7 +129,7 @@ func TestManifestRejectsInconsistentFields(t *testing.T) {
 		{"database size", func(h []byte) { le.PutUint64(h[48:], 1) }, false, "database size 1 bytes"},
 		{"database hash", func(h []byte) { h[60] ^= 1 }, false, "database hash does not match"},
 		{"address", func(h []byte) { h[manifestHeaderSize+5] ^= 1 }, false, "database hash does not match"},
-		{"reserved", func(h []byte) { h[29] = 1 }, false, "reserved"},
+		{"address key without a keyed scheme", func(h []byte) { h[29] = 1 }, false, "does not go with address scheme 1"},
 		{"reserved after crc", func(h []byte) { h[93] = 1 }, false, "reserved"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
