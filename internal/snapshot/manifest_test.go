@@ -116,7 +116,8 @@ func TestManifestRejectsInconsistentFields(t *testing.T) {
 		want    string
 	}{
 		{"version 2", func(h []byte) { le.PutUint16(h[8:], 2) }, true, "version 2"},
-		{"scheme 2", func(h []byte) { h[10] = 2 }, true, "address scheme 2"},
+		{"scheme 3", func(h []byte) { h[10] = 3 }, true, "address scheme 3"},
+		{"keyed scheme without its key", func(h []byte) { h[10] = 2 }, false, "address key 00000000 does not go with address scheme 2"},
 		{"encoding 0", func(h []byte) { h[11] = 0 }, true, "chunk encoding 0"},
 		{"page size 3000", func(h []byte) { le.PutUint32(h[12:], 3000) }, false, "page size 3000"},
 		{"page count 0", func(h []byte) { le.PutUint32(h[16:], 0) }, false, "page count is 0"},
