@@ -43,7 +43,8 @@ type Follower struct {
 	log   *slog.Logger
 	next  nextFunc
 
-	db *db // nil until the first state is in place
+	db    *db // nil until the first state is in place
+	marks markFile
 
 	mu sync.Mutex
 	st state
@@ -65,7 +66,7 @@ func New(store objstore.Store, dbPath string, o Options) *Follower {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	f := &Follower{store: store, path: dbPath, o: o, log: log, next: listNext, reg: prometheus.NewRegistry()}
+	f := &Follower{store: store, path: dbPath, o: o, log: log, next: listNext, reg: prometheus.NewRegistry(), marks: markFile{dbPath: dbPath}}
 	f.metrics = newMetrics(f.reg, f)
 	return f
 }
@@ -82,6 +83,7 @@ func Run(ctx context.Context, store objstore.Store, dbPath string, o Options) er
 // only when it cannot start: a replica that holds nothing to restore, a
 // database it cannot write.
 func (f *Follower) Run(ctx context.Context) error {
+	defer f.marks.close()
 	if err := f.start(ctx); err != nil {
 		if ctx.Err() != nil {
 			return nil
@@ -223,7 +225,7 @@ func (f *Follower) applySegment(ctx context.Context, ref layout.Segment) error {
 // record notes that the database now holds m, in the mark beside it and
 // in the status.
 func (f *Follower) record(m mark, restored bool) error {
-	if err := writeMark(f.path, m); err != nil {
+	if err := f.marks.write(m); err != nil {
 		return err
 	}
 	now := time.Now()
@@ -293,7 +295,7 @@ func (f *Follower) restoreLatest(ctx context.Context, after uint64, why string) 
 // committed and before its mark was written, an old mark would be
 // trusted against a database that no longer matches it.
 func (f *Follower) install(ctx context.Context, src string, res restore.Result) error {
-	if err := removeMark(f.path); err != nil {
+	if err := f.marks.remove(); err != nil {
 		return err
 	}
 	if f.db == nil {
@@ -375,7 +377,7 @@ func (f *Follower) start(ctx context.Context) error {
 func (f *Follower) resume(ctx context.Context) (string, error) {
 	_, serr := os.Stat(f.path)
 	if errors.Is(serr, os.ErrNotExist) {
-		if err := removeMark(f.path); err != nil {
+		if err := f.marks.remove(); err != nil {
 			return "", err
 		}
 		return "no database at the path yet", nil
@@ -383,14 +385,12 @@ func (f *Follower) resume(ctx context.Context) (string, error) {
 	if serr != nil {
 		return "", serr
 	}
-	m, err := readMark(f.path)
+	m, err := readMark(f.path, f.o.Replica)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
 		return "the database has no record of the txid it holds (" + markPath(f.path) + " is missing)", nil
 	case err != nil:
 		return err.Error(), nil
-	case m.Replica != f.o.Replica:
-		return fmt.Sprintf("the database followed %s, not this replica", m.Replica), nil
 	}
 	d, err := openDB(ctx, f.path)
 	if err != nil {
@@ -417,7 +417,7 @@ func (f *Follower) resume(ctx context.Context) (string, error) {
 // left beside the database.
 func (f *Follower) sweep() {
 	base := filepath.Join(filepath.Dir(f.path), "."+filepath.Base(f.path))
-	for _, pattern := range []string{base + ".ferry-follow-*", base + ".ferry-segment-*", markPath(base) + "-*"} {
+	for _, pattern := range []string{base + ".ferry-follow-*", base + ".ferry-segment-*"} {
 		old, _ := filepath.Glob(pattern)
 		for _, p := range old {
 			os.RemoveAll(p)
