@@ -184,4 +184,3 @@ func (w *markFile) close() {
 		w.f = nil
 	}
 }
-
