@@ -127,6 +127,13 @@ func (f *Follower) poll(ctx context.Context, gapSeen *bool) (bool, error) {
 		*gapSeen = false
 		f.setCaughtUp(false)
 		err := f.applySegment(ctx, st.Segment)
+		if objstore.IsNotFound(err) {
+			// Compaction or gc deleted the change set between the listing
+			// and the fetch, having stored what replaces it first; the
+			// next poll finds that.
+			f.log.Debug("a listed change set is gone; listing again", "key", st.Segment.Key)
+			return false, nil
+		}
 		if errors.Is(err, errShape) || errors.Is(err, objstore.ErrCorrupt) {
 			f.log.Warn("a change set cannot be applied; restoring the newest state anew", "key", st.Segment.Key, "txid", applied.TXID, "err", err)
 			return f.restoreLatest(ctx, applied.TXID, "restore anew after "+st.Segment.Key+": "+err.Error())

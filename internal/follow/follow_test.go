@@ -85,6 +85,7 @@ func (r *running) waitTXID(t *testing.T, txid uint64) {
 	for r.Status().TXID != txid {
 		select {
 		case err := <-r.done:
+			r.done <- err // for stop
 			t.Fatalf("the follower stopped at txid %d, waiting for %d: %v\n%s", r.Status().TXID, txid, err, r.log)
 		default:
 		}
@@ -387,5 +388,87 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// A replica whose newest txid is older than the follower's is not the
+// history the database followed (it was replaced under the same URL): the
+// follower restores its newest state.
+func TestReplacedReplicaIsRestored(t *testing.T) {
+	a := newSource(t, 4096)
+	a.exec("INSERT INTO accounts (balance) SELECT 10 FROM generate_series(1, 50)", "UPDATE accounts SET balance = 11", "UPDATE accounts SET balance = 12")
+	a.publish()
+	path := followerPath(t)
+	r := startFollower(t, a.store, path)
+	r.waitTXID(t, a.txid)
+	r.stop(t)
+
+	b := newSource(t, 4096)
+	b.exec("INSERT INTO accounts (balance) VALUES (99)")
+	b.publish()
+	// The follower continues from txid 4 at start; the first poll finds
+	// a replica whose newest txid is 2.
+	r = startFollower(t, b.store, path)
+	waitUntil(t, "a restore of the replaced replica", func() bool { return r.Status().Restores == 1 })
+	r.waitTXID(t, b.txid)
+	if !strings.Contains(r.log.String(), "holds nothing as new") {
+		t.Fatalf("no WARN line for the replaced replica:\n%s", r.log)
+	}
+	sameContent(t, b, path, b.txid)
+}
+
+// goneStore, once armed, answers NotFound for the first fetch of each
+// change set, as when compaction deletes one between the listing and the
+// fetch.
+type goneStore struct {
+	objstore.Store
+	armed atomic.Bool
+	mu    sync.Mutex
+	seen  map[string]bool
+}
+
+func (s *goneStore) Get(ctx context.Context, key string, rng *objstore.Range) (io.ReadCloser, objstore.Info, error) {
+	if strings.HasPrefix(key, "segments/") && s.armed.Load() {
+		s.mu.Lock()
+		first := !s.seen[key]
+		s.seen[key] = true
+		s.mu.Unlock()
+		if first {
+			return nil, objstore.Info{}, &objstore.Error{Op: "get", Key: key, StatusCode: 404, Err: objstore.ErrNotFound}
+		}
+	}
+	return s.Store.Get(ctx, key, rng)
+}
+
+// A change set that goes away between the listing and the fetch is not a
+// failure: the next poll lists again.
+func TestChangeSetGoneBeforeFetch(t *testing.T) {
+	s := newSource(t, 4096)
+	s.exec("INSERT INTO accounts (balance) VALUES (1)")
+	s.publish()
+	path := followerPath(t)
+	gs := &goneStore{Store: s.store, seen: map[string]bool{}}
+	r := startFollower(t, gs, path)
+	r.waitTXID(t, s.txid)
+	gs.armed.Store(true)
+	s.exec("INSERT INTO accounts (balance) VALUES (2)")
+	s.publish()
+	r.waitTXID(t, s.txid)
+	gs.mu.Lock()
+	fetched := gs.seen[segment.Key(3, 3)]
+	gs.mu.Unlock()
+	if !fetched || strings.Contains(r.log.String(), "failing") {
+		t.Fatalf("a change set gone before its fetch counted as a failure:\n%s", r.log)
+	}
+	sameContent(t, s, path, s.txid)
+}
+
+// The lock-byte page is the one holding byte 1 GiB, whatever the page
+// size.
+func TestLockPage(t *testing.T) {
+	for ps, want := range map[int]uint32{512: 2097153, 4096: 262145, 65536: 16385} {
+		if got := lockPage(ps); got != want || int64(got-1)*int64(ps) != 1<<30 {
+			t.Errorf("lockPage(%d) = %d, want %d", ps, got, want)
+		}
 	}
 }
