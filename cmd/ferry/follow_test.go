@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -17,6 +19,7 @@ import (
 	"time"
 
 	"github.com/ferrydb/ferry/internal/follow"
+	"github.com/ferrydb/ferry/internal/testenv"
 )
 
 const (
@@ -36,22 +39,8 @@ func TestFollowBankUnderKill9(t *testing.T) {
 	needSQLite3(t)
 	bin := ferryBinary(t)
 	dir := t.TempDir()
-	dbPath := filepath.Join(dir, "bank.db")
-	db := openAppDB(t, dbPath)
-	mustExec(t, db, "CREATE TABLE accounts (id INTEGER PRIMARY KEY, balance INTEGER NOT NULL)")
-	mustExec(t, db, "CREATE TABLE transfers (id INTEGER PRIMARY KEY, src INTEGER, dst INTEGER, amount INTEGER, memo BLOB)")
-	for i := 1; i <= bankAccounts; i++ {
-		mustExec(t, db, "INSERT INTO accounts (id, balance) VALUES (?, ?)", i, bankBalance)
-	}
 	url := "file://" + filepath.Join(dir, "replica")
-	cfg := writeConfig(t, dir, fmt.Sprintf(`dbs:
-  - path: %s
-    sync-interval: 100ms
-    replicas:
-      - url: %s
-`, dbPath, url))
-	src := startDaemon(t, bin, "replicate", "-config", cfg)
-	syncDB(t, bin, dbPath, src)
+	db, dbPath, src := startBankSource(t, bin, dir, url)
 
 	followerPath := filepath.Join(dir, "follower.db")
 	addr := freeAddr(t)
@@ -129,6 +118,88 @@ func TestFollowBankUnderKill9(t *testing.T) {
 	t.Logf("%d transfers, %d transactions applied by the follower, %d reads all saw the invariant (a read, sqlite3 process included: p99 %s, max %s); over the whole run, kills included, commit-to-follower lag p50 %s, p99 %s, max %s (sync-interval 100ms, follow -interval 50ms)",
 		w.n.Load(), len(lags), reads, readP99.Round(time.Millisecond), readMax.Round(time.Millisecond),
 		lags[len(lags)/2].Round(time.Millisecond), lags[len(lags)*99/100].Round(time.Millisecond), lags[len(lags)-1].Round(time.Millisecond))
+}
+
+// startBankSource creates the bank's database in dir and replicates it
+// to url with the real binary, a change set every 100ms under load, and
+// returns once the replica holds it.
+func startBankSource(t *testing.T, bin, dir, url string) (*sql.DB, string, *daemonProc) {
+	t.Helper()
+	dbPath := filepath.Join(dir, "bank.db")
+	db := openAppDB(t, dbPath)
+	mustExec(t, db, "CREATE TABLE accounts (id INTEGER PRIMARY KEY, balance INTEGER NOT NULL)")
+	mustExec(t, db, "CREATE TABLE transfers (id INTEGER PRIMARY KEY, src INTEGER, dst INTEGER, amount INTEGER, memo BLOB)")
+	for i := 1; i <= bankAccounts; i++ {
+		mustExec(t, db, "INSERT INTO accounts (id, balance) VALUES (?, ?)", i, bankBalance)
+	}
+	cfg := writeConfig(t, dir, fmt.Sprintf(`dbs:
+  - path: %s
+    sync-interval: 100ms
+    replicas:
+      - url: %s
+`, dbPath, url))
+	src := startDaemon(t, bin, "replicate", "-config", cfg)
+	syncDB(t, bin, dbPath, src)
+	return db, dbPath, src
+}
+
+// TestFollowFromS3 follows a replica on the real S3 server, with
+// credentials from the environment as a user would give them, serves
+// /healthz, and ends equal to the source.
+func TestFollowFromS3(t *testing.T) {
+	needSQLite3(t)
+	srv := testenv.S3(t)
+	t.Setenv("AWS_ACCESS_KEY_ID", srv.AccessKey)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", srv.SecretKey)
+	url := fmt.Sprintf("s3://%s/bank?endpoint=%s&region=us-east-1&force-path-style=true", testenv.Bucket(t, srv), srv.Endpoint)
+	bin := ferryBinary(t)
+	dir := t.TempDir()
+	db, dbPath, src := startBankSource(t, bin, dir, url)
+	followerPath := filepath.Join(dir, "follower.db")
+	addr := freeAddr(t)
+	f := startDaemonUntil(t, bin, "ferry is following", "follow", "-interval", "50ms", "-addr", addr, "-healthz-max-lag", "30s", url, followerPath)
+	readers := startBankReaders(t, followerPath, 2)
+	w := startBank(t, db)
+	waitFor(t, 120*time.Second, "200 transfers", func() bool { return w.n.Load() >= 200 })
+	w.stop(t)
+	syncDB(t, bin, dbPath, src)
+	want := dbStatus(t, bin, dbPath).TXID
+	waitFor(t, 60*time.Second, fmt.Sprintf("the follower to reach txid %d", want), func() bool { return followStatus(t, addr).TXID == want })
+	readers.stop(t)
+	waitFor(t, 10*time.Second, "/healthz to answer 200", func() bool { code, _ := healthz(t, addr); return code == http.StatusOK })
+	metrics := get(t, "http://"+addr+"/metrics")
+	if !strings.Contains(metrics, fmt.Sprintf("ferry_follow_applied_txid %d", want)) {
+		t.Fatalf("/metrics does not show txid %d", want)
+	}
+	f.stop(t)
+	integrityOK(t, followerPath)
+	if got, want := sha3sum(t, followerPath), sha3sum(t, dbPath); got != want {
+		t.Fatalf("the follower has hash %s, the source %s", got, want)
+	}
+}
+
+// TestFollowBadInput: what ferry follow says, in one line, about input
+// it cannot work with.
+func TestFollowBadInput(t *testing.T) {
+	dir := t.TempDir()
+	empty := filepath.Join(dir, "empty")
+	if err := os.Mkdir(empty, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "follower.db")
+	wantFailure(t, runFerry(t, "follow", "-healthz-max-lag", "0", "file://"+empty, out), 2,
+		`ferry follow: invalid value "0" for flag -healthz-max-lag: must be positive`)
+	wantFailure(t, runFerry(t, "follow", "-interval", "-1s", "file://"+empty, out), 2,
+		`ferry follow: invalid value "-1s" for flag -interval: must be positive`)
+	wantFailure(t, runFerry(t, "follow", "file://"+filepath.Join(dir, "nope"), out), 1,
+		"ferry follow: replica file://"+filepath.Join(dir, "nope")+": no such directory")
+	wantFailure(t, runFerry(t, "follow", "-addr", "256.0.0.1:1", "file://"+empty, out), 1,
+		"ferry follow: listen on 256.0.0.1:1: ")
+	wantFailure(t, runFerry(t, "follow", "file://"+empty, out), 1,
+		"ferry follow: restore "+out+" from file://"+empty+": ")
+	if entries, _ := os.ReadDir(dir); len(entries) != 1 {
+		t.Fatalf("a follow that failed left files behind: %v", entries)
+	}
 }
 
 var appliedLag = regexp.MustCompile(`msg="applied transaction" txid=\d+ lag=(\S+)`)

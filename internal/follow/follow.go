@@ -135,16 +135,14 @@ func (f *Follower) poll(ctx context.Context, gapSeen *bool) (bool, error) {
 			return false, nil
 		}
 		if errors.Is(err, errShape) || errors.Is(err, objstore.ErrCorrupt) {
-			f.log.Warn("a change set cannot be applied; restoring the newest state anew", "key", st.Segment.Key, "txid", applied.TXID, "err", err)
-			return f.restoreLatest(ctx, applied.TXID, "restore anew after "+st.Segment.Key+": "+err.Error())
+			return f.restoreLatest(ctx, applied.TXID, slog.LevelWarn, fmt.Sprintf("change set %s cannot be applied: %v", st.Segment.Key, err))
 		}
 		return err == nil, err
 	case st.Newest > 0 && st.Newest < applied.TXID:
 		// A replicator never numbers two states with one txid, so a
 		// replica whose newest txid is older than the follower's is not
 		// the history this database followed: it was replaced.
-		f.log.Warn("the replica holds nothing as new as the follower's database; restoring its newest state", "replica_newest_txid", st.Newest, "txid", applied.TXID)
-		return f.restoreLatest(ctx, 0, fmt.Sprintf("replica went back from txid %d to %d", applied.TXID, st.Newest))
+		return f.restoreLatest(ctx, 0, slog.LevelWarn, fmt.Sprintf("the replica holds nothing as new as the follower's txid %d (its newest is %d): it was replaced", applied.TXID, st.Newest))
 	case st.Gap:
 		// A snapshot can reach the store before the change sets leading
 		// to it, as they travel separate queues; a gap is believed only
@@ -156,8 +154,7 @@ func (f *Follower) poll(ctx context.Context, gapSeen *bool) (bool, error) {
 			return false, nil
 		}
 		*gapSeen = false
-		f.log.Warn("the change sets after the follower's txid are gone; restoring the newest state", "txid", applied.TXID, "replica_newest_txid", st.Newest)
-		return f.restoreLatest(ctx, applied.TXID, fmt.Sprintf("gap after txid %d", applied.TXID))
+		return f.restoreLatest(ctx, applied.TXID, slog.LevelWarn, fmt.Sprintf("the change sets after txid %d are gone from the replica, which holds txids up to %d", applied.TXID, st.Newest))
 	default:
 		*gapSeen = false
 		f.setCaughtUp(true)
@@ -254,10 +251,10 @@ func (f *Follower) record(m mark, restored bool) error {
 }
 
 // restoreLatest restores the newest state the replica proves and puts it
-// in place of the database's, in one transaction. With after set, a
-// replica that proves nothing newer than after is left alone: restoring
-// it would take the follower back.
-func (f *Follower) restoreLatest(ctx context.Context, after uint64, why string) (bool, error) {
+// in place of the database's, in one transaction, logging why at level.
+// With after set, a replica that proves nothing newer than after is left
+// alone: restoring it would take the follower back.
+func (f *Follower) restoreLatest(ctx context.Context, after uint64, level slog.Level, why string) (bool, error) {
 	cat, err := restore.ReadCatalog(ctx, f.store)
 	if err != nil {
 		return false, err
@@ -276,6 +273,7 @@ func (f *Follower) restoreLatest(ctx context.Context, after uint64, why string) 
 	if err != nil {
 		return false, err
 	}
+	f.log.Log(ctx, level, "restoring the replica's newest state", "db", f.path, "txid", latest, "why", why)
 	dir, err := os.MkdirTemp(filepath.Dir(f.path), "."+filepath.Base(f.path)+".ferry-follow-")
 	if err != nil {
 		return false, fmt.Errorf("restore beside %s: %w", f.path, err)
@@ -293,7 +291,7 @@ func (f *Follower) restoreLatest(ctx context.Context, after uint64, why string) 
 	f.st.restores++
 	f.mu.Unlock()
 	f.metrics.restores.Inc()
-	f.log.Info("restored the replica's newest state", "txid", res.TXID, "pages", res.Pages, "why", why)
+	f.log.Info("restored the replica's newest state", "db", f.path, "txid", res.TXID, "pages", res.Pages)
 	return true, nil
 }
 
@@ -371,12 +369,20 @@ func (f *Follower) start(ctx context.Context) error {
 	if why == "" {
 		return nil
 	}
-	f.log.Warn("restoring the replica's newest state", "db", f.path, "why", why)
-	if _, err := f.restoreLatest(ctx, 0, why); err != nil {
+	// A first start has nothing to restore over; anything else means the
+	// database's state could not be trusted, which an operator should
+	// hear about.
+	level := slog.LevelWarn
+	if why == noDatabase {
+		level = slog.LevelInfo
+	}
+	if _, err := f.restoreLatest(ctx, 0, level, why); err != nil {
 		return fmt.Errorf("restore %s from %s: %w", f.path, f.o.Replica, err)
 	}
 	return nil
 }
+
+const noDatabase = "no database at the path yet"
 
 // resume opens the database and continues from its mark. It returns why
 // it cannot, when it cannot, and an error only for what a restore would
@@ -387,7 +393,7 @@ func (f *Follower) resume(ctx context.Context) (string, error) {
 		if err := f.marks.remove(); err != nil {
 			return "", err
 		}
-		return "no database at the path yet", nil
+		return noDatabase, nil
 	}
 	if serr != nil {
 		return "", serr
