@@ -24,6 +24,7 @@ import (
 	"github.com/ferrydb/ferry/internal/daemon"
 	"github.com/ferrydb/ferry/internal/objstore"
 	"github.com/ferrydb/ferry/internal/restore"
+	"github.com/ferrydb/ferry/internal/seal"
 	"github.com/ferrydb/ferry/internal/spool"
 	"github.com/ferrydb/ferry/internal/target"
 )
@@ -46,7 +47,12 @@ type Options struct {
 	// backlog of change sets is dropped and a snapshot re-establishes
 	// the replica once its store answers again; Status reports the gap.
 	MaxSpoolBytes int64
-	Log           *slog.Logger
+	// KeyFile, when set, encrypts everything stored in the replicas with
+	// the key in that file (made by 'ferry keygen'); ReadOnlyKeyFiles are
+	// older keys whose history stays readable after a rotation.
+	KeyFile          string
+	ReadOnlyKeyFiles []string
+	Log              *slog.Logger
 }
 
 // withDefaults fills in what o leaves zero from the defaults the command
@@ -97,11 +103,26 @@ func Replicate(ctx context.Context, dbPath string, replicaURLs []string, o Optio
 	if o, err = o.withDefaults(dbPath); err != nil {
 		return nil, err
 	}
+	if o.KeyFile == "" && len(o.ReadOnlyKeyFiles) > 0 {
+		return nil, errors.New("ferry: ReadOnlyKeyFiles without a KeyFile to write with")
+	}
+	ring, err := loadRing(o.KeyFile, o.ReadOnlyKeyFiles)
+	if err != nil {
+		return nil, err
+	}
 	targets := make(map[string]objstore.Store, len(replicaURLs))
+	var resnapshot []string
 	for _, u := range replicaURLs {
-		s, err := target.OpenURL(ctx, u, target.Options{Check: true})
+		s, err := openURL(ctx, u, ring, target.Options{Check: true})
 		if err != nil {
 			return nil, err
+		}
+		rotated, err := seal.CheckReplica(ctx, s, ring)
+		if errors.Is(err, objstore.ErrKey) {
+			return nil, fmt.Errorf("replica %s: %w", u, err)
+		}
+		if rotated {
+			resnapshot = append(resnapshot, u)
 		}
 		targets[u] = s
 	}
@@ -111,6 +132,7 @@ func Replicate(ctx context.Context, dbPath string, replicaURLs []string, o Optio
 		DBPath: dbPath, SpoolDir: o.SpoolDir, Targets: targets,
 		SyncInterval: o.SyncInterval, SnapshotInterval: o.SnapshotInterval,
 		MaxSpoolBytes: o.MaxSpoolBytes, Log: o.Log,
+		Addresser: ring.Addresser(), Resnapshot: resnapshot,
 	})
 	if err != nil {
 		if fresh {
@@ -162,6 +184,9 @@ type RestoreOptions struct {
 	Before time.Time
 	// Parallelism is how many objects are fetched at once (default 8).
 	Parallelism int
+	// KeyFiles are the keys of an encrypted replica: every key its
+	// history was written with, for a restore that crosses a rotation.
+	KeyFiles []string
 }
 
 // RestoreResult describes a restored database.
@@ -171,7 +196,14 @@ type RestoreResult = restore.Result
 // must not exist. The result is checked with PRAGMA integrity_check before
 // it is renamed into place.
 func Restore(ctx context.Context, replicaURL, output string, o RestoreOptions) (RestoreResult, error) {
-	store, err := target.OpenURL(ctx, replicaURL, target.Options{Check: true, MustExist: true})
+	var ring *seal.Ring
+	if len(o.KeyFiles) > 0 {
+		var err error
+		if ring, err = loadRing("", o.KeyFiles); err != nil {
+			return RestoreResult{}, err
+		}
+	}
+	store, err := openURL(ctx, replicaURL, ring, target.Options{Check: true, MustExist: true})
 	if err != nil {
 		return RestoreResult{}, err
 	}
@@ -188,5 +220,39 @@ func Restore(ctx context.Context, replicaURL, output string, o RestoreOptions) (
 	if err != nil {
 		return RestoreResult{}, err
 	}
-	return restore.ToFile(ctx, store, plan, output, restore.Options{Parallelism: o.Parallelism, Before: o.Before})
+	return restore.ToFile(ctx, store, plan, output, restore.Options{Parallelism: o.Parallelism, Before: o.Before, Keys: ring.Keys()})
+}
+
+// loadRing loads the keys of an encrypted replica: write may be "" for
+// one that is only read. No files at all means no encryption.
+func loadRing(write string, readOnly []string) (*seal.Ring, error) {
+	if write == "" && len(readOnly) == 0 {
+		return nil, nil
+	}
+	var w *seal.Key
+	if write != "" {
+		k, err := seal.LoadKeyFile(write)
+		if err != nil {
+			return nil, err
+		}
+		w = k
+	}
+	var ro []*seal.Key
+	for _, p := range readOnly {
+		k, err := seal.LoadKeyFile(p)
+		if err != nil {
+			return nil, err
+		}
+		ro = append(ro, k)
+	}
+	return seal.NewRing(w, ro...)
+}
+
+// openURL opens a replica URL with keys (nil for none).
+func openURL(ctx context.Context, rawURL string, ring *seal.Ring, o target.Options) (objstore.Store, error) {
+	t, err := config.ParseURL(rawURL)
+	if err != nil {
+		return nil, err
+	}
+	return target.Open(ctx, config.Replica{Target: t, Keys: ring}, o)
 }

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -137,7 +138,7 @@ func TestLibraryDefaultsAreTheCommandLines(t *testing.T) {
 		SnapshotInterval: config.DefaultSnapshotInterval,
 		MaxSpoolBytes:    config.DefaultMaxSpoolBytes,
 	}
-	if got != want {
+	if !reflect.DeepEqual(got, want) {
 		t.Errorf("zero Options run as %+v, want the command line's %+v", got, want)
 	}
 
@@ -150,7 +151,7 @@ func TestLibraryDefaultsAreTheCommandLines(t *testing.T) {
 	if err := r.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if got != set {
+	if !reflect.DeepEqual(got, set) {
 		t.Errorf("Options %+v run as %+v", set, got)
 	}
 }

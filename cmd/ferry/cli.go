@@ -230,17 +230,30 @@ type replicaSet struct {
 
 // replicasOf finds the replicas of what a DB_PATH|REPLICA_URL argument
 // names: a URL names itself; a DB_PATH's replicas come from findReplicas.
-// choose, when not empty, is a -replica URL that picks one of them.
-func (a *app) replicasOf(ctx context.Context, from location, configPath, choose string) (replicaSet, error) {
+// choose, when not empty, is a -replica URL that picks one of them. keys,
+// when given with -key-file, replace any the config has for them.
+func (a *app) replicasOf(ctx context.Context, from location, configPath, choose string, keys *keyFiles) (replicaSet, error) {
+	ring, err := keys.ring()
+	if err != nil {
+		return replicaSet{}, usagef("-key-file: %v", err)
+	}
 	if from.isURL {
 		if choose != "" {
 			return replicaSet{}, usagef("-replica picks one of the replicas of a DB_PATH; given a REPLICA_URL, it is not needed")
 		}
-		return replicaSet{replicas: []config.Replica{{Target: from.target}}}, nil
+		return replicaSet{replicas: []config.Replica{{Target: from.target, Keys: ring}}}, nil
 	}
 	set, err := a.findReplicas(ctx, from.dbPath, configPath)
-	if err != nil || choose == "" {
+	if err != nil {
 		return set, err
+	}
+	if ring != nil {
+		for i := range set.replicas {
+			set.replicas[i].Keys = ring
+		}
+	}
+	if choose == "" {
+		return set, nil
 	}
 	want, err := replicaURL(choose)
 	if err != nil {

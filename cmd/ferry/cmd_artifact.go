@@ -11,6 +11,7 @@ import (
 	"github.com/ferrydb/ferry/internal/artifact"
 	"github.com/ferrydb/ferry/internal/config"
 	"github.com/ferrydb/ferry/internal/objstore"
+	"github.com/ferrydb/ferry/internal/seal"
 	"github.com/ferrydb/ferry/internal/target"
 )
 
@@ -64,6 +65,8 @@ func (c *artifactCmd) Run(ctx context.Context, args []string) error {
 		lease = fs.Duration("lease", 0, "hold a lease for `TTL` (renewed while uploading) so that only one machine uploads this KEY at a time")
 		synopsis = "ferry artifact upload [-lease TTL] DIR REPLICA_URL/KEY"
 	}
+	keys := keyFlag(fs, "the artifact is encrypted with it")
+	synopsis = strings.Replace(synopsis, " artifact "+sub+" ", " artifact "+sub+" [-key-file PATH] ", 1)
 	if err := c.parse(fs, "Usage: "+synopsis+"\n\nRun 'ferry artifact -h' for what it does.", args); err != nil {
 		return withHelp(err, help)
 	}
@@ -80,7 +83,11 @@ func (c *artifactCmd) Run(ctx context.Context, args []string) error {
 		}
 		urlArg = fs.Arg(1)
 	}
-	store, key, err := openKeyURL(ctx, urlArg)
+	ring, err := keys.ring()
+	if err != nil {
+		return usagef("-key-file: %v", err)
+	}
+	store, key, err := openKeyURL(ctx, urlArg, ring)
 	if err != nil {
 		return err
 	}
@@ -117,7 +124,7 @@ func (c *artifactCmd) Run(ctx context.Context, args []string) error {
 // argument names, and returns the key within it. The store is rooted at the
 // bucket (s3) or at the key's parent directory (file), which names the same
 // objects whatever part of the path the user thinks of as the replica.
-func openKeyURL(ctx context.Context, arg string) (objstore.Store, string, error) {
+func openKeyURL(ctx context.Context, arg string, ring *seal.Ring) (objstore.Store, string, error) {
 	t, err := keyURL(arg)
 	if err != nil {
 		return nil, "", err
@@ -129,7 +136,7 @@ func openKeyURL(ctx context.Context, arg string) (objstore.Store, string, error)
 	case "file":
 		key, t.Path = filepath.Base(t.Path), filepath.Dir(t.Path)
 	}
-	store, err := target.Open(ctx, config.Replica{Target: t}, target.Options{})
+	store, err := target.Open(ctx, config.Replica{Target: t, Keys: ring}, target.Options{})
 	if err != nil {
 		return nil, "", err
 	}

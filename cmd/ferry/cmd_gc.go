@@ -19,7 +19,7 @@ func (*gcCmd) Summary() string {
 func (*gcCmd) Usage() string {
 	return `
 Usage: ferry gc [-dry-run] [-json] [-retention D] [-grace D] [-config PATH]
-                [-replica URL] DB_PATH|REPLICA_URL
+                [-replica URL] [-key-file PATH]... DB_PATH|REPLICA_URL
 
 Deletes what no restore inside the retention period needs: snapshots
 older than the one that restores the state 'retention' ago, the change
@@ -49,6 +49,7 @@ func (c *gcCmd) Run(ctx context.Context, args []string) error {
 	grace := fs.Duration("grace", gc.DefaultGrace, "delete an unreferenced chunk only once older than `D`")
 	cfgPath := configFlag(fs)
 	choose := replicaFlag(fs)
+	keys := keyFlag(fs, "for an encrypted replica")
 	if err := c.parse(fs, c.Usage(), args); err != nil {
 		return err
 	}
@@ -63,7 +64,7 @@ func (c *gcCmd) Run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	replicas, err := c.replicasOf(ctx, loc, *cfgPath, *choose)
+	replicas, err := c.replicasOf(ctx, loc, *cfgPath, *choose, keys)
 	if err != nil {
 		return err
 	}

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/ferrydb/ferry/internal/config"
+	"github.com/ferrydb/ferry/internal/seal"
 	"github.com/ferrydb/ferry/internal/target"
 	"github.com/ferrydb/ferry/internal/uploader"
 )
@@ -20,7 +21,7 @@ func (*pushCmd) Name() string    { return "push" }
 func (*pushCmd) Summary() string { return "spool files for upload to a replica" }
 func (*pushCmd) Usage() string {
 	return `
-Usage: ferry push [-key PREFIX] [-spool DIR] [-wait] PATH... REPLICA_URL
+Usage: ferry push [-key PREFIX] [-key-file PATH] [-spool DIR] [-wait] PATH... REPLICA_URL
 
 Copies each PATH into the spool, from where it is uploaded to REPLICA_URL:
 a file under its base name, a directory's files under their paths relative
@@ -30,7 +31,9 @@ file is durable in the replica (shipping them itself if no daemon runs).
 
 The files go to the files spool under the spool root DIR, which must be
 the one the daemon uses (its spool: key or $FERRY_SPOOL) for it to ship
-them.`
+them. With -key-file each file is encrypted before it is spooled: the
+spool and the replica hold only ciphertext, and 'ferry artifact' or any
+reader needs the same key to read it back.`
 }
 
 func (c *pushCmd) Run(ctx context.Context, args []string) error {
@@ -42,6 +45,7 @@ func (c *pushCmd) Run(ctx context.Context, args []string) error {
 	})
 	wait := fs.Bool("wait", false, "wait until the files are durable in the replica")
 	spoolFlag := fs.String("spool", "", "spool root `DIR` shared with the daemon (default $FERRY_SPOOL or ~/.local/state/ferry)")
+	keys := keyFlag(fs, "encrypt the files with it")
 	if err := c.parse(fs, c.Usage(), args); err != nil {
 		return err
 	}
@@ -61,7 +65,22 @@ func (c *pushCmd) Run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	ring, err := keys.ring()
+	if err != nil {
+		return usagef("-key-file: %v", err)
+	}
 	p := &pusher{app: c.app, url: t.String(), dir: filesSpool(root), files: files}
+	if ring != nil {
+		if err := os.MkdirAll(root, 0o700); err != nil {
+			return err
+		}
+		sealed, cleanup, err := sealFiles(ring, files, root)
+		if err != nil {
+			return err
+		}
+		defer cleanup()
+		p.files, p.sealed = sealed, true
+	}
 	if *wait {
 		// Fail now on a missing bucket or refused credentials, not after
 		// the files are spooled.
@@ -69,7 +88,7 @@ func (c *pushCmd) Run(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
-		p.store = store
+		p.store = seal.Raw(store) // what the files are, plaintext or sealed, is what is stored
 	}
 	return p.push(ctx, *wait)
 }

@@ -16,7 +16,7 @@ func (*replicateCmd) Summary() string {
 func (*replicateCmd) Usage() string {
 	return `
 Usage: ferry replicate [-config PATH] [-exec CMD] [-lease TTL] [-shutdown-timeout D]
-                       [-restore-if-db-not-exists] [DB_PATH REPLICA_URL...]
+                       [-restore-if-db-not-exists] [-key-file PATH]... [DB_PATH REPLICA_URL...]
 
 Replicates every database and file inbox in the config file, or, given
 DB_PATH and one or more REPLICA_URLs, that one database to those replicas,
@@ -55,6 +55,7 @@ func (c *replicateCmd) Run(ctx context.Context, args []string) error {
 	restoreMissing := fs.Bool("restore-if-db-not-exists", false, "restore a missing database from its replicas before replicating it")
 	leaseTTL := fs.Duration("lease", 0, "hold a lease of `TTL` on every replica so that no other ferry writes to it (at least 3s)")
 	shutdown := fs.Duration("shutdown-timeout", 0, "on stop, wait up to `D` for every target to hold what was committed (default 30s, or shutdown-timeout: in the config)")
+	keys := keyFlag(fs, "encrypt everything stored with it; with DB_PATH REPLICA_URL...")
 	if err := c.parse(fs, c.Usage(), args); err != nil {
 		return err
 	}
@@ -83,13 +84,17 @@ func (c *replicateCmd) Run(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
+		ring, err := keys.ring()
+		if err != nil {
+			return usagef("-key-file: %v", err)
+		}
 		var replicas []config.Replica
 		for _, arg := range fs.Args()[1:] {
 			t, err := replicaURL(arg)
 			if err != nil {
 				return err
 			}
-			replicas = append(replicas, config.Replica{Target: t})
+			replicas = append(replicas, config.Replica{Target: t, Keys: ring})
 		}
 		if !*restoreMissing {
 			if err := existing(db, "file"); err != nil {
@@ -107,6 +112,9 @@ func (c *replicateCmd) Run(ctx context.Context, args []string) error {
 			}}}
 	}
 	if cfg == nil {
+		if set["key-file"] {
+			return usagef("-key-file goes with DB_PATH REPLICA_URL...; with a config file, give the keys under encryption:")
+		}
 		path := *cfgPath
 		if !set["config"] {
 			path = config.DefaultPath

@@ -28,7 +28,7 @@ func (*restoreCmd) Usage() string {
 	return `
 Usage: ferry restore [-config PATH] [-replica URL] [-o OUTPUT] [-txid N | -timestamp RFC3339]
                      [-if-db-not-exists] [-if-replica-exists] [-parallelism N]
-                     [-dry-run] [-json] DB_PATH|REPLICA_URL
+                     [-dry-run] [-json] [-key-file PATH]... DB_PATH|REPLICA_URL
 
 Restores a database from its replica: to the latest replicated
 transaction, or to the one given by -txid or -timestamp. Given REPLICA_URL,
@@ -61,6 +61,7 @@ type restoreOptions struct {
 	ifDBNotExists, ifReplicaExists bool
 	parallelism                    int
 	dryRun, json                   bool
+	keys                           *keyFiles
 }
 
 func (c *restoreCmd) Run(ctx context.Context, args []string) error {
@@ -80,7 +81,7 @@ func (c *restoreCmd) Run(ctx context.Context, args []string) error {
 			return fmt.Errorf("%s exists; restore never overwrites a database (remove it, or choose another -o)", opts.output)
 		}
 	}
-	set, err := c.replicasOf(ctx, opts.from, opts.configPath, opts.replica)
+	set, err := c.replicasOf(ctx, opts.from, opts.configPath, opts.replica, opts.keys)
 	if err != nil {
 		return err
 	}
@@ -117,6 +118,7 @@ func (c *restoreCmd) Run(ctx context.Context, args []string) error {
 		Parallelism: opts.parallelism,
 		Before:      opts.at,
 		Progress:    func(int, int) { bar.add(1) },
+		Keys:        src.replica.Keys.Keys(),
 	})
 	bar.finish()
 	if err != nil {
@@ -248,6 +250,7 @@ func (c *restoreCmd) options(args []string) (restoreOptions, error) {
 	fs.IntVar(&o.parallelism, "parallelism", 8, "fetch `N` objects at a time")
 	fs.BoolVar(&o.dryRun, "dry-run", false, "print what would be restored and from where; write nothing")
 	fs.BoolVar(&o.json, "json", false, "print the result as JSON")
+	o.keys = keyFlag(fs, "for an encrypted replica")
 	if err := c.parse(fs, c.Usage(), args); err != nil {
 		return o, err
 	}

@@ -16,7 +16,7 @@ func (*snapshotsCmd) Name() string    { return "snapshots" }
 func (*snapshotsCmd) Summary() string { return "list a replica's snapshots" }
 func (*snapshotsCmd) Usage() string {
 	return `
-Usage: ferry snapshots [-json] [-config PATH] [-replica URL] DB_PATH|REPLICA_URL
+Usage: ferry snapshots [-json] [-config PATH] [-replica URL] [-key-file PATH]... DB_PATH|REPLICA_URL
 
 Lists the snapshots in a database's replica, oldest first, with each one's
 txid, time and size. Given DB_PATH, lists the first of its replicas that
@@ -61,6 +61,7 @@ func (a *app) listing(ctx context.Context, name, usage string, args []string) (c
 	jsonFlag := fs.Bool("json", false, "print JSON")
 	cfgPath := configFlag(fs)
 	choose := replicaFlag(fs)
+	keys := keyFlag(fs, "for an encrypted replica")
 	if err := a.parse(fs, usage, args); err != nil {
 		return cat, false, err
 	}
@@ -68,7 +69,7 @@ func (a *app) listing(ctx context.Context, name, usage string, args []string) (c
 	if err != nil {
 		return cat, false, err
 	}
-	set, err := a.replicasOf(ctx, loc, *cfgPath, *choose)
+	set, err := a.replicasOf(ctx, loc, *cfgPath, *choose, keys)
 	if err != nil {
 		return cat, false, err
 	}

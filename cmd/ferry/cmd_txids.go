@@ -16,7 +16,7 @@ func (*txidsCmd) Summary() string {
 }
 func (*txidsCmd) Usage() string {
 	return `
-Usage: ferry txids [-json] [-config PATH] [-replica URL] DB_PATH|REPLICA_URL
+Usage: ferry txids [-json] [-config PATH] [-replica URL] [-key-file PATH]... DB_PATH|REPLICA_URL
 
 Lists the ranges of transactions that a restore can reach exactly, each
 with the time of the snapshot it starts from, and the gaps between them

@@ -20,7 +20,7 @@ func (*verifyCmd) Summary() string {
 }
 func (*verifyCmd) Usage() string {
 	return `
-Usage: ferry verify [-deep] [-json] [-config PATH] [-replica URL] DB_PATH|REPLICA_URL
+Usage: ferry verify [-deep] [-json] [-config PATH] [-replica URL] [-key-file PATH]... DB_PATH|REPLICA_URL
 
 Checks that a replica restores the newest txid it holds: the chain of
 snapshots and change sets is continuous and every object they reference
@@ -45,6 +45,7 @@ func (c *verifyCmd) Run(ctx context.Context, args []string) error {
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	cfgPath := configFlag(fs)
 	choose := replicaFlag(fs)
+	keys := keyFlag(fs, "for an encrypted replica; -deep needs it")
 	if err := c.parse(fs, c.Usage(), args); err != nil {
 		return err
 	}
@@ -52,7 +53,7 @@ func (c *verifyCmd) Run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	set, err := c.replicasOf(ctx, loc, *cfgPath, *choose)
+	set, err := c.replicasOf(ctx, loc, *cfgPath, *choose, keys)
 	if err != nil {
 		return err
 	}
@@ -104,7 +105,7 @@ func (c *verifyCmd) verifyOne(ctx context.Context, r config.Replica, deep bool) 
 	if err != nil {
 		return verify.Report{}, err
 	}
-	rep, err := verify.Run(ctx, store, deep, nil)
+	rep, err := verify.Run(ctx, store, deep, r.Keys.Keys())
 	if err != nil {
 		return rep, fmt.Errorf("%s: %w", r.Target, err)
 	}

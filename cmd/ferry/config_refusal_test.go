@@ -16,7 +16,8 @@ func TestReplicateRefusesKeysNotBuilt(t *testing.T) {
 	for _, tc := range []struct{ yaml, want string }{
 		{db + "    lease: 1s\n", ":4: dbs[0].lease: 1s is shorter than 3s; a lease must outlast a slow request and the skew between clocks\n"},
 		{db + "    retention: 10m\n", ":4: dbs[0].retention: 10m0s is shorter than snapshot-interval 1h0m0s; history is kept from a snapshot, so retention must be at least the snapshot interval\n"},
-		{db + "    encryption: { key-file: /etc/ferry/key }\n", ":4: dbs[0].encryption: not built yet: ferry would upload this database unencrypted; remove the key to replicate in plaintext\n"},
+		{db + "    encryption: { key-file: /nonexistent/key }\n", ":4: dbs[0].encryption.key-file: key file: open /nonexistent/key: no such file or directory\n"},
+		{db + "    dir: /data\n", ":4: dbs[0].dir: not built yet: list each database under dbs with path\n"},
 	} {
 		cfg := writeConfig(t, dir, tc.yaml)
 		for _, cmd := range []string{"replicate", "status"} {

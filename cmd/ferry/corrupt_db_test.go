@@ -12,8 +12,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ferrydb/ferry/internal/config"
 	"github.com/ferrydb/ferry/internal/objstore"
 	"github.com/ferrydb/ferry/internal/restore"
+	"github.com/ferrydb/ferry/internal/seal"
 	"github.com/ferrydb/ferry/internal/snapshot"
 	"github.com/ferrydb/ferry/internal/target"
 	"github.com/ferrydb/ferry/internal/testenv"
@@ -34,20 +36,44 @@ func TestDamagedReplicaThroughCLI(t *testing.T) {
 		testenv.Missing(t, "the sqlite3 command (Debian package sqlite3)")
 	}
 	for name, newURL := range replicaKinds {
-		t.Run(name, func(t *testing.T) { damagedReplica(t, newURL(t)) })
+		t.Run(name, func(t *testing.T) { damagedReplica(t, newURL(t), false) })
 	}
+	// The same damage done to the ciphertext of an encrypted replica is
+	// found the same way: authentication fails where a checksum would.
+	t.Run("encrypted", func(t *testing.T) { damagedReplica(t, replicaKinds["s3"](t), true) })
 }
 
-func damagedReplica(t *testing.T, url string) {
+func damagedReplica(t *testing.T, url string, encrypted bool) {
 	bin := ferryBinary(t)
 	dir := t.TempDir()
+	var keyArgs []string
+	var ring *seal.Ring
+	if encrypted {
+		keyFile := filepath.Join(dir, "key")
+		if r := runBin(t, bin, "keygen", "-o", keyFile); r.code != 0 {
+			t.Fatalf("keygen: %s", r.stderr)
+		}
+		keyArgs = []string{"-key-file", keyFile}
+		k, err := seal.LoadKeyFile(keyFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ring, err = seal.NewRing(k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// run runs a command that reads the replica, with its key.
+	run := func(args ...string) binResult {
+		t.Helper()
+		return runBin(t, bin, append(append([]string{args[0]}, keyArgs...), args[1:]...)...)
+	}
 	dbPath := filepath.Join(dir, "app.db")
 	db := openAppDB(t, dbPath)
 	mustExec(t, db, "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT, blob BLOB)")
 	// Blobs spanning several 64 KiB chunks, so that the snapshot has many.
 	mustExec(t, db, "INSERT INTO notes (body, blob) WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < 4) SELECT 'seed', randomblob(200000) FROM n")
 
-	repl := startReplicate(t, bin, dbPath, url)
+	repl := startReplicate(t, bin, dbPath, url, keyArgs...)
 
 	// hashes[n] is sqlite3's hash of the database holding n rows: each
 	// round of commits ends with a sync, so each lands in its own segments.
@@ -67,10 +93,17 @@ func damagedReplica(t *testing.T, url string) {
 	}
 	repl.stop()
 
-	store, err := target.OpenURL(context.Background(), url, target.Options{})
+	parsed, err := config.ParseURL(url)
 	if err != nil {
 		t.Fatal(err)
 	}
+	store, err := target.Open(context.Background(), config.Replica{Target: parsed, Keys: ring}, target.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Damage goes to the bytes the store holds: for an encrypted replica,
+	// the ciphertext.
+	raw := seal.Raw(store)
 	ctx := context.Background()
 	cat, err := restore.ReadCatalog(ctx, store)
 	if err != nil {
@@ -79,20 +112,20 @@ func damagedReplica(t *testing.T, url string) {
 	if len(cat.Segments) < 6 || len(cat.Snapshots) == 0 {
 		t.Fatalf("want at least 6 segments and a snapshot to damage, have %d and %d", len(cat.Segments), len(cat.Snapshots))
 	}
-	if r := runBin(t, bin, "verify", "-deep", url); r.code != 0 {
+	if r := run("verify", "-deep", url); r.code != 0 {
 		t.Fatalf("verify of the intact replica: %s %s", r.stdout, r.stderr)
 	}
 
 	// First, one flipped byte in the fourth segment: the states before it
 	// are still provable.
 	flippedSeg := cat.Segments[3].Key
-	rewrite(t, store, flippedSeg, func(b []byte) []byte { b[len(b)*2/3] ^= 0x10; return b })
-	r := runBin(t, bin, "verify", "-deep", url)
+	rewrite(t, raw, flippedSeg, func(b []byte) []byte { b[len(b)*2/3] ^= 0x10; return b })
+	r := run("verify", "-deep", url)
 	if r.code == 0 || !strings.Contains(r.stdout, flippedSeg) {
 		t.Fatalf("verify -deep did not name the flipped segment %s: %d %s %s", flippedSeg, r.code, r.stdout, r.stderr)
 	}
 	out := filepath.Join(dir, "latest.db")
-	r = runBin(t, bin, "restore", "-o", out, url)
+	r = run("restore", "-o", out, url)
 	if r.code == 0 || !strings.Contains(r.stderr, flippedSeg) {
 		t.Fatalf("restore over a flipped segment: exit %d, stderr %q; want a failure naming %s", r.code, r.stderr, flippedSeg)
 	}
@@ -106,7 +139,7 @@ func damagedReplica(t *testing.T, url string) {
 	if good < cat.Segments[3].First-1 || good >= cat.Segments[3].Last {
 		t.Fatalf("restore says txid %d is the last provable one; the damaged segment holds %d-%d", good, cat.Segments[3].First, cat.Segments[3].Last)
 	}
-	r = runBin(t, bin, "restore", "-txid", m[1], "-o", out, url)
+	r = run("restore", "-txid", m[1], "-o", out, url)
 	if r.code != 0 {
 		t.Fatalf("restore -txid %s, the state restore said was provable: %s", m[1], r.stderr)
 	}
@@ -128,12 +161,12 @@ func damagedReplica(t *testing.T, url string) {
 	flippedChunk := snapshot.ChunkKey(man.Chunks[2])
 	deletedChunk := snapshot.ChunkKey(man.Chunks[6])
 	cutSeg := cat.Segments[5].Key
-	rewrite(t, store, flippedChunk, func(b []byte) []byte { b[len(b)/2] ^= 0x01; return b })
-	rewrite(t, store, cutSeg, func(b []byte) []byte { return b[:len(b)/2] })
+	rewrite(t, raw, flippedChunk, func(b []byte) []byte { b[len(b)/2] ^= 0x01; return b })
+	rewrite(t, raw, cutSeg, func(b []byte) []byte { return b[:len(b)/2] })
 	if err := store.Delete(ctx, deletedChunk); err != nil {
 		t.Fatal(err)
 	}
-	r = runBin(t, bin, "verify", "-deep", url)
+	r = run("verify", "-deep", url)
 	if r.code == 0 {
 		t.Fatalf("verify -deep passed a damaged replica: %s", r.stdout)
 	}
@@ -142,10 +175,10 @@ func damagedReplica(t *testing.T, url string) {
 			t.Errorf("verify -deep did not name %s:\n%s", key, r.stdout)
 		}
 	}
-	if r := runBin(t, bin, "verify", url); r.code == 0 || !strings.Contains(r.stdout, deletedChunk) {
+	if r := run("verify", url); r.code == 0 || !strings.Contains(r.stdout, deletedChunk) {
 		t.Errorf("verify (shallow) did not name the deleted chunk %s: %d %s", deletedChunk, r.code, r.stdout)
 	}
-	r = runBin(t, bin, "restore", "-o", out, url)
+	r = run("restore", "-o", out, url)
 	if r.code == 0 {
 		t.Fatalf("restore from a replica whose only snapshot is damaged succeeded: %s", r.stdout)
 	}

@@ -150,11 +150,12 @@ type replicateProc struct {
 	once   sync.Once
 }
 
-// startReplicate runs `ferry replicate dbPath url` until stop or the end
-// of the test, and returns once its control socket is there.
-func startReplicate(t *testing.T, bin, dbPath, url string) *replicateProc {
+// startReplicate runs `ferry replicate [flags] dbPath url` until stop or
+// the end of the test, and returns once its control socket is there.
+func startReplicate(t *testing.T, bin, dbPath, url string, flags ...string) *replicateProc {
 	t.Helper()
-	p := &replicateProc{cmd: exec.Command(bin, "-log-level", "warn", "replicate", dbPath, url)}
+	args := append(append([]string{"-log-level", "warn", "replicate"}, flags...), dbPath, url)
+	p := &replicateProc{cmd: exec.Command(bin, args...)}
 	p.cmd.Stderr = &p.stderr
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -64,6 +64,8 @@ func commands(a *app) []command {
 		&pushCmd{a},
 		&spoolCmd{a},
 		&artifactCmd{a},
+		&getCmd{a},
+		&keygenCmd{a},
 		&versionCmd{a},
 	}
 }

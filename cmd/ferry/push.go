@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"os"
 	"slices"
 	"sync"
 	"time"
 
 	"github.com/ferrydb/ferry/internal/objstore"
+	"github.com/ferrydb/ferry/internal/seal"
 	"github.com/ferrydb/ferry/internal/spool"
 	"github.com/ferrydb/ferry/internal/target"
 	"github.com/ferrydb/ferry/internal/uploader"
@@ -22,6 +24,9 @@ type pusher struct {
 	dir   string // the files spool
 	files []pushFile
 	store objstore.Store // the replica, with -wait
+	// sealed says each file's path holds its ciphertext (-key-file), to
+	// be stored as it is.
+	sealed bool
 }
 
 func (p *pusher) push(ctx context.Context, wait bool) error {
@@ -36,7 +41,10 @@ func (p *pusher) push(ctx context.Context, wait bool) error {
 	defer sp.Close()
 	ids := make(map[spool.ID]pushFile, len(p.files))
 	for _, f := range p.files {
-		id, err := uploader.EnqueueFile(sp, f.path, f.key, []string{p.url}, false)
+		if err := uploader.CheckKey(f.key); err != nil {
+			return err
+		}
+		id, err := sp.EnqueueFile(uploader.FilesQueue, p.job(f), f.path, false)
 		if err != nil {
 			return fmt.Errorf("spool %s: %w (files spooled before it stay queued)", f.path, err)
 		}
@@ -143,7 +151,7 @@ func (p *pusher) failedOnes(sp *spool.Spool, mu *sync.Mutex, pending map[spool.I
 func (p *pusher) handOff(ctx context.Context, pid int, wait bool) error {
 	sums := make(map[string]string, len(p.files))
 	for _, f := range p.files {
-		if err := spool.Handoff(p.dir, uploader.FilesQueue, uploader.Job{Key: f.key, Pending: []string{p.url}}, f.path); err != nil {
+		if err := spool.Handoff(p.dir, uploader.FilesQueue, p.job(f), f.path); err != nil {
 			return err
 		}
 		if wait {
@@ -190,4 +198,55 @@ func (p *pusher) handOff(ctx context.Context, pid int, wait bool) error {
 	bar.finish()
 	fmt.Fprintf(p.stderr, "ferry push: %d file(s) durable in %s\n", len(p.files), p.url)
 	return nil
+}
+
+// job is the spool entry's payload for f.
+func (p *pusher) job(f pushFile) uploader.Job {
+	return uploader.Job{Key: f.key, Pending: []string{p.url}, Sealed: p.sealed}
+}
+
+// sealFiles encrypts each file for its key into dir, and returns the
+// files to push in their place and what removes them. The spool then
+// holds only ciphertext, and whichever process ships it (this one, or a
+// daemon that has no key) stores it as it is.
+func sealFiles(ring *seal.Ring, files []pushFile, dir string) ([]pushFile, func(), error) {
+	var made []string
+	cleanup := func() {
+		for _, p := range made {
+			os.Remove(p)
+		}
+	}
+	out := make([]pushFile, len(files))
+	for i, f := range files {
+		tmp, err := os.CreateTemp(dir, ".ferry-push-sealed-*")
+		if err != nil {
+			cleanup()
+			return nil, nil, fmt.Errorf("encrypt %s: %w", f.path, err)
+		}
+		made = append(made, tmp.Name())
+		err = sealOne(ring, f, tmp)
+		if cerr := tmp.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			cleanup()
+			return nil, nil, fmt.Errorf("encrypt %s: %w", f.path, err)
+		}
+		fi, err := os.Stat(tmp.Name())
+		if err != nil {
+			cleanup()
+			return nil, nil, err
+		}
+		out[i] = pushFile{path: tmp.Name(), key: f.key, size: fi.Size()}
+	}
+	return out, cleanup, nil
+}
+
+func sealOne(ring *seal.Ring, f pushFile, dst *os.File) error {
+	src, err := os.Open(f.path)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	return seal.Encrypt(ring, f.key, dst, src)
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/ferrydb/ferry/internal/objstore"
+	"github.com/ferrydb/ferry/internal/snapshot"
 	"github.com/ferrydb/ferry/internal/spool"
 )
 
@@ -58,6 +59,14 @@ type Options struct {
 	// a new one with a snapshot.
 	Continues *Continuation
 
+	// Addresser names the chunks of new snapshots; nil means SHA-256. An
+	// encrypted database's keyring gives a keyed one.
+	Addresser snapshot.Addresser
+	// Resnapshot lists targets that need a snapshot at once, whatever the
+	// interval: the ones whose newest snapshot was named with a key the
+	// database no longer writes with.
+	Resnapshot []string
+
 	// SpoolBackoff spaces upload retries; zero means the spool's default.
 	SpoolBackoff spool.Backoff
 	// Log receives what an operator may want to know; nil discards it.
@@ -81,6 +90,9 @@ type Continuation struct {
 }
 
 func (o Options) withDefaults() (Options, error) {
+	if o.Addresser == nil {
+		o.Addresser = snapshot.SHA256{}
+	}
 	if o.DBPath == "" {
 		return o, errors.New("capture: no database path")
 	}

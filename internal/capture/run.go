@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -157,6 +158,10 @@ func (r *Replicator) start(ctx context.Context, wg *sync.WaitGroup) error {
 				r.progress.restore(u, sv)
 			}
 		}
+		// A target whose newest snapshot was named with another key (a
+		// key rotation) gets one under the new key at once, so that the
+		// new key alone restores the latest state.
+		t.forced = slices.Contains(r.o.Resnapshot, u)
 		r.targets[u] = t
 	}
 	if st == nil {

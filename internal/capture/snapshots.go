@@ -18,12 +18,15 @@ import (
 // the job ends, because that transaction is what keeps the image's
 // database file pages from changing.
 type snapJob struct {
-	txid   uint64
-	at     time.Time
-	img    *image
-	works  []*snapWork
-	cancel context.CancelFunc
-	done   chan struct{}
+	txid uint64
+	at   time.Time
+	img  *image
+	// addresser names the chunks; the same for every target, as the
+	// keys are the database's.
+	addresser snapshot.Addresser
+	works     []*snapWork
+	cancel    context.CancelFunc
+	done      chan struct{}
 }
 
 // snapWork is one target's part of a job. The job's goroutine touches only
@@ -90,7 +93,7 @@ func (r *Replicator) startSnapshots(ctx context.Context, now time.Time) {
 		return
 	}
 	jctx, cancel := context.WithCancel(ctx)
-	job := &snapJob{txid: r.txid, at: r.txTime, img: img, cancel: cancel, done: make(chan struct{})}
+	job := &snapJob{txid: r.txid, at: r.txTime, img: img, addresser: r.o.Addresser, cancel: cancel, done: make(chan struct{})}
 	for _, t := range ts {
 		url := t.url
 		w := &snapWork{url: url, store: t.store, base: t.base, dirty: t.dirty, full: t.full || t.base == 0,
@@ -130,7 +133,7 @@ func (j *snapJob) run(ctx context.Context) {
 				w.prev = nil
 			}
 		}
-		opts := snapshot.Options{Parallelism: snapshotParallelism}
+		opts := snapshot.Options{Parallelism: snapshotParallelism, Addresser: j.addresser}
 		if w.prev != nil {
 			opts.Previous, opts.Dirty = w.prev, w.dirty
 		}
@@ -151,7 +154,7 @@ func adopt(ctx context.Context, store objstore.Store, j *snapJob, cause error) (
 	if err != nil {
 		return snapshot.Manifest{}, cause
 	}
-	_, sum, err := snapshot.HashDB(j.img, j.img.pageSize, j.img.pages, snapshot.SHA256{})
+	_, sum, err := snapshot.HashDB(j.img, j.img.pageSize, j.img.pages, j.addresser)
 	if err != nil {
 		return snapshot.Manifest{}, err
 	}

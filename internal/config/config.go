@@ -21,6 +21,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/ferrydb/ferry/internal/seal"
 )
 
 // DefaultPath is where ferry looks for its config when -config is not
@@ -131,6 +133,10 @@ type Replica struct {
 	// replica's store; downloads (a restore, a follower) are not capped.
 	// 0 means no cap of its own.
 	MaxUploadBytesPerSecond int64
+
+	// Keys, when set, encrypt everything ferry stores on this replica
+	// (package seal); nil means the replica holds plaintext.
+	Keys *seal.Ring
 }
 
 // Inbox is a directory whose closed files are shipped to a replica and

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ferrydb/ferry/internal/seal"
 )
 
 func env(m map[string]string) func(string) (string, bool) {
@@ -292,10 +294,6 @@ func TestParseRefusesKeysNotBuilt(t *testing.T) {
 	tests := []struct {
 		name, yaml, want string
 	}{
-		{"encryption", db + "    encryption: { key-file: /etc/ferry/key }\n",
-			"ferry.yml:4: dbs[0].encryption: not built yet: ferry would upload this database unencrypted; remove the key to replicate in plaintext"},
-		{"encryption on its own lines", db + "    encryption:\n      key-file: /etc/ferry/key\n", "ferry.yml:4: dbs[0].encryption: not built yet: "},
-		{"encryption null", db + "    encryption: ~\n", "ferry.yml:4: dbs[0].encryption: not built yet: "},
 		{"dir", "dbs:\n  - dir: /data/tenants\n    pattern: \"*.db\"\n", "ferry.yml:2: dbs[0].dir: not built yet: list each database under dbs with path"},
 		{"pattern", db + "    pattern: \"*.db\"\n", "ferry.yml:4: dbs[0].pattern: not built yet: list each database under dbs with path"},
 		{"watch", db + "    watch: true\n", "ferry.yml:4: dbs[0].watch: not built yet: list each database under dbs with path"},
@@ -374,5 +372,60 @@ func TestParseRetention(t *testing.T) {
 	want := "ferry.yml:5: dbs[0].retention: 30m0s is shorter than snapshot-interval 1h0m0s; history is kept from a snapshot, so retention must be at least the snapshot interval"
 	if err == nil || err.Error() != want {
 		t.Fatalf("retention under the snapshot interval:\n got: %v\nwant: %s", err, want)
+	}
+}
+
+// An encryption block loads its keys when the config is read: a key file
+// that is missing, loose or not a key stops the config at its line.
+func TestParseEncryption(t *testing.T) {
+	dir := t.TempDir()
+	keyFile := func(name string, mode os.FileMode) string {
+		text, _, err := seal.Generate(time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(text), mode); err != nil {
+			t.Fatal(err)
+		}
+		os.Chmod(p, mode)
+		return p
+	}
+	newKey, oldKey, loose := keyFile("new", 0o600), keyFile("old", 0o400), keyFile("loose", 0o644)
+	const db = "dbs:\n  - path: /data/app.db\n    replicas: [file:///srv/r, file:///srv/r2]\n"
+	c, err := parse([]byte(db+"    encryption:\n      key-file: "+newKey+"\n      read-only-key-files: ["+oldKey+"]\n"+
+		"files:\n  - inbox: /in\n    replica: file:///srv/files\n"), "ferry.yml", env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range c.DBs[0].Replicas {
+		if r.Keys == nil || len(r.Keys.IDs()) != 2 || r.Keys.Write() == nil {
+			t.Fatalf("replica %s: keys %v; want a write key and a read-only one", r.Target, r.Keys)
+		}
+	}
+	if c.Files[0].Replica.Keys != nil {
+		t.Fatal("an inbox without an encryption block got keys")
+	}
+
+	for _, tt := range []struct{ name, yaml, want string }{
+		{"missing file", db + "    encryption: { key-file: " + dir + "/none }\n", "ferry.yml:4: dbs[0].encryption.key-file: key file: open " + dir + "/none: no such file"},
+		{"loose", db + "    encryption:\n      key-file: " + loose + "\n", "ferry.yml:5: dbs[0].encryption.key-file: key file " + loose + ": mode 0644 lets others read it; run chmod 600"},
+		{"null", db + "    encryption: ~\n", "ferry.yml:4: dbs[0].encryption: empty; give key-file"},
+		{"no key-file", db + "    encryption: { read-only-key-files: [" + oldKey + "] }\n", "ferry.yml:4: dbs[0].encryption: missing key-file"},
+		{"relative", db + "    encryption: { key-file: key }\n", "ferry.yml:4: dbs[0].encryption.key-file: must be an absolute path"},
+		{"twice", db + "    encryption: { key-file: " + newKey + ", read-only-key-files: [" + newKey + "] }\n", "ferry.yml:4: dbs[0].encryption: key "},
+		{"misspelt", db + "    encryption: { keyfile: " + newKey + " }\n", `ferry.yml:4: unknown key "keyfile" in dbs[0].encryption`},
+		{"inbox on the db's replica without its keys", db + "    encryption: { key-file: " + newKey + " }\nfiles:\n  - inbox: /in\n    replica: file:///srv/r2\n",
+			`ferry.yml:6: files[0]: replica "file:///srv/r2" has no encryption here and keys `},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := parse([]byte(tt.yaml), "ferry.yml", env(nil))
+			if err == nil {
+				t.Fatalf("parse succeeded: %+v\nwant error: %s", c, tt.want)
+			}
+			if !strings.HasPrefix(err.Error(), tt.want) || strings.Contains(err.Error(), "\n") {
+				t.Errorf("error\n got: %s\nwant: %s", err, tt.want)
+			}
+		})
 	}
 }

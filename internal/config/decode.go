@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/ferrydb/ferry/internal/seal"
 )
 
 // decoder walks the YAML tree by hand rather than unmarshalling into
@@ -31,6 +33,8 @@ type decoder struct {
 	// replicaOf maps each replica URL of a database to the database that
 	// has it, with the line it was listed at.
 	replicaOf map[string]listed
+	// keysOf maps each replica URL to the keys its first mention gave.
+	keysOf map[string]keysAt
 	// stores maps every replica URL, of databases and inboxes alike, to
 	// its first mention.
 	stores map[string]mention
@@ -368,6 +372,7 @@ func hostPort(v string) error {
 func (d *decoder) config(doc *yaml.Node) (*Config, error) {
 	c := &Config{HealthzMaxLag: DefaultHealthzMaxLag, ShutdownTimeout: DefaultShutdownTimeout}
 	d.replicaOf = make(map[string]listed)
+	d.keysOf = make(map[string]keysAt)
 	d.stores = make(map[string]mention)
 	if doc.Kind == yaml.DocumentNode && len(doc.Content) > 0 && !isNull(resolve(doc.Content[0])) {
 		dbLines := make(map[string]int)
@@ -413,6 +418,7 @@ func (d *decoder) config(doc *yaml.Node) (*Config, error) {
 }
 
 func (d *decoder) db(n *yaml.Node, path string) (DB, error) {
+	var ring *seal.Ring
 	db := DB{
 		SyncInterval:     DefaultSyncInterval,
 		SnapshotInterval: DefaultSnapshotInterval,
@@ -454,7 +460,7 @@ func (d *decoder) db(n *yaml.Node, path string) (DB, error) {
 
 		"retention":      d.duration(&db.Retention),
 		"gc-interval":    d.duration(&db.GCInterval),
-		"encryption":     notBuilt("ferry would upload this database unencrypted; remove the key to replicate in plaintext"),
+		"encryption":     d.encryption(&ring),
 		"scrub-interval": d.duration(&db.ScrubInterval),
 		"lease":          d.duration(&db.Lease),
 		"dir":            notBuilt(oneDB),
@@ -469,6 +475,12 @@ func (d *decoder) db(n *yaml.Node, path string) (DB, error) {
 	}
 	if len(db.Replicas) == 0 {
 		return DB{}, d.errf(n, "%s: no replicas; a db needs at least one", path)
+	}
+	for i := range db.Replicas {
+		db.Replicas[i].Keys = ring
+		if err := d.sameKeys(n, path, db.Replicas[i]); err != nil {
+			return DB{}, err
+		}
 	}
 	if k := keys["lease"]; k != nil && db.Lease < MinLease {
 		return DB{}, d.errf(k, "%s.lease: %s is shorter than %s; a lease must outlast a slow request and the skew between clocks", path, db.Lease, MinLease)
@@ -487,9 +499,11 @@ func (d *decoder) db(n *yaml.Node, path string) (DB, error) {
 
 func (d *decoder) inbox(n *yaml.Node, path string) (Inbox, error) {
 	var in Inbox
+	var ring *seal.Ring
 	seenReplica := false
 	_, err := d.mapping(n, path, map[string]fieldFunc{
-		"inbox": d.str(&in.Path, absPath),
+		"inbox":      d.str(&in.Path, absPath),
+		"encryption": d.encryption(&ring),
 		"replica": func(n *yaml.Node, path string) error {
 			r, err := d.replica(n, path)
 			if err == nil {
@@ -507,6 +521,10 @@ func (d *decoder) inbox(n *yaml.Node, path string) (Inbox, error) {
 	}
 	if !seenReplica {
 		return Inbox{}, d.errf(n, "%s: missing replica", path)
+	}
+	in.Replica.Keys = ring
+	if err := d.sameKeys(n, path, in.Replica); err != nil {
+		return Inbox{}, err
 	}
 	return in, nil
 }
@@ -605,4 +623,74 @@ func (d *decoder) replica(n *yaml.Node, path string) (Replica, error) {
 	}
 	r.Target = t
 	return r, nil
+}
+
+// encryption decodes an encryption block and loads its keys, so that a
+// missing, unreadable or loosely protected key file stops the config
+// where it is named:
+//
+//	encryption:
+//	  key-file: /etc/ferry/key            # writes and reads
+//	  read-only-key-files: [/etc/ferry/old-key]  # reads history of a rotation
+func (d *decoder) encryption(dst **seal.Ring) fieldFunc {
+	return func(n *yaml.Node, path string) error {
+		if isNull(n) {
+			return d.errf(n, "%s: empty; give key-file, or remove the key to replicate in plaintext", path)
+		}
+		var write *seal.Key
+		var readOnly []*seal.Key
+		load := func(into func(*seal.Key)) fieldFunc {
+			return func(n *yaml.Node, path string) error {
+				var p string
+				if err := d.str(&p, absPath)(n, path); err != nil {
+					return err
+				}
+				if p == "" {
+					return d.errf(n, "%s: empty", path)
+				}
+				k, err := seal.LoadKeyFile(p)
+				if err != nil {
+					return d.errf(n, "%s: %v", path, err)
+				}
+				into(k)
+				return nil
+			}
+		}
+		_, err := d.mapping(n, path, map[string]fieldFunc{
+			"key-file":            load(func(k *seal.Key) { write = k }),
+			"read-only-key-files": d.list(load(func(k *seal.Key) { readOnly = append(readOnly, k) })),
+		})
+		if err != nil {
+			return err
+		}
+		if write == nil {
+			return d.errf(n, "%s: missing key-file", path)
+		}
+		ring, err := seal.NewRing(write, readOnly...)
+		if err != nil {
+			return d.errf(n, "%s: %v", path, err)
+		}
+		*dst = ring
+		return nil
+	}
+}
+
+// sameKeys checks that every mention of r's URL has the same keys: ferry
+// opens one store per URL, and its keys decide what it writes there.
+func (d *decoder) sameKeys(n *yaml.Node, path string, r Replica) error {
+	url := r.Target.String()
+	ids := "no encryption"
+	if r.Keys != nil {
+		ids = "keys " + strings.Join(r.Keys.IDs(), ", ")
+	}
+	if first, ok := d.keysOf[url]; ok && first.ids != ids {
+		return d.errf(n, "%s: replica %s has %s here and %s at line %d; one replica has one set of keys", path, quote(url), ids, first.ids, first.line)
+	}
+	d.keysOf[url] = keysAt{ids: ids, line: n.Line}
+	return nil
+}
+
+type keysAt struct {
+	ids  string
+	line int
 }

@@ -224,6 +224,7 @@ func openStores(ctx context.Context, cfg *config.Config, o target.Options, log *
 	stores := make(map[string]objstore.Store, len(replicas))
 	check := o
 	check.Check = true
+	check.TempDir = cfg.Spool
 	check.Unreachable = func(err error) {
 		log.Warn("store not reachable at start; capturing into the spool and retrying", "err", err)
 	}

@@ -65,6 +65,12 @@ func (d *daemon) openDB(ctx context.Context, db config.DB, stores map[string]obj
 	if err := d.takeLeases(ctx, db, co.Targets); err != nil {
 		return nil, err
 	}
+	keys := db.Replicas[0].Keys // the config gives every replica of a database the same
+	resnapshot, err := d.checkKeys(ctx, db, co.Targets)
+	if err != nil {
+		return nil, err
+	}
+	co.Addresser, co.Resnapshot = keys.Addresser(), resnapshot
 	if db.RestoreIfNotExists {
 		c, err := d.restoreIfMissing(ctx, db, stores)
 		if err != nil {
@@ -91,7 +97,7 @@ func (d *daemon) openDB(ctx context.Context, db config.DB, stores map[string]obj
 		d.run(ctx, func(ctx context.Context) error { d.sweep(ctx, db, r, targets); return nil })
 	}
 	if db.ScrubInterval > 0 {
-		sc := scrub.New(scrub.Options{Targets: co.Targets, Repair: r, Interval: db.ScrubInterval,
+		sc := scrub.New(scrub.Options{Targets: co.Targets, Repair: r, Interval: db.ScrubInterval, Keys: keys.Keys(),
 			Log: d.o.Log.With("db", db.Path), Metrics: d.scrubMetrics()})
 		d.run(ctx, func(ctx context.Context) error { sc.Run(ctx); return nil })
 	}

@@ -43,7 +43,7 @@ func (d *daemon) restoreIfMissing(ctx context.Context, db config.DB, stores map[
 		if err != nil {
 			return nil, fmt.Errorf("database %s is missing and replica %s cannot restore it: %w", db.Path, url, err)
 		}
-		res, err := restore.ToFile(ctx, store, plan, db.Path, restore.Options{})
+		res, err := restore.ToFile(ctx, store, plan, db.Path, restore.Options{Keys: rp.Keys.Keys()})
 		if err != nil {
 			return nil, fmt.Errorf("database %s is missing; restore from %s: %w", db.Path, url, err)
 		}

@@ -20,6 +20,12 @@ var (
 	// ErrCorrupt means the bytes read back do not match the size or
 	// checksum recorded when the object was written.
 	ErrCorrupt = errors.New("object corrupt")
+	// ErrKey means an object cannot be read with the keys given: it is
+	// encrypted and no key, or another key, was given; or a key was given
+	// for an object stored in the clear. It is the reader's mistake, not
+	// damage: a restore stops at it rather than planning around the
+	// object as it would around a damaged one.
+	ErrKey = errors.New("wrong key")
 )
 
 // Error is an object-store failure with the operation, key and, for HTTP

@@ -202,11 +202,11 @@ func (r *Ring) byID(id [8]byte) *Key {
 	return nil
 }
 
-// Addresser returns the write key's chunk addresser: the one a new
-// snapshot names its chunks with.
+// Addresser returns the chunk addresser a new snapshot names its chunks
+// with: the write key's, or SHA-256 for a nil ring (no encryption).
 func (r *Ring) Addresser() snapshot.Addresser {
-	if r.write == nil {
-		return nil
+	if r == nil || r.write == nil {
+		return snapshot.SHA256{}
 	}
 	return r.write.addrs
 }
@@ -230,4 +230,13 @@ func (r *Ring) Addressers() []snapshot.Addresser {
 		out[i] = k.addrs
 	}
 	return out
+}
+
+// Keys returns r as snapshot.Keys, and a nil interface for a nil ring: a
+// nil *Ring in the interface would look like keys to a nil check.
+func (r *Ring) Keys() snapshot.Keys {
+	if r == nil {
+		return nil
+	}
+	return r
 }

@@ -23,18 +23,24 @@ import (
 	"github.com/ferrydb/ferry/internal/objstore"
 )
 
-// Errors a reader branches on. None of them matches objstore.ErrCorrupt:
-// a missing or wrong key is the reader's mistake, not damage, and a
-// restore must stop with it rather than plan around the object.
+// Errors a reader branches on. Each matches objstore.ErrKey and none
+// matches objstore.ErrCorrupt: a missing or wrong key is the reader's
+// mistake, not damage, and a restore must stop with it rather than plan
+// around the object.
 var (
 	// ErrNoKey means an object is encrypted and no key was given.
-	ErrNoKey = errors.New("the replica is encrypted and no key was given")
+	ErrNoKey error = keyError("the replica is encrypted and no key was given")
 	// ErrWrongKey means an object is encrypted with a key not given.
-	ErrWrongKey = errors.New("the key does not match")
+	ErrWrongKey error = keyError("the key does not match")
 	// ErrNotEncrypted means a key was given for an object stored in the
 	// clear. ferry does not mix the two in one replica.
-	ErrNotEncrypted = errors.New("the object is not encrypted, but a key was given")
+	ErrNotEncrypted error = keyError("the object is not encrypted, but a key was given")
 )
+
+type keyError string
+
+func (e keyError) Error() string { return string(e) }
+func (keyError) Unwrap() error   { return objstore.ErrKey }
 
 // ageMagic starts every age file.
 const ageMagic = "age-encryption.org/v1\n"
@@ -271,7 +277,7 @@ func (a *authReader) Read(p []byte) (int, error) {
 		if a.src.err != nil && !errors.Is(a.src.err, io.EOF) {
 			return n, a.src.err
 		}
-		return n, &objstore.Error{Op: "get", Key: a.key, Err: fmt.Errorf("%w: does not authenticate: %v", objstore.ErrCorrupt, err)}
+		return n, &objstore.Error{Op: "get", Key: a.key, Err: fmt.Errorf("%w: its ciphertext does not authenticate: altered or damaged", objstore.ErrCorrupt)}
 	}
 	return n, err
 }
@@ -380,4 +386,34 @@ func PlainSize(stored int64) int64 {
 // Delete implements objstore.Store.
 func (s *Store) Delete(ctx context.Context, keys ...string) error {
 	return s.inner.Delete(ctx, keys...)
+}
+
+// Raw returns the store under s when s is a Store, and s otherwise: the
+// way to store an object that was sealed already (Encrypt), as it is.
+func Raw(s objstore.Store) objstore.Store {
+	if ss, ok := s.(*Store); ok {
+		return ss.inner
+	}
+	return s
+}
+
+// Encrypt writes src, encrypted with ring's write key for the object
+// called name, to dst: the bytes Put would store. An object sealed ahead
+// like this is stored through Raw, for example after waiting in a spool
+// that a process without the key drains.
+func Encrypt(ring *Ring, name string, dst io.Writer, src io.Reader) error {
+	if ring == nil || ring.write == nil {
+		return fmt.Errorf("encrypt %s: no write key", name)
+	}
+	enc, err := age.Encrypt(dst, recipient{key: ring.write, name: name})
+	if err != nil {
+		return fmt.Errorf("encrypt %s: %w", name, err)
+	}
+	if _, err := io.Copy(enc, src); err != nil {
+		return fmt.Errorf("encrypt %s: %w", name, err)
+	}
+	if err := enc.Close(); err != nil {
+		return fmt.Errorf("encrypt %s: %w", name, err)
+	}
+	return nil
 }

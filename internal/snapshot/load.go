@@ -19,6 +19,8 @@ type ManifestInfo struct {
 	PageSize  int       `json:"page_size"`
 	PageCount uint32    `json:"page_count"`
 	Size      int64     `json:"size"` // database bytes
+	// AddressKey is the manifest's: which key named its chunks.
+	AddressKey uint32 `json:"-"`
 	// Err is set when the manifest's header cannot be read or fails its
 	// checks; only Key and TXID are then filled in. One damaged manifest
 	// does not hide the others.
@@ -51,9 +53,14 @@ func Describe(ctx context.Context, store objstore.Store, snaps []layout.Snapshot
 			if ctx.Err() != nil {
 				return nil, fmt.Errorf("list snapshots: %w", err)
 			}
+			if errors.Is(err, objstore.ErrKey) {
+				// Not damage: every other manifest would fail alike, and
+				// the reader must hear why.
+				return nil, err
+			}
 			mi.Err = err
 		} else {
-			mi.Time, mi.PageSize, mi.PageCount, mi.Size = m.Time, m.PageSize, m.PageCount, m.Size()
+			mi.Time, mi.PageSize, mi.PageCount, mi.Size, mi.AddressKey = m.Time, m.PageSize, m.PageCount, m.Size(), m.AddressKey
 		}
 		out = append(out, mi)
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/ferrydb/ferry/internal/objstore"
 	"github.com/ferrydb/ferry/internal/objstore/filestore"
 	"github.com/ferrydb/ferry/internal/objstore/s3store"
+	"github.com/ferrydb/ferry/internal/seal"
 )
 
 // Options are the settings shared by every target of one process.
@@ -40,21 +41,29 @@ type Options struct {
 	// not exist, instead of creating it: commands that only read a replica
 	// must not leave an empty one behind a typo.
 	MustExist bool
+	// TempDir holds the ciphertext of large objects on their way to a
+	// replica with encryption on; "" means the system's.
+	TempDir string
 }
 
-// Open returns the store behind replica r.
+// Open returns the store behind replica r, encrypting and decrypting with
+// r.Keys when set.
 func Open(ctx context.Context, r config.Replica, o Options) (objstore.Store, error) {
 	backend, err := openBackend(ctx, r, o)
 	if err != nil {
 		return nil, err
 	}
-	return objstore.Stack(backend, objstore.StackOptions{
+	stack := objstore.Stack(backend, objstore.StackOptions{
 		Backend:  r.Target.Scheme,
 		Retry:    o.Retry,
 		Timeouts: o.Timeouts,
 		Limits:   limits(r, o.Limits),
 		Metrics:  o.Metrics,
-	}), nil
+	})
+	// Every replica is read through seal, with or without keys: without,
+	// an encrypted object fails with one line saying so, rather than as
+	// a format error deep in a restore.
+	return seal.New(stack, r.Keys, o.TempDir), nil
 }
 
 // limits are the process's limits with the replica's own in their place.

@@ -20,6 +20,11 @@ type Job struct {
 	// SHA256 is the hex SHA-256 of the data, recorded by the first worker
 	// that hashed it so later attempts skip the pass.
 	SHA256 string `json:"sha256,omitempty"`
+	// Sealed says the data was encrypted for its key before it was
+	// spooled (package seal): it is stored as it is, whatever keys the
+	// shipping process has, so that a daemon without the key can ship it
+	// and never sends it in the clear.
+	Sealed bool `json:"sealed,omitempty"`
 }
 
 // FilesQueue is the spool queue that plain files travel through.

@@ -14,6 +14,7 @@ import (
 	"sync"
 
 	"github.com/ferrydb/ferry/internal/objstore"
+	"github.com/ferrydb/ferry/internal/seal"
 	"github.com/ferrydb/ferry/internal/spool"
 )
 
@@ -193,6 +194,9 @@ func (u *Uploader) shipTo(ctx context.Context, url string, f *os.File, size int6
 	store, err := u.store(ctx, url)
 	if err != nil {
 		return err
+	}
+	if job.Sealed {
+		store = seal.Raw(store)
 	}
 	if same(ctx, store, job.Key, size, job.SHA256) {
 		return nil

@@ -1,0 +1,90 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"github.com/ferrydb/ferry/internal/config"
+	"github.com/ferrydb/ferry/internal/target"
+)
+
+type getCmd struct{ *app }
+
+func (*getCmd) Name() string    { return "get" }
+func (*getCmd) Summary() string { return "download one pushed file from a replica" }
+func (*getCmd) Usage() string {
+	return `
+Usage: ferry get [-key-file PATH] REPLICA_URL KEY OUTPUT
+
+Downloads the object KEY that 'ferry push' (or an inbox) stored in
+REPLICA_URL into the new file OUTPUT. A file pushed with -key-file, or
+through an inbox with encryption, needs the same key; every byte is then
+authenticated before OUTPUT appears. OUTPUT is written beside itself and
+renamed into place only once complete.`
+}
+
+func (c *getCmd) Run(ctx context.Context, args []string) error {
+	fset := newFlagSet("get")
+	keys := keyFlag(fset, "for an encrypted file")
+	if err := c.parse(fset, c.Usage(), args); err != nil {
+		return err
+	}
+	if fset.NArg() != 3 {
+		return usagef("want REPLICA_URL, KEY and OUTPUT, got %d arguments", fset.NArg())
+	}
+	t, err := replicaURL(fset.Arg(0))
+	if err != nil {
+		return err
+	}
+	key, out := fset.Arg(1), fset.Arg(2)
+	if _, err := os.Lstat(out); err == nil {
+		return fmt.Errorf("%s exists; get never overwrites a file", out)
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	ring, err := keys.ring()
+	if err != nil {
+		return usagef("-key-file: %v", err)
+	}
+	store, err := target.Open(ctx, config.Replica{Target: t, Keys: ring}, target.Options{Check: true, MustExist: true})
+	if err != nil {
+		return err
+	}
+	rc, _, err := store.Get(ctx, key, nil)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	tmp, err := os.CreateTemp(filepath.Dir(out), "."+filepath.Base(out)+".ferry-get-*")
+	if err != nil {
+		return err
+	}
+	done := false
+	defer func() {
+		if !done {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
+	}()
+	n, err := io.Copy(tmp, rc)
+	if err != nil {
+		return fmt.Errorf("get %s: %w", key, err)
+	}
+	if err := tmp.Sync(); err != nil {
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp.Name(), out); err != nil {
+		return err
+	}
+	done = true
+	fmt.Fprintf(c.stdout, "%s: %d bytes\n", out, n)
+	return nil
+}
