@@ -117,6 +117,11 @@ func lockPage(pageSize int) uint32 { return uint32(1<<30/pageSize) + 1 }
 //     the source: a reader whose cached schema is older reloads it.
 //     Those three header fields are the only bytes in which the follower
 //     differs from the source; sqlite3's .sha3sum does not cover them.
+//   - SQLite's b-tree layer does not see these writes: its idea of the
+//     database size stays what it was at BEGIN. That matters only to
+//     auto_vacuum=FULL, which vacuums at COMMIT by the free-page count on
+//     page 1; a committed source state has none, so it does nothing
+//     (TestAutoVacuumSource).
 //   - The connection must not be in defensive mode, which refuses writes
 //     to sqlite_dbpage; modernc.org/sqlite does not turn it on.
 func (d *db) apply(ctx context.Context, size uint32, next pageIter) (err error) {

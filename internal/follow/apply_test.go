@@ -177,3 +177,28 @@ func TestShapeRefused(t *testing.T) {
 	applyPending(t, s, d)
 	sameContent(t, s, path, 2)
 }
+
+// A source with auto_vacuum moves pages and shrinks at every commit that
+// frees some; the follower's own commit must not vacuum on top of what it
+// applies (its free-page count is the source's, zero once committed).
+func TestAutoVacuumSource(t *testing.T) {
+	for _, mode := range []string{"FULL", "INCREMENTAL"} {
+		t.Run(mode, func(t *testing.T) {
+			s := newSource(t, 1024, "PRAGMA auto_vacuum = "+mode)
+			d, path := follower(t, s)
+			for _, q := range []string{
+				"INSERT INTO accounts (balance, note) SELECT 1, randomblob(3000) FROM generate_series(1, 60)",
+				"CREATE TABLE extra (x BLOB)",
+				"INSERT INTO extra SELECT randomblob(2000) FROM generate_series(1, 30)",
+				"DELETE FROM accounts WHERE id % 2 = 0",
+				"DROP TABLE extra",
+				"PRAGMA incremental_vacuum",
+				"UPDATE accounts SET note = randomblob(100)",
+			} {
+				s.exec(q)
+				applyPending(t, s, d)
+				sameContent(t, s, path, s.txid)
+			}
+		})
+	}
+}

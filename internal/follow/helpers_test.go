@@ -40,7 +40,10 @@ type txnRec struct {
 	pages map[uint32][]byte
 }
 
-func newSource(t *testing.T, pageSize int) *source {
+// newSource creates the source database with the given page size; the
+// pragmas run before its first table exists, where settings such as
+// auto_vacuum take effect.
+func newSource(t *testing.T, pageSize int, pragmas ...string) *source {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "src.db")
 	db, err := sql.Open("sqlite", "file:"+path)
@@ -52,11 +55,10 @@ func newSource(t *testing.T, pageSize int) *source {
 	s := &source{t: t, path: path, db: db, pageSize: pageSize, store: memstore.New(), t0: time.Now()}
 	// The page size is set before the first write, and WAL mode after
 	// it: a database created by switching to WAL takes the default size.
-	for _, q := range []string{
-		fmt.Sprintf("PRAGMA page_size = %d", pageSize),
+	for _, q := range append(append([]string{fmt.Sprintf("PRAGMA page_size = %d", pageSize)}, pragmas...),
 		"CREATE TABLE accounts (id INTEGER PRIMARY KEY, balance INTEGER, note BLOB)",
 		"PRAGMA journal_mode = WAL",
-	} {
+	) {
 		if _, err := db.Exec(q); err != nil {
 			t.Fatal(err)
 		}
