@@ -21,7 +21,8 @@ func (*followCmd) Summary() string {
 }
 func (*followCmd) Usage() string {
 	return `
-Usage: ferry follow [-interval D] [-addr ADDR] [-healthz-max-lag D] REPLICA_URL DB_PATH
+Usage: ferry follow [-interval D] [-addr ADDR] [-healthz-max-lag D] [-key-file PATH]...
+                    REPLICA_URL DB_PATH
 
 Restores the newest state of the database in REPLICA_URL to DB_PATH, then
 applies each new transaction as it appears in the replica, until
@@ -43,6 +44,9 @@ With -addr, serves GET /status (JSON), /metrics (Prometheus) and
 /healthz, which answers 503 when the lag, or a failure, lasts longer
 than -healthz-max-lag.
 
+An encrypted replica needs its key: -key-file PATH, repeated for the old
+keys of a rotation.
+
 Replica URLs: file:///abs/path or
 s3://bucket/prefix?endpoint=URL&region=R&force-path-style=true, with
 credentials from the standard AWS chain (AWS_ACCESS_KEY_ID and
@@ -56,6 +60,7 @@ func (c *followCmd) Run(ctx context.Context, args []string) error {
 	addr := fs.String("addr", "", "serve /status, /metrics and /healthz on `ADDR` (host:port)")
 	maxLag := config.DefaultHealthzMaxLag
 	fs.Func("healthz-max-lag", "answer 503 on /healthz once the lag or a failure lasts longer than `D` (default 5m)", followDuration(&maxLag))
+	keys := keyFlag(fs, "for an encrypted replica")
 	if err := c.parse(fs, c.Usage(), args); err != nil {
 		return err
 	}
@@ -70,7 +75,11 @@ func (c *followCmd) Run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	store, err := target.Open(ctx, config.Replica{Target: t}, target.Options{Check: true, MustExist: true})
+	ring, err := keys.ring()
+	if err != nil {
+		return usagef("-key-file: %v", err)
+	}
+	store, err := target.Open(ctx, config.Replica{Target: t, Keys: ring}, target.Options{Check: true, MustExist: true})
 	if err != nil {
 		return err
 	}
@@ -79,6 +88,7 @@ func (c *followCmd) Run(ctx context.Context, args []string) error {
 		Interval:      interval,
 		HealthzMaxLag: maxLag,
 		Log:           c.log,
+		Keys:          ring.Keys(),
 	})
 	if *addr != "" {
 		ln, err := net.Listen("tcp", *addr)

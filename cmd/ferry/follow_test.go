@@ -178,6 +178,54 @@ func TestFollowFromS3(t *testing.T) {
 	}
 }
 
+// TestFollowEncrypted follows a replica written with encryption on: with
+// the key it ends equal to the source; without it, it fails in one line
+// that says so.
+func TestFollowEncrypted(t *testing.T) {
+	needSQLite3(t)
+	bin := ferryBinary(t)
+	dir := t.TempDir()
+	keyFile := filepath.Join(dir, "key")
+	if r := runBin(t, bin, "keygen", "-o", keyFile); r.code != 0 {
+		t.Fatalf("keygen: %s", r.stderr)
+	}
+	url := "file://" + filepath.Join(dir, "replica")
+	dbPath := filepath.Join(dir, "app.db")
+	db := openAppDB(t, dbPath)
+	mustExec(t, db, "CREATE TABLE notes (id INTEGER PRIMARY KEY, body BLOB)")
+	repl := startReplicate(t, bin, dbPath, url, "-key-file", keyFile)
+	mustExec(t, db, "INSERT INTO notes (body) VALUES (randomblob(100000))")
+	if r := runBin(t, bin, "sync", "-timeout", "60s", dbPath); r.code != 0 {
+		t.Fatalf("sync: %s (daemon: %s)", r.stderr, repl.stderr.String())
+	}
+
+	followerPath := filepath.Join(dir, "follower.db")
+	r := runBin(t, bin, "-log-level", "error", "follow", url, followerPath)
+	// The words are seal's, as ferry restore says them; the follower's
+	// part is one line, exit 1, and nothing left at DB_PATH.
+	if r.code != 1 || !strings.Contains(r.stderr, "decrypt") || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 {
+		t.Fatalf("follow of an encrypted replica without its key: exit %d, %q", r.code, r.stderr)
+	}
+	if _, err := os.Stat(followerPath); !os.IsNotExist(err) {
+		t.Fatalf("a follow that failed left %s: %v", followerPath, err)
+	}
+	addr := freeAddr(t)
+	f := startDaemonUntil(t, bin, "ferry is following", "follow", "-interval", "50ms", "-addr", addr, "-key-file", keyFile, url, followerPath)
+	for i := range 20 {
+		mustExec(t, db, "INSERT INTO notes (body) VALUES (randomblob(?))", 1000*i)
+	}
+	mustExec(t, db, "DELETE FROM notes WHERE id % 3 = 0")
+	if r := runBin(t, bin, "sync", "-timeout", "60s", dbPath); r.code != 0 {
+		t.Fatalf("sync: %s", r.stderr)
+	}
+	want := dbStatus(t, bin, dbPath).TXID
+	waitFor(t, 60*time.Second, fmt.Sprintf("the follower to reach txid %d", want), func() bool { return followStatus(t, addr).TXID == want })
+	f.stop(t)
+	if got, want := sha3sum(t, followerPath), sha3sum(t, dbPath); got != want {
+		t.Fatalf("the follower has hash %s, the source %s", got, want)
+	}
+}
+
 // TestFollowBadInput: what ferry follow says, in one line, about input
 // it cannot work with.
 func TestFollowBadInput(t *testing.T) {

@@ -18,6 +18,7 @@ import (
 	"github.com/ferrydb/ferry/internal/objstore"
 	"github.com/ferrydb/ferry/internal/restore"
 	"github.com/ferrydb/ferry/internal/segment"
+	"github.com/ferrydb/ferry/internal/snapshot"
 )
 
 // Options tune a Follower.
@@ -33,6 +34,10 @@ type Options struct {
 	HealthzMaxLag time.Duration
 	// Log receives what the follower has to say; nil discards it.
 	Log *slog.Logger
+	// Keys check the chunk addresses of an encrypted replica's snapshots
+	// when the follower restores; nil for a replica without encryption.
+	// The store itself decrypts.
+	Keys snapshot.Keys
 }
 
 // Follower keeps the database at one path up to date from one replica.
@@ -280,7 +285,7 @@ func (f *Follower) restoreLatest(ctx context.Context, after uint64, level slog.L
 	}
 	defer os.RemoveAll(dir)
 	out := filepath.Join(dir, "db")
-	res, err := restore.ToFile(ctx, f.store, plan, out, restore.Options{})
+	res, err := restore.ToFile(ctx, f.store, plan, out, restore.Options{Keys: f.o.Keys})
 	if err != nil {
 		return false, err
 	}
