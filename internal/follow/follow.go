@@ -50,6 +50,11 @@ type Follower struct {
 
 	db    *db // nil until the first state is in place
 	marks markFile
+	// restoreFailed is when the last restore anew failed: a replica
+	// damaged past what a restore gets around would otherwise cost a
+	// snapshot's download at every poll.
+	restoreFailed time.Time
+	restoreRetry  time.Duration // how long after one fails the next is tried
 
 	mu sync.Mutex
 	st state
@@ -71,7 +76,7 @@ func New(store objstore.Store, dbPath string, o Options) *Follower {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	f := &Follower{store: store, path: dbPath, o: o, log: log, next: listNext, reg: prometheus.NewRegistry(), marks: markFile{dbPath: dbPath}}
+	f := &Follower{store: store, path: dbPath, o: o, log: log, next: listNext, reg: prometheus.NewRegistry(), marks: markFile{dbPath: dbPath}, restoreRetry: time.Minute}
 	f.metrics = newMetrics(f.reg, f)
 	return f
 }
@@ -259,7 +264,15 @@ func (f *Follower) record(m mark, restored bool) error {
 // in place of the database's, in one transaction, logging why at level.
 // With after set, a replica that proves nothing newer than after is left
 // alone: restoring it would take the follower back.
-func (f *Follower) restoreLatest(ctx context.Context, after uint64, level slog.Level, why string) (bool, error) {
+func (f *Follower) restoreLatest(ctx context.Context, after uint64, level slog.Level, why string) (done bool, err error) {
+	if wait := time.Until(f.restoreFailed.Add(f.restoreRetry)); wait > 0 {
+		return false, fmt.Errorf("%s; the last restore failed, the next is tried in %s", why, wait.Round(time.Second))
+	}
+	defer func() {
+		if err != nil && ctx.Err() == nil {
+			f.restoreFailed = time.Now()
+		}
+	}()
 	cat, err := restore.ReadCatalog(ctx, f.store)
 	if err != nil {
 		return false, err

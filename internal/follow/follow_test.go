@@ -472,3 +472,45 @@ func TestLockPage(t *testing.T) {
 		}
 	}
 }
+
+// A damaged change set is never applied, not even the transactions
+// before the damage: the follower stays at the state it holds, says why,
+// and once the replica has a snapshot past the damage, restores it.
+func TestDamagedChangeSet(t *testing.T) {
+	s := newSource(t, 4096)
+	s.exec("INSERT INTO accounts (balance) SELECT 10 FROM generate_series(1, 50)")
+	s.publish()
+	path := followerPath(t)
+	lb := &logBuffer{}
+	f := New(s.store, path, Options{Replica: "mem://test", Interval: 5 * time.Millisecond, Log: slog.New(slog.NewTextHandler(lb, nil))})
+	f.restoreRetry = 50 * time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &running{Follower: f, log: lb, cancel: cancel, done: make(chan error, 1)}
+	go func() { r.done <- f.Run(ctx) }()
+	t.Cleanup(func() { r.stop(t) })
+	r.waitTXID(t, s.txid)
+	at := s.txid
+
+	s.exec("UPDATE accounts SET balance = 11 WHERE id = 1", "UPDATE accounts SET balance = 12 WHERE id = 2")
+	s.publish()
+	key := segment.Key(at+1, s.txid)
+	rc, _, err := s.store.Get(context.Background(), key, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(rc)
+	rc.Close()
+	b[len(b)-100] ^= 0x01
+	s.store.Corrupt(key, b)
+	waitUntil(t, "the follower to report the damage", func() bool { return strings.Contains(f.Status().LastError, key) })
+	if st := f.Status(); st.TXID != at {
+		t.Fatalf("the follower moved to txid %d through a damaged change set", st.TXID)
+	}
+	sameContent(t, s, path, at)
+
+	s.exec("UPDATE accounts SET balance = 13 WHERE id = 3")
+	s.snapshot()
+	r.waitTXID(t, s.txid)
+	waitUntil(t, "the error to clear", func() bool { return f.Status().LastError == "" })
+	sameContent(t, s, path, s.txid)
+}
