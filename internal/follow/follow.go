@@ -93,6 +93,11 @@ func Run(ctx context.Context, store objstore.Store, dbPath string, o Options) er
 // only when it cannot start: a replica that holds nothing to restore, a
 // database it cannot write.
 func (f *Follower) Run(ctx context.Context) error {
+	l, err := lock(f.path)
+	if err != nil {
+		return err
+	}
+	defer l.Close()
 	defer f.marks.close()
 	if err := f.start(ctx); err != nil {
 		if ctx.Err() != nil {

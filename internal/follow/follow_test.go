@@ -514,3 +514,19 @@ func TestDamagedChangeSet(t *testing.T) {
 	waitUntil(t, "the error to clear", func() bool { return f.Status().LastError == "" })
 	sameContent(t, s, path, s.txid)
 }
+
+// A second follower of the same database refuses to start, naming the
+// first; once the first stops, it starts.
+func TestOneFollowerPerDatabase(t *testing.T) {
+	s := newSource(t, 4096)
+	path := followerPath(t)
+	r := startFollower(t, s.store, path)
+	r.waitTXID(t, s.txid)
+	err := New(s.store, path, Options{Replica: "mem://test"}).Run(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "another ferry follow (pid ") {
+		t.Fatalf("a second follower of %s: %v", path, err)
+	}
+	r.stop(t)
+	r = startFollower(t, s.store, path)
+	r.waitTXID(t, s.txid)
+}
