@@ -1,14 +1,20 @@
 package follow
 
 import (
+	"bufio"
 	"context"
 	"database/sql"
 	"errors"
 	"fmt"
+	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/ferrydb/ferry/internal/testenv"
 )
 
 // follower makes a follower's database at the state of txid 1 of s, as a
@@ -200,5 +206,70 @@ func TestAutoVacuumSource(t *testing.T) {
 				sameContent(t, s, path, s.txid)
 			}
 		})
+	}
+}
+
+// The same with the reader in another process, Debian's sqlite3, an
+// SQLite nobody here built: it holds a read transaction open across a
+// commit of the follower, and sees the old state until it ends it.
+func TestReaderInAnotherProcessKeepsItsSnapshot(t *testing.T) {
+	if _, err := exec.LookPath("sqlite3"); err != nil {
+		testenv.Missing(t, "the sqlite3 command (Debian package sqlite3)")
+	}
+	s := newSource(t, 4096)
+	d, path := follower(t, s)
+	s.exec("INSERT INTO accounts (balance) SELECT 100 FROM generate_series(1, 50)")
+	applyPending(t, s, d)
+
+	cmd := exec.Command("sqlite3", path)
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	outPipe, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { in.Close(); cmd.Wait() }()
+	lines := make(chan string)
+	go func() {
+		sc := bufio.NewScanner(outPipe)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	// ask sends statements to sqlite3 and returns the line its query
+	// prints: sqlite3 flushes its output after each statement.
+	ask := func(stmts string) string {
+		t.Helper()
+		if _, err := io.WriteString(in, stmts+"\n"); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case line, ok := <-lines:
+			if !ok {
+				t.Fatal("sqlite3 exited")
+			}
+			return line
+		case <-time.After(30 * time.Second):
+			t.Fatalf("sqlite3 did not answer %q", stmts)
+		}
+		return ""
+	}
+	const q = "SELECT count(*), sum(balance) FROM accounts;"
+	if got := ask("BEGIN; " + q); got != "50|5000" {
+		t.Fatalf("before: %q", got)
+	}
+	s.exec("INSERT INTO accounts (balance, note) SELECT 100, randomblob(3000) FROM generate_series(1, 50)")
+	applyPending(t, s, d)
+	if got := ask(q); got != "50|5000" {
+		t.Fatalf("sqlite3 in a read transaction saw %q after the follower committed; want its snapshot 50|5000", got)
+	}
+	if got := ask("COMMIT; " + q); got != "100|10000" {
+		t.Fatalf("sqlite3 after its transaction ended: %q", got)
 	}
 }
