@@ -7,6 +7,7 @@ package restore
 
 import (
 	"cmp"
+	"errors"
 	"context"
 	"fmt"
 	"slices"
@@ -40,6 +41,8 @@ type Unusable struct {
 	First uint64 `json:"first_txid"`
 	Last  uint64 `json:"last_txid"`
 	Why   string `json:"why"`
+	// err is what made a manifest unusable, when reading it failed.
+	err error
 }
 
 // ReadCatalog lists a replica's snapshots and segments, and reads each
@@ -63,7 +66,7 @@ func NewCatalog(snaps []snapshot.ManifestInfo, segs []layout.Segment) Catalog {
 	c := Catalog{Segments: slices.Clone(segs)}
 	for _, s := range snaps {
 		if s.Err != nil {
-			c.Unusable = append(c.Unusable, Unusable{Key: s.Key, First: s.TXID, Last: s.TXID, Why: s.Err.Error()})
+			c.Unusable = append(c.Unusable, Unusable{Key: s.Key, First: s.TXID, Last: s.TXID, Why: s.Err.Error(), err: s.Err})
 			continue
 		}
 		c.Snapshots = append(c.Snapshots, s)
@@ -265,6 +268,13 @@ func (c Catalog) PlanTXID(txid uint64) (Plan, error) {
 	}
 	if broken != nil && txid <= c.Newest() && txid > c.Latest() {
 		return Plan{}, stopAt(fmt.Errorf("txid %d is not restorable: %w", txid, broken))
+	}
+	// The newest snapshot that could have reached txid but needs a key
+	// the reader lacks (the old key of a rotation) says why.
+	for i := len(c.Unusable) - 1; i >= 0; i-- {
+		if u := c.Unusable[i]; u.First <= txid && errors.Is(u.err, objstore.ErrKey) {
+			return Plan{}, fmt.Errorf("txid %d is not restorable with the keys given (restorable: %s): %w", txid, formatRanges(c.Ranges()), u.err)
+		}
 	}
 	return Plan{}, fmt.Errorf("txid %d is not restorable from this replica; restorable: %s", txid, formatRanges(c.Ranges()))
 }

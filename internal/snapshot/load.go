@@ -53,16 +53,24 @@ func Describe(ctx context.Context, store objstore.Store, snaps []layout.Snapshot
 			if ctx.Err() != nil {
 				return nil, fmt.Errorf("list snapshots: %w", err)
 			}
-			if errors.Is(err, objstore.ErrKey) {
-				// Not damage: every other manifest would fail alike, and
-				// the reader must hear why.
-				return nil, err
-			}
 			mi.Err = err
 		} else {
 			mi.Time, mi.PageSize, mi.PageCount, mi.Size, mi.AddressKey = m.Time, m.PageSize, m.PageCount, m.Size(), m.AddressKey
 		}
 		out = append(out, mi)
+	}
+	// A manifest that no key given opens is unusable like a damaged one,
+	// for a reader that has the newer keys of a rotation but not the
+	// older; when no manifest opens, the reader has the wrong key or none,
+	// and must hear that rather than of damage.
+	keyErrs := 0
+	for _, mi := range out {
+		if errors.Is(mi.Err, objstore.ErrKey) {
+			keyErrs++
+		}
+	}
+	if keyErrs > 0 && keyErrs == len(out) {
+		return nil, out[len(out)-1].Err
 	}
 	return out, nil
 }
