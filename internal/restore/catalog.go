@@ -7,8 +7,8 @@ package restore
 
 import (
 	"cmp"
-	"errors"
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
