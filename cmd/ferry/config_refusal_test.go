@@ -2,10 +2,13 @@ package main
 
 import (
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ferrydb/ferry/internal/config"
+	"github.com/ferrydb/ferry/internal/seal"
 )
 
 // A config that asks for what ferry does not do is refused before
@@ -41,6 +44,18 @@ func TestReadmeConfigExampleParses(t *testing.T) {
 		t.Fatal("README's Configuration section has no YAML example")
 	}
 	example, _, _ = strings.Cut(example, "```")
+	// The key files it names, made where the test may write.
+	keys := t.TempDir()
+	for _, name := range []string{"app.key", "app-old.key", "uploads.key"} {
+		text, _, err := seal.Generate(time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(keys, name), []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	example = strings.ReplaceAll(example, "/etc/ferry/", keys+"/")
 	t.Setenv("MINIO_KEY", "key")
 	t.Setenv("MINIO_SECRET", "secret")
 	c, err := config.Parse([]byte(example), "README.md")
@@ -48,6 +63,9 @@ func TestReadmeConfigExampleParses(t *testing.T) {
 		t.Fatal(err)
 	}
 	db := c.DBs[0]
+	if db.Replicas[0].Keys == nil || len(db.Replicas[0].Keys.IDs()) != 2 || c.Files[0].Replica.Keys == nil {
+		t.Errorf("the README's example encrypts the database (a key and an old one) and the inbox; it parsed to %+v", c)
+	}
 	if c.HealthzMaxLag != config.DefaultHealthzMaxLag || c.ShutdownTimeout != config.DefaultShutdownTimeout ||
 		db.SyncInterval != config.DefaultSyncInterval || db.SnapshotInterval != config.DefaultSnapshotInterval ||
 		db.MaxSpoolBytes != config.DefaultMaxSpoolBytes {

@@ -323,3 +323,72 @@ func scanBucket(t *testing.T, bucket string, srv testenv.S3Server) []string {
 	}
 	return keys
 }
+
+// Bad keys and key files are refused in one line before anything is read
+// or written; a replica stored in the clear is not read with a key.
+func TestKeyFileRefusals(t *testing.T) {
+	bin := ferryBinary(t)
+	dir := t.TempDir()
+	key := filepath.Join(dir, "k")
+	if r := runBin(t, bin, "keygen", "-o", key); r.code != 0 {
+		t.Fatal(r.stderr)
+	}
+	if r := runBin(t, bin, "keygen", "-o", key); r.code == 0 || !strings.Contains(r.stderr, "exists; keygen never overwrites a key") {
+		t.Fatalf("keygen over an existing key: %d %q", r.code, r.stderr)
+	}
+	if r := runBin(t, bin, "keygen"); r.code != 2 || !strings.Contains(r.stderr, "-o PATH is required") {
+		t.Fatalf("keygen without -o: %d %q", r.code, r.stderr)
+	}
+	loose := filepath.Join(dir, "loose")
+	b, _ := os.ReadFile(key)
+	if err := os.WriteFile(loose, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(loose, 0o644)
+	notKey := filepath.Join(dir, "notkey")
+	if err := os.WriteFile(notKey, []byte("hello\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	url := "file://" + filepath.Join(dir, "replica")
+	for _, tc := range []struct {
+		file, want string
+	}{
+		{loose, "mode 0644 lets others read it; run chmod 600 " + loose},
+		{notKey, "not a ferry key file"},
+		{filepath.Join(dir, "none"), "no such file"},
+	} {
+		for _, args := range [][]string{
+			{"restore", "-key-file", tc.file, "-o", filepath.Join(dir, "out.db"), url},
+			{"replicate", "-key-file", tc.file, filepath.Join(dir, "app.db"), url},
+			{"push", "-key-file", tc.file, key, url},
+		} {
+			r := runBin(t, bin, args...)
+			if r.code != 2 || !strings.Contains(r.stderr, tc.want) || strings.Count(strings.TrimSpace(r.stderr), "\n") > 1 {
+				t.Errorf("%v: exit %d, %q; want a usage error saying %q", args, r.code, r.stderr, tc.want)
+			}
+			if strings.Contains(r.stderr, strings.TrimSpace(secretOf(t, key))) {
+				t.Fatalf("%v printed the key", args)
+			}
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "replica")); err == nil {
+		t.Fatal("a refused command created the replica")
+	}
+
+	// A file pushed in the clear is not read with a key.
+	plain := filepath.Join(dir, "plain.txt")
+	if err := os.WriteFile(plain, []byte("in the clear"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if r := runBin(t, bin, "push", "-wait", "-spool", filepath.Join(dir, "spool"), plain, url); r.code != 0 {
+		t.Fatalf("push: %s", r.stderr)
+	}
+	r := runBin(t, bin, "get", "-key-file", key, url, "plain.txt", filepath.Join(dir, "got"))
+	if r.code == 0 || !strings.Contains(r.stderr, "not encrypted, but a key was given") {
+		t.Fatalf("get -key-file of a file stored in the clear: %d %q", r.code, r.stderr)
+	}
+	if r := runBin(t, bin, "get", url, "plain.txt", filepath.Join(dir, "got")); r.code != 0 {
+		t.Fatalf("get without a key: %s", r.stderr)
+	}
+	sameFile(t, filepath.Join(dir, "got"), []byte("in the clear"))
+}
