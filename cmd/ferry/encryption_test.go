@@ -155,7 +155,7 @@ files:
 		{"no key", nil, []string{"is encrypted", "no key was given", "give the key file"}},
 		{"another key", []string{"-key-file", keyB}, []string{"the key does not match", "not one of the keys given"}},
 	} {
-		for _, cmd := range [][]string{{"restore", "-o", out}, {"txids"}, {"snapshots"}, {"verify", "-deep"}} {
+		for _, cmd := range [][]string{{"restore", "-o", out}, {"txids"}, {"snapshots"}, {"verify", "-deep"}, {"gc", "-dry-run"}} {
 			args := append(append(append([]string{}, cmd...), tc.args...), dbURL)
 			r := runBin(t, bin, args...)
 			if r.code == 0 || strings.Count(strings.TrimSpace(r.stderr), "\n") > 0 {

@@ -100,6 +100,10 @@ func Run(ctx context.Context, store objstore.Store, o Options) (Report, error) {
 	var keep int // index in l.Snapshots of the oldest snapshot kept
 	for i, s := range l.Snapshots {
 		m, err := snapshot.Load(ctx, store, s.TXID)
+		if errors.Is(err, objstore.ErrKey) && i == 0 {
+			// Not damage: without the replica's key gc can judge nothing.
+			return rep, err
+		}
 		if err != nil {
 			// A manifest that cannot be read cannot be judged: keep it and
 			// everything after it, and say so.
