@@ -61,8 +61,13 @@ func newKey(secret []byte) (*Key, error) {
 // ID returns the key id in hex: what messages name a key by.
 func (k *Key) ID() string { return hex.EncodeToString(k.id[:]) }
 
-// String returns "key <id>".
-func (k *Key) String() string { return "key " + k.ID() }
+// String returns "key <id>". It has a value receiver, and GoString too,
+// so that no verb of package fmt prints a key's secret parts, whether it
+// is given a Key or a *Key.
+func (k Key) String() string { return "key " + hex.EncodeToString(k.id[:]) }
+
+// GoString implements fmt.GoStringer, for %#v.
+func (k Key) GoString() string { return k.String() }
 
 // Generate returns the text of a new key file and the new key's id.
 func Generate(now time.Time) (text string, id string, err error) {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -299,6 +300,22 @@ func TestPlainSize(t *testing.T) {
 		}
 		if got := PlainSize(info.Size); got != int64(n) {
 			t.Errorf("%d bytes stored as %d: PlainSize says %d", n, info.Size, got)
+		}
+	}
+}
+
+// No verb of package fmt shows a key's secret parts.
+func TestKeyNeverPrinted(t *testing.T) {
+	k := newTestKey(t)
+	ring := newRing(t, k)
+	secret := fmt.Sprintf("%x", k.wrap[:8])
+	for _, s := range []string{
+		fmt.Sprintf("%v %+v %#v %s", k, k, k, k),
+		fmt.Sprintf("%v %+v %#v %s", *k, *k, *k, *k),
+		fmt.Sprintf("%v %+v %#v", ring, ring, *ring),
+	} {
+		if strings.Contains(s, secret) || strings.Contains(s, fmt.Sprint(k.wrap[:4])) {
+			t.Fatalf("a key printed its secret: %s", s)
 		}
 	}
 }
