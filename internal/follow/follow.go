@@ -97,9 +97,11 @@ func (f *Follower) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	defer l.Close()
 	defer f.marks.close()
 	if err := f.start(ctx); err != nil {
+		// A start that put no database in place leaves nothing behind.
+		_, serr := os.Stat(f.path)
+		l.release(errors.Is(serr, os.ErrNotExist))
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -108,6 +110,7 @@ func (f *Follower) Run(ctx context.Context) error {
 	defer func() {
 		f.db.close()
 		f.db = nil
+		l.release(false)
 	}()
 	f.log.Info("ferry is following", "replica", f.o.Replica, "db", f.path, "txid", f.applied().TXID)
 	var gapSeen bool
