@@ -530,3 +530,30 @@ func TestOneFollowerPerDatabase(t *testing.T) {
 	r = startFollower(t, s.store, path)
 	r.waitTXID(t, s.txid)
 }
+
+// A new state with another page size cannot be written through SQLite
+// into the old database (its pages are another size): the file is
+// replaced, and the follower goes on with the new page size.
+func TestPageSizeChangeReplacesTheFile(t *testing.T) {
+	a := newSource(t, 4096)
+	a.exec("INSERT INTO accounts (balance) SELECT 10 FROM generate_series(1, 50)", "UPDATE accounts SET balance = 11", "UPDATE accounts SET balance = 12")
+	a.publish()
+	path := followerPath(t)
+	r := startFollower(t, a.store, path)
+	r.waitTXID(t, a.txid)
+	r.stop(t)
+
+	b := newSource(t, 1024)
+	b.exec("INSERT INTO accounts (balance) VALUES (99)")
+	b.publish()
+	r = startFollower(t, b.store, path)
+	r.waitTXID(t, b.txid)
+	waitUntil(t, "a restore", func() bool { return r.Status().Restores == 1 })
+	if !strings.Contains(r.log.String(), "page size changed") {
+		t.Fatalf("no WARN line for the page size:\n%s", r.log)
+	}
+	b.exec("INSERT INTO accounts (balance) VALUES (98)")
+	b.publish()
+	r.waitTXID(t, b.txid)
+	sameContent(t, b, path, b.txid)
+}
