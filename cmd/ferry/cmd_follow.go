@@ -22,7 +22,7 @@ func (*followCmd) Summary() string {
 func (*followCmd) Usage() string {
 	return `
 Usage: ferry follow [-interval D] [-addr ADDR] [-healthz-max-lag D] [-key-file PATH]...
-                    REPLICA_URL DB_PATH
+                    [-standby [-lease TTL] [-exec CMD]] REPLICA_URL DB_PATH
 
 Restores the newest state of the database in REPLICA_URL to DB_PATH, then
 applies each new transaction as it appears in the replica, until
@@ -47,6 +47,16 @@ than -healthz-max-lag.
 An encrypted replica needs its key: -key-file PATH, repeated for the old
 keys of a rotation.
 
+With -standby, the follower also watches the lease of the primary (which
+must run 'ferry replicate -lease TTL'). Once that lease has lapsed (the
+primary died, or lost the store for longer than its TTL), the standby
+takes the lease with a conditional write, so that of several standbys
+exactly one wins, applies the last change sets, and becomes the primary:
+it replicates DB_PATH on as the same history (the txids go on, no new
+snapshot), holding the lease for -lease TTL (default 30s), and starts
+-exec CMD, if given, only then. A primary that finds its lease taken
+stops writing and exits non-zero.
+
 Replica URLs: file:///abs/path or
 s3://bucket/prefix?endpoint=URL&region=R&force-path-style=true, with
 credentials from the standard AWS chain (AWS_ACCESS_KEY_ID and
@@ -61,8 +71,20 @@ func (c *followCmd) Run(ctx context.Context, args []string) error {
 	maxLag := config.DefaultHealthzMaxLag
 	fs.Func("healthz-max-lag", "answer 503 on /healthz once the lag or a failure lasts longer than `D` (default 5m)", followDuration(&maxLag))
 	keys := keyFlag(fs, "for an encrypted replica")
+	standbyFlag := fs.Bool("standby", false, "take over as the primary once its lease lapses")
+	ttl := fs.Duration("lease", 30*time.Second, "with -standby, the `TTL` of the lease held once promoted (at least 3s)")
+	execCmd := fs.String("exec", "", "with -standby, run `CMD` as the application once promoted")
 	if err := c.parse(fs, c.Usage(), args); err != nil {
 		return err
+	}
+	set := setFlags(fs)
+	switch {
+	case !*standbyFlag && (set["lease"] || set["exec"]):
+		return usagef("-lease and -exec go with -standby")
+	case set["exec"] && *execCmd == "":
+		return usagef("-exec needs a command")
+	case *ttl < config.MinLease:
+		return usagef("-lease needs a duration of at least %s, such as 30s", config.MinLease)
 	}
 	if fs.NArg() != 2 {
 		return usagef("want REPLICA_URL and DB_PATH, got %d arguments", fs.NArg())
@@ -83,12 +105,17 @@ func (c *followCmd) Run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	var finish chan struct{}
+	if *standbyFlag {
+		finish = make(chan struct{})
+	}
 	f := follow.New(store, path, follow.Options{
 		Replica:       t.String(),
 		Interval:      interval,
 		HealthzMaxLag: maxLag,
 		Log:           c.log,
 		Keys:          ring.Keys(),
+		Finish:        finish,
 	})
 	if *addr != "" {
 		ln, err := net.Listen("tcp", *addr)
@@ -103,6 +130,11 @@ func (c *followCmd) Run(ctx context.Context, args []string) error {
 			<-served
 		}()
 		c.log.Info("serving /status, /metrics and /healthz", "addr", ln.Addr().String())
+	}
+	if *standbyFlag {
+		sb := &standby{app: c.app, store: store, replica: config.Replica{Target: t, Keys: ring},
+			path: path, interval: interval, ttl: *ttl, execCmd: *execCmd}
+		return sb.run(ctx, f, finish)
 	}
 	return f.Run(ctx)
 }

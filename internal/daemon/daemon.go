@@ -50,6 +50,21 @@ type Options struct {
 	// Ready, when set, is called once everything has started, with the
 	// address the HTTP server listens on ("" without one).
 	Ready func(addr string)
+	// Takeover, when set, hands the daemon a database that a standby has
+	// just brought up to date from its replica, with that replica's lease
+	// already held: the daemon replicates it on as the same history.
+	Takeover *Takeover
+}
+
+// Takeover is a standby's database at the moment it becomes the primary.
+type Takeover struct {
+	// DB is the database's path, as the config names it.
+	DB string
+	// Continues is where the database stands in the replica's history.
+	Continues *capture.Continuation
+	// Lease is the replicator's lease on that replica (Continues.URL),
+	// taken by the standby and renewed by the daemon from now on.
+	Lease *lease.Lease
 }
 
 // retryCeiling is the longest wait between two attempts at a store.

@@ -71,7 +71,9 @@ func (d *daemon) openDB(ctx context.Context, db config.DB, stores map[string]obj
 		return nil, err
 	}
 	co.Addresser, co.Resnapshot = keys.Addresser(), resnapshot
-	if db.RestoreIfNotExists {
+	if tk := d.o.Takeover; tk != nil && tk.DB == db.Path {
+		co.Continues = tk.Continues
+	} else if db.RestoreIfNotExists {
 		c, err := d.restoreIfMissing(ctx, db, stores)
 		if err != nil {
 			return nil, err

@@ -20,6 +20,11 @@ type Child struct {
 	// quoting works as in a shell and the application itself, not a
 	// shell, receives the signals.
 	Command string
+	// Ready, when set, holds the child back until it closes: replication
+	// starts first. A promoted standby starts its application only once
+	// the replicator is capturing, so that nothing the application writes
+	// lands in the log before the replicator has seen it empty.
+	Ready <-chan struct{}
 }
 
 // Run starts the child, then runs replicate with a context that ends when
@@ -34,16 +39,37 @@ func (c Child) Run(ctx context.Context, replicate func(ctx context.Context) erro
 	sigs := make(chan os.Signal, 8)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2)
 	defer signal.Stop(sigs)
-	if err := cmd.Start(); err != nil {
-		return 1, fmt.Errorf("-exec: start %q: %w", c.Command, err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
 
 	rctx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	defer stop()
 	replicated := make(chan error, 1)
-	go func() { replicated <- replicate(rctx) }()
+	start := func() { go func() { replicated <- replicate(rctx) }() }
+	if c.Ready != nil {
+		start()
+		select {
+		case <-c.Ready:
+		case err := <-replicated:
+			if err == nil {
+				err = errors.New("replication stopped before it was ready")
+			}
+			return 1, err
+		case <-ctx.Done():
+			stop()
+			return 1, errors.Join(ctx.Err(), <-replicated)
+		}
+	}
+	if err := cmd.Start(); err != nil {
+		if c.Ready != nil {
+			stop()
+			<-replicated
+		}
+		return 1, fmt.Errorf("-exec: start %q: %w", c.Command, err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	if c.Ready == nil {
+		start()
+	}
 
 	var childErr error
 	for waiting := true; waiting; {

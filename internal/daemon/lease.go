@@ -25,10 +25,10 @@ var (
 	holderName string
 )
 
-// leaseHolder names this process in the leases it takes: the host and pid
+// LeaseHolder names this process in the leases it takes: the host and pid
 // tell an operator where the other writer runs, and a random tail keeps
 // two processes apart that share both (containers with their own pid 1).
-func leaseHolder() string {
+func LeaseHolder() string {
 	holderOnce.Do(func() {
 		host, err := os.Hostname()
 		if err != nil {
@@ -57,9 +57,15 @@ func (d *daemon) takeLeases(ctx context.Context, db config.DB, targets map[strin
 		// The first attempt is bounded: a store that does not answer
 		// leaves ferry unable to tell whether another writer holds the
 		// replica, and a start that hangs on it says nothing.
-		actx, cancel := context.WithTimeout(ctx, max(db.Lease, 10*time.Second))
-		l, err := lease.Acquire(actx, st, layout.ReplicatorLeaseKey, leaseHolder(), db.Lease)
-		cancel()
+		var l *lease.Lease
+		var err error
+		if tk := d.o.Takeover; tk != nil && tk.DB == db.Path && tk.Continues.URL == url && tk.Lease != nil {
+			l = tk.Lease // taken by the standby that hands the database over
+		} else {
+			actx, cancel := context.WithTimeout(ctx, max(db.Lease, 10*time.Second))
+			l, err = lease.Acquire(actx, st, layout.ReplicatorLeaseKey, LeaseHolder(), db.Lease)
+			cancel()
+		}
 		var held *lease.HeldError
 		switch {
 		case errors.As(err, &held):

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"time"
 
 	_ "modernc.org/sqlite" // the SQLite that writes the follower's database
 )
@@ -63,6 +64,27 @@ func openDB(ctx context.Context, path string) (*db, error) {
 func (d *db) close() error {
 	d.conn.Close()
 	return d.sql.Close()
+}
+
+// checkpoint copies the whole log into the database file and empties it,
+// waiting for readers that hold older snapshots for as long as the busy
+// timeout allows, and trying again until ctx ends.
+func (d *db) checkpoint(ctx context.Context) error {
+	for {
+		var busy, logged, done int
+		err := d.conn.QueryRowContext(ctx, "PRAGMA wal_checkpoint(TRUNCATE)").Scan(&busy, &logged, &done)
+		if err == nil && busy == 0 {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("checkpoint %s: %w", d.path, ctx.Err())
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("checkpoint %s: %w", d.path, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
 
 // quickCheck runs PRAGMA quick_check: a database damaged while the

@@ -38,6 +38,10 @@ type Options struct {
 	// when the follower restores; nil for a replica without encryption.
 	// The store itself decrypts.
 	Keys snapshot.Keys
+	// Finish, when it closes, makes Run apply everything the replica
+	// holds, hand the database over (see Run) and return: a standby
+	// that took the primary's lease and is about to become the primary.
+	Finish <-chan struct{}
 }
 
 // Follower keeps the database at one path up to date from one replica.
@@ -126,9 +130,48 @@ func (f *Follower) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-f.o.Finish:
+			return f.finish(ctx)
 		case <-time.After(f.o.Interval):
 		}
 	}
+}
+
+// finish applies everything the replica holds, listing it to be sure of
+// that, then hands the database over: its log checkpointed into the file
+// and emptied, so that a replicator taking it over finds no transaction
+// it did not see (which would cost a whole snapshot), and its record
+// removed, since from now on others write to it.
+func (f *Follower) finish(ctx context.Context) error {
+	f.next = listNext
+	var gapSeen bool
+	for {
+		more, err := f.poll(ctx, &gapSeen)
+		if err != nil {
+			return fmt.Errorf("apply the last change sets: %w", err)
+		}
+		f.mu.Lock()
+		caughtUp := f.st.caughtUp
+		f.mu.Unlock()
+		if !more && caughtUp {
+			break
+		}
+		if !more {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(f.o.Interval):
+			}
+		}
+	}
+	if err := f.db.checkpoint(ctx); err != nil {
+		return err
+	}
+	if err := f.marks.remove(); err != nil {
+		return err
+	}
+	f.log.Info("applied the replica's last transaction; handing the database over", "db", f.path, "txid", f.applied().TXID)
+	return nil
 }
 
 // poll takes one step towards the replica's newest state. It reports

@@ -321,3 +321,26 @@ func readLease(ctx context.Context, store objstore.Store, key string) (leaseReco
 	}
 	return rec, info.ETag, nil
 }
+
+// Record is what a lease object says, for a reader that does not hold it:
+// a standby watching for the primary's lease to lapse.
+type Record struct {
+	Holder   string
+	Expires  time.Time
+	Released bool
+}
+
+// Free reports whether the lease is free to take at now: released, or
+// expired by the reader's clock (see the package documentation for what
+// clock skew does to that).
+func (r Record) Free(now time.Time) bool { return r.Released || !now.Before(r.Expires) }
+
+// Read returns the record in the lease object key. A missing object is an
+// error matching objstore.ErrNotFound.
+func Read(ctx context.Context, store objstore.Store, key string) (Record, error) {
+	rec, _, err := readLease(ctx, store, key)
+	if err != nil {
+		return Record{}, err
+	}
+	return Record{Holder: rec.Holder, Expires: rec.Expires, Released: rec.Released}, nil
+}
