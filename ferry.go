@@ -30,8 +30,12 @@ import (
 )
 
 // Status is where replication of a database stands: the newest txid
-// captured and, per replica, the newest txid a restore returns.
-type Status = capture.Status
+// captured and, per replica, the newest txid a restore returns; with
+// Options.Lease, the lease held on each replica.
+type Status struct {
+	capture.Status
+	Leases []LeaseStatus `json:"leases,omitempty"`
+}
 
 // Options tune a Replicator. The zero value replicates with the defaults
 // of the command line, and a zero field takes that field's default.
@@ -52,7 +56,12 @@ type Options struct {
 	// older keys whose history stays readable after a rotation.
 	KeyFile          string
 	ReadOnlyKeyFiles []string
-	Log              *slog.Logger
+	// Lease, when set, holds a lease of this TTL on every replica (at
+	// least 3s), renewed in the background: a second writer is refused,
+	// and a lease found taken over stops replication (Close returns why).
+	// A standby ('ferry follow -standby') takes over once it lapses.
+	Lease time.Duration
+	Log   *slog.Logger
 }
 
 // withDefaults fills in what o leaves zero from the defaults the command
@@ -60,6 +69,9 @@ type Options struct {
 // treat a database alike; an unbounded spool in particular would let a
 // long outage of the store fill the application's disk.
 func (o Options) withDefaults(dbPath string) (Options, error) {
+	if o.Lease != 0 && o.Lease < config.MinLease {
+		return o, fmt.Errorf("ferry: Lease %s is shorter than %s; a lease must outlast a slow request and the skew between clocks", o.Lease, config.MinLease)
+	}
 	if o.SyncInterval < 0 || o.SnapshotInterval < 0 || o.MaxSpoolBytes < 0 {
 		return o, fmt.Errorf("ferry: negative option (SyncInterval %v, SnapshotInterval %v, MaxSpoolBytes %d); leave an option zero for its default", o.SyncInterval, o.SnapshotInterval, o.MaxSpoolBytes)
 	}
@@ -82,6 +94,7 @@ func (o Options) withDefaults(dbPath string) (Options, error) {
 type Replicator struct {
 	r      *capture.Replicator
 	o      Options
+	leases *leases
 	cancel context.CancelFunc
 	done   chan struct{}
 	mu     sync.Mutex
@@ -126,6 +139,10 @@ func Replicate(ctx context.Context, dbPath string, replicaURLs []string, o Optio
 		}
 		targets[u] = s
 	}
+	ls, err := takeLeases(ctx, targets, o.Lease)
+	if err != nil {
+		return nil, err
+	}
 	_, statErr := os.Lstat(o.SpoolDir)
 	fresh := errors.Is(statErr, os.ErrNotExist)
 	r, err := capture.Open(ctx, capture.Options{
@@ -135,16 +152,22 @@ func Replicate(ctx context.Context, dbPath string, replicaURLs []string, o Optio
 		Addresser: ring.Addresser(), Resnapshot: resnapshot,
 	})
 	if err != nil {
+		ls.release()
 		if fresh {
 			spool.RemoveUnused(o.SpoolDir)
 		}
 		return nil, err
 	}
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	rep := &Replicator{r: r, o: o, cancel: cancel, done: make(chan struct{})}
+	rep := &Replicator{r: r, o: o, leases: ls, cancel: cancel, done: make(chan struct{})}
+	lost := ls.keep(runCtx, cancel)
 	go func() {
 		defer close(rep.done)
 		err := r.Run(runCtx)
+		if l := lost(); l != nil {
+			err = l // the lease lost is why replication stopped
+		}
+		ls.release()
 		rep.mu.Lock()
 		rep.err = err
 		rep.mu.Unlock()
@@ -157,7 +180,9 @@ func Replicate(ctx context.Context, dbPath string, replicaURLs []string, o Optio
 func (r *Replicator) Sync(ctx context.Context) (uint64, error) { return r.r.Sync(ctx) }
 
 // Status reports where replication stands.
-func (r *Replicator) Status() Status { return r.r.Status() }
+func (r *Replicator) Status() Status {
+	return Status{Status: r.r.Status(), Leases: r.leases.status()}
+}
 
 // Options returns the options r runs with, every default filled in.
 func (r *Replicator) Options() Options { return r.o }
