@@ -67,7 +67,9 @@ func TestLibraryLeaseFollowAndKeys(t *testing.T) {
 	fctx, stop := context.WithCancel(ctx)
 	replica := filepath.Join(dir, "replica.db")
 	followed := make(chan error, 1)
-	go func() { followed <- ferry.Follow(fctx, url, replica, ferry.FollowOptions{Interval: 50 * time.Millisecond, KeyFiles: []string{key}}) }()
+	go func() {
+		followed <- ferry.Follow(fctx, url, replica, ferry.FollowOptions{Interval: 50 * time.Millisecond, KeyFiles: []string{key}})
+	}()
 	for end := time.Now().Add(time.Minute); ; time.Sleep(50 * time.Millisecond) {
 		if _, err := os.Stat(replica); err == nil && count(t, replica) == 20 {
 			break
