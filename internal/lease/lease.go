@@ -28,18 +28,7 @@ import (
 // holder's own last write. So every change is conditional on the store, and
 // two machines racing for the same lease cannot both win.
 //
-// Clocks: expiry is an absolute time written by the holder and compared by
-// a would-be taker with its own clock. A taker whose clock runs ahead of
-// the holder's by d sees the lease expire d early. A holder that renews
-// every ttl/3 keeps at least 2/3 of ttl ahead of its own clock, so the
-// guarantee holds for skews under 2/3 of ttl; choose ttl much larger than
-// the skew NTP allows (seconds, not milliseconds).
-//
-// No lease can stop a holder that has paused (a stalled process, a long GC)
-// past its expiry from finishing a write already in flight. Writers
-// therefore check the lease just before the write that matters (see
-// Valid and Guard), and keep what they write verifiable, so that a late
-// write from a stale holder shows up as a mismatch rather than a mix.
+// Clocks and stalled writers: see the package documentation.
 type Lease struct {
 	store  objstore.Store
 	key    string
