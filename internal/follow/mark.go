@@ -19,11 +19,11 @@ import (
 // and what the database must match for the record to be trusted.
 //
 // Why a file beside the database and not a row in it: the follower's
-// database must stay equal to the source's content (contract §7 keeps
-// ferry's rows out of a database), and no header field of page 1 is free
-// to hold a txid (the pager rewrites the change counter and its
-// companions at every commit). An attached database would not commit
-// atomically with the main one in WAL mode either.
+// database must stay equal to the source's content (ferry never adds rows
+// to a database), and no header field of page 1 is free to hold a txid
+// (the pager rewrites the change counter and its companions at every
+// commit). An attached database would not commit atomically with the
+// main one in WAL mode either.
 //
 // Why that is crash-safe: the order is COMMIT (fsynced: synchronous=FULL),
 // then the mark, fsynced, so the mark is never ahead of the database. A
