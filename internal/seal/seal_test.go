@@ -319,3 +319,45 @@ func TestKeyNeverPrinted(t *testing.T) {
 		}
 	}
 }
+
+// A ranged read near the start fetches only the chunks it needs, and
+// still authenticates them.
+func TestRangedReadFetchesLittle(t *testing.T) {
+	inner := &rangeRecorder{Store: memstore.New()}
+	s := New(inner, newRing(t, newTestKey(t)), "")
+	body := make([]byte, 10*streamChunk+5)
+	for i := range body {
+		body[i] = byte(i * 13)
+	}
+	put(t, s, "segments/big", body)
+	for _, r := range []objstore.Range{{Offset: 0, Length: 40}, {Offset: streamChunk - 10, Length: 20}, {Offset: 9 * streamChunk, Length: streamChunk + 5}, {Offset: 0, Length: int64(len(body))}} {
+		rc, _, err := s.Get(context.Background(), "segments/big", &r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(rc)
+		rc.Close()
+		if err != nil || !bytes.Equal(got, body[r.Offset:r.Offset+r.Length]) {
+			t.Fatalf("range %+v: %d bytes, %v", r, len(got), err)
+		}
+	}
+	rc, _, err := s.Get(context.Background(), "segments/big", &objstore.Range{Offset: 0, Length: 40})
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.ReadAll(rc)
+	rc.Close()
+	if want := int64(headerSize + nonceSize + streamChunk + tagSize); inner.last == nil || inner.last.Length != want {
+		t.Fatalf("a 40-byte read of the start asked the store for %+v, want %d bytes", inner.last, want)
+	}
+}
+
+type rangeRecorder struct {
+	objstore.Store
+	last *objstore.Range
+}
+
+func (r *rangeRecorder) Get(ctx context.Context, key string, rng *objstore.Range) (io.ReadCloser, objstore.Info, error) {
+	r.last = rng
+	return r.Store.Get(ctx, key, rng)
+}

@@ -188,7 +188,7 @@ func (s *Store) Get(ctx context.Context, key string, rng *objstore.Range) (io.Re
 	}
 	inner := rng
 	if s.ring != nil {
-		inner = nil
+		inner = cipherRange(rng)
 	}
 	rc, info, err := s.inner.Get(ctx, key, inner)
 	if err != nil {
@@ -222,7 +222,9 @@ func (s *Store) Get(ctx context.Context, key string, rng *objstore.Range) (io.Re
 		rc.Close()
 		return nil, info, s.openError(key, id, src, err)
 	}
-	info.Size = PlainSize(info.Size)
+	if inner == nil {
+		info.Size = PlainSize(info.Size)
+	}
 	info.SHA256 = s.openSum(key, info.Metadata[sumMeta])
 	var r io.Reader = &authReader{r: plain, src: src, key: key}
 	if rng != nil {
@@ -361,6 +363,19 @@ func sealSum(k *Key, key string, sum []byte) (string, error) {
 
 func sumAD(id [8]byte, name string) []byte {
 	return fmt.Appendf(nil, "ferry object sha256 v1\x00%x\x00%s", id, name)
+}
+
+// cipherRange returns the range of ciphertext that holds the plaintext
+// range rng from the object's start: the header and every whole STREAM
+// chunk up to rng's end, each of which authenticates on its own. A read
+// of a manifest's or a change set's header then costs one chunk, not the
+// whole object. nil (the whole object) for a range to the end.
+func cipherRange(rng *objstore.Range) *objstore.Range {
+	if rng == nil || rng.Length < 0 {
+		return nil
+	}
+	chunks := max((rng.Offset+rng.Length+streamChunk-1)/streamChunk, 1)
+	return &objstore.Range{Offset: 0, Length: headerSize + nonceSize + chunks*(streamChunk+tagSize)}
 }
 
 // The sizes of the parts of an object this package writes: the age header
