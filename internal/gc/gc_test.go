@@ -14,6 +14,7 @@ import (
 	"github.com/ferrydb/ferry/internal/layout"
 	"github.com/ferrydb/ferry/internal/objstore"
 	"github.com/ferrydb/ferry/internal/objstore/memstore"
+	"github.com/ferrydb/ferry/internal/segment"
 	"github.com/ferrydb/ferry/internal/snapshot"
 )
 
@@ -53,7 +54,7 @@ func putSegment(t *testing.T, store objstore.Store, first, last uint64) {
 
 func keys(t *testing.T, store objstore.Store) map[string]bool {
 	t.Helper()
-	l, err := layout.Read(context.Background(), store, layout.All)
+	l, err := layout.Read(context.Background(), store, layout.All, segment.Heads(store))
 	if err != nil {
 		t.Fatal(err)
 	}

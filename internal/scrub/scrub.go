@@ -116,7 +116,7 @@ func (s *Scrubber) Run(ctx context.Context) {
 func (s *Scrubber) Pass(ctx context.Context, url string) (Report, error) {
 	store := s.o.Targets[url]
 	var rep Report
-	l, err := layout.Read(ctx, store, layout.All)
+	l, err := layout.Read(ctx, store, layout.All, segment.Heads(store))
 	if err != nil {
 		return rep, err
 	}

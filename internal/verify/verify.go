@@ -60,7 +60,7 @@ func (r *Report) OK() bool { return len(r.Problems) == 0 && r.Unrestorable == ""
 // held.
 func Run(ctx context.Context, store objstore.Store, deep bool) (Report, error) {
 	rep := Report{Foreign: []layout.Foreign{}}
-	l, err := layout.Read(ctx, store, layout.All)
+	l, err := layout.Read(ctx, store, layout.All, segment.Heads(store))
 	if err != nil {
 		return rep, err
 	}
@@ -173,7 +173,7 @@ func (rep *Report) checkSegments(ctx context.Context, store objstore.Store, info
 			rep.Segments = len(cat.Segments)
 			return cat, nil
 		}
-		l, err := layout.Read(ctx, store, layout.Segments)
+		l, err := layout.Read(ctx, store, layout.Segments, segment.Heads(store))
 		if err != nil {
 			return restore.Catalog{}, err
 		}
