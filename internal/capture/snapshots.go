@@ -56,6 +56,7 @@ func (r *Replicator) due(now time.Time) []*target {
 	for _, u := range r.urls {
 		t := r.targets[u]
 		switch {
+		case r.progress.stopped(u) != nil:
 		case now.Before(t.nextTry):
 		case !t.synced || t.base == 0 || t.forced:
 			out = append(out, t)
@@ -103,6 +104,9 @@ func (r *Replicator) startSnapshots(ctx context.Context, now time.Time) {
 		t.dirty, t.full = snapshot.ChunkSet{}, false
 		t.snapping, t.resyncing = true, !t.synced
 		if !t.synced {
+			// A follower waiting at the end of the old chain learns of
+			// the break ahead of the change sets that follow.
+			r.markBreak(t, job.txid)
 			// Change sets spooled from now on carry on from this
 			// snapshot's txid, so they must reach the target, once the
 			// snapshot is there.

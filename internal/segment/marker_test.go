@@ -3,6 +3,7 @@ package segment
 import (
 	"bytes"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"testing"
@@ -86,4 +87,29 @@ func FuzzParseHead(f *testing.F) {
 			t.Fatalf("ParseHead accepted %x as the marker of %d", b, h.First)
 		}
 	})
+}
+
+func TestTrim(t *testing.T) {
+	data, err := os.ReadFile(goldenSegment)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	h, err := Trim(&buf, bytes.NewReader(data), 42)
+	if err != nil || h.First != 42 || h.Last != 43 {
+		t.Fatalf("Trim = %+v, %v", h, err)
+	}
+	_, want := goldenInput()
+	_, got, _, err := decode(buf.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0].TXID != 42 || got[1].TXID != 43 || len(got[1].Pages) != len(want[2].Pages) || !got[1].Time.Equal(want[2].Time) {
+		t.Fatalf("trimmed segment holds %+v", got)
+	}
+	for _, from := range []uint64{41, 44, 1} {
+		if _, err := Trim(io.Discard, bytes.NewReader(data), from); err == nil {
+			t.Errorf("Trim at %d succeeded", from)
+		}
+	}
 }

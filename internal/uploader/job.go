@@ -20,6 +20,10 @@ type Job struct {
 	// SHA256 is the hex SHA-256 of the data, recorded by the first worker
 	// that hashed it so later attempts skip the pass.
 	SHA256 string `json:"sha256,omitempty"`
+	// Last is, for a change set, its last txid, which a key naming only
+	// the first does not say. The uploader only hands it back to
+	// Options.Shipped.
+	Last uint64 `json:"last_txid,omitempty"`
 }
 
 // FilesQueue is the spool queue that plain files travel through.
