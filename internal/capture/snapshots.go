@@ -7,6 +7,7 @@ import (
 	"maps"
 	"time"
 
+	"github.com/ferrydb/ferry/internal/layout"
 	"github.com/ferrydb/ferry/internal/objstore"
 	"github.com/ferrydb/ferry/internal/snapshot"
 )
@@ -37,6 +38,8 @@ type snapWork struct {
 	full  bool
 	// observe hears every store call, for the target's state.
 	observe objstore.AttemptObserver
+	// writer names the replicator in the manifest it stores.
+	writer writerID
 
 	m     snapshot.Manifest
 	stats snapshot.Stats
@@ -95,7 +98,7 @@ func (r *Replicator) startSnapshots(ctx context.Context, now time.Time) {
 	for _, t := range ts {
 		url := t.url
 		w := &snapWork{url: url, store: t.store, base: t.base, dirty: t.dirty, full: t.full || t.base == 0,
-			observe: func(_ string, err error) { r.progress.attempt(url, err) }}
+			observe: func(_ string, err error) { r.progress.attempt(url, err) }, writer: r.writer}
 		if !w.full {
 			w.prev = t.prev
 		}
@@ -134,13 +137,13 @@ func (j *snapJob) run(ctx context.Context) {
 				w.prev = nil
 			}
 		}
-		opts := snapshot.Options{Parallelism: snapshotParallelism}
+		opts := snapshot.Options{Parallelism: snapshotParallelism, Metadata: w.writer.metadata()}
 		if w.prev != nil {
 			opts.Previous, opts.Dirty = w.prev, w.dirty
 		}
 		w.m, w.stats, w.err = snapshot.Write(ctx, w.store, j.img, j.img.pageSize, j.img.pages, j.txid, j.at, opts)
 		if w.err != nil && objstore.IsPreconditionFailed(w.err) && ctx.Err() == nil {
-			w.m, w.err = adopt(ctx, w.store, j, w.err)
+			w.m, w.err = adopt(ctx, w, j, w.err)
 		}
 	}
 }
@@ -149,8 +152,10 @@ func (j *snapJob) run(ctx context.Context) {
 // describes the same database image. That happens after a crash between
 // storing a manifest and saving the state: the txid is captured again
 // with another commit time, and the manifest, written create-only, cannot
-// be replaced.
-func adopt(ctx context.Context, store objstore.Store, j *snapJob, cause error) (snapshot.Manifest, error) {
+// be replaced. Another writer's manifest with another image is a
+// conflictError, which stops the target.
+func adopt(ctx context.Context, w *snapWork, j *snapJob, cause error) (snapshot.Manifest, error) {
+	store := w.store
 	have, err := snapshot.Load(ctx, store, j.txid)
 	if err != nil {
 		return snapshot.Manifest{}, cause
@@ -160,7 +165,15 @@ func adopt(ctx context.Context, store objstore.Store, j *snapJob, cause error) (
 		return snapshot.Manifest{}, err
 	}
 	if have.PageSize != j.img.pageSize || have.PageCount != j.img.pages || have.DBHash != sum {
-		return snapshot.Manifest{}, fmt.Errorf("%w; its database differs from this one at the same txid, which means two writers share this replica", cause)
+		key := layout.ManifestKey(j.txid)
+		info, err := store.Head(ctx, key)
+		if err != nil {
+			return snapshot.Manifest{}, fmt.Errorf("%w; its database differs from this one at the same txid, and reading who wrote it failed: %v", cause, err)
+		}
+		if w.writer.ours(info.Metadata) {
+			return snapshot.Manifest{}, fmt.Errorf("%w; its database differs from the one this replicator captured again at the same txid", cause)
+		}
+		return snapshot.Manifest{}, &conflictError{url: w.url, key: key, other: describeWriter(info.Metadata)}
 	}
 	return have, nil
 }
@@ -195,9 +208,13 @@ func (r *Replicator) finishSnapshots() {
 			if t.resyncing {
 				r.progress.setSynced(t.url, false)
 			}
-			if errors.Is(w.err, context.Canceled) {
+			var cerr *conflictError
+			switch {
+			case errors.Is(w.err, context.Canceled):
 				t.nextTry = time.Time{}
-			} else {
+			case errors.As(w.err, &cerr):
+				r.progress.stop(t.url, cerr)
+			default:
 				t.failures++
 				t.nextTry = now.Add(retryDelay(t.failures))
 				r.progress.targetFailed(t.url, w.err)
