@@ -124,6 +124,14 @@ func Run(ctx context.Context, store objstore.Store, o Options) (Report, error) {
 			doomed = append(doomed, Object{s.Key, s.Size})
 		}
 	}
+	// A break marker at txid b speaks to a follower that holds b-1 and
+	// waits for b; from the oldest snapshot kept on, none asks for it
+	// once b is at or below that snapshot.
+	for _, b := range l.Breaks {
+		if b.TXID <= oldest {
+			doomed = append(doomed, Object{b.Key, b.Size})
+		}
+	}
 	named := snapshot.AddressSet{}
 	for _, s := range l.Snapshots[keep:] {
 		m := manifests[s.TXID]

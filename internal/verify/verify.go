@@ -30,6 +30,10 @@ type Report struct {
 	Snapshots int `json:"snapshots"`
 	Segments  int `json:"segments"`
 	Chunks    int `json:"chunks"`
+	// Breaks counts break markers: each says that a chain of change sets
+	// ended and a newer snapshot carries the replica on. No restore reads
+	// them.
+	Breaks int `json:"breaks"`
 	// Ranges are the txids a restore reaches, counting none that a
 	// missing or damaged object holds or that only such an object leads
 	// to.
@@ -65,6 +69,7 @@ func Run(ctx context.Context, store objstore.Store, deep bool) (Report, error) {
 		return rep, err
 	}
 	rep.Foreign = append(rep.Foreign, l.Foreign...)
+	rep.Breaks = len(l.Breaks)
 	infos, err := snapshot.Describe(ctx, store, l.Snapshots)
 	if err != nil {
 		return rep, err
