@@ -145,6 +145,10 @@ func (s *chainedStore) create(ctx context.Context, key string, body io.ReadSeeke
 	if err != nil {
 		return objstore.Info{}, err
 	}
+	start, err := body.Seek(0, io.SeekCurrent)
+	if err != nil {
+		return objstore.Info{}, err
+	}
 	opts.SHA256, opts.IfNoneMatch, opts.Metadata = sum, true, s.writer.metadata()
 	info, err := s.Store.Put(ctx, key, body, opts)
 	if !objstore.IsPreconditionFailed(err) {
@@ -163,6 +167,9 @@ func (s *chainedStore) create(ctx context.Context, key string, body io.ReadSeeke
 		cerr := &conflictError{url: s.url, key: key, other: describeWriter(have.Metadata)}
 		s.p.stop(s.url, cerr)
 		return objstore.Info{}, cerr
+	}
+	if _, err := body.Seek(start, io.SeekStart); err != nil {
+		return objstore.Info{}, err
 	}
 	if err := s.standIn(ctx, key, body, have); err != nil {
 		return objstore.Info{}, err

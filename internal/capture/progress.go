@@ -2,7 +2,6 @@ package capture
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -310,7 +309,7 @@ func (p *progress) wait(ctx context.Context, txid uint64, done <-chan struct{}) 
 				continue
 			}
 			if t.stopped != "" {
-				stopped = errors.New(t.stopped)
+				stopped = fmt.Errorf("%s: %w", t.stopped, ErrOtherWriter)
 				return true
 			}
 			return false

@@ -248,7 +248,11 @@ func (r *Replicator) step(ctx context.Context) {
 	}
 	r.handle(ctx, r.maybeCheckpoint(ctx, time.Now()))
 	r.checkStopped()
-	if now := time.Now(); now.Sub(r.lastFailedCheck) >= failedCheckEvery {
+	every := failedCheckEvery
+	if r.o.failedCheck > 0 {
+		every = r.o.failedCheck
+	}
+	if now := time.Now(); now.Sub(r.lastFailedCheck) >= every {
 		r.lastFailedCheck = now
 		r.checkFailed()
 	}

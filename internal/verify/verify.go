@@ -192,7 +192,7 @@ func (rep *Report) checkSegments(ctx context.Context, store objstore.Store, info
 // still damage, but not the kind that stops a restore.
 func (rep *Report) noteRedundant(cat restore.Catalog) {
 	for _, u := range cat.Unusable {
-		if _, _, err := layout.ParseSegmentKey(u.Key); err != nil {
+		if _, _, err := layout.ParseAnySegmentKey(u.Key); err != nil {
 			continue
 		}
 		if !slices.ContainsFunc(rep.Ranges, func(r restore.Range) bool { return r.First <= u.First && u.Last <= r.Last }) {
