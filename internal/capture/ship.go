@@ -225,9 +225,17 @@ func (r *Replicator) checkFailed() {
 				continue // refused because another writer took the key: see checkStopped
 			}
 			var job uploader.Job
-			first := uint64(0)
+			first, last := uint64(0), uint64(0)
 			if err := json.Unmarshal(e.Payload, &job); err == nil {
-				first, _, _ = layout.ParseAnySegmentKey(job.Key)
+				first, last, _ = layout.ParseAnySegmentKey(job.Key)
+			}
+			if first != 0 && last == 0 && job.Last == 0 {
+				// A break marker: the chain had ended already, and the
+				// snapshot carries the target on whether the marker is
+				// stored or not; only a follower waiting there goes on
+				// waiting, which the operator must hear of.
+				r.progress.targetFailed(u, fmt.Errorf("the store refused break marker %s for good: %s", job.Key, e.Reason))
+				continue
 			}
 			if first != 0 && first <= t.base {
 				continue // a snapshot since carries the chain past it
@@ -241,11 +249,7 @@ func (r *Replicator) checkFailed() {
 				if _, _, err := r.sp.DropQueue(segmentQueue(u)); err != nil {
 					r.fail(fmt.Errorf("drop the change-set backlog of %s: %w", u, err))
 				}
-				// Unless the refused object was the marker itself, in which
-				// case the store would refuse it again.
-				if _, last, _ := layout.ParseAnySegmentKey(job.Key); last != 0 || job.Last != 0 {
-					r.chainEnds(t, end)
-				}
+				r.chainEnds(t, end)
 				t.nextTry = time.Time{}
 				if err := r.save(); err != nil {
 					r.fail(err)
