@@ -354,3 +354,50 @@ func TestBreakMarkerOnRefusedChangeSet(t *testing.T) {
 		t.Errorf("newest snapshot at txid %d; the chain ended at %d", n, before)
 	}
 }
+
+// TestBreakMarkerOnLogBreak checks the marker of a chain that ends
+// because the log broke continuity while ferry was stopped: a follower
+// that holds the last txid before the break finds, under the key of the
+// next, the marker sending it to the snapshot that carries on.
+func TestBreakMarkerOnLogBreak(t *testing.T) {
+	needCLI(t)
+	ctx := context.Background()
+	dir := t.TempDir()
+	db := newDB(t, dir, 4096, appSchema...)
+	store := memstore.New()
+	o := testOptions(dir, db, map[string]objstore.Store{"mem://a": store})
+	r := startReplicator(t, o)
+	r.sync(t)
+	app := openApp(t, db)
+	for k := 1; k <= 5; k++ {
+		commitApp(t, app, k)
+	}
+	end := r.sync(t)
+	r.stop()
+
+	for _, q := range []string{"PRAGMA journal_mode=DELETE", "PRAGMA page_size=8192", "VACUUM", "PRAGMA journal_mode=WAL"} {
+		if _, err := app.Exec(q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	r = startReplicator(t, o)
+	r.sync(t)
+	// A change set behind the marker in the target's ordered queue: once
+	// it is confirmed, so is the marker.
+	commitApp(t, app, 6)
+	last := r.sync(t)
+
+	rc, _, err := store.Get(ctx, layout.ChangeSetKey(end+1), nil)
+	if err != nil {
+		t.Fatalf("GET the key after the chain's end: %v", err)
+	}
+	got, err := io.ReadAll(rc)
+	rc.Close()
+	if err != nil || !bytes.Equal(got, segment.MarshalBreak(end+1)) {
+		t.Fatalf("GET %s = %x, %v; want the break marker", layout.ChangeSetKey(end+1), got, err)
+	}
+	out, res := restoreAt(t, store, 0, dir)
+	if res.TXID != last || marker(t, out) != 6 {
+		t.Fatalf("restored txid %d (want %d), commit %d (want 6)", res.TXID, last, marker(t, out))
+	}
+}
