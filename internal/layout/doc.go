@@ -71,9 +71,10 @@
 //     segments of each target, to find where the numbering ended when its
 //     own state was lost (a txid must never name two states), and which
 //     change sets a target already holds after a restart.
-//   - A follower does not list either: it GETs the next change set by
-//     ChangeSetKey, and a newer snapshot by ManifestKey once a break
-//     marker tells it to.
+//   - A follower does not list in the steady state either: it GETs the
+//     next change set by ChangeSetKey. Only a break marker, which says
+//     the chain it follows has ended, sends it to list snapshots once, for
+//     the newer one that carries the replica on.
 //   - A restore, and the commands that show what a replica holds, list
 //     snapshots and segments once, to plan.
 //   - verify lists everything once, chunks included, and checks presence
