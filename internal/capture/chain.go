@@ -1,6 +1,7 @@
 package capture
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -211,9 +212,17 @@ func (s *chainedStore) standIn(ctx context.Context, key string, body io.ReadSeek
 	}
 	switch {
 	case mine.Break:
-		// A change set of ours carries the chain on where the marker
-		// would end it: the marker is moot.
-		return nil
+		// A change set of ours took the key after all: one that was
+		// being uploaded when its backlog was dropped. The chain ends
+		// after it instead, unless it reaches the snapshot that carries
+		// the target on (or that snapshot is not known), from which
+		// change sets follow without a break.
+		if there.Last >= s.p.resumesAt(s.url) {
+			return nil
+		}
+		next := there.Last + 1
+		_, err := s.create(ctx, layout.ChangeSetKey(next), bytes.NewReader(segment.MarshalBreak(next)), objstore.PutOptions{})
+		return err
 	case there.Break:
 		// Our own marker ended the chain before this change set, spooled
 		// before a crash, could follow it. Refused for good, as the store

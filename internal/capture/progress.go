@@ -172,6 +172,15 @@ func (p *progress) stop(url string, err error) {
 	p.notify()
 }
 
+// resumesAt returns the txid of the snapshot that carries url's target
+// on after a break, from which change sets follow (see
+// targetState.holdAfter); 0 when none is known.
+func (p *progress) resumesAt(url string) uint64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.targets[url].holdAfter
+}
+
 // stopped returns why url's target stopped, nil while it replicates.
 func (p *progress) stopped(url string) error {
 	p.mu.Lock()

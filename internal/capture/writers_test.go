@@ -267,6 +267,41 @@ func TestOwnChangeSetStandsIn(t *testing.T) {
 	}
 }
 
+// A break marker whose key a change set of ours took after all (one in
+// flight when its backlog was dropped) moves to the txid after it, so
+// that a follower reading that change set still finds the marker; not
+// when the change set reaches the snapshot that carries the target on.
+func TestBreakMarkerMovesPastALateChangeSet(t *testing.T) {
+	ctx := context.Background()
+	mem := memstore.New()
+	cs := testChained(t, mem, "")
+	cs.p.targets[cs.url].holdAfter = 20
+	if _, err := cs.Put(ctx, layout.ChangeSetKey(5), bytes.NewReader(testSegment(t, 5, 7, 1)), objstore.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cs.Put(ctx, layout.ChangeSetKey(5), bytes.NewReader(segment.MarshalBreak(5)), objstore.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	l, err := layout.Read(ctx, mem, layout.Segments, segment.Heads(mem))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(l.Segments) != 1 || len(l.Breaks) != 1 || l.Breaks[0].TXID != 8 {
+		t.Fatalf("listing %+v; want the change set 5-7 and a marker at 8", l)
+	}
+
+	cs.p.targets[cs.url].holdAfter = 9
+	if _, err := cs.Put(ctx, layout.ChangeSetKey(9), bytes.NewReader(testSegment(t, 9, 9, 1)), objstore.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cs.Put(ctx, layout.ChangeSetKey(9), bytes.NewReader(segment.MarshalBreak(9)), objstore.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := mem.Head(ctx, layout.ChangeSetKey(10)); !objstore.IsNotFound(err) {
+		t.Fatalf("a marker at 10, where change sets after the snapshot at 9 go: %v", err)
+	}
+}
+
 // refuseOnce refuses, for good, the first change set put after it is
 // armed, as a store refuses an object its policy forbids.
 type refuseOnce struct {
