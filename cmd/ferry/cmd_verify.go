@@ -132,6 +132,9 @@ func verifyFailure(url string, rep verify.Report) string {
 
 func (c *verifyCmd) printReport(url string, rep verify.Report, deep bool) {
 	fmt.Fprintf(c.stdout, "%s: %d snapshots, %d chunks, %d segments\n", url, rep.Snapshots, rep.Chunks, rep.Segments)
+	if rep.Breaks > 0 {
+		fmt.Fprintf(c.stdout, "%d break marker(s): a chain of change sets ended there and a newer snapshot carries on\n", rep.Breaks)
+	}
 	for _, r := range rep.Ranges {
 		fmt.Fprintf(c.stdout, "restorable txids %d-%d\n", r.First, r.Last)
 	}

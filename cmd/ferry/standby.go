@@ -155,7 +155,7 @@ func (s *standby) awaitLease(ctx context.Context, followed <-chan error) (*lease
 // newestSnapshot returns the newest snapshot at or before txid, the one
 // the replicator taking over counts its history from (0 if none).
 func newestSnapshot(ctx context.Context, store objstore.Store, txid uint64) (uint64, error) {
-	l, err := layout.Read(ctx, store, layout.Snapshots)
+	l, err := layout.Read(ctx, store, layout.Snapshots, nil)
 	if err != nil {
 		return 0, err
 	}

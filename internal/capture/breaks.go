@@ -28,9 +28,12 @@ func (r *Replicator) answerBreak(ctx context.Context, cause error) error {
 	r.stopSnapshots()
 	if !r.batch.empty() {
 		r.shipBatch()
-		if !r.batch.empty() {
-			r.dropBatch("the change set before a break could not be spooled")
-		}
+	}
+	// Where the chains of the targets that change sets reach now end:
+	// after the last change set spooled, whether or not the batch was.
+	end := r.durable.txid
+	if !r.batch.empty() {
+		r.dropBatch("the change set before a break could not be spooled")
 	}
 	if err := r.sql.handover(ctx, r.rescan); err != nil {
 		return fmt.Errorf("read the log after a break: %w", err)
@@ -40,7 +43,11 @@ func (r *Replicator) answerBreak(ctx context.Context, cause error) error {
 	r.txTime = time.Now()
 	r.durable = r.current()
 	for _, t := range r.targets {
+		wasSynced := t.synced
 		r.unsync(t, r.txid, "the log broke continuity: "+cause.Error())
+		if wasSynced {
+			r.chainEnds(t, end)
+		}
 		t.full, t.prev = true, nil
 		clear(t.dirty)
 	}

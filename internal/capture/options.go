@@ -75,6 +75,9 @@ type Options struct {
 	// batchBytes overrides the size at which a batch is shipped at once;
 	// tests make it small.
 	batchBytes int64
+	// failedCheck overrides failedCheckEvery, for tests of a change set
+	// the store refuses.
+	failedCheck time.Duration
 }
 
 // Continuation is where a database restored from a target stands in that

@@ -2,12 +2,14 @@ package capture
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"slices"
 	"sync"
 	"time"
 
 	"github.com/ferrydb/ferry/internal/layout"
+	"github.com/ferrydb/ferry/internal/uploader"
 )
 
 // txRange is an inclusive run of txids.
@@ -96,10 +98,15 @@ func (p *progress) unsync(url string, from uint64, cause string) {
 	t.synced = false
 }
 
-// shipped is the uploaders' callback: url holds the change set under key.
-func (p *progress) shipped(url, key string) {
-	first, last, err := layout.ParseSegmentKey(key)
-	if err != nil {
+// shipped is the uploaders' callback: url holds the change set job
+// names. A first-only key leaves its last txid to the job; a break marker
+// has none, and adds nothing the target restores.
+func (p *progress) shipped(url string, job uploader.Job) {
+	first, last, err := layout.ParseAnySegmentKey(job.Key)
+	if last == 0 {
+		last = job.Last
+	}
+	if err != nil || last < first {
 		return
 	}
 	p.mu.Lock()
@@ -144,7 +151,44 @@ func (p *progress) snapshotDone(url string, txid uint64, now time.Time) {
 func (p *progress) setSynced(url string, synced bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.targets[url].synced = synced
+	t := p.targets[url]
+	t.synced = synced && t.stopped == ""
+}
+
+// stop stops url's target for good with err, the first time only: the
+// first conflict is the one to show.
+func (p *progress) stop(url string, err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	t := p.targets[url]
+	if t == nil || t.stopped != "" {
+		return
+	}
+	// synced is the capture loop's to change (see targetState); it
+	// leaves the target out of change sets when it sees the stop.
+	t.stopped = err.Error()
+	t.lastErr, t.lastErrAt = t.stopped, time.Now()
+	p.log.Error("target stopped", "target", url, "err", err)
+	p.notify()
+}
+
+// resumesAt returns the txid of the snapshot that carries url's target
+// on after a break, from which change sets follow (see
+// targetState.holdAfter); 0 when none is known.
+func (p *progress) resumesAt(url string) uint64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.targets[url].holdAfter
+}
+
+// stopped returns why url's target stopped, nil while it replicates.
+func (p *progress) stopped(url string) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if t := p.targets[url]; t != nil && t.stopped != "" {
+		return fmt.Errorf("%s: %w", t.stopped, ErrOtherWriter)
+	}
+	return nil
 }
 
 // resync records that a snapshot at txid starts url's chain again:
@@ -154,6 +198,9 @@ func (p *progress) resync(url string, txid uint64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	t := p.targets[url]
+	if t.stopped != "" {
+		return
+	}
 	t.synced = true
 	// While an earlier resync snapshot is still missing, change sets
 	// after it chain onto nothing: they keep waiting for the first
@@ -261,14 +308,25 @@ func (p *progress) gapList() []Gap {
 	return slices.Clone(p.gaps)
 }
 
-// wait returns once every target restores txid, or when ctx ends.
+// wait returns once every target restores txid, or when ctx ends. It
+// fails at once when a target that lacks txid stopped: it never will.
 func (p *progress) wait(ctx context.Context, txid uint64, done <-chan struct{}) error {
-	return p.waitUntil(ctx, done, func() bool {
+	var stopped error
+	err := p.waitUntil(ctx, done, func() bool {
 		for _, t := range p.targets {
-			if t.reached() < txid {
-				return false
+			if t.reached() >= txid {
+				continue
 			}
+			if t.stopped != "" {
+				stopped = fmt.Errorf("%s: %w", t.stopped, ErrOtherWriter)
+				return true
+			}
+			return false
 		}
 		return true
 	})
+	if err == nil {
+		err = stopped
+	}
+	return err
 }

@@ -5,13 +5,14 @@ import (
 
 	"github.com/ferrydb/ferry/internal/layout"
 	"github.com/ferrydb/ferry/internal/objstore"
+	"github.com/ferrydb/ferry/internal/segment"
 )
 
 // remoteTop returns the highest txid any snapshot or change set in store
 // names, 0 for an empty replica. A replica whose capture state was lost
 // numbers on from there, so that no txid names two states.
 func remoteTop(ctx context.Context, store objstore.Store) (uint64, error) {
-	l, err := layout.Read(ctx, store, layout.Snapshots|layout.Segments)
+	l, err := layout.Read(ctx, store, layout.Snapshots|layout.Segments, segment.Heads(store))
 	if err != nil {
 		return 0, err
 	}
@@ -20,7 +21,7 @@ func remoteTop(ctx context.Context, store objstore.Store) (uint64, error) {
 
 // remoteSegments returns the txid ranges of the change sets store holds.
 func remoteSegments(ctx context.Context, store objstore.Store) ([]txRange, error) {
-	l, err := layout.Read(ctx, store, layout.Segments)
+	l, err := layout.Read(ctx, store, layout.Segments, segment.Heads(store))
 	if err != nil {
 		return nil, err
 	}

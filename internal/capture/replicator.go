@@ -39,6 +39,8 @@ type Replicator struct {
 	urls    []string // target URLs, sorted
 	queues  []string // their spool queues, in the same order
 	sp      *spool.Spool
+	// writer names this replicator in the objects it writes.
+	writer writerID
 
 	// dbInfo identifies the database file ferry's connections have open.
 	dbInfo   os.FileInfo
@@ -118,6 +120,14 @@ type target struct {
 	jobFull   bool
 	failures  int
 	nextTry   time.Time
+	// breakAfter, when not zero, is where the target's chain of change
+	// sets ended at a break, for the marker the next snapshot spools;
+	// marked is the txid of the marker spooled last, which a dropped
+	// backlog may have taken with it.
+	breakAfter uint64
+	marked     uint64
+	// stopHandled says that the capture answered the target's stop.
+	stopHandled bool
 }
 
 // Open checks the database and the spool and returns a Replicator ready to
@@ -163,6 +173,13 @@ func Open(ctx context.Context, o Options) (*Replicator, error) {
 		return fail(fmt.Errorf("capture %s: %w", o.DBPath, err))
 	}
 	if r.state, err = loadState(o.SpoolDir, o.DBPath); err != nil {
+		return fail(fmt.Errorf("capture %s: %w", o.DBPath, err))
+	}
+	saved := ""
+	if r.state != nil {
+		saved = r.state.Writer
+	}
+	if r.writer, err = newWriterID(saved); err != nil {
 		return fail(fmt.Errorf("capture %s: %w", o.DBPath, err))
 	}
 	if r.sql, err = openConns(ctx, o.DBPath, o.CheckpointBusyTimeout); err != nil {

@@ -4,13 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"slices"
 	"sync"
 	"syscall"
 	"time"
 
-	"github.com/ferrydb/ferry/internal/layout"
 	"github.com/ferrydb/ferry/internal/objstore"
 	"github.com/ferrydb/ferry/internal/snapshot"
 	"github.com/ferrydb/ferry/internal/spool"
@@ -94,7 +92,7 @@ func (r *Replicator) upload(ctx context.Context, url, queue string) {
 			// An ordered queue hands out one entry at a time.
 			Workers: 1,
 			Log:     r.o.Log,
-			Shipped: func(_ spool.ID, job uploader.Job) { r.progress.shipped(url, job.Key) },
+			Shipped: func(_ spool.ID, job uploader.Job) { r.progress.shipped(url, job) },
 		})
 		err := up.Run(ctx)
 		if ctx.Err() != nil || errors.Is(err, spool.ErrClosed) {
@@ -120,27 +118,9 @@ func (r *Replicator) observed(ctx context.Context, url string) context.Context {
 
 func (r *Replicator) openTarget(_ context.Context, url string) (objstore.Store, error) {
 	if s, ok := r.o.Targets[url]; ok {
-		return &chainedStore{Store: s, url: url, p: r.progress}, nil
+		return &chainedStore{Store: s, url: url, p: r.progress, writer: r.writer, tmpDir: r.o.SpoolDir}, nil
 	}
 	return nil, fmt.Errorf("a change set names target %s, which this replicator does not have", url)
-}
-
-// chainedStore is a target's store as its uploader sees it: a change set
-// that carries on from a snapshot still in flight waits for it (see
-// targetState.holdAfter).
-type chainedStore struct {
-	objstore.Store
-	url string
-	p   *progress
-}
-
-func (s *chainedStore) Put(ctx context.Context, key string, body io.ReadSeeker, opts objstore.PutOptions) (objstore.Info, error) {
-	if first, _, err := layout.ParseSegmentKey(key); err == nil {
-		if err := s.p.waitChainable(ctx, s.url, first); err != nil {
-			return objstore.Info{}, err
-		}
-	}
-	return s.Store.Put(ctx, key, body, opts)
 }
 
 // start sets the capture up from the saved state, or, for a new replica,
@@ -151,7 +131,7 @@ func (r *Replicator) start(ctx context.Context, wg *sync.WaitGroup) error {
 		t := &target{targetState: r.progress.targets[u], store: r.o.Targets[u], dirty: snapshot.ChunkSet{}, full: true}
 		if st != nil {
 			if sv := st.Targets[u]; sv != nil {
-				t.full = sv.Full
+				t.full, t.breakAfter = sv.Full, sv.BreakAfter
 				for _, i := range sv.Dirty {
 					t.dirty.Add(i)
 				}
@@ -272,7 +252,12 @@ func (r *Replicator) step(ctx context.Context) {
 		r.waiting = r.waiting[:0]
 	}
 	r.handle(ctx, r.maybeCheckpoint(ctx, time.Now()))
-	if now := time.Now(); now.Sub(r.lastFailedCheck) >= failedCheckEvery {
+	r.checkStopped()
+	every := failedCheckEvery
+	if r.o.failedCheck > 0 {
+		every = r.o.failedCheck
+	}
+	if now := time.Now(); now.Sub(r.lastFailedCheck) >= every {
 		r.lastFailedCheck = now
 		r.checkFailed()
 	}

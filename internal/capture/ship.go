@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ferrydb/ferry/internal/layout"
+	"github.com/ferrydb/ferry/internal/segment"
 	"github.com/ferrydb/ferry/internal/spool"
 	"github.com/ferrydb/ferry/internal/uploader"
 )
@@ -50,7 +52,7 @@ func (r *Replicator) shipBatch() {
 		r.fail(err)
 		return
 	}
-	key := layout.SegmentKey(first, last)
+	key := layout.ChangeSetKey(first)
 	tmp := filepath.Join(r.o.SpoolDir, segmentName)
 	defer os.Remove(tmp)
 	if err := r.writeSegmentFile(tmp); err != nil {
@@ -63,7 +65,7 @@ func (r *Replicator) shipBatch() {
 	for i, t := range ts {
 		for t.synced {
 			// The last target takes the file itself; the others copies.
-			_, err := r.sp.EnqueueFile(segmentQueue(t.url), uploader.Job{Key: key, Pending: []string{t.url}}, tmp, i == len(ts)-1)
+			_, err := r.sp.EnqueueFile(segmentQueue(t.url), uploader.Job{Key: key, Pending: []string{t.url}, Last: last}, tmp, i == len(ts)-1)
 			if err == nil {
 				break
 			}
@@ -133,7 +135,10 @@ func (r *Replicator) spoolDiskFull(cause error) {
 	for _, u := range r.urls {
 		if t := r.targets[u]; t.synced {
 			r.o.Log.Error("spool disk full: a snapshot will re-establish the target's chain", "target", u, "cause", cause)
-			r.unsync(t, r.progress.replicated(u)+1, "the spool's disk was full")
+			end := r.progress.replicated(u)
+			r.unsync(t, end+1, "the spool's disk was full")
+			// With no backlog left, what the target holds is its chain.
+			r.chainEnds(t, end)
 			t.nextTry = time.Time{}
 		}
 	}
@@ -178,7 +183,15 @@ func (r *Replicator) dropBacklog(t *target, cause error) {
 	}
 	r.o.Log.Error("spool full: dropped a target's change-set backlog; a snapshot will re-establish its chain",
 		"target", t.url, "entries", n, "bytes", bytes, "cause", cause)
-	r.unsync(t, r.progress.replicated(t.url)+1, "the spool was full and the target's change sets were dropped")
+	if t.marked != 0 {
+		// The marker of an earlier break may have gone with the backlog:
+		// the next snapshot spools it again.
+		r.chainEnds(t, t.marked-1)
+		t.marked = 0
+	}
+	end := r.progress.replicated(t.url)
+	r.unsync(t, end+1, "the spool was full and the target's change sets were dropped")
+	r.chainEnds(t, end)
 	t.nextTry = time.Time{}
 	if err := r.save(); err != nil {
 		r.fail(err)
@@ -208,10 +221,21 @@ func (r *Replicator) checkFailed() {
 			if e.From != segmentQueue(u) {
 				continue
 			}
+			if r.progress.stopped(u) != nil {
+				continue // refused because another writer took the key: see checkStopped
+			}
 			var job uploader.Job
-			first := uint64(0)
+			first, last := uint64(0), uint64(0)
 			if err := json.Unmarshal(e.Payload, &job); err == nil {
-				first, _, _ = layout.ParseSegmentKey(job.Key)
+				first, last, _ = layout.ParseAnySegmentKey(job.Key)
+			}
+			if first != 0 && last == 0 && job.Last == 0 {
+				// A break marker: the chain had ended already, and the
+				// snapshot carries the target on whether the marker is
+				// stored or not; only a follower waiting there goes on
+				// waiting, which the operator must hear of.
+				r.progress.targetFailed(u, fmt.Errorf("the store refused break marker %s for good: %s", job.Key, e.Reason))
+				continue
 			}
 			if first != 0 && first <= t.base {
 				continue // a snapshot since carries the chain past it
@@ -219,11 +243,13 @@ func (r *Replicator) checkFailed() {
 			cause := fmt.Sprintf("the store refused change set %s for good: %s", job.Key, e.Reason)
 			r.progress.targetFailed(u, errors.New(cause))
 			if t.synced || t.snapping {
-				r.unsync(t, r.progress.replicated(u)+1, cause)
+				end := r.progress.replicated(u)
+				r.unsync(t, end+1, cause)
 				// The rest of its backlog chains onto the hole: of no use.
 				if _, _, err := r.sp.DropQueue(segmentQueue(u)); err != nil {
 					r.fail(fmt.Errorf("drop the change-set backlog of %s: %w", u, err))
 				}
+				r.chainEnds(t, end)
 				t.nextTry = time.Time{}
 				if err := r.save(); err != nil {
 					r.fail(err)
@@ -259,6 +285,7 @@ func (r *Replicator) save() error {
 		PageSize: r.durable.pageSize,
 		DBSize:   r.durable.dbSize,
 		Reserved: r.reserved,
+		Writer:   r.writer.id,
 		Targets:  map[string]*savedTarget{},
 		Gaps:     r.progress.gapList(),
 	}
@@ -285,6 +312,7 @@ func (t *target) saved(p *progress) *savedTarget {
 		UnsyncedFrom:  t.unsyncedFrom,
 		UnsyncedCause: t.unsyncedCause,
 		Full:          t.full,
+		BreakAfter:    t.breakAfter,
 	}
 	if r := t.reached(); r < p.local {
 		sv.WaitingSince, _ = p.marks.committedAt(r + 1)
@@ -323,4 +351,69 @@ func (r *Replicator) reserve(txid uint64) error {
 		return err
 	}
 	return nil
+}
+
+// chainEnds records that t's chain of change sets ends at txid end: no
+// change set for end+1 will reach it, and a snapshot will carry it on
+// (see markBreak). A target that never held a snapshot has no chain for a
+// follower to wait on. The earliest end is kept: a second break before
+// the snapshot does not move where the change sets stopped.
+func (r *Replicator) chainEnds(t *target, end uint64) {
+	if t.base == 0 || end < t.base {
+		return
+	}
+	if t.breakAfter == 0 || end < t.breakAfter {
+		t.breakAfter = end
+	}
+}
+
+// markBreak spools, for t, the break marker saying that its chain of
+// change sets ends at txid end (see segment.MarshalBreak): a follower
+// waiting for end+1 learns with the same GET to go on from a newer
+// snapshot. It is spooled when the snapshot that carries the target on
+// starts, at txid snap: a snapshot at end itself carries the chain on
+// with no break, and the change sets after it take end+1's key. It goes
+// through the target's ordered queue, behind every change set spooled
+// before the break, and like them is retried until the store takes it.
+// A stopped target must not be written to.
+func (r *Replicator) markBreak(t *target, snap uint64) {
+	end := t.breakAfter
+	t.breakAfter = 0
+	if end == 0 || snap <= end || r.progress.stopped(t.url) != nil {
+		return
+	}
+	key := layout.ChangeSetKey(end + 1)
+	marker := segment.MarshalBreak(end + 1)
+	_, err := r.sp.Enqueue(segmentQueue(t.url), uploader.Job{Key: key, Pending: []string{t.url}}, func(w io.Writer) error {
+		_, err := w.Write(marker)
+		return err
+	})
+	if err != nil {
+		// The snapshot still carries the target on; only a follower
+		// waiting for end+1 goes on waiting.
+		r.fail(fmt.Errorf("spool the break marker %s for %s: %w", key, t.url, err))
+		return
+	}
+	t.marked = end + 1
+	r.o.Log.Info("break marker spooled", "target", t.url, "key", key, "chain_ends_at", end)
+}
+
+// checkStopped answers targets that stopped for good since the last
+// step: their backlog goes, since nothing more may be written there, and
+// the operator hears of it once (progress.stop logged the cause).
+func (r *Replicator) checkStopped() {
+	for _, u := range r.urls {
+		t := r.targets[u]
+		if t.stopHandled || r.progress.stopped(u) == nil {
+			continue
+		}
+		t.stopHandled = true
+		r.progress.setSynced(u, false)
+		if _, _, err := r.sp.DropQueue(segmentQueue(u)); err != nil {
+			r.fail(fmt.Errorf("drop the change-set backlog of stopped target %s: %w", u, err))
+		}
+		if err := r.save(); err != nil {
+			r.fail(err)
+		}
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"maps"
 	"time"
 
+	"github.com/ferrydb/ferry/internal/layout"
 	"github.com/ferrydb/ferry/internal/objstore"
 	"github.com/ferrydb/ferry/internal/snapshot"
 )
@@ -40,6 +41,8 @@ type snapWork struct {
 	full  bool
 	// observe hears every store call, for the target's state.
 	observe objstore.AttemptObserver
+	// writer names the replicator in the manifest it stores.
+	writer writerID
 
 	m     snapshot.Manifest
 	stats snapshot.Stats
@@ -59,6 +62,7 @@ func (r *Replicator) due(now time.Time) []*target {
 	for _, u := range r.urls {
 		t := r.targets[u]
 		switch {
+		case r.progress.stopped(u) != nil:
 		case now.Before(t.nextTry):
 		case !t.synced || t.base == 0 || t.forced:
 			out = append(out, t)
@@ -97,7 +101,7 @@ func (r *Replicator) startSnapshots(ctx context.Context, now time.Time) {
 	for _, t := range ts {
 		url := t.url
 		w := &snapWork{url: url, store: t.store, base: t.base, dirty: t.dirty, full: t.full || t.base == 0,
-			observe: func(_ string, err error) { r.progress.attempt(url, err) }}
+			observe: func(_ string, err error) { r.progress.attempt(url, err) }, writer: r.writer}
 		if !w.full {
 			w.prev = t.prev
 		}
@@ -106,6 +110,9 @@ func (r *Replicator) startSnapshots(ctx context.Context, now time.Time) {
 		t.dirty, t.full = snapshot.ChunkSet{}, false
 		t.snapping, t.resyncing = true, !t.synced
 		if !t.synced {
+			// A follower waiting at the end of the old chain learns of
+			// the break ahead of the change sets that follow.
+			r.markBreak(t, job.txid)
 			// Change sets spooled from now on carry on from this
 			// snapshot's txid, so they must reach the target, once the
 			// snapshot is there.
@@ -133,13 +140,13 @@ func (j *snapJob) run(ctx context.Context) {
 				w.prev = nil
 			}
 		}
-		opts := snapshot.Options{Parallelism: snapshotParallelism, Addresser: j.addresser}
+		opts := snapshot.Options{Parallelism: snapshotParallelism, Addresser: j.addresser, Metadata: w.writer.metadata()}
 		if w.prev != nil {
 			opts.Previous, opts.Dirty = w.prev, w.dirty
 		}
 		w.m, w.stats, w.err = snapshot.Write(ctx, w.store, j.img, j.img.pageSize, j.img.pages, j.txid, j.at, opts)
 		if w.err != nil && objstore.IsPreconditionFailed(w.err) && ctx.Err() == nil {
-			w.m, w.err = adopt(ctx, w.store, j, w.err)
+			w.m, w.err = adopt(ctx, w, j, w.err)
 		}
 	}
 }
@@ -148,8 +155,10 @@ func (j *snapJob) run(ctx context.Context) {
 // describes the same database image. That happens after a crash between
 // storing a manifest and saving the state: the txid is captured again
 // with another commit time, and the manifest, written create-only, cannot
-// be replaced.
-func adopt(ctx context.Context, store objstore.Store, j *snapJob, cause error) (snapshot.Manifest, error) {
+// be replaced. Another writer's manifest with another image is a
+// conflictError, which stops the target.
+func adopt(ctx context.Context, w *snapWork, j *snapJob, cause error) (snapshot.Manifest, error) {
+	store := w.store
 	have, err := snapshot.Load(ctx, store, j.txid)
 	if err != nil {
 		return snapshot.Manifest{}, cause
@@ -159,7 +168,15 @@ func adopt(ctx context.Context, store objstore.Store, j *snapJob, cause error) (
 		return snapshot.Manifest{}, err
 	}
 	if have.PageSize != j.img.pageSize || have.PageCount != j.img.pages || have.DBHash != sum {
-		return snapshot.Manifest{}, fmt.Errorf("%w; its database differs from this one at the same txid, which means two writers share this replica", cause)
+		key := layout.ManifestKey(j.txid)
+		info, err := store.Head(ctx, key)
+		if err != nil {
+			return snapshot.Manifest{}, fmt.Errorf("%w; its database differs from this one at the same txid, and reading who wrote it failed: %v", cause, err)
+		}
+		if w.writer.ours(info.Metadata) {
+			return snapshot.Manifest{}, fmt.Errorf("%w; its database differs from the one this replicator captured again at the same txid", cause)
+		}
+		return snapshot.Manifest{}, &conflictError{url: w.url, key: key, other: describeWriter(info.Metadata)}
 	}
 	return have, nil
 }
@@ -194,9 +211,13 @@ func (r *Replicator) finishSnapshots() {
 			if t.resyncing {
 				r.progress.setSynced(t.url, false)
 			}
-			if errors.Is(w.err, context.Canceled) {
+			var cerr *conflictError
+			switch {
+			case errors.Is(w.err, context.Canceled):
 				t.nextTry = time.Time{}
-			} else {
+			case errors.As(w.err, &cerr):
+				r.progress.stop(t.url, cerr)
+			default:
 				t.failures++
 				t.nextTry = now.Add(retryDelay(t.failures))
 				r.progress.targetFailed(t.url, w.err)

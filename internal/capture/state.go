@@ -44,6 +44,10 @@ type savedState struct {
 	DBSize   uint32        `json:"db_size"`
 	Reserved uint64        `json:"reserved"`
 
+	// Writer is the id this replicator names itself by in the objects it
+	// writes (see writerID), kept so that it knows them after a restart.
+	Writer string `json:"writer,omitempty"`
+
 	Targets map[string]*savedTarget `json:"targets"`
 	Gaps    []Gap                   `json:"gaps,omitempty"`
 }
@@ -68,6 +72,9 @@ type savedTarget struct {
 	// chain again that was not stored yet: change sets after it, spooled
 	// before a restart, still wait for it.
 	HoldAfter uint64 `json:"hold_after,omitempty"`
+	// BreakAfter is where the target's chain of change sets ended at a
+	// break whose marker is not spooled yet.
+	BreakAfter uint64 `json:"break_after,omitempty"`
 	// Full makes the next snapshot reread every chunk; otherwise Dirty
 	// lists the chunks written since Snapshot.
 	Full  bool  `json:"full,omitempty"`

@@ -64,6 +64,9 @@ type TargetStatus struct {
 	LastError     string    `json:"last_error,omitempty"`
 	LastErrorTime time.Time `json:"last_error_time,omitzero"`
 	FailingSince  time.Time `json:"failing_since,omitzero"`
+	// Stopped says that the target stopped replicating for good, for the
+	// reason in LastError: another writer shares its replica.
+	Stopped bool `json:"stopped,omitempty"`
 }
 
 // Status reports what the Replicator has captured and what each target

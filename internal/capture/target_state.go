@@ -41,6 +41,13 @@ type targetState struct {
 
 	ranges []txRange // change sets confirmed above base, merged and sorted
 
+	// stopped, when set, is why the target stopped replicating for good:
+	// another writer stores change sets or manifests under its prefix.
+	// Nothing more is written to it until ferry restarts. The uploader
+	// sets it, so the capture loop too reads it under the lock (see
+	// progress.stopped).
+	stopped string
+
 	// lastErr is the newest failure, kept after recovery for the operator;
 	// failingSince is when the current run of failures began, zero while
 	// the store answers.
@@ -58,7 +65,9 @@ type targetState struct {
 // chainable reports whether a change set starting at first may go to the
 // target now (see holdAfter).
 func (t *targetState) chainable(first uint64) bool {
-	return t.holdAfter == 0 || first <= t.holdAfter || t.base >= t.holdAfter
+	// A stopped target waits for nothing: its uploader must learn that it
+	// stopped.
+	return t.stopped != "" || t.holdAfter == 0 || first <= t.holdAfter || t.base >= t.holdAfter
 }
 
 // reached returns how far t restores.
@@ -151,6 +160,11 @@ func (t *targetState) status(local uint64, marks *commitMarks, now time.Time) Ta
 	st := TargetStatus{
 		URL: t.url, Replicated: t.reached(), Snapshot: t.base, Synced: t.synced,
 		LastError: t.lastErr, LastErrorTime: t.lastErrAt, FailingSince: t.failingSince,
+		Stopped: t.stopped != "",
+	}
+	if t.stopped != "" {
+		// Whatever failed since, the stop is what the operator must fix.
+		st.LastError = t.stopped
 	}
 	if st.Replicated < local {
 		if at, ok := marks.committedAt(st.Replicated + 1); ok {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/ferrydb/ferry/internal/layout"
 	"github.com/ferrydb/ferry/internal/objstore"
+	"github.com/ferrydb/ferry/internal/segment"
 )
 
 // Defaults for Options.
@@ -114,7 +115,7 @@ func Run(ctx context.Context, store objstore.Store, o Options) (Report, error) {
 	rep := Report{Merged: []Merged{}, Deleted: []Object{}, Damaged: []Damaged{}, DryRun: o.DryRun}
 	c := &compactor{store: store, o: o, rep: rep, skip: map[string]bool{}}
 	rec := &recorder{store: store, modified: map[string]time.Time{}}
-	l, err := layout.Read(ctx, rec, layout.Snapshots|layout.Segments)
+	l, err := layout.Read(ctx, rec, layout.Snapshots|layout.Segments, segment.Heads(store))
 	if err != nil {
 		return c.rep, fmt.Errorf("compact: %w", err)
 	}

@@ -337,7 +337,7 @@ type compactBeforeGet struct {
 }
 
 func (s *compactBeforeGet) Get(ctx context.Context, key string, rng *objstore.Range) (io.ReadCloser, objstore.Info, error) {
-	if _, _, err := layout.ParseSegmentKey(key); err == nil && !*s.done {
+	if _, _, err := layout.ParseAnySegmentKey(key); err == nil && !*s.done {
 		*s.done = true
 		if _, err := compact.Run(ctx, s.Store, anyAge); err != nil {
 			s.t.Errorf("compact: %v", err)

@@ -5,9 +5,13 @@
 // A merged change set holds exactly the transactions of the small ones it
 // replaces, each with its commit time, database size and pages, byte for
 // byte: its per-transaction boundaries are kept, so a point-in-time restore
-// to any txid stays exact. It is stored under layout.SegmentKey(first,
-// last) of the run, which no replicator ever writes: a replicator appends
-// only above its newest txid.
+// to any txid stays exact. It is stored under the ranged
+// layout.SegmentKey(first, last) of the run, which no replicator ever
+// writes: a replicator names its change sets by their first txid alone
+// (layout.ChangeSetKey), and the first change set of the run still holds
+// that key while the merged one is written. Listings read the header of
+// each first-only change set for its last txid, so merging old ones into
+// ranged keys also spares those reads.
 //
 // # Which change sets merge
 //

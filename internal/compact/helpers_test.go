@@ -217,7 +217,7 @@ func checkEveryTXID(t *testing.T, store objstore.Store, h *history) {
 // segments lists the replica's change sets.
 func segments(t testing.TB, store objstore.Store) []layout.Segment {
 	t.Helper()
-	l, err := layout.Read(context.Background(), store, layout.Segments)
+	l, err := layout.Read(context.Background(), store, layout.Segments, segment.Heads(store))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -43,11 +43,18 @@ func (d *daemon) flush(timeout time.Duration) error {
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
-	var short []string
+	var short, stopped []string
 	for _, r := range d.dbs {
 		st := r.Status()
 		behind := false
 		for _, t := range st.Targets {
+			if t.Stopped {
+				// Waiting could not help, and the spool is not where the
+				// rest is: the target refuses this replicator's history.
+				behind = true
+				stopped = append(stopped, fmt.Sprintf("%s: %s stopped replicating: %s", st.DB, t.URL, t.LastError))
+				continue
+			}
 			if t.Replicated < st.TXID {
 				behind = true
 				short = append(short, fmt.Sprintf("%s: %s holds txid %d of %d", st.DB, t.URL, t.Replicated, st.TXID))
@@ -62,6 +69,9 @@ func (d *daemon) flush(timeout time.Duration) error {
 	if !d.filesDrained() {
 		short = append(short, "files are still waiting in the spool or an inbox")
 		d.o.Log.Error("stopped before every file was shipped; they stay in the spool", "spool", d.o.FilesSpool)
+	}
+	if len(stopped) > 0 {
+		return fmt.Errorf("stopped with a target that had stopped replicating (%s)", strings.Join(append(stopped, short...), "; "))
 	}
 	if len(short) > 0 {
 		return fmt.Errorf("stopped after %s with transactions not shipped (%s); they stay in the spool and go out on the next start", timeout, strings.Join(short, "; "))

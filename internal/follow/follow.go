@@ -13,6 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/ferrydb/ferry/internal/compact"
 	"github.com/ferrydb/ferry/internal/durable"
 	"github.com/ferrydb/ferry/internal/layout"
 	"github.com/ferrydb/ferry/internal/objstore"
@@ -50,7 +51,11 @@ type Follower struct {
 	path  string
 	o     Options
 	log   *slog.Logger
-	next  nextFunc
+
+	// mustList makes the next poll list the replica rather than ask for
+	// the next change set's key (see poll); set at the start, after a
+	// failure and when finishing.
+	mustList bool
 
 	db    *db // nil until the first state is in place
 	marks markFile
@@ -80,7 +85,7 @@ func New(store objstore.Store, dbPath string, o Options) *Follower {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	f := &Follower{store: store, path: dbPath, o: o, log: log, next: listNext, reg: prometheus.NewRegistry(), marks: markFile{dbPath: dbPath}, restoreRetry: time.Minute}
+	f := &Follower{store: store, path: dbPath, o: o, log: log, mustList: true, reg: prometheus.NewRegistry(), marks: markFile{dbPath: dbPath}, restoreRetry: time.Minute}
 	f.metrics = newMetrics(f.reg, f)
 	return f
 }
@@ -143,9 +148,9 @@ func (f *Follower) Run(ctx context.Context) error {
 // it did not see (which would cost a whole snapshot), and its record
 // removed, since from now on others write to it.
 func (f *Follower) finish(ctx context.Context) error {
-	f.next = listNext
 	var gapSeen bool
 	for {
+		f.mustList = true
 		more, err := f.poll(ctx, &gapSeen)
 		if err != nil {
 			return fmt.Errorf("apply the last change sets: %w", err)
@@ -179,10 +184,16 @@ func (f *Follower) finish(ctx context.Context) error {
 // once.
 func (f *Follower) poll(ctx context.Context, gapSeen *bool) (bool, error) {
 	applied := f.applied()
-	st, err := f.next(ctx, f.store, applied.TXID)
+	next := getNext
+	if f.mustList {
+		next = listNext
+	}
+	st, err := next(ctx, f.store, applied.TXID)
 	if err != nil {
+		f.mustList = true
 		return false, fmt.Errorf("find the change set after txid %d: %w", applied.TXID, err)
 	}
+	f.mustList = false
 	switch {
 	case st.Segment.Key != "":
 		*gapSeen = false
@@ -234,9 +245,20 @@ func (f *Follower) applySegment(ctx context.Context, ref layout.Segment) error {
 	}
 	defer os.Remove(tmp.Name())
 	defer tmp.Close()
-	rc, _, err := f.store.Get(ctx, ref.Key, nil)
+	rc, info, err := f.store.Get(ctx, ref.Key, nil)
 	if err != nil {
 		return fmt.Errorf("fetch %s: %w", ref.Key, err)
+	}
+	// Compaction merges change sets older than its minimum age into ones
+	// that start earlier, and deletes them: after a change set stored
+	// that long ago (less a margin for the skew between the store's
+	// clock and this one), the next one's key may be gone while what it
+	// held is not, so the next poll lists. A follower keeping up never
+	// gets here; one catching up on a long backlog lists until it is near
+	// the head again. Once a poll finds the key missing, every later
+	// change set is new when the follower first asks for it.
+	if time.Since(info.Modified) > compact.DefaultMinAge/2 {
+		f.mustList = true
 	}
 	_, err = io.Copy(tmp, rc)
 	rc.Close()

@@ -12,6 +12,7 @@ import (
 
 	"github.com/ferrydb/ferry/internal/layout"
 	"github.com/ferrydb/ferry/internal/objstore"
+	"github.com/ferrydb/ferry/internal/segment"
 	"github.com/ferrydb/ferry/internal/snapshot"
 )
 
@@ -89,7 +90,7 @@ func Run(ctx context.Context, store objstore.Store, o Options) (Report, error) {
 	}
 	// Manifests first: a chunk is garbage only if no manifest listed
 	// from here on names it (see the package documentation).
-	l, err := layout.Read(ctx, store, layout.Snapshots|layout.Segments)
+	l, err := layout.Read(ctx, store, layout.Snapshots|layout.Segments, segment.Heads(store))
 	if err != nil {
 		return rep, err
 	}
@@ -127,6 +128,14 @@ func Run(ctx context.Context, store objstore.Store, o Options) (Report, error) {
 			doomed = append(doomed, Object{s.Key, s.Size})
 		}
 	}
+	// A break marker at txid b speaks to a follower that holds b-1 and
+	// waits for b; from the oldest snapshot kept on, none asks for it
+	// once b is at or below that snapshot.
+	for _, b := range l.Breaks {
+		if b.TXID <= oldest {
+			doomed = append(doomed, Object{b.Key, b.Size})
+		}
+	}
 	named := snapshot.AddressSet{}
 	for _, s := range l.Snapshots[keep:] {
 		m := manifests[s.TXID]
@@ -141,7 +150,7 @@ func Run(ctx context.Context, store objstore.Store, o Options) (Report, error) {
 		return rep, err
 	}
 
-	chunks, err := layout.Read(ctx, store, layout.Chunks)
+	chunks, err := layout.Read(ctx, store, layout.Chunks, nil)
 	if err != nil {
 		return rep, err
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/ferrydb/ferry/internal/layout"
 	"github.com/ferrydb/ferry/internal/objstore"
 	"github.com/ferrydb/ferry/internal/objstore/memstore"
+	"github.com/ferrydb/ferry/internal/segment"
 	"github.com/ferrydb/ferry/internal/snapshot"
 )
 
@@ -53,7 +54,7 @@ func putSegment(t *testing.T, store objstore.Store, first, last uint64) {
 
 func keys(t *testing.T, store objstore.Store) map[string]bool {
 	t.Helper()
-	l, err := layout.Read(context.Background(), store, layout.All)
+	l, err := layout.Read(context.Background(), store, layout.All, segment.Heads(store))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,6 +64,9 @@ func keys(t *testing.T, store objstore.Store) map[string]bool {
 	}
 	for _, s := range l.Segments {
 		out[s.Key] = true
+	}
+	for _, b := range l.Breaks {
+		out[b.Key] = true
 	}
 	for _, c := range l.Chunks {
 		out[c.Key] = true
@@ -98,6 +102,14 @@ func TestRetentionKeepsWhatRestoresAndDropsTheRest(t *testing.T) {
 	for _, r := range [][2]uint64{{1, 9}, {11, 19}, {20, 20}, {21, 29}, {31, 35}} {
 		putSegment(t, store, r[0], r[1])
 	}
+	// Break markers: one where a chain before the oldest snapshot kept
+	// ended, which no follower from there on asks for, and one a follower
+	// of the chain from snapshot 20 would read at txid 30.
+	for _, txid := range []uint64{12, 30} {
+		if _, err := store.Put(ctx, layout.ChangeSetKey(txid), bytes.NewReader(segment.MarshalBreak(txid)), objstore.PutOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	before := keys(t, store)
 
 	store.SetClock(time.Now) // the objects were stored two hours ago
@@ -119,7 +131,7 @@ func TestRetentionKeepsWhatRestoresAndDropsTheRest(t *testing.T) {
 		t.Fatalf("the dry run announced %d objects (%d bytes), the run deleted %d (%d bytes)", len(dry.Deleted), dry.Bytes, len(rep.Deleted), rep.Bytes)
 	}
 	after := keys(t, store)
-	gone := []string{old.Key(), layout.SegmentKey(1, 9), layout.SegmentKey(11, 19), layout.SegmentKey(20, 20)}
+	gone := []string{old.Key(), layout.SegmentKey(1, 9), layout.SegmentKey(11, 19), layout.SegmentKey(20, 20), layout.ChangeSetKey(12)}
 	for _, a := range old.Chunks {
 		gone = append(gone, layout.ChunkKey(a))
 	}
@@ -128,7 +140,7 @@ func TestRetentionKeepsWhatRestoresAndDropsTheRest(t *testing.T) {
 			t.Errorf("%s is past retention and still there", k)
 		}
 	}
-	kept := []string{mid.Key(), newest.Key(), layout.SegmentKey(21, 29), layout.SegmentKey(31, 35)}
+	kept := []string{mid.Key(), newest.Key(), layout.SegmentKey(21, 29), layout.SegmentKey(31, 35), layout.ChangeSetKey(30)}
 	for _, k := range kept {
 		if !after[k] {
 			t.Errorf("%s is needed inside retention and was deleted", k)

@@ -18,6 +18,7 @@ import (
 	"github.com/ferrydb/ferry/internal/objstore"
 	"github.com/ferrydb/ferry/internal/objstore/filestore"
 	"github.com/ferrydb/ferry/internal/restore"
+	"github.com/ferrydb/ferry/internal/segment"
 	"github.com/ferrydb/ferry/internal/testenv"
 )
 
@@ -156,7 +157,7 @@ func TestHistoryLevelsOffAndRetainedTxidsRestore(t *testing.T) {
 
 func replicaSize(t testing.TB, store objstore.Store) (s struct{ objects, bytes int64 }) {
 	t.Helper()
-	l, err := layout.Read(context.Background(), store, layout.All)
+	l, err := layout.Read(context.Background(), store, layout.All, segment.Heads(store))
 	if err != nil {
 		t.Fatal(err)
 	}

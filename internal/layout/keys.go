@@ -44,7 +44,48 @@ func ParseManifestKey(key string) (uint64, error) {
 	return txid, nil
 }
 
-// SegmentKey returns the key of the change set holding txids first..last.
+// ChangeSetKey returns the key under which the replicator stores the
+// change set that starts at txid first, or the break marker saying that
+// the chain of change sets ends at first-1. A follower that holds txid
+// first-1 predicts it, and finds the next change set with one GET.
+func ChangeSetKey(first uint64) string {
+	return fmt.Sprintf("%s%016x%s", segmentsDir, first, segmentSuffix)
+}
+
+// ParseChangeSetKey returns the txid a change-set key names. It accepts
+// exactly what ChangeSetKey produces for a txid of at least 1.
+func ParseChangeSetKey(key string) (uint64, error) {
+	name, ok := strings.CutPrefix(key, segmentsDir)
+	if ok {
+		name, ok = strings.CutSuffix(name, segmentSuffix)
+	}
+	if !ok || len(name) != 16 {
+		return 0, fmt.Errorf("%q is not a change-set key (segments/<16 hex>.seg)", key)
+	}
+	first, err := parseHex16(name)
+	if err == nil && first == 0 {
+		err = errors.New("txid 0; txids start at 1")
+	}
+	if err != nil {
+		return 0, fmt.Errorf("%q is not a change-set key: %w", key, err)
+	}
+	return first, nil
+}
+
+// ParseAnySegmentKey accepts both spellings of a change set's key: the
+// ranged one of SegmentKey, and the first-only one of ChangeSetKey, for
+// which last is 0 because only the object itself says it.
+func ParseAnySegmentKey(key string) (first, last uint64, err error) {
+	if first, err := ParseChangeSetKey(key); err == nil {
+		return first, 0, nil
+	}
+	return ParseSegmentKey(key)
+}
+
+// SegmentKey returns the ranged key of a change set holding txids
+// first..last, which compaction gives the change sets it merges: a
+// merged one starts at the same txid as the first change set it
+// replaces, and must not take that one's key.
 func SegmentKey(first, last uint64) string {
 	return fmt.Sprintf("%s%016x-%016x%s", segmentsDir, first, last, segmentSuffix)
 }

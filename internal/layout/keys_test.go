@@ -19,6 +19,8 @@ func TestKeySpelling(t *testing.T) {
 		{ManifestKey(1<<64 - 1), "snapshots/ffffffffffffffff.manifest"},
 		{SegmentKey(1, 255), "segments/0000000000000001-00000000000000ff.seg"},
 		{SegmentKey(0xabcdef, 0xabcdf0), "segments/0000000000abcdef-0000000000abcdf0.seg"},
+		{ChangeSetKey(255), "segments/00000000000000ff.seg"},
+		{ChangeSetKey(1<<64 - 1), "segments/ffffffffffffffff.seg"},
 		{ChunkKey(addr), "chunks/2d/2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881"},
 	} {
 		if c.got != c.want {
@@ -37,6 +39,15 @@ func TestKeysRoundTrip(t *testing.T) {
 		last := rapid.Uint64Min(first).Draw(t, "last")
 		if f, l, err := ParseSegmentKey(SegmentKey(first, last)); err != nil || f != first || l != last {
 			t.Fatalf("ParseSegmentKey(%q) = %d, %d, %v", SegmentKey(first, last), f, l, err)
+		}
+		if got, err := ParseChangeSetKey(ChangeSetKey(first)); err != nil || got != first {
+			t.Fatalf("ParseChangeSetKey(%q) = %d, %v", ChangeSetKey(first), got, err)
+		}
+		if f, l, err := ParseAnySegmentKey(ChangeSetKey(first)); err != nil || f != first || l != 0 {
+			t.Fatalf("ParseAnySegmentKey(%q) = %d, %d, %v", ChangeSetKey(first), f, l, err)
+		}
+		if f, l, err := ParseAnySegmentKey(SegmentKey(first, last)); err != nil || f != first || l != last {
+			t.Fatalf("ParseAnySegmentKey(%q) = %d, %d, %v", SegmentKey(first, last), f, l, err)
 		}
 		addr := [32]byte(rapid.SliceOfN(rapid.Byte(), 32, 32).Draw(t, "addr"))
 		if got, err := ParseChunkKey(ChunkKey(addr)); err != nil || got != addr {
@@ -99,6 +110,19 @@ func TestMalformedKeys(t *testing.T) {
 		}
 	}
 	for _, key := range []string{
+		"", "segments/", "segments/00000000000000FF.seg", "segments/0000000000000000.seg",
+		"segments/00000000000000ff.seg.tmp", "x/segments/00000000000000ff.seg",
+		"segments/000000000000000ff.seg", "segments/00000000000000f.seg", "segments/+0000000000000ff.seg",
+		"segments/0000000000000001-00000000000000ff.seg", "snapshots/00000000000000ff.manifest",
+	} {
+		if _, err := ParseChangeSetKey(key); err == nil {
+			t.Errorf("ParseChangeSetKey(%q) succeeded", key)
+		}
+		if _, _, err := ParseAnySegmentKey(key); err == nil && key != "segments/0000000000000001-00000000000000ff.seg" {
+			t.Errorf("ParseAnySegmentKey(%q) succeeded", key)
+		}
+	}
+	for _, key := range []string{
 		"", "chunks/", "chunks/ab/", "chunks/" + addr, "chunks/ab" + addr, "chunks/ab/" + addr + "0",
 		"chunks/ab/" + addr[:62], "chunks/ba/" + addr, "chunks/AB/" + strings.ToUpper(addr),
 		"chunks/ab/ab" + strings.ToUpper(addr[2:]), "chunks/ab/" + addr + ".tmp", "x/chunks/ab/" + addr,
@@ -115,7 +139,7 @@ func TestMalformedKeys(t *testing.T) {
 // key of the same object.
 func FuzzParse(f *testing.F) {
 	for _, k := range []string{
-		ManifestKey(1), SegmentKey(1, 2), ChunkKey([32]byte{1}), "snapshots/00000000000000FF.manifest",
+		ManifestKey(1), SegmentKey(1, 2), ChangeSetKey(3), "segments/000000000000000A.seg", ChunkKey([32]byte{1}), "snapshots/00000000000000FF.manifest",
 		"segments/0000000000000002-0000000000000001.seg", "chunks/ab/ab",
 	} {
 		f.Add(k)
@@ -126,6 +150,9 @@ func FuzzParse(f *testing.F) {
 		}
 		if first, last, err := ParseSegmentKey(key); err == nil && SegmentKey(first, last) != key {
 			t.Errorf("ParseSegmentKey(%q) = %d-%d, whose key is %q", key, first, last, SegmentKey(first, last))
+		}
+		if first, err := ParseChangeSetKey(key); err == nil && ChangeSetKey(first) != key {
+			t.Errorf("ParseChangeSetKey(%q) = %d, whose key is %q", key, first, ChangeSetKey(first))
 		}
 		if addr, err := ParseChunkKey(key); err == nil && ChunkKey(addr) != key {
 			t.Errorf("ParseChunkKey(%q) = %x, whose key is %q", key, addr, ChunkKey(addr))

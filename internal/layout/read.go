@@ -3,10 +3,12 @@ package layout
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"iter"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ferrydb/ferry/internal/objstore"
@@ -16,6 +18,32 @@ import (
 type Lister interface {
 	List(ctx context.Context, prefix string) iter.Seq2[objstore.Info, error]
 }
+
+// HeadReader says what the object under a first-only change-set key
+// (ChangeSetKey) holds, from its first bytes: the key names its first
+// txid only. Package segment, which owns the formats, provides the one
+// ferry uses (segment.Heads); this package cannot read a header itself
+// without importing the package that imports it.
+type HeadReader interface {
+	// ReadHead fails with an error matching objstore.ErrCorrupt when the
+	// object is neither a change set nor a break marker, and with one
+	// matching objstore.ErrNotFound when it is gone.
+	ReadHead(ctx context.Context, info objstore.Info) (Head, error)
+}
+
+// Head is what an object under a change-set key says of itself.
+type Head struct {
+	First uint64
+	// Last is a change set's last txid.
+	Last uint64
+	// Break marks a break marker: the chain of change sets ends at
+	// First-1, and carries on only from a newer snapshot.
+	Break bool
+}
+
+// headParallelism bounds the header reads of one Read: enough to hide a
+// round trip each, few enough to stay polite to a store.
+const headParallelism = 16
 
 // Kind selects the directories Read lists. Chunks outnumber everything
 // else by far, so a caller that needs no chunks does not pay for them.
@@ -55,6 +83,15 @@ type Chunk struct {
 	Modified time.Time
 }
 
+// Break is a break marker as listed: the chain of change sets ends at
+// TXID-1, and a follower waiting for TXID must go on from a newer
+// snapshot. It is neither a change set nor damage.
+type Break struct {
+	Key  string `json:"key"`
+	TXID uint64 `json:"txid"`
+	Size int64  `json:"size"`
+}
+
 // Foreign is an object in one of the replica's directories whose key names
 // nothing of ferry's.
 type Foreign struct {
@@ -63,12 +100,14 @@ type Foreign struct {
 	Why  string `json:"why"`
 }
 
-// Listing is what a replica holds, by key alone: nothing in it has been
-// read. Each list is in key order, which is txid order for snapshots
-// and segments (segments by first txid, then last).
+// Listing is what a replica holds, by key, and for first-only change-set
+// keys by the header of the object too: nothing else in it has been read.
+// Each list is in txid order for snapshots, segments (by first txid, then
+// last) and breaks, in key order for the rest.
 type Listing struct {
 	Snapshots []Snapshot
 	Segments  []Segment
+	Breaks    []Break
 	Chunks    []Chunk
 	Foreign   []Foreign
 }
@@ -83,27 +122,45 @@ func (l *Listing) Newest() uint64 {
 	for _, s := range l.Segments {
 		n = max(n, s.Last)
 	}
+	// A marker takes its txid's key: numbering on from below it would
+	// store a change set under a key that is already taken.
+	for _, b := range l.Breaks {
+		n = max(n, b.TXID)
+	}
 	return n
 }
 
 // Read lists the directories that kinds selects, one LIST each (paged
 // underneath), and parses every key. See the package documentation for
-// who may call it, and when.
+// who may call it, and when. heads reads the header of each object under
+// a first-only change-set key, whose last txid the key does not say; it
+// may be nil when kinds does not include Segments.
 //
 // Manifests are listed before chunks: a manifest is written only once
 // every chunk it names is stored, so any chunk a listed manifest names is
 // in the chunk listing that follows, even while a snapshot is being
 // written. Listed the other way round, a snapshot finished in between
 // would seem to lack its chunks.
-func Read(ctx context.Context, store Lister, kinds Kind) (Listing, error) {
+func Read(ctx context.Context, store Lister, kinds Kind, heads HeadReader) (Listing, error) {
+	if kinds&Segments != 0 && heads == nil {
+		return Listing{}, errors.New("list segments: no header reader for first-only keys")
+	}
 	var l Listing
+	var unread []objstore.Info
+	addSegment := func(info objstore.Info) error {
+		if _, err := ParseChangeSetKey(info.Key); err == nil {
+			unread = append(unread, info)
+			return nil
+		}
+		return l.addSegment(info)
+	}
 	for _, d := range []struct {
 		kind Kind
 		dir  string
 		add  func(objstore.Info) error
 	}{
 		{Snapshots, snapshotsDir, l.addSnapshot},
-		{Segments, segmentsDir, l.addSegment},
+		{Segments, segmentsDir, addSegment},
 		{Chunks, chunksDir, l.addChunk},
 	} {
 		if kinds&d.kind == 0 {
@@ -118,12 +175,16 @@ func Read(ctx context.Context, store Lister, kinds Kind) (Listing, error) {
 			}
 		}
 	}
+	if err := l.readHeads(ctx, heads, unread); err != nil {
+		return Listing{}, err
+	}
 	// A store promises key order; sorting anyway keeps a backend that
 	// breaks the promise from reordering a restore's plan.
 	slices.SortFunc(l.Snapshots, func(a, b Snapshot) int { return cmp.Compare(a.TXID, b.TXID) })
 	slices.SortFunc(l.Segments, func(a, b Segment) int {
 		return cmp.Or(cmp.Compare(a.First, b.First), cmp.Compare(a.Last, b.Last))
 	})
+	slices.SortFunc(l.Breaks, func(a, b Break) int { return cmp.Compare(a.TXID, b.TXID) })
 	slices.SortFunc(l.Chunks, func(a, b Chunk) int { return strings.Compare(a.Key, b.Key) })
 	slices.SortFunc(l.Foreign, func(a, b Foreign) int { return strings.Compare(a.Key, b.Key) })
 	return l, nil
@@ -151,4 +212,58 @@ func (l *Listing) addChunk(info objstore.Info) error {
 		l.Chunks = append(l.Chunks, Chunk{Key: info.Key, Addr: addr, Size: info.Size, Modified: info.Modified})
 	}
 	return err
+}
+
+// readHeads completes the listing with the objects under first-only
+// change-set keys, reading each one's header, headParallelism at a time.
+// Only the replicator's recent change sets have such keys (compaction
+// gives the ones it merges ranged keys), so the reads stay few.
+//
+// An object whose header cannot be read as ferry's, or names another
+// first txid than its key, is Foreign: trusted, a header that disagrees
+// would put a change set where a restore does not expect it.
+func (l *Listing) readHeads(ctx context.Context, heads HeadReader, infos []objstore.Info) error {
+	if len(infos) == 0 {
+		return nil
+	}
+	type result struct {
+		head Head
+		err  error
+	}
+	results := make([]result, len(infos))
+	sem := make(chan struct{}, headParallelism)
+	var wg sync.WaitGroup
+	for i, info := range infos {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			h, err := heads.ReadHead(ctx, info)
+			results[i] = result{h, err}
+		})
+	}
+	wg.Wait()
+	for i, info := range infos {
+		first, _ := ParseChangeSetKey(info.Key)
+		h, err := results[i].head, results[i].err
+		switch {
+		case objstore.IsNotFound(err):
+			// Deleted since it was listed (compaction replaced it, gc
+			// collected it): as if listed a moment later.
+		case errors.Is(err, objstore.ErrCorrupt):
+			l.Foreign = append(l.Foreign, Foreign{Key: info.Key, Size: info.Size, Why: err.Error()})
+		case err != nil:
+			return fmt.Errorf("read the header of %s: %w", info.Key, err)
+		case h.First != first:
+			l.Foreign = append(l.Foreign, Foreign{Key: info.Key, Size: info.Size,
+				Why: fmt.Sprintf("its header names txid %d, its key txid %d", h.First, first)})
+		case h.Break:
+			l.Breaks = append(l.Breaks, Break{Key: info.Key, TXID: first, Size: info.Size})
+		case h.Last < h.First:
+			l.Foreign = append(l.Foreign, Foreign{Key: info.Key, Size: info.Size,
+				Why: fmt.Sprintf("its header names the reversed txid range %d-%d", h.First, h.Last)})
+		default:
+			l.Segments = append(l.Segments, Segment{Key: info.Key, First: first, Last: h.Last, Size: info.Size})
+		}
+	}
+	return nil
 }

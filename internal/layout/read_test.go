@@ -15,6 +15,7 @@ import (
 	"github.com/ferrydb/ferry/internal/objstore"
 	"github.com/ferrydb/ferry/internal/objstore/memstore"
 	"github.com/ferrydb/ferry/internal/objstore/s3store"
+	"github.com/ferrydb/ferry/internal/segment"
 	"github.com/ferrydb/ferry/internal/testenv"
 )
 
@@ -41,7 +42,7 @@ func TestReadParsesAndSorts(t *testing.T) {
 	put(t, s, layout.ChunkKey(addr(0xee)), 6)
 	put(t, s, layout.ChunkKey(addr(0x01)), 7)
 
-	l, err := layout.Read(context.Background(), s, layout.All)
+	l, err := layout.Read(context.Background(), s, layout.All, segment.Heads(s))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +93,7 @@ func TestReadReportsForeignKeys(t *testing.T) {
 	put(t, s, "README", 1)
 	put(t, s, "other-db/"+layout.SegmentKey(1, 1), 1)
 
-	l, err := layout.Read(context.Background(), s, layout.All)
+	l, err := layout.Read(context.Background(), s, layout.All, segment.Heads(s))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,7 +112,7 @@ func TestReadReportsForeignKeys(t *testing.T) {
 		t.Errorf("Foreign = %q\nwant %q", got, foreign)
 	}
 
-	l, err = layout.Read(context.Background(), s, layout.Segments)
+	l, err = layout.Read(context.Background(), s, layout.Segments, segment.Heads(s))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -140,7 +141,7 @@ func (f failing) List(ctx context.Context, prefix string) iter.Seq2[objstore.Inf
 // A listing cut short must not pass for a whole one: a replicator would
 // number on from a txid the replica already used.
 func TestReadFailsOnAFailedPage(t *testing.T) {
-	l, err := layout.Read(context.Background(), failing{n: 1000}, layout.Segments)
+	l, err := layout.Read(context.Background(), failing{n: 1000}, layout.Segments, segment.Heads(nil))
 	if !errors.Is(err, errPage) || !strings.Contains(err.Error(), "list segments") {
 		t.Fatalf("Read = %d segments, %v; want the page's error", len(l.Segments), err)
 	}
@@ -152,7 +153,7 @@ func TestReadFailsOnAFailedPage(t *testing.T) {
 func TestReadLargeListing(t *testing.T) {
 	s := memstore.New()
 	want := fill(t, s, 2500)
-	l, err := layout.Read(context.Background(), s, layout.All)
+	l, err := layout.Read(context.Background(), s, layout.All, segment.Heads(s))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -172,7 +173,7 @@ func TestReadPagesS3(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := fill(t, s, 1003)
-	l, err := layout.Read(context.Background(), s, layout.All)
+	l, err := layout.Read(context.Background(), s, layout.All, segment.Heads(s))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -161,7 +161,7 @@ func replannable(err error) bool {
 // change sets are listed: the snapshot is already applied, and nothing
 // before from matters any more.
 func replan(ctx context.Context, store objstore.Store, from, to uint64, avoid map[string]string, cause error) ([]SegmentRef, error) {
-	l, err := layout.Read(ctx, store, layout.Segments)
+	l, err := layout.Read(ctx, store, layout.Segments, segment.Heads(store))
 	if err != nil {
 		return nil, fmt.Errorf("%w; listing change sets to plan around it: %v", cause, err)
 	}

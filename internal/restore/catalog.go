@@ -16,6 +16,7 @@ import (
 
 	"github.com/ferrydb/ferry/internal/layout"
 	"github.com/ferrydb/ferry/internal/objstore"
+	"github.com/ferrydb/ferry/internal/segment"
 	"github.com/ferrydb/ferry/internal/snapshot"
 )
 
@@ -49,7 +50,7 @@ type Unusable struct {
 // manifest's header. Objects whose keys name nothing of ferry's play no
 // part in a restore; verify names them.
 func ReadCatalog(ctx context.Context, store objstore.Store) (Catalog, error) {
-	l, err := layout.Read(ctx, store, layout.Snapshots|layout.Segments)
+	l, err := layout.Read(ctx, store, layout.Snapshots|layout.Segments, segment.Heads(store))
 	if err != nil {
 		return Catalog{}, err
 	}

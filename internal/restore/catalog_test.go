@@ -9,6 +9,7 @@ import (
 	"github.com/ferrydb/ferry/internal/objstore"
 	"github.com/ferrydb/ferry/internal/objstore/memstore"
 	"github.com/ferrydb/ferry/internal/restore"
+	"github.com/ferrydb/ferry/internal/segment"
 	"github.com/ferrydb/ferry/internal/snapshot"
 )
 
@@ -47,7 +48,7 @@ func TestNewCatalogFromListing(t *testing.T) {
 	store := memstore.New()
 	publish(t, store, vs, 1, 3)
 	ctx := context.Background()
-	l, err := layout.Read(ctx, store, layout.All)
+	l, err := layout.Read(ctx, store, layout.All, segment.Heads(store))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -165,7 +165,7 @@ type gcStore struct {
 }
 
 func (s *gcStore) Get(ctx context.Context, key string, rng *objstore.Range) (io.ReadCloser, objstore.Info, error) {
-	if _, _, err := layout.ParseSegmentKey(key); err == nil {
+	if _, _, err := layout.ParseAnySegmentKey(key); err == nil {
 		s.gets = append(s.gets, key)
 		if s.doomed != nil {
 			s.Store.Delete(ctx, s.doomed...)

@@ -119,7 +119,7 @@ func (s *Scrubber) Run(ctx context.Context) {
 func (s *Scrubber) Pass(ctx context.Context, url string) (Report, error) {
 	store := s.o.Targets[url]
 	var rep Report
-	l, err := layout.Read(ctx, store, layout.All)
+	l, err := layout.Read(ctx, store, layout.All, segment.Heads(store))
 	if err != nil {
 		return rep, err
 	}
@@ -225,7 +225,9 @@ func (s *Scrubber) Pass(ctx context.Context, url string) (Report, error) {
 		var ce *restore.ChainError
 		if errors.As(cat.Check(), &ce) && ce.Missing != nil && !covered(lostSets, ce.Missing.First) {
 			r := ce.Missing
-			s.damaged(&rep, url, "segment", layout.SegmentKey(r.First, r.Last), errors.New("no change set holds these txids"))
+			// Named by the key a follower asks for next: where the
+			// replicator stores a change set that starts there.
+			s.damaged(&rep, url, "segment", layout.ChangeSetKey(r.First), fmt.Errorf("no change set holds txids %d-%d", r.First, r.Last))
 			s.o.Repair.LostChangeSet(url, r.First, r.Last, "missing from the store")
 			s.repaired(&rep, url, "segment", "gap")
 		}

@@ -20,6 +20,7 @@ import (
 	"github.com/ferrydb/ferry/internal/objstore/filestore"
 	"github.com/ferrydb/ferry/internal/restore"
 	"github.com/ferrydb/ferry/internal/scrub"
+	"github.com/ferrydb/ferry/internal/segment"
 	"github.com/ferrydb/ferry/internal/snapshot"
 	"github.com/ferrydb/ferry/internal/target"
 	"github.com/ferrydb/ferry/internal/testenv"
@@ -103,7 +104,7 @@ func scrubAndRepair(t *testing.T, store objstore.Store) {
 	}
 	base := r.Status().Targets[0].Snapshot
 
-	l, err := layout.Read(ctx, store, layout.All)
+	l, err := layout.Read(ctx, store, layout.All, segment.Heads(store))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -248,7 +249,7 @@ func TestScrubCopiesFromAnotherTarget(t *testing.T) {
 		t.Fatal(err)
 	}
 	a := stores["a"]
-	l, err := layout.Read(ctx, a, layout.All)
+	l, err := layout.Read(ctx, a, layout.All, segment.Heads(a))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,7 +20,7 @@ import (
 // state. A store that does not answer is no refusal (err matches neither
 // objstore.ErrKey): the caller decides whether to go on.
 func CheckReplica(ctx context.Context, store objstore.Store, ring *Ring) (rotated bool, err error) {
-	l, err := layout.Read(ctx, store, layout.Snapshots)
+	l, err := layout.Read(ctx, store, layout.Snapshots, nil)
 	if err != nil || len(l.Snapshots) == 0 {
 		return false, err
 	}

@@ -14,10 +14,17 @@
 // applies a transaction only once NextPage has reported its commit, which
 // carries a checksum of everything before it.
 //
-// A segment is stored under the key Key(first, last), which package layout
-// spells, with every other key of a replica:
+// The replicator stores a segment under layout.ChangeSetKey(first), named
+// by its first txid alone; compaction stores the segments it merges under
+// Key(first, last). Package layout spells both, with every other key of a
+// replica, and explains why:
 //
+//	segments/<first txid, 16 hex>.seg
 //	segments/<first txid, 16 hex>-<last txid, 16 hex>.seg
+//
+// A break marker (MarshalBreak) may take a first-only key instead of a
+// segment; ParseHead tells the two apart from their first 40 bytes, and
+// Heads is how listings read them.
 //
 // # Format, version 1
 //

@@ -31,7 +31,7 @@ type ManifestInfo struct {
 // manifest's checksummed header (one ranged read per manifest). Objects
 // under snapshots/ whose keys are not manifest keys are skipped.
 func List(ctx context.Context, store objstore.Store) ([]ManifestInfo, error) {
-	l, err := layout.Read(ctx, store, layout.Snapshots)
+	l, err := layout.Read(ctx, store, layout.Snapshots, nil)
 	if err != nil {
 		return nil, err
 	}

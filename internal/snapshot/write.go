@@ -66,6 +66,10 @@ type Options struct {
 	// DefaultReprieveWindow; negative skips reprieves, which is safe only
 	// where no garbage collector runs.
 	ReprieveWindow time.Duration
+	// Metadata is stored with the manifest, such as the name of the
+	// writer, which a second writer that finds the manifest's key taken
+	// reads back to say who holds it.
+	Metadata map[string]string
 }
 
 // Stats count what a Write did.
@@ -199,7 +203,7 @@ func Write(ctx context.Context, store objstore.Store, src io.ReaderAt, pageSize 
 		}
 	}
 	m.DBHash = DBHash(pageSize, pageCount, m.Chunks)
-	n, err := putManifest(ctx, store, &m)
+	n, err := putManifest(ctx, store, &m, opts.Metadata)
 	stats.BytesUploaded += n
 	if err != nil {
 		return Manifest{}, stats, wrap(err)
@@ -210,13 +214,13 @@ func Write(ctx context.Context, store objstore.Store, src io.ReaderAt, pageSize 
 // putManifest stores m create-only and returns the bytes it uploaded. A
 // manifest already there with the same bytes is success: a put whose
 // response was lost, retried, finds its own manifest.
-func putManifest(ctx context.Context, store objstore.Store, m *Manifest) (int64, error) {
+func putManifest(ctx context.Context, store objstore.Store, m *Manifest, meta map[string]string) (int64, error) {
 	data, err := m.MarshalBinary()
 	if err != nil {
 		return 0, err
 	}
 	key := m.Key()
-	_, err = store.Put(ctx, key, bytes.NewReader(data), objstore.PutOptions{IfNoneMatch: true})
+	_, err = store.Put(ctx, key, bytes.NewReader(data), objstore.PutOptions{IfNoneMatch: true, Metadata: meta})
 	if err == nil {
 		return int64(len(data)), nil
 	}

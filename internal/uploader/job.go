@@ -25,6 +25,10 @@ type Job struct {
 	// shipping process has, so that a daemon without the key can ship it
 	// and never sends it in the clear.
 	Sealed bool `json:"sealed,omitempty"`
+	// Last is, for a change set, its last txid, which a key naming only
+	// the first does not say. The uploader only hands it back to
+	// Options.Shipped.
+	Last uint64 `json:"last_txid,omitempty"`
 }
 
 // FilesQueue is the spool queue that plain files travel through.

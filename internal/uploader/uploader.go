@@ -119,10 +119,12 @@ func (u *Uploader) finish(ctx context.Context, e *spool.Entry, shipErr error) er
 
 // permanent reports whether retrying can never help: the store refused the
 // request for a reason other than load or a passing fault, or the entry
-// itself is unusable.
+// itself is unusable. A failed condition is one whatever the backend (a
+// file store has no status code): the key a create-only write wanted is
+// taken, and will still be on the next try.
 func permanent(err error) bool {
 	var pe *permanentError
-	if errors.As(err, &pe) {
+	if errors.As(err, &pe) || objstore.IsPreconditionFailed(err) {
 		return true
 	}
 	var se *objstore.Error

@@ -127,7 +127,7 @@ type compactingStore struct {
 }
 
 func (s *compactingStore) Get(ctx context.Context, key string, rng *objstore.Range) (io.ReadCloser, objstore.Info, error) {
-	if _, _, err := layout.ParseSegmentKey(key); err == nil && s.doomed != nil {
+	if _, _, err := layout.ParseAnySegmentKey(key); err == nil && s.doomed != nil {
 		s.Store.Delete(ctx, s.doomed...)
 		s.doomed = nil
 	}

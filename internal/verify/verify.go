@@ -30,6 +30,10 @@ type Report struct {
 	Snapshots int `json:"snapshots"`
 	Segments  int `json:"segments"`
 	Chunks    int `json:"chunks"`
+	// Breaks counts break markers: each says that a chain of change sets
+	// ended and a newer snapshot carries the replica on. No restore reads
+	// them.
+	Breaks int `json:"breaks"`
 	// Ranges are the txids a restore reaches, counting none that a
 	// missing or damaged object holds or that only such an object leads
 	// to.
@@ -60,11 +64,12 @@ func (r *Report) OK() bool { return len(r.Problems) == 0 && r.Unrestorable == ""
 // held.
 func Run(ctx context.Context, store objstore.Store, deep bool, keys snapshot.Keys) (Report, error) {
 	rep := Report{Foreign: []layout.Foreign{}}
-	l, err := layout.Read(ctx, store, layout.All)
+	l, err := layout.Read(ctx, store, layout.All, segment.Heads(store))
 	if err != nil {
 		return rep, err
 	}
 	rep.Foreign = append(rep.Foreign, l.Foreign...)
+	rep.Breaks = len(l.Breaks)
 	infos, err := snapshot.Describe(ctx, store, l.Snapshots)
 	if err != nil {
 		return rep, err
@@ -173,7 +178,7 @@ func (rep *Report) checkSegments(ctx context.Context, store objstore.Store, info
 			rep.Segments = len(cat.Segments)
 			return cat, nil
 		}
-		l, err := layout.Read(ctx, store, layout.Segments)
+		l, err := layout.Read(ctx, store, layout.Segments, segment.Heads(store))
 		if err != nil {
 			return restore.Catalog{}, err
 		}
@@ -187,7 +192,7 @@ func (rep *Report) checkSegments(ctx context.Context, store objstore.Store, info
 // still damage, but not the kind that stops a restore.
 func (rep *Report) noteRedundant(cat restore.Catalog) {
 	for _, u := range cat.Unusable {
-		if _, _, err := layout.ParseSegmentKey(u.Key); err != nil {
+		if _, _, err := layout.ParseAnySegmentKey(u.Key); err != nil {
 			continue
 		}
 		if !slices.ContainsFunc(rep.Ranges, func(r restore.Range) bool { return r.First <= u.First && u.Last <= r.Last }) {

@@ -47,6 +47,7 @@ func Run(t *testing.T, newStore func(t *testing.T) objstore.Store, opts Options)
 		{"NotFound", testNotFound},
 		{"CreateOnly", testCreateOnly},
 		{"CreateOnlyRace", testCreateOnlyRace},
+		{"CreateOnlyKeepsWriter", testCreateOnlyKeepsWriter},
 		{"CompareAndSwap", testCompareAndSwap},
 		{"RangedRead", testRangedRead},
 		{"ListPrefix", testListPrefix},
@@ -183,6 +184,30 @@ func testCreateOnly(t *testing.T, s objstore.Store, _ Options) {
 	}
 	if got := get(t, s, "lease", nil); string(got) != "first" {
 		t.Fatalf("create-only put overwrote: got %q", got)
+	}
+}
+
+// testCreateOnlyKeepsWriter checks what a writer that finds its key
+// taken relies on to tell its own earlier attempt from another writer's
+// object: Head returns the first writer's metadata and content checksum,
+// whatever the refused put carried.
+func testCreateOnlyKeepsWriter(t *testing.T, s objstore.Store, _ Options) {
+	ctx := context.Background()
+	first := []byte("the first writer's change set")
+	info := put(t, s, "cs", first, objstore.PutOptions{IfNoneMatch: true, Metadata: map[string]string{"ferry-writer-id": "one"}})
+	_, err := s.Put(ctx, "cs", bytes.NewReader([]byte("another")), objstore.PutOptions{IfNoneMatch: true, Metadata: map[string]string{"ferry-writer-id": "two"}})
+	if !objstore.IsPreconditionFailed(err) {
+		t.Fatalf("second create-only put: err = %v, want ErrPreconditionFailed", err)
+	}
+	h, err := s.Head(ctx, "cs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.Metadata["ferry-writer-id"] != "one" || h.Size != int64(len(first)) {
+		t.Fatalf("Head after a refused put = %+v, want the first writer's object", h)
+	}
+	if h.SHA256 != "" && h.SHA256 != info.SHA256 {
+		t.Fatalf("Head's sha256 %s differs from the one Put returned, %s", h.SHA256, info.SHA256)
 	}
 }
 
