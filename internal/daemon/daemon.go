@@ -180,6 +180,20 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 		addr = ln.Addr().String()
 		d.serve(ctx, ln, d.handler(d.dbs, true))
 	}
+	if o.Takeover != nil {
+		// The taken-over database's application starts at Ready: first
+		// the replicator must have read the empty log, or what the
+		// application writes would look like changes made before ferry
+		// took the database over, which only a snapshot can carry on.
+		for _, r := range d.dbs {
+			sctx, cancel := context.WithTimeout(ctx, time.Minute)
+			_, err := r.Sync(sctx)
+			cancel()
+			if err != nil {
+				return fmt.Errorf("take over %s: %w", o.Takeover.DB, err)
+			}
+		}
+	}
 	o.Log.Info("ferry is replicating", "dbs", len(cfg.DBs), "inboxes", len(cfg.Files), "addr", addr)
 	started = true
 	if o.Ready != nil {

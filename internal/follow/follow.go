@@ -56,6 +56,10 @@ type Follower struct {
 	// the next change set's key (see poll); set at the start, after a
 	// failure and when finishing.
 	mustList bool
+	// checkEvery is how often an idle follower looks for a snapshot
+	// newer than what it holds (see poll); checked is when it last did.
+	checkEvery time.Duration
+	checked    time.Time
 
 	db    *db // nil until the first state is in place
 	marks markFile
@@ -85,7 +89,7 @@ func New(store objstore.Store, dbPath string, o Options) *Follower {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	f := &Follower{store: store, path: dbPath, o: o, log: log, mustList: true, reg: prometheus.NewRegistry(), marks: markFile{dbPath: dbPath}, restoreRetry: time.Minute}
+	f := &Follower{store: store, path: dbPath, o: o, log: log, mustList: true, checkEvery: snapshotCheckEvery, reg: prometheus.NewRegistry(), marks: markFile{dbPath: dbPath}, restoreRetry: time.Minute}
 	f.metrics = newMetrics(f.reg, f)
 	return f
 }
@@ -185,8 +189,11 @@ func (f *Follower) finish(ctx context.Context) error {
 func (f *Follower) poll(ctx context.Context, gapSeen *bool) (bool, error) {
 	applied := f.applied()
 	next := getNext
-	if f.mustList {
-		next = listNext
+	switch {
+	case f.mustList:
+		next, f.checked = listNext, time.Now()
+	case time.Since(f.checked) >= f.checkEvery:
+		next, f.checked = snapshotCheck, time.Now()
 	}
 	st, err := next(ctx, f.store, applied.TXID)
 	if err != nil {
@@ -223,6 +230,7 @@ func (f *Follower) poll(ctx context.Context, gapSeen *bool) (bool, error) {
 		f.setCaughtUp(false)
 		if !*gapSeen {
 			*gapSeen = true
+			f.mustList = true // the next poll must look the same way
 			return false, nil
 		}
 		*gapSeen = false

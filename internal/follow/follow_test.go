@@ -18,9 +18,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ferrydb/ferry/internal/layout"
 	"github.com/ferrydb/ferry/internal/objstore"
 	"github.com/ferrydb/ferry/internal/restore"
-	"github.com/ferrydb/ferry/internal/segment"
 )
 
 // logBuffer collects a follower's log for the test to read while it runs.
@@ -57,6 +57,8 @@ func startFollower(t *testing.T, store objstore.Store, path string) *running {
 		Interval: 5 * time.Millisecond,
 		Log:      slog.New(slog.NewTextHandler(lb, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})
+	// Often, so that the tests meet the snapshot check too.
+	f.checkEvery = 100 * time.Millisecond
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{Follower: f, log: lb, cancel: cancel, done: make(chan error, 1)}
 	go func() { r.done <- f.Run(ctx) }()
@@ -256,7 +258,7 @@ func TestGapRestoresTheNewestState(t *testing.T) {
 	// snapshot at 5 and a change set after it remain.
 	s.exec("INSERT INTO accounts (balance) VALUES (1)", "INSERT INTO accounts (balance) VALUES (2)")
 	s.publish()
-	if err := s.store.Delete(context.Background(), segment.Key(3, 4)); err != nil {
+	if err := s.store.Delete(context.Background(), layout.ChangeSetKey(3)); err != nil {
 		t.Fatal(err)
 	}
 	s.exec("CREATE TABLE later (x)")
@@ -294,10 +296,17 @@ func TestNothingToFollow(t *testing.T) {
 	}
 }
 
-// failingStore fails every listing while fail is set.
+// failingStore fails every listing and every read while fail is set.
 type failingStore struct {
 	objstore.Store
 	fail atomic.Bool
+}
+
+func (s *failingStore) Get(ctx context.Context, key string, rng *objstore.Range) (io.ReadCloser, objstore.Info, error) {
+	if s.fail.Load() {
+		return nil, objstore.Info{}, &objstore.Error{Op: "get", Key: key, StatusCode: 503, Err: errors.New("slow down")}
+	}
+	return s.Store.Get(ctx, key, rng)
 }
 
 func (s *failingStore) List(ctx context.Context, prefix string) iter.Seq2[objstore.Info, error] {
@@ -455,7 +464,7 @@ func TestChangeSetGoneBeforeFetch(t *testing.T) {
 	s.publish()
 	r.waitTXID(t, s.txid)
 	gs.mu.Lock()
-	fetched := gs.seen[segment.Key(3, 3)]
+	fetched := gs.seen[layout.ChangeSetKey(3)]
 	gs.mu.Unlock()
 	if !fetched || strings.Contains(r.log.String(), "failing") {
 		t.Fatalf("a change set gone before its fetch counted as a failure:\n%s", r.log)
@@ -493,7 +502,7 @@ func TestDamagedChangeSet(t *testing.T) {
 
 	s.exec("UPDATE accounts SET balance = 11 WHERE id = 1", "UPDATE accounts SET balance = 12 WHERE id = 2")
 	s.publish()
-	key := segment.Key(at+1, s.txid)
+	key := layout.ChangeSetKey(at + 1)
 	rc, _, err := s.store.Get(context.Background(), key, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -556,4 +565,77 @@ func TestPageSizeChangeReplacesTheFile(t *testing.T) {
 	b.publish()
 	r.waitTXID(t, b.txid)
 	sameContent(t, b, path, b.txid)
+}
+
+// countingStore counts the requests made through it, by operation.
+type countingStore struct {
+	objstore.Store
+	mu   sync.Mutex
+	ops  map[string]int
+	keys map[string]bool
+}
+
+func (c *countingStore) add(op, key string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.ops[op]++
+	c.keys[key] = true
+}
+
+func (c *countingStore) Get(ctx context.Context, key string, rng *objstore.Range) (io.ReadCloser, objstore.Info, error) {
+	c.add("get", key)
+	return c.Store.Get(ctx, key, rng)
+}
+
+func (c *countingStore) Head(ctx context.Context, key string) (objstore.Info, error) {
+	c.add("head", key)
+	return c.Store.Head(ctx, key)
+}
+
+func (c *countingStore) List(ctx context.Context, prefix string) iter.Seq2[objstore.Info, error] {
+	c.add("list", prefix)
+	return c.Store.List(ctx, prefix)
+}
+
+func (c *countingStore) reset() (map[string]int, map[string]bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ops, keys := c.ops, c.keys
+	c.ops, c.keys = map[string]int{}, map[string]bool{}
+	return ops, keys
+}
+
+// An idle follower makes one request per poll, a GET of the key the next
+// change set must have, and never lists; a new change set is found by
+// that GET.
+func TestIdleFollowerAsksForOneKey(t *testing.T) {
+	s := newSource(t, 4096)
+	s.exec("INSERT INTO accounts (balance) VALUES (1)")
+	s.publish()
+	cs := &countingStore{Store: s.store, ops: map[string]int{}, keys: map[string]bool{}}
+	f := New(cs, followerPath(t), Options{Replica: "mem://test", Interval: 5 * time.Millisecond})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- f.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	r := &running{Follower: f, log: &logBuffer{}, done: done}
+	r.waitTXID(t, s.txid)
+	waitUntil(t, "the follower to be caught up", func() bool { return f.Status().CaughtUp })
+	cs.reset()
+	waitUntil(t, "50 idle polls", func() bool {
+		cs.mu.Lock()
+		defer cs.mu.Unlock()
+		return cs.ops["get"] >= 50
+	})
+	ops, keys := cs.reset()
+	want := layout.ChangeSetKey(s.txid + 1)
+	if ops["list"] != 0 || ops["head"] != 0 || len(keys) != 1 || !keys[want] {
+		t.Fatalf("an idle follower made %v on %v; want GETs of %s alone", ops, keys, want)
+	}
+	s.exec("INSERT INTO accounts (balance) VALUES (2)")
+	s.publish()
+	r.waitTXID(t, s.txid)
+	if ops, _ := cs.reset(); ops["list"] != 0 {
+		t.Fatalf("the follower listed to find a new change set: %v", ops)
+	}
 }

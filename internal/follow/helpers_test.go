@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ferrydb/ferry/internal/layout"
 	"github.com/ferrydb/ferry/internal/objstore"
 	"github.com/ferrydb/ferry/internal/objstore/memstore"
 	"github.com/ferrydb/ferry/internal/segment"
@@ -143,7 +144,7 @@ func (s *source) publish() {
 	if err := w.Close(); err != nil {
 		s.t.Fatal(err)
 	}
-	if _, err := s.store.Put(context.Background(), segment.Key(first, last), bytes.NewReader(buf.Bytes()), objstore.PutOptions{}); err != nil {
+	if _, err := s.store.Put(context.Background(), layout.ChangeSetKey(first), bytes.NewReader(buf.Bytes()), objstore.PutOptions{}); err != nil {
 		s.t.Fatal(err)
 	}
 	s.pending = nil

@@ -3,6 +3,7 @@ package follow
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/ferrydb/ferry/internal/layout"
 	"github.com/ferrydb/ferry/internal/objstore"
@@ -48,6 +49,29 @@ func getNext(ctx context.Context, store objstore.Store, after uint64) (step, err
 		return listNext(ctx, store, after)
 	}
 	return step{Segment: layout.Segment{Key: key, First: h.First, Last: h.Last}}, nil
+}
+
+// snapshotCheckEvery is how often an idle follower spends its request of
+// the interval on a listing of the replica's snapshots instead of the next
+// change set's key. A chain can end without the break marker that says so
+// (the replicator lost it with a full disk, or a new replicator started
+// over the replica), and then the next change set's key stays missing
+// for good; a snapshot newer than the follower's txid tells. It costs one
+// small LIST, of a prefix that holds one object per snapshot kept.
+const snapshotCheckEvery = 10 * time.Minute
+
+// snapshotCheck lists the replica's snapshots, and lists the rest too
+// when one is newer than after; otherwise it reports nothing new, as a
+// missing key would.
+func snapshotCheck(ctx context.Context, store objstore.Store, after uint64) (step, error) {
+	l, err := layout.Read(ctx, store, layout.Snapshots, nil)
+	if err != nil {
+		return step{}, err
+	}
+	if len(l.Snapshots) == 0 || l.Snapshots[len(l.Snapshots)-1].TXID <= after {
+		return step{}, nil
+	}
+	return listNext(ctx, store, after)
 }
 
 // listNext finds the next change set by listing the replica's snapshots

@@ -98,6 +98,10 @@ type Foreign struct {
 	Key  string `json:"key"`
 	Size int64  `json:"size"`
 	Why  string `json:"why"`
+	// Err is set for an object under one of ferry's own keys whose
+	// header could not be used: damaged, or encrypted with a key the
+	// reader lacks. Such an object is ferry's, and a problem.
+	Err error `json:"-"`
 }
 
 // Listing is what a replica holds, by key, and for first-only change-set
@@ -249,18 +253,24 @@ func (l *Listing) readHeads(ctx context.Context, heads HeadReader, infos []objst
 		case objstore.IsNotFound(err):
 			// Deleted since it was listed (compaction replaced it, gc
 			// collected it): as if listed a moment later.
-		case errors.Is(err, objstore.ErrCorrupt):
-			l.Foreign = append(l.Foreign, Foreign{Key: info.Key, Size: info.Size, Why: err.Error()})
+		case errors.Is(err, objstore.ErrCorrupt), errors.Is(err, objstore.ErrKey):
+			// Damaged, or encrypted with a key the reader lacks (the old
+			// key of a rotation): either way it holds nothing this
+			// reader can use. A reader with no right key at all hears of
+			// it from the manifests.
+			l.Foreign = append(l.Foreign, Foreign{Key: info.Key, Size: info.Size, Why: err.Error(), Err: err})
 		case err != nil:
 			return fmt.Errorf("read the header of %s: %w", info.Key, err)
 		case h.First != first:
-			l.Foreign = append(l.Foreign, Foreign{Key: info.Key, Size: info.Size,
-				Why: fmt.Sprintf("its header names txid %d, its key txid %d", h.First, first)})
+			why := fmt.Sprintf("its header names txid %d, its key txid %d", h.First, first)
+			l.Foreign = append(l.Foreign, Foreign{Key: info.Key, Size: info.Size, Why: why,
+				Err: fmt.Errorf("%w: %s", objstore.ErrCorrupt, why)})
 		case h.Break:
 			l.Breaks = append(l.Breaks, Break{Key: info.Key, TXID: first, Size: info.Size})
 		case h.Last < h.First:
-			l.Foreign = append(l.Foreign, Foreign{Key: info.Key, Size: info.Size,
-				Why: fmt.Sprintf("its header names the reversed txid range %d-%d", h.First, h.Last)})
+			why := fmt.Sprintf("its header names the reversed txid range %d-%d", h.First, h.Last)
+			l.Foreign = append(l.Foreign, Foreign{Key: info.Key, Size: info.Size, Why: why,
+				Err: fmt.Errorf("%w: %s", objstore.ErrCorrupt, why)})
 		default:
 			l.Segments = append(l.Segments, Segment{Key: info.Key, First: first, Last: h.Last, Size: info.Size})
 		}

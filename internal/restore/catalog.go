@@ -58,7 +58,16 @@ func ReadCatalog(ctx context.Context, store objstore.Store) (Catalog, error) {
 	if err != nil {
 		return Catalog{}, err
 	}
-	return NewCatalog(snaps, l.Segments), nil
+	c := NewCatalog(snaps, l.Segments)
+	for _, f := range l.Foreign {
+		// A change set of ours whose header did not open holds txids
+		// from the first its key names; saying which lets a restore
+		// that stops there name it.
+		if first, err := layout.ParseChangeSetKey(f.Key); err == nil && f.Err != nil {
+			c.Unusable = append(c.Unusable, Unusable{Key: f.Key, First: first, Last: first, Why: f.Why, err: f.Err})
+		}
+	}
+	return c, nil
 }
 
 // NewCatalog is the catalog of a replica holding snaps and segs, for a

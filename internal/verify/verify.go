@@ -68,7 +68,15 @@ func Run(ctx context.Context, store objstore.Store, deep bool, keys snapshot.Key
 	if err != nil {
 		return rep, err
 	}
-	rep.Foreign = append(rep.Foreign, l.Foreign...)
+	for _, f := range l.Foreign {
+		if f.Err != nil {
+			// A change set of ours whose header is damaged, or does not
+			// open with the keys given: a problem, not a stranger.
+			rep.add(f.Key, f.Err)
+			continue
+		}
+		rep.Foreign = append(rep.Foreign, f)
+	}
 	rep.Breaks = len(l.Breaks)
 	infos, err := snapshot.Describe(ctx, store, l.Snapshots)
 	if err != nil {
