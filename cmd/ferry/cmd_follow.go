@@ -10,7 +10,6 @@ import (
 
 	"github.com/ferrydb/ferry/internal/config"
 	"github.com/ferrydb/ferry/internal/follow"
-	"github.com/ferrydb/ferry/internal/target"
 )
 
 type followCmd struct{ *app }
@@ -97,11 +96,7 @@ func (c *followCmd) Run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	ring, err := keys.ring()
-	if err != nil {
-		return usagef("-key-file: %v", err)
-	}
-	store, err := target.Open(ctx, config.Replica{Target: t, Keys: ring}, target.Options{Check: true, MustExist: true})
+	store, ring, err := openToRead(ctx, t, keys)
 	if err != nil {
 		return err
 	}

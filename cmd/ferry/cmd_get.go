@@ -8,9 +8,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-
-	"github.com/ferrydb/ferry/internal/config"
-	"github.com/ferrydb/ferry/internal/target"
 )
 
 type getCmd struct{ *app }
@@ -47,11 +44,7 @@ func (c *getCmd) Run(ctx context.Context, args []string) error {
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
-	ring, err := keys.ring()
-	if err != nil {
-		return usagef("-key-file: %v", err)
-	}
-	store, err := target.Open(ctx, config.Replica{Target: t, Keys: ring}, target.Options{Check: true, MustExist: true})
+	store, _, err := openToRead(ctx, t, keys)
 	if err != nil {
 		return err
 	}

@@ -1,11 +1,15 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
 
+	"github.com/ferrydb/ferry/internal/config"
+	"github.com/ferrydb/ferry/internal/objstore"
 	"github.com/ferrydb/ferry/internal/seal"
+	"github.com/ferrydb/ferry/internal/target"
 )
 
 // keyFiles is the -key-file flag, which may be given more than once: the
@@ -45,4 +49,18 @@ func (k *keyFiles) ring() (*seal.Ring, error) {
 		return nil, nil
 	}
 	return seal.NewRing(k.keys[0], k.keys[1:]...)
+}
+
+// openToRead opens the existing replica at t with the keys given, for a
+// command that reads it, and returns the keys too (nil without any).
+func openToRead(ctx context.Context, t config.Target, keys *keyFiles) (objstore.Store, *seal.Ring, error) {
+	ring, err := keys.ring()
+	if err != nil {
+		return nil, nil, usagef("-key-file: %v", err)
+	}
+	store, err := target.Open(ctx, config.Replica{Target: t, Keys: ring}, target.Options{Check: true, MustExist: true})
+	if err != nil {
+		return nil, nil, err
+	}
+	return store, ring, nil
 }

@@ -23,9 +23,6 @@ type step struct {
 	Gap bool
 }
 
-// nextFunc finds what comes after txid after in the replica in store.
-type nextFunc func(ctx context.Context, store objstore.Store, after uint64) (step, error)
-
 // getNext finds the change set after txid after by the one key it can
 // have: a replicator names each change set by its first txid
 // (layout.ChangeSetKey), so the next one is after+1's. One small ranged
