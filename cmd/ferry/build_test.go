@@ -26,7 +26,7 @@ func TestMain(m *testing.M) {
 }
 
 // ferryBinary builds the real binary, once per test run.
-func ferryBinary(t *testing.T) string {
+func ferryBinary(t testing.TB) string {
 	t.Helper()
 	binOnce.Do(func() {
 		binDir, binError = os.MkdirTemp("", "ferry-bin-")

@@ -38,7 +38,7 @@ type site struct {
 	proc           *groupProc
 }
 
-func newSite(t *testing.T, name string) *site {
+func newSite(t testing.TB, name string) *site {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), name)
 	if err := os.Mkdir(dir, 0o755); err != nil {
@@ -48,7 +48,7 @@ func newSite(t *testing.T, name string) *site {
 }
 
 // app is the -exec command that runs appScript on the site's database.
-func (s *site) app(t *testing.T, bin string) string {
+func (s *site) app(t testing.TB, bin string) string {
 	t.Helper()
 	script := filepath.Join(s.dir, "app.sh")
 	if err := os.WriteFile(script, []byte(appScript), 0o755); err != nil {
@@ -58,7 +58,7 @@ func (s *site) app(t *testing.T, bin string) string {
 }
 
 // ackedRows returns the rows the site's application saw acknowledged.
-func (s *site) ackedRows(t *testing.T) []int {
+func (s *site) ackedRows(t testing.TB) []int {
 	t.Helper()
 	b, err := os.ReadFile(s.acked)
 	if os.IsNotExist(err) {
@@ -79,7 +79,7 @@ func (s *site) ackedRows(t *testing.T) []int {
 }
 
 // rowsIn returns the rows of a database.
-func rowsIn(t *testing.T, db string) map[int]bool {
+func rowsIn(t testing.TB, db string) map[int]bool {
 	t.Helper()
 	out, err := exec.Command("sqlite3", "-readonly", "-cmd", ".timeout 5000", db, "SELECT v FROM t").CombinedOutput()
 	if err != nil {
@@ -105,7 +105,7 @@ type groupProc struct {
 	err  error
 }
 
-func startGroup(t *testing.T, bin, ready string, args ...string) *groupProc {
+func startGroup(t testing.TB, bin, ready string, args ...string) *groupProc {
 	t.Helper()
 	p := &groupProc{done: make(chan struct{})}
 	p.cmd = exec.Command(bin, append([]string{"-log-level", "info"}, args...)...)
@@ -135,7 +135,7 @@ func (p *groupProc) kill() {
 
 // stop sends SIGTERM to ferry alone, which stops its application and
 // flushes, and waits for it.
-func (p *groupProc) stop(t *testing.T) {
+func (p *groupProc) stop(t testing.TB) {
 	t.Helper()
 	p.cmd.Process.Signal(syscall.SIGTERM)
 	select {
@@ -155,7 +155,7 @@ func (p *groupProc) exited() bool {
 }
 
 // newPrimaryDB creates the application's database in WAL mode.
-func newPrimaryDB(t *testing.T, path string) {
+func newPrimaryDB(t testing.TB, path string) {
 	t.Helper()
 	out, err := exec.Command("sqlite3", path, "PRAGMA journal_mode=WAL; CREATE TABLE t (v INTEGER PRIMARY KEY);").CombinedOutput()
 	if err != nil {
@@ -305,4 +305,40 @@ func TestPartitionedPrimaryStops(t *testing.T) {
 	if r := runBin(t, bin, "verify", "-deep", direct); r.code != 0 {
 		t.Fatalf("verify -deep after the partition: %s %s", r.stdout, r.stderr)
 	}
+}
+
+// BenchmarkStandbyPromotion measures failover on the real S3 server: a
+// primary ('replicate -lease 5s -exec APP') and a standby ('follow
+// -standby -lease 5s -interval 1s -exec APP') on two sites, kill -9 of the
+// primary's tree, then the time to the standby's promotion and to the
+// first row its application sees acknowledged. The lease's TTL bounds
+// the first from below: the standby must wait for the lease to lapse.
+func BenchmarkStandbyPromotion(b *testing.B) {
+	srv := testenv.S3(b)
+	b.Setenv("AWS_ACCESS_KEY_ID", srv.AccessKey)
+	b.Setenv("AWS_SECRET_ACCESS_KEY", srv.SecretKey)
+	bin := ferryBinary(b)
+	var promote, writable time.Duration
+	for b.Loop() {
+		replica := replicaURLAt(testenv.Bucket(b, srv), srv.Endpoint)
+		a, s := newSite(b, "primary"), newSite(b, "standby")
+		newPrimaryDB(b, a.db)
+		a.proc = startGroup(b, bin, "ferry is replicating", "replicate", "-lease", failoverTTL.String(), "-exec", a.app(b, bin), a.db, replica)
+		waitFor(b, time.Minute, "20 rows acknowledged", func() bool { return len(a.ackedRows(b)) >= 20 })
+		s.proc = startGroup(b, bin, "ferry is following", "follow", "-standby", "-lease", failoverTTL.String(), "-exec", s.app(b, bin), replica, s.db)
+		waitFor(b, time.Minute, "20 more rows acknowledged", func() bool { return len(a.ackedRows(b)) >= 40 })
+		killed := time.Now()
+		a.proc.kill()
+		waitFor(b, failoverTTL+time.Minute, "the promotion", func() bool {
+			return strings.Contains(s.proc.out.String(), "promoted: replicating the database as the primary")
+		})
+		promote += time.Since(killed)
+		waitFor(b, time.Minute, "a row acknowledged on the new primary", func() bool { return len(s.ackedRows(b)) >= 1 })
+		writable += time.Since(killed)
+		s.proc.kill()
+	}
+	n := float64(b.N)
+	b.ReportMetric(promote.Seconds()/n, "promote-s")
+	b.ReportMetric(writable.Seconds()/n, "first-ack-s")
+	b.ReportMetric(failoverTTL.Seconds(), "lease-ttl-s")
 }

@@ -378,7 +378,7 @@ func get(t *testing.T, url string) string {
 
 // waitFor polls cond until it holds; the deadline only catches a change
 // that never comes.
-func waitFor(t *testing.T, deadline time.Duration, what string, cond func() bool) {
+func waitFor(t testing.TB, deadline time.Duration, what string, cond func() bool) {
 	t.Helper()
 	end := time.Now().Add(deadline)
 	for !cond() {
