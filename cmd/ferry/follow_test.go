@@ -4,8 +4,12 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -157,7 +161,11 @@ func TestFollowFromS3(t *testing.T) {
 	db, dbPath, src := startBankSource(t, bin, dir, url)
 	followerPath := filepath.Join(dir, "follower.db")
 	addr := freeAddr(t)
-	f := startDaemonUntil(t, bin, "ferry is following", "follow", "-interval", "50ms", "-addr", addr, "-healthz-max-lag", "30s", url, followerPath)
+	// The follower reaches the store through a proxy that counts its
+	// requests by kind.
+	counter := newCountingProxy(t, srv.Endpoint)
+	viaProxy := fmt.Sprintf("s3://%s/bank?endpoint=%s&region=us-east-1&force-path-style=true", strings.SplitN(strings.TrimPrefix(url, "s3://"), "/", 2)[0], counter.URL)
+	f := startDaemonUntil(t, bin, "ferry is following", "follow", "-interval", "50ms", "-addr", addr, "-healthz-max-lag", "30s", viaProxy, followerPath)
 	readers := startBankReaders(t, followerPath, 2)
 	w := startBank(t, db)
 	waitFor(t, 120*time.Second, "200 transfers", func() bool { return w.n.Load() >= 200 })
@@ -171,6 +179,13 @@ func TestFollowFromS3(t *testing.T) {
 	if !strings.Contains(metrics, fmt.Sprintf("ferry_follow_applied_txid %d", want)) {
 		t.Fatalf("/metrics does not show txid %d", want)
 	}
+	// Idle: one GET of the next change set's key a poll, and no LIST.
+	counter.reset()
+	waitFor(t, 60*time.Second, "40 idle polls", func() bool { return counter.count()["get"] >= 40 })
+	if got := counter.count(); got["list"] != 0 || got["other"] != 0 {
+		t.Fatalf("the idle follower made %v; want GETs alone", got)
+	}
+	t.Logf("idle follower: %v in %d polls", counter.count(), counter.count()["get"])
 	f.stop(t)
 	integrityOK(t, followerPath)
 	if got, want := sha3sum(t, followerPath), sha3sum(t, dbPath); got != want {
@@ -428,4 +443,50 @@ func (r *bankReaders) stop(t *testing.T) (reads int64, p99, longest time.Duratio
 	r.check(t)
 	slices.Sort(r.took)
 	return r.reads.Load(), r.took[len(r.took)*99/100], r.took[len(r.took)-1]
+}
+
+// countingProxy is a reverse proxy in front of the S3 server that counts
+// requests: object GETs, LISTs (a GET of the bucket with list-type) and
+// anything else.
+type countingProxy struct {
+	*httptest.Server
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func newCountingProxy(t *testing.T, upstream string) *countingProxy {
+	t.Helper()
+	u, err := url.Parse(upstream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &countingProxy{n: map[string]int{}}
+	rp := httputil.NewSingleHostReverseProxy(u)
+	p.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		kind := "other"
+		switch {
+		case r.Method == http.MethodGet && r.URL.Query().Has("list-type"):
+			kind = "list"
+		case r.Method == http.MethodGet && strings.Count(strings.Trim(r.URL.Path, "/"), "/") >= 1:
+			kind = "get"
+		}
+		p.mu.Lock()
+		p.n[kind]++
+		p.mu.Unlock()
+		rp.ServeHTTP(w, r)
+	}))
+	t.Cleanup(p.Close)
+	return p
+}
+
+func (p *countingProxy) reset() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.n = map[string]int{}
+}
+
+func (p *countingProxy) count() map[string]int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return maps.Clone(p.n)
 }

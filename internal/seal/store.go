@@ -1,7 +1,6 @@
 package seal
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -98,12 +97,14 @@ func (s *Store) Put(ctx context.Context, key string, body io.ReadSeeker, opts ob
 		return objstore.Info{}, fmt.Errorf("put %s: %w", key, err)
 	}
 	defer cleanup()
-	enc, err := age.Encrypt(cipher, recipient{key: w, name: key})
+	// The ciphertext is hashed as it is written, so the store need not
+	// read it again to hash it before sending.
+	cipherSum := sha256.New()
+	enc, err := age.Encrypt(io.MultiWriter(cipher, cipherSum), recipient{key: w, name: key})
 	if err != nil {
 		return objstore.Info{}, fmt.Errorf("put %s: encrypt: %w", key, err)
 	}
-	h := sha256.New()
-	n, err := io.Copy(enc, io.TeeReader(body, h))
+	n, err := io.Copy(enc, body)
 	if err == nil {
 		err = enc.Close()
 	}
@@ -116,20 +117,24 @@ func (s *Store) Put(ctx context.Context, key string, body io.ReadSeeker, opts ob
 	if _, err := cipher.Seek(0, io.SeekStart); err != nil {
 		return objstore.Info{}, fmt.Errorf("put %s: %w", key, err)
 	}
-	opts.SHA256 = "" // the plaintext's; the store hashes what it is sent
-	opts.Metadata = maps.Clone(opts.Metadata)
-	if opts.Metadata == nil {
-		opts.Metadata = map[string]string{}
-	}
-	sum := h.Sum(nil)
-	if opts.Metadata[sumMeta], err = sealSum(w, key, sum); err != nil {
-		return objstore.Info{}, fmt.Errorf("put %s: %w", key, err)
+	plainSum := opts.SHA256
+	opts.SHA256 = hex.EncodeToString(cipherSum.Sum(nil))
+	if plainSum != "" {
+		// A caller that knows the plaintext's hash checks uploads by it
+		// (Head gives it back); one that does not, has no use for it.
+		opts.Metadata = maps.Clone(opts.Metadata)
+		if opts.Metadata == nil {
+			opts.Metadata = map[string]string{}
+		}
+		if opts.Metadata[sumMeta], err = sealSum(w, key, plainSum); err != nil {
+			return objstore.Info{}, fmt.Errorf("put %s: %w", key, err)
+		}
 	}
 	info, err := s.inner.Put(ctx, key, cipher, opts)
 	if err != nil {
 		return info, err
 	}
-	info.Size, info.SHA256 = size, hex.EncodeToString(sum)
+	info.Size, info.SHA256 = size, plainSum
 	return info, nil
 }
 
@@ -195,9 +200,11 @@ func (s *Store) Get(ctx context.Context, key string, rng *objstore.Range) (io.Re
 		return nil, info, err
 	}
 	src := &watchedReader{rc: rc}
-	br := bufio.NewReaderSize(src, 64<<10)
-	head, _ := br.Peek(len(ageMagic))
+	head := make([]byte, len(ageMagic))
+	hn, _ := io.ReadFull(src, head)
+	head = head[:hn]
 	encrypted := string(head) == ageMagic
+	br := io.MultiReader(bytes.NewReader(head), src)
 	if !encrypted && src.err != nil && !errors.Is(src.err, io.EOF) {
 		rc.Close()
 		return nil, info, src.err
@@ -212,9 +219,10 @@ func (s *Store) Get(ctx context.Context, key string, rng *objstore.Range) (io.Re
 	if s.ring == nil {
 		// The object may be cut short by a range: name its key from the
 		// stanza line rather than parse the whole header.
-		head, _ := br.Peek(256)
+		start := make([]byte, 256)
+		n, _ := io.ReadFull(br, start)
 		rc.Close()
-		return nil, info, &objstore.Error{Op: "get", Key: key, Err: fmt.Errorf("%w (it is encrypted with key %s); give the key file", ErrNoKey, stanzaKeyID(head))}
+		return nil, info, &objstore.Error{Op: "get", Key: key, Err: fmt.Errorf("%w (it is encrypted with key %s); give the key file", ErrNoKey, stanzaKeyID(start[:n]))}
 	}
 	id := &identity{ring: s.ring, name: key}
 	plain, err := age.Decrypt(br, id)
@@ -348,7 +356,11 @@ func (s *Store) openSum(key, sealed string) string {
 
 // sealSum encrypts a plaintext's SHA-256 for sumMeta: key id, nonce,
 // ciphertext, in unpadded base64.
-func sealSum(k *Key, key string, sum []byte) (string, error) {
+func sealSum(k *Key, key string, hexSum string) (string, error) {
+	sum, err := hex.DecodeString(hexSum)
+	if err != nil || len(sum) != sha256.Size {
+		return "", fmt.Errorf("the SHA-256 given for the body, %q, is not 64 hex digits", hexSum)
+	}
 	aead, err := chacha20poly1305.NewX(k.wrap[:])
 	if err != nil {
 		return "", err
