@@ -230,7 +230,7 @@ func (s *Store) Get(ctx context.Context, key string, rng *objstore.Range) (io.Re
 		rc.Close()
 		return nil, info, s.openError(key, id, src, err)
 	}
-	if inner == nil {
+	if rng == nil {
 		info.Size = PlainSize(info.Size)
 	}
 	info.SHA256 = s.openSum(key, info.Metadata[sumMeta])
@@ -381,10 +381,14 @@ func sumAD(id [8]byte, name string) []byte {
 // range rng from the object's start: the header and every whole STREAM
 // chunk up to rng's end, each of which authenticates on its own. A read
 // of a manifest's or a change set's header then costs one chunk, not the
-// whole object. nil (the whole object) for a range to the end.
+// whole object. A range to the end, or the whole object, is asked for as
+// the range from 0 to the end: a store
+// checks a whole object against the checksum recorded at the put, a pass
+// of SHA-256 over every byte that the AEAD, which authenticates every
+// byte, makes redundant.
 func cipherRange(rng *objstore.Range) *objstore.Range {
 	if rng == nil || rng.Length < 0 {
-		return nil
+		return &objstore.Range{Offset: 0, Length: -1}
 	}
 	chunks := max((rng.Offset+rng.Length+streamChunk-1)/streamChunk, 1)
 	return &objstore.Range{Offset: 0, Length: headerSize + nonceSize + chunks*(streamChunk+tagSize)}
