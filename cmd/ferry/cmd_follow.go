@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/ferrydb/ferry/internal/config"
@@ -112,6 +113,7 @@ func (c *followCmd) Run(ctx context.Context, args []string) error {
 		Keys:          ring.Keys(),
 		Finish:        finish,
 	})
+	stopServing := func() {}
 	if *addr != "" {
 		ln, err := net.Listen("tcp", *addr)
 		if err != nil {
@@ -120,15 +122,21 @@ func (c *followCmd) Run(ctx context.Context, args []string) error {
 		srv := &http.Server{Handler: f.Handler(), ReadHeaderTimeout: 10 * time.Second}
 		served := make(chan error, 1)
 		go func() { served <- srv.Serve(ln) }()
-		defer func() {
-			srv.Close()
-			<-served
-		}()
+		var once sync.Once
+		stopServing = func() {
+			once.Do(func() {
+				srv.Close()
+				<-served
+			})
+		}
+		defer stopServing()
 		c.log.Info("serving /status, /metrics and /healthz", "addr", ln.Addr().String())
 	}
 	if *standbyFlag {
+		// Once promoted, the daemon serves the same address: its own
+		// /status, /metrics and /healthz, those of a primary.
 		sb := &standby{app: c.app, store: store, replica: config.Replica{Target: t, Keys: ring},
-			path: path, interval: interval, ttl: *ttl, execCmd: *execCmd}
+			path: path, interval: interval, ttl: *ttl, execCmd: *execCmd, addr: *addr, stopServing: stopServing}
 		return sb.run(ctx, f, finish)
 	}
 	return f.Run(ctx)

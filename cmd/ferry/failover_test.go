@@ -188,8 +188,12 @@ func TestStandbyTakesOverFromAKilledPrimary(t *testing.T) {
 
 	a.proc = startGroup(t, bin, "ferry is replicating", "replicate", "-lease", failoverTTL.String(), "-exec", a.app(t, bin), a.db, replica)
 	waitFor(t, 60*time.Second, "the primary's application to see 20 rows acknowledged", func() bool { return len(a.ackedRows(t)) >= 20 })
-	b.proc = startGroup(t, bin, "ferry is following", "follow", "-standby", "-lease", failoverTTL.String(), "-interval", "200ms", "-exec", b.app(t, bin), replica, b.db)
+	addr := freeAddr(t)
+	b.proc = startGroup(t, bin, "ferry is following", "follow", "-standby", "-lease", failoverTTL.String(), "-interval", "200ms", "-addr", addr, "-exec", b.app(t, bin), replica, b.db)
 	waitFor(t, 60*time.Second, "20 more rows acknowledged on the primary", func() bool { return len(a.ackedRows(t)) >= 40 })
+	if st := get(t, "http://"+addr+"/status"); !strings.Contains(st, `"applied_txid"`) {
+		t.Fatalf("the standby's /status is not a follower's: %s", st)
+	}
 
 	killed := time.Now()
 	a.proc.kill()
@@ -206,6 +210,13 @@ func TestStandbyTakesOverFromAKilledPrimary(t *testing.T) {
 		t.Errorf("the standby took %s to promote; want at most the TTL %s and 5s", took, failoverTTL)
 	}
 	waitFor(t, 60*time.Second, "the standby's application to see 20 rows acknowledged", func() bool { return len(b.ackedRows(t)) >= 20 })
+	// The promoted daemon serves the standby's address, as a primary.
+	if st := get(t, "http://"+addr+"/status"); !strings.Contains(st, `"dbs"`) || !strings.Contains(st, b.db) {
+		t.Fatalf("after the promotion /status is not the primary's: %s", st)
+	}
+	if code, body := healthz(t, addr); code != 200 {
+		t.Fatalf("after the promotion /healthz answers %d: %s", code, body)
+	}
 	have := rowsIn(t, b.db)
 	for _, r := range acked {
 		if !have[r] {

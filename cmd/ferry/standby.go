@@ -27,6 +27,10 @@ type standby struct {
 	interval time.Duration
 	ttl      time.Duration
 	execCmd  string
+	// addr is -addr: the follower serves it until the promotion, the
+	// daemon after, once stopServing has closed the follower's server.
+	addr        string
+	stopServing func()
 }
 
 func (s *standby) run(ctx context.Context, f *follow.Follower, finish chan struct{}) error {
@@ -78,7 +82,8 @@ func (s *standby) run(ctx context.Context, f *follow.Follower, finish chan struc
 	url := s.replica.Target.String()
 	s.log.Info("promoted: replicating the database as the primary", "db", s.path, "replica", url, "txid", st.TXID, "snapshot", snap)
 
-	cfg := &config.Config{Source: "the command line",
+	s.stopServing()
+	cfg := &config.Config{Source: "the command line", Addr: s.addr,
 		HealthzMaxLag: config.DefaultHealthzMaxLag, ShutdownTimeout: config.DefaultShutdownTimeout,
 		DBs: []config.DB{{
 			Path: s.path, Replicas: []config.Replica{s.replica},
