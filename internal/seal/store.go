@@ -73,13 +73,10 @@ func New(inner objstore.Store, ring *Ring, tempDir string) *Store {
 	return &Store{inner: inner, ring: ring, tempDir: tempDir}
 }
 
-// Ring returns the store's keys, nil without encryption.
-func (s *Store) Ring() *Ring { return s.ring }
-
 func (s *Store) sealed(key string) bool { return s.ring != nil && !layout.Cleartext(key) }
 
 // Put implements objstore.Store. The Info it returns gives the plaintext's
-// size and SHA-256.
+// size, and its SHA-256 when opts gave it.
 func (s *Store) Put(ctx context.Context, key string, body io.ReadSeeker, opts objstore.PutOptions) (objstore.Info, error) {
 	if !s.sealed(key) {
 		return s.inner.Put(ctx, key, body, opts)
