@@ -20,7 +20,7 @@ func TestReplicateRefusesKeysNotBuilt(t *testing.T) {
 		{db + "    lease: 1s\n", ":4: dbs[0].lease: 1s is shorter than 3s; a lease must outlast a slow request and the skew between clocks\n"},
 		{db + "    retention: 10m\n", ":4: dbs[0].retention: 10m0s is shorter than snapshot-interval 1h0m0s; history is kept from a snapshot, so retention must be at least the snapshot interval\n"},
 		{db + "    encryption: { key-file: /nonexistent/key }\n", ":4: dbs[0].encryption.key-file: key file: open /nonexistent/key: no such file or directory\n"},
-		{db + "    dir: /data\n", ":4: dbs[0].dir: not built yet: list each database under dbs with path\n"},
+		{db + "    dir: /data\n", ":4: dbs[0]: give path (one database) or dir (a directory of them), not both\n"},
 	} {
 		cfg := writeConfig(t, dir, tc.yaml)
 		for _, cmd := range []string{"replicate", "status"} {

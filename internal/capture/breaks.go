@@ -42,8 +42,14 @@ func (r *Replicator) answerBreak(ctx context.Context, cause error) error {
 	r.txid = max(r.txid, r.reserved) + 1
 	r.txTime = time.Now()
 	r.durable = r.current()
-	for _, t := range r.targets {
+	for _, u := range r.urls {
+		t := r.targets[u]
 		wasSynced := t.synced
+		if t.base > 0 {
+			// The new txid is no single commit: the ones ferry could not
+			// read are in it, and no restore can stop between them.
+			r.gap(t.url, r.txid, r.txid, fmt.Sprintf("the log broke continuity (%v); txid %d folds in the commits ferry could not read", cause, r.txid))
+		}
 		r.unsync(t, r.txid, "the log broke continuity: "+cause.Error())
 		if wasSynced {
 			r.chainEnds(t, end)
@@ -131,19 +137,48 @@ func (r *Replicator) sizeFrom(tx *sql.Tx) error {
 // the generation's header up to it. Nothing before the restart protected
 // the log, so a new generation is a break here.
 func (r *Replicator) resume(*sql.Tx) error {
+	// Taken once the read transaction is held: from then on the log is
+	// protected, and the mark vouches for what happened before.
+	quiet := r.quiet != nil && r.quiet.holds(r.o.DBPath)
+	r.quiet = nil
+	if quiet {
+		// As if ferry had held a read transaction all along.
+		r.protected = true
+	}
+	if !r.posValid {
+		if !quiet {
+			return broke("no log position was saved to resume from")
+		}
+		return r.capturePass(context.Background())
+	}
 	f, _, err := r.openLog()
 	if err != nil {
 		return err
 	}
 	if f == nil {
+		if quiet {
+			r.newGeneration(nil)
+			return nil
+		}
 		return broke("the log file %s is gone", r.walPath)
 	}
 	if _, err := wal.Resume(f, r.pos); err != nil {
 		var be *wal.BreakError
-		if errors.As(err, &be) {
+		if !errors.As(err, &be) {
+			return err
+		}
+		if !quiet || !newGeneration(be) {
 			return &breakError{err}
 		}
-		return err
+		// The log started again while the database was idle, after
+		// nothing more than ferry had read (see quietMark).
+		r.o.Log.Debug("the log started a new generation while the database was idle", "how", be.Reason)
+		if be.Reason == wal.BreakTruncated {
+			r.newGeneration(nil)
+			return nil
+		}
+		r.newGeneration(&be.Header)
+		return r.capturePass(context.Background())
 	}
 	hdr, err := wal.ReadHeader(f)
 	if err != nil {

@@ -53,6 +53,14 @@ type Options struct {
 	// arrives. Zero means 50ms.
 	PollInterval time.Duration
 
+	// IdleAfter, when not zero, lets a database that has been quiet this
+	// long, with every transaction on every target, go idle: Run saves
+	// the state, lets go of the database and returns ErrIdle, and a
+	// Replicator opened again later carries on without a snapshot when
+	// the log allows (see quietMark). Zero keeps the database held for
+	// as long as Run runs.
+	IdleAfter time.Duration
+
 	// Continues, when set, says that the database was just restored from
 	// one of the targets and has not changed since: a replicator with no
 	// saved state carries that target's history on, rather than starting
@@ -75,6 +83,9 @@ type Options struct {
 	// batchBytes overrides the size at which a batch is shipped at once;
 	// tests make it small.
 	batchBytes int64
+	// quietMargin overrides quietMargin, for tests on a file system
+	// whose clock ticks in nanoseconds.
+	quietMargin time.Duration
 	// failedCheck overrides failedCheckEvery, for tests of a change set
 	// the store refuses.
 	failedCheck time.Duration

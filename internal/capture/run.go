@@ -26,6 +26,7 @@ func (r *Replicator) Run(ctx context.Context) error {
 	if !first {
 		return errors.New("capture: Run called twice")
 	}
+	r.awake = time.Now()
 	defer func() {
 		close(r.done)
 		r.Close()
@@ -55,6 +56,13 @@ func (r *Replicator) Run(ctx context.Context) error {
 	defer tick.Stop()
 	for {
 		r.step(ctx)
+		if now := time.Now(); r.idleDue(now) {
+			idle, err := r.goIdle(ctx, now)
+			if idle {
+				return ErrIdle
+			}
+			r.handle(ctx, err)
+		}
 		var jobDone <-chan struct{}
 		if r.job != nil {
 			jobDone = r.job.done
@@ -167,11 +175,18 @@ func (r *Replicator) start(ctx context.Context, wg *sync.WaitGroup) error {
 	r.pageSize, r.dbSize = st.PageSize, st.DBSize
 	if st.Pos != nil {
 		r.pos, r.posValid = *st.Pos, true
-	} else {
+	} else if st.Quiet == nil {
 		r.broken = errors.New("no log position was saved to resume from")
 	}
 	r.durable = r.current()
 	r.progress.setLocal(r.txid, r.txTime)
+	r.quiet = st.Quiet
+	if r.quiet != nil {
+		// Saved on going idle, when every target held every transaction:
+		// there is nothing to credit, and an idle database woken by a
+		// commit asks its stores for nothing it need not.
+		return nil
+	}
 	for _, u := range r.urls {
 		wg.Add(1)
 		go func() {

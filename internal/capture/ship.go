@@ -288,6 +288,7 @@ func (r *Replicator) save() error {
 		Writer:   r.writer.id,
 		Targets:  map[string]*savedTarget{},
 		Gaps:     r.progress.gapList(),
+		Quiet:    r.quiet,
 	}
 	if r.durable.posValid {
 		pos := r.durable.pos

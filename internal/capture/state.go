@@ -50,6 +50,11 @@ type savedState struct {
 
 	Targets map[string]*savedTarget `json:"targets"`
 	Gaps    []Gap                   `json:"gaps,omitempty"`
+
+	// Quiet is set when the state was saved on going idle (see
+	// quietMark): every target then held every transaction, and the
+	// database file was as Quiet records it.
+	Quiet *quietMark `json:"quiet,omitempty"`
 }
 
 // savedTarget is what ferry knows about one target.

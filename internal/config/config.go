@@ -17,7 +17,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"regexp"
+	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -82,10 +84,16 @@ type Config struct {
 	Files []Inbox
 }
 
-// DB is one replicated SQLite database.
+// DB is one replicated SQLite database, or, with Dir set, a directory of
+// them.
 type DB struct {
-	// Path is the absolute path of the database file.
+	// Path is the absolute path of the database file; empty for a
+	// directory entry.
 	Path string
+	// Dir, when set, makes the entry stand for every database its
+	// directory holds; each gets the entry's settings and, under every
+	// replica URL, the replica <URL>/<path relative to the directory>.
+	Dir *Dir
 	// Replicas lists the targets, at least one; each is tracked
 	// independently.
 	Replicas []Replica
@@ -111,6 +119,24 @@ type DB struct {
 	// of them refuses to start; zero means no lease.
 	Lease time.Duration
 }
+
+// Dir is a directory whose SQLite databases are replicated alike.
+type Dir struct {
+	// Path is the absolute path of the directory.
+	Path string
+	// Pattern is the shell pattern (filepath.Match) a file's name must
+	// match; "*.db" when the config gives none.
+	Pattern string
+	// Recursive looks in subdirectories too, except hidden ones, where
+	// ferry keeps its spools.
+	Recursive bool
+	// Watch picks up databases that appear while ferry runs, and stops
+	// replicating ones that vanish.
+	Watch bool
+}
+
+// DefaultDirPattern is the pattern of a dir entry that gives none.
+const DefaultDirPattern = "*.db"
 
 // Replica is one target with the settings that go with it.
 type Replica struct {
@@ -146,14 +172,72 @@ type Inbox struct {
 	Replica Replica
 }
 
-// DB returns the entry for the database at path.
+// DB returns the entry for the database at path: the one listing it, or
+// the first directory entry whose pattern takes it, with its replicas
+// joined as they are for every database found there. It does not look at
+// the file.
 func (c *Config) DB(path string) (DB, bool) {
 	for _, db := range c.DBs {
-		if db.Path == path {
+		if db.Dir == nil && db.Path == path {
 			return db, true
 		}
 	}
+	for _, db := range c.DBs {
+		if db.Dir == nil {
+			continue
+		}
+		if rel, ok := db.Dir.Takes(path); ok {
+			return db.Under(rel), true
+		}
+	}
 	return DB{}, false
+}
+
+// Takes reports whether the database at path, absolute, belongs to the
+// directory: it lies under it (directly, unless Recursive), its name
+// matches the pattern, and no directory on the way is hidden. rel is its
+// path relative to the directory, with slashes.
+func (d *Dir) Takes(path string) (rel string, ok bool) {
+	r, err := filepath.Rel(d.Path, path)
+	if err != nil || r == "." || strings.HasPrefix(r, "..") {
+		return "", false
+	}
+	parts := strings.Split(filepath.ToSlash(r), "/")
+	if len(parts) > 1 && !d.Recursive {
+		return "", false
+	}
+	for _, p := range parts[:len(parts)-1] {
+		if strings.HasPrefix(p, ".") {
+			return "", false
+		}
+	}
+	if m, _ := filepath.Match(d.Pattern, parts[len(parts)-1]); !m {
+		return "", false
+	}
+	return filepath.ToSlash(r), true
+}
+
+// Under returns the entry of the database at rel, relative to the
+// directory of the dir entry db: its path, and each replica's URL joined
+// with rel.
+func (db DB) Under(rel string) DB {
+	one := db
+	one.Dir = nil
+	one.Path = filepath.Join(db.Dir.Path, filepath.FromSlash(rel))
+	one.Replicas = make([]Replica, len(db.Replicas))
+	for i, r := range db.Replicas {
+		r.Target = r.Target.Join(rel)
+		one.Replicas[i] = r
+	}
+	return one
+}
+
+// Name is what messages call the entry: its path, or its directory.
+func (db DB) Name() string {
+	if db.Dir != nil {
+		return db.Dir.Path + string(filepath.Separator)
+	}
+	return db.Path
 }
 
 // Load reads and parses the config file at path, expanding ${VAR} from

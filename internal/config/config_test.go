@@ -285,19 +285,70 @@ func TestParseDaemonDefaults(t *testing.T) {
 	}
 }
 
-// A key for a feature ferry does not have is refused, whatever its value,
-// with the file, the key's own line and what ferry does instead: accepting
-// it would promise what ferry does not do (ciphertext in the bucket,
-// history trimmed).
-func TestParseRefusesKeysNotBuilt(t *testing.T) {
+// A dir entry stands for the databases of its directory: each gets the
+// entry's settings and a replica URL of its own under every replica.
+func TestParseDirEntries(t *testing.T) {
+	c, err := parse([]byte("dbs:\n  - dir: /srv/tenants\n    recursive: true\n    watch: true\n    sync-interval: 2s\n    replicas: [s3://bkt/fleet, file:///backup/fleet]\n  - path: /srv/other.db\n    replicas: [file:///backup/other]\n"), "ferry.yml", env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := c.DBs[0]
+	if d.Path != "" || d.Dir == nil || *d.Dir != (Dir{Path: "/srv/tenants", Pattern: "*.db", Recursive: true, Watch: true}) {
+		t.Fatalf("dir entry parsed as %+v (dir %+v)", d, d.Dir)
+	}
+	for _, tt := range []struct {
+		path, rel string
+		ok        bool
+	}{
+		{"/srv/tenants/a.db", "a.db", true},
+		{"/srv/tenants/eu/b.db", "eu/b.db", true},
+		{"/srv/tenants/.a.db-ferry/x.db", "", false},
+		{"/srv/tenants/a.db-wal", "", false},
+		{"/srv/tenants", "", false},
+		{"/srv/tenantsx/a.db", "", false},
+		{"/srv/other.db", "", false},
+	} {
+		rel, ok := d.Dir.Takes(tt.path)
+		if rel != tt.rel || ok != tt.ok {
+			t.Errorf("Takes(%s) = %q, %v; want %q, %v", tt.path, rel, ok, tt.rel, tt.ok)
+		}
+	}
+	one, ok := c.DB("/srv/tenants/eu/b.db")
+	if !ok || one.Path != "/srv/tenants/eu/b.db" || one.Dir != nil || one.SyncInterval != 2*time.Second {
+		t.Fatalf("DB(eu/b.db) = %+v, %v", one, ok)
+	}
+	if got := one.Replicas[0].Target.String(); got != "s3://bkt/fleet/eu/b.db" {
+		t.Errorf("first replica %s", got)
+	}
+	if got := one.Replicas[1].Target.String(); got != "file:///backup/fleet/eu/b.db" {
+		t.Errorf("second replica %s", got)
+	}
+	if d.Replicas[0].Target.String() != "s3://bkt/fleet" {
+		t.Errorf("Under changed the entry's own replicas: %s", d.Replicas[0].Target)
+	}
+	if _, ok := c.DB("/srv/tenants/eu/b.txt"); ok {
+		t.Error("DB found a file the pattern does not take")
+	}
+}
+
+func TestParseDirEntryErrors(t *testing.T) {
+	const dir = "dbs:\n  - dir: /data/tenants\n    replicas: [file:///srv/r]\n"
 	const db = "dbs:\n  - path: /data/app.db\n    replicas: [file:///srv/r]\n"
 	tests := []struct {
 		name, yaml, want string
 	}{
-		{"dir", "dbs:\n  - dir: /data/tenants\n    pattern: \"*.db\"\n", "ferry.yml:2: dbs[0].dir: not built yet: list each database under dbs with path"},
-		{"pattern", db + "    pattern: \"*.db\"\n", "ferry.yml:4: dbs[0].pattern: not built yet: list each database under dbs with path"},
-		{"watch", db + "    watch: true\n", "ferry.yml:4: dbs[0].watch: not built yet: list each database under dbs with path"},
-		{"misspelt", db + "    retension: 1h\n", `ferry.yml:4: unknown key "retension" in dbs[0] (did you mean "retention"?)`},
+		{"both", dir + "    path: /data/a.db\n", "ferry.yml:2: dbs[0]: give path (one database) or dir (a directory of them), not both"},
+		{"neither", "dbs:\n  - replicas: [file:///srv/r]\n", "ferry.yml:2: dbs[0]: missing path (or dir, for a directory of databases)"},
+		{"relative", "dbs:\n  - dir: data\n    replicas: [file:///srv/r]\n", `ferry.yml:2: dbs[0].dir: must be an absolute path, not "data"`},
+		{"bad pattern", dir + "    pattern: \"[a\"\n", `ferry.yml:4: dbs[0].pattern: "[a" is not a file-name pattern: syntax error in pattern`},
+		{"pattern with slash", dir + "    pattern: \"eu/*.db\"\n", `ferry.yml:4: dbs[0].pattern: "eu/*.db" holds a /; a pattern matches file names`},
+		{"pattern on a db", db + "    pattern: \"*.db\"\n", "ferry.yml:4: dbs[0].pattern: only for a dir entry (dir: DIRECTORY); this entry is one database"},
+		{"watch on a db", db + "    watch: true\n", "ferry.yml:4: dbs[0].watch: only for a dir entry"},
+		{"watch not bool", dir + "    watch: often\n", `ferry.yml:4: dbs[0].watch: must be true or false, not "often"`},
+		{"lease", dir + "    lease: 10s\n", "ferry.yml:4: dbs[0].lease: not for a dir entry"},
+		{"restore", dir + "    restore-if-db-not-exists: true\n", "ferry.yml:4: dbs[0].restore-if-db-not-exists: not for a dir entry"},
+		{"twice", dir + "  - dir: /data/tenants/\n    replicas: [file:///srv/q]\n", `ferry.yml:4: dbs[1]: directory "/data/tenants/" is already listed at line 2`},
+		{"misspelt", dir + "    recursve: true\n", `ferry.yml:4: unknown key "recursve" in dbs[0] (did you mean "recursive"?)`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -1,7 +1,6 @@
 package config
 
 import (
-	"errors"
 	"fmt"
 	"maps"
 	"math"
@@ -109,30 +108,10 @@ func (d *decoder) mapping(n *yaml.Node, path string, fields map[string]fieldFunc
 			return nil, d.errf(k, "unknown key %q%s%s", k.Value, in(path), suggest(k.Value, fields))
 		}
 		if err := f(v, joinPath(path, k.Value)); err != nil {
-			var nb notBuiltError
-			if errors.As(err, &nb) {
-				return nil, d.errf(k, "%s: %v", joinPath(path, k.Value), nb)
-			}
 			return nil, err
 		}
 	}
 	return seen, nil
-}
-
-// notBuiltError refuses a key that ferry documents but does not act on
-// yet; mapping turns it into a message naming the key's own line.
-type notBuiltError struct{ why string }
-
-func (e notBuiltError) Error() string { return "not built yet: " + e.why }
-
-// notBuilt refuses a key whatever its value, null included. A setting
-// that is read and then ignored is worse than none: an accepted
-// encryption key would let ferry ship plaintext to a bucket its owner
-// believes holds only ciphertext, and an accepted retention would promise
-// a bound on the bucket that nothing enforces. why says what ferry does
-// instead, or what to run in its place.
-func notBuilt(why string) fieldFunc {
-	return func(*yaml.Node, string) error { return notBuiltError{why} }
 }
 
 func orTop(path string) string {
@@ -349,6 +328,18 @@ func absPath(p string) error {
 	return nil
 }
 
+// validPattern takes a file-name pattern as filepath.Match reads it; a
+// pattern holding a separator could never match a name.
+func validPattern(p string) error {
+	if _, err := filepath.Match(p, ""); err != nil {
+		return fmt.Errorf("%s is not a file-name pattern: %v", quote(p), err)
+	}
+	if strings.ContainsRune(p, '/') {
+		return fmt.Errorf("%s holds a /; a pattern matches file names (use recursive: true for subdirectories)", quote(p))
+	}
+	return nil
+}
+
 func oneOf(values ...string) func(string) error {
 	return func(v string) error {
 		if !slices.Contains(values, v) {
@@ -391,10 +382,14 @@ func (d *decoder) config(doc *yaml.Node) (*Config, error) {
 				// Two entries for one database would run two
 				// replicators on it, each racing the other's
 				// checkpoints.
-				if first, dup := dbLines[db.Path]; dup {
-					return d.errf(n, "%s: database %s is already listed at line %d", path, quote(db.Path), first)
+				if first, dup := dbLines[db.Name()]; dup {
+					what := "database"
+					if db.Dir != nil {
+						what = "directory"
+					}
+					return d.errf(n, "%s: %s %s is already listed at line %d", path, what, quote(db.Name()), first)
 				}
-				dbLines[db.Path] = n.Line
+				dbLines[db.Name()] = n.Line
 				c.DBs = append(c.DBs, db)
 				return nil
 			}),
@@ -427,10 +422,14 @@ func (d *decoder) db(n *yaml.Node, path string) (DB, error) {
 		GCInterval:       DefaultGCInterval,
 		ScrubInterval:    DefaultScrubInterval,
 	}
-	const oneDB = "list each database under dbs with path"
+	dir := Dir{Pattern: DefaultDirPattern}
 	dbPath := path
 	keys, err := d.mapping(n, path, map[string]fieldFunc{
-		"path": d.str(&db.Path, absPath),
+		"path":      d.str(&db.Path, absPath),
+		"dir":       d.str(&dir.Path, absPath),
+		"pattern":   d.str(&dir.Pattern, validPattern),
+		"recursive": d.boolean(&dir.Recursive),
+		"watch":     d.boolean(&dir.Watch),
 		"replicas": d.list(func(n *yaml.Node, path string) error {
 			r, err := d.replica(n, path)
 			if err != nil {
@@ -463,15 +462,30 @@ func (d *decoder) db(n *yaml.Node, path string) (DB, error) {
 		"encryption":     d.encryption(&ring),
 		"scrub-interval": d.duration(&db.ScrubInterval),
 		"lease":          d.duration(&db.Lease),
-		"dir":            notBuilt(oneDB),
-		"pattern":        notBuilt(oneDB),
-		"watch":          notBuilt(oneDB),
 	})
 	if err != nil {
 		return DB{}, err
 	}
-	if db.Path == "" {
-		return DB{}, d.errf(n, "%s: missing path", path)
+	switch {
+	case db.Path != "" && dir.Path != "":
+		return DB{}, d.errf(keys["dir"], "%s: give path (one database) or dir (a directory of them), not both", path)
+	case db.Path == "" && dir.Path == "":
+		return DB{}, d.errf(n, "%s: missing path (or dir, for a directory of databases)", path)
+	case dir.Path != "":
+		if k := keys["restore-if-db-not-exists"]; k != nil {
+			return DB{}, d.errf(k, "%s.restore-if-db-not-exists: not for a dir entry, which replicates the databases it finds; list a database to restore with path", path)
+		}
+		if k := keys["lease"]; k != nil {
+			return DB{}, d.errf(k, "%s.lease: not for a dir entry: a lease is renewed every ttl/3, which would keep every idle database awake; list a leased database with path", path)
+		}
+		dir.Path = filepath.Clean(dir.Path)
+		db.Dir = &dir
+	default:
+		for _, k := range []string{"pattern", "recursive", "watch"} {
+			if kn := keys[k]; kn != nil {
+				return DB{}, d.errf(kn, "%s.%s: only for a dir entry (dir: DIRECTORY); this entry is one database", path, k)
+			}
+		}
 	}
 	if len(db.Replicas) == 0 {
 		return DB{}, d.errf(n, "%s: no replicas; a db needs at least one", path)

@@ -11,6 +11,10 @@ type StackOptions struct {
 	Limits   Limits
 	// Metrics, when set, records every call; nil records nothing.
 	Metrics *Metrics
+	// Pool, when positive, bounds the calls in flight (see WithPool);
+	// each attempt of a retried call takes a place of its own, so a
+	// call waiting out its backoff holds none.
+	Pool int
 }
 
 // limitSharers is more puts than ferry runs at once on one store (a
@@ -45,7 +49,7 @@ func Stack(backend Store, o StackOptions) Store {
 			o.Retry.OnRetry = o.Metrics.RetryHook(o.Backend)
 		}
 	}
-	return WithRetry(s, o.Retry)
+	return WithRetry(WithPool(s, o.Pool), o.Retry)
 }
 
 // putByteLimit is the byte rate puts are held to under l; 0 for none.

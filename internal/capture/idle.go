@@ -1,0 +1,174 @@
+package capture
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"syscall"
+	"time"
+)
+
+// ErrIdle is what Run returns when the database went quiet with every
+// transaction on every target, under Options.IdleAfter: the Replicator
+// saved its state and let go of the database, the spool and every
+// goroutine. A new Replicator opened with the same Options carries on
+// from there; Idle says when one is needed.
+var ErrIdle = errors.New("capture: the database is idle")
+
+// quietMargin is how long the database file must have gone unwritten
+// before ferry lets go of it. A file's modification time comes from a
+// clock that ticks in milliseconds on Linux and in seconds on some file
+// systems; a write made after ferry looked at the file must get a later
+// time than the one ferry recorded, or the proof in quietMark would not
+// hold.
+const quietMargin = 2 * time.Second
+
+// quietMark records the database file as ferry last saw it before letting
+// go of the database. It is what lets an idle database hold no read
+// transaction, and so no lock, without losing the guarantee the package
+// documentation draws from one.
+//
+// SQLite destroys frames of the log only by restarting it, truncating it
+// or deleting it, and each needs every frame copied into the database
+// file first. The mark is taken before ferry's last pass over the log,
+// which read every frame committed by then. So if, once a new read
+// transaction is held again, the database file is the same file, unwritten
+// since the mark (same inode, size and times), nothing committed after
+// that pass was ever copied into it: no frame ferry has not read can have
+// been destroyed. Whatever the log looks like then (the old generation
+// continued, a new generation, an empty or missing log) it carries on
+// from what ferry read, as it does while ferry holds a read transaction.
+// When the file was written, a new generation is a break, answered with a
+// snapshot and reported as a gap, as after any restart.
+type quietMark struct {
+	Dev   uint64 `json:"dev"`
+	Ino   uint64 `json:"ino"`
+	Size  int64  `json:"size"`
+	MTime int64  `json:"mtime_ns"`
+	CTime int64  `json:"ctime_ns"`
+}
+
+// markQuiet stats the database file for a quietMark; ok is false when it
+// was written too recently to vouch for anything (see quietMargin).
+func markQuiet(path string, now time.Time, margin time.Duration) (m quietMark, ok bool, err error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return m, false, err
+	}
+	st, isUnix := fi.Sys().(*syscall.Stat_t)
+	if !isUnix {
+		return m, false, nil
+	}
+	m = quietMark{Dev: uint64(st.Dev), Ino: st.Ino, Size: st.Size,
+		MTime: st.Mtim.Nano(), CTime: st.Ctim.Nano()}
+	old := now.Add(-margin).UnixNano()
+	return m, m.MTime <= old && m.CTime <= old, nil
+}
+
+// holds reports whether the database file is still as m recorded it.
+func (m quietMark) holds(path string) bool {
+	// The file's age does not matter here, only that it is unchanged.
+	now, _, err := markQuiet(path, time.Now(), 0)
+	return err == nil && now == m
+}
+
+// Idle is what a Replicator that returned ErrIdle leaves for whoever
+// wakes the database.
+type Idle struct {
+	// WALSize and WALModTime describe the log as ferry left it (zero
+	// for no log): a commit changes one or both, and is what should wake
+	// the database.
+	WALSize    int64
+	WALModTime time.Time
+	// WakeAt, when not zero, is when the database needs a Replicator
+	// even if nothing commits: a snapshot falls due then.
+	WakeAt time.Time
+}
+
+// Idle returns what the Replicator left when Run returned ErrIdle.
+func (r *Replicator) Idle() Idle { return r.idle }
+
+// idleDue reports whether everything is in place to let go of the
+// database: quiet for IdleAfter, nothing to ship or snapshot, every
+// target holding every transaction and answering.
+func (r *Replicator) idleDue(now time.Time) bool {
+	if r.o.IdleAfter <= 0 || r.job != nil || r.broken != nil || !r.protected ||
+		r.sql == nil || !r.sql.held() || !r.batch.empty() || len(r.waiting) > 0 {
+		return false
+	}
+	if now.Sub(r.txTime) < r.o.IdleAfter || now.Sub(r.awake) < r.o.IdleAfter {
+		return false
+	}
+	if len(r.due(now)) > 0 || r.sp.Bytes() > 0 {
+		return false
+	}
+	for _, q := range r.queues {
+		if r.sp.Len(q) > 0 {
+			return false
+		}
+	}
+	p := r.progress
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, u := range r.urls {
+		t := r.targets[u]
+		if !t.synced || t.snapping || t.forced || t.stopped != "" || !t.failingSince.IsZero() ||
+			t.reached() != r.txid || t.holdAfter > t.base {
+			return false
+		}
+	}
+	return true
+}
+
+// goIdle lets go of the database if it is still quiet: it marks the file
+// (see quietMark), reads the log once more, and, with nothing new, saves
+// the state with the mark. It returns false to go on capturing.
+func (r *Replicator) goIdle(ctx context.Context, now time.Time) (bool, error) {
+	margin := quietMargin
+	if r.o.quietMargin > 0 {
+		margin = r.o.quietMargin
+	}
+	mark, ok, err := markQuiet(r.o.DBPath, now, margin)
+	if err != nil || !ok {
+		return false, err
+	}
+	before := r.txid
+	if err := r.capturePass(ctx); err != nil {
+		return false, err
+	}
+	if r.txid != before || !r.batch.empty() {
+		return false, nil
+	}
+	r.idle = Idle{}
+	if fi, err := os.Stat(r.walPath); err == nil {
+		r.idle.WALSize, r.idle.WALModTime = fi.Size(), fi.ModTime()
+	}
+	if next := r.nextSnapshot(); !next.IsZero() {
+		r.idle.WakeAt = next
+	}
+	r.quiet = &mark
+	if err := r.save(); err != nil {
+		r.quiet = nil
+		return false, fmt.Errorf("save the state before going idle: %w", err)
+	}
+	r.o.Log.Debug("idle: let go of the database until it is written", "txid", r.txid)
+	return true, nil
+}
+
+// nextSnapshot returns when the first target falls due for a snapshot of
+// what it holds now, or zero when none will without a new transaction.
+func (r *Replicator) nextSnapshot() time.Time {
+	var next time.Time
+	for _, u := range r.urls {
+		t := r.targets[u]
+		if r.txid <= t.base {
+			continue
+		}
+		at := t.baseTime.Add(r.o.SnapshotInterval)
+		if next.IsZero() || at.Before(next) {
+			next = at
+		}
+	}
+	return next
+}
