@@ -79,11 +79,23 @@ type Idle struct {
 	// WALSize and WALModTime describe the log as ferry left it (zero
 	// for no log): a commit changes one or both, and is what should wake
 	// the database.
-	WALSize    int64
-	WALModTime time.Time
+	WALSize    int64     `json:"wal_size"`
+	WALModTime time.Time `json:"wal_mtime,omitzero"`
 	// WakeAt, when not zero, is when the database needs a Replicator
 	// even if nothing commits: a snapshot falls due then.
-	WakeAt time.Time
+	WakeAt time.Time `json:"wake_at,omitzero"`
+}
+
+// LoadIdle reads the state a Replicator for dbPath saved in spoolDir,
+// and returns what it left if it went idle, with its Status then, and
+// false if it did not, or never ran. A process that replicates many
+// databases starts the idle ones this way, without opening them.
+func LoadIdle(spoolDir, dbPath string) (Idle, bool, error) {
+	st, err := loadState(spoolDir, dbPath)
+	if err != nil || st == nil || st.Quiet == nil || st.Idle == nil {
+		return Idle{}, false, err
+	}
+	return *st.Idle, true, nil
 }
 
 // Idle returns what the Replicator left when Run returned ErrIdle.
@@ -97,7 +109,10 @@ func (r *Replicator) idleDue(now time.Time) bool {
 		r.sql == nil || !r.sql.held() || !r.batch.empty() || len(r.waiting) > 0 {
 		return false
 	}
-	if now.Sub(r.txTime) < r.o.IdleAfter || now.Sub(r.awake) < r.o.IdleAfter {
+	// Quiet since the last commit read from the log: a wake with no
+	// commit (an event that was not one) lets go at once, and a database
+	// opened only for its first snapshot as soon as that is stored.
+	if now.Sub(r.lastCommit) < r.o.IdleAfter {
 		return false
 	}
 	if len(r.due(now)) > 0 || r.sp.Bytes() > 0 {
@@ -148,7 +163,10 @@ func (r *Replicator) goIdle(ctx context.Context, now time.Time) (bool, error) {
 		r.idle.WakeAt = next
 	}
 	r.quiet = &mark
-	if err := r.save(); err != nil {
+	r.saveIdle = &r.idle
+	err = r.save()
+	r.saveIdle = nil
+	if err != nil {
 		r.quiet = nil
 		return false, fmt.Errorf("save the state before going idle: %w", err)
 	}

@@ -165,11 +165,14 @@ func TestIdleCarriesOn(t *testing.T) {
 	// Commits on the same generation, woken while the application still
 	// has the database open.
 	o.CheckpointPages = 0
+	o.IdleAfter = 2 * time.Second
+	commits(app, 2)
 	runIdle(t, o, func(r *Replicator) {
 		syncNow(t, r)
 		commits(app, 3)
 		syncNow(t, r)
 	})
+	o.IdleAfter = 100 * time.Millisecond
 	commits(app, 5)
 	check("log written on")
 }

@@ -83,12 +83,14 @@ type Replicator struct {
 	// lastFailedCheck when they were last looked at.
 	failedSeen      map[spool.ID]bool
 	lastFailedCheck time.Time
-	// awake is when Run began; quiet is the mark of the database file
+	// lastCommit is when the capture last read a commit from the log;
+	// quiet is the mark of the database file
 	// taken on going idle, set from then until the first pass after the
 	// next start has used it; idle is what Idle returns.
-	awake time.Time
-	quiet *quietMark
-	idle  Idle
+	lastCommit time.Time
+	quiet      *quietMark
+	idle       Idle
+	saveIdle   *Idle
 }
 
 // point is a txid with what the capture needs to go on from it.

@@ -26,7 +26,6 @@ func (r *Replicator) Run(ctx context.Context) error {
 	if !first {
 		return errors.New("capture: Run called twice")
 	}
-	r.awake = time.Now()
 	defer func() {
 		close(r.done)
 		r.Close()

@@ -289,6 +289,7 @@ func (r *Replicator) save() error {
 		Targets:  map[string]*savedTarget{},
 		Gaps:     r.progress.gapList(),
 		Quiet:    r.quiet,
+		Idle:     r.saveIdle,
 	}
 	if r.durable.posValid {
 		pos := r.durable.pos

@@ -55,6 +55,7 @@ type savedState struct {
 	// quietMark): every target then held every transaction, and the
 	// database file was as Quiet records it.
 	Quiet *quietMark `json:"quiet,omitempty"`
+	Idle  *Idle      `json:"idle,omitempty"`
 }
 
 // savedTarget is what ferry knows about one target.
