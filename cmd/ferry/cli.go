@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/ferrydb/ferry/internal/config"
-	"github.com/ferrydb/ferry/internal/daemon"
 )
 
 // app is what every command shares: where output goes and the logger.
@@ -323,7 +322,7 @@ func (a *app) findReplicas(ctx context.Context, dbPath, configPath string) (repl
 		}
 	}
 	if len(set.replicas) == 0 {
-		return set, fmt.Errorf("the daemon answering on %s reports no replica of %s", daemon.SocketPath(dbPath), dbPath)
+		return set, fmt.Errorf("the daemon answering on %s reports no replica of %s", newControlClient(dbPath).socket, dbPath)
 	}
 	set.source = "the running daemon"
 	return set, nil

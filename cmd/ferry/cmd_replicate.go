@@ -127,6 +127,11 @@ func (c *replicateCmd) Run(ctx context.Context, args []string) error {
 	if set["shutdown-timeout"] {
 		cfg.ShutdownTimeout = *shutdown
 	}
+	for _, db := range cfg.DBs {
+		if db.Dir != nil && (set["lease"] || *restoreMissing) {
+			return usagef("-lease and -restore-if-db-not-exists are for databases listed by path; %s has a dir entry, %s", cfg.Source, db.Name())
+		}
+	}
 	if set["lease"] {
 		for i := range cfg.DBs {
 			cfg.DBs[i].Lease = *leaseTTL

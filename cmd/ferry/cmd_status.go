@@ -52,12 +52,22 @@ func (c *statusCmd) Run(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
+		var all daemon.StatusReport
 		for _, db := range cfg.DBs {
-			dbs = append(dbs, db.Path)
+			cc := newControlClient(db.Path)
+			if db.Dir != nil {
+				cc = newDirControlClient(db.Dir.Path)
+			}
+			rep, err := cc.status(ctx)
+			if err != nil {
+				return err
+			}
+			all.DBs = append(all.DBs, rep.DBs...)
 		}
-		if len(dbs) == 0 {
+		if len(cfg.DBs) == 0 {
 			return fmt.Errorf("%s names no database", cfg.Source)
 		}
+		return c.print(all, *asJSON)
 	}
 	var all daemon.StatusReport
 	for _, db := range dbs {
@@ -67,7 +77,12 @@ func (c *statusCmd) Run(ctx context.Context, args []string) error {
 		}
 		all.DBs = append(all.DBs, rep.DBs...)
 	}
-	if *asJSON {
+	return c.print(all, *asJSON)
+}
+
+// print writes the report as a table, or as JSON.
+func (c *statusCmd) print(all daemon.StatusReport, asJSON bool) error {
+	if asJSON {
 		return writeJSON(c.stdout, all)
 	}
 	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)

@@ -61,6 +61,12 @@ type Options struct {
 	// as long as Run runs.
 	IdleAfter time.Duration
 
+	// Events, when set, receives a value soon after the log is written,
+	// from a watcher the caller runs for many databases; nil makes the
+	// Replicator watch the log itself. Either way it is a hint, and the
+	// log is also polled.
+	Events <-chan struct{}
+
 	// Continues, when set, says that the database was just restored from
 	// one of the targets and has not changed since: a replicator with no
 	// saved state carries that target's history on, rather than starting

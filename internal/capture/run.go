@@ -50,7 +50,10 @@ func (r *Replicator) Run(ctx context.Context) error {
 		}
 		return err
 	}
-	events := watchLog(ctx, &wg, r.o.DBPath, r.o.Log)
+	events := r.o.Events
+	if events == nil {
+		events = watchLog(ctx, &wg, r.o.DBPath, r.o.Log)
+	}
 	tick := time.NewTicker(r.o.PollInterval)
 	defer tick.Stop()
 	for {

@@ -72,10 +72,16 @@ const retryCeiling = 5 * time.Second
 
 // daemon is one running `ferry replicate`.
 type daemon struct {
-	cfg  *config.Config
-	o    Options
-	dbs  []*capture.Replicator
-	wg   sync.WaitGroup
+	cfg *config.Config
+	o   Options
+	// fleet holds every database, listed by path or found under a dir
+	// entry.
+	fleet *fleet
+	// stores are the stores of the databases listed by path and of the
+	// inboxes, by replica URL; storeOpts opened them.
+	stores    map[string]objstore.Store
+	storeOpts target.Options
+	wg        sync.WaitGroup
 	stop context.CancelFunc
 	// files is the spool of plain files; nil without inboxes.
 	files *spool.Spool
@@ -121,6 +127,12 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	// Before any replica is opened (a file:// one would be created): a
 	// database that is not there is a typo to report, not to replicate.
 	for _, db := range cfg.DBs {
+		if db.Dir != nil {
+			if fi, err := os.Stat(db.Dir.Path); err != nil || !fi.IsDir() {
+				return fmt.Errorf("dir entry %s: no such directory", db.Dir.Path)
+			}
+			continue
+		}
 		fi, err := os.Stat(db.Path)
 		if errors.Is(err, fs.ErrNotExist) && db.RestoreIfNotExists {
 			continue // restored, or awaited, once its replicas are open
@@ -129,7 +141,13 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 			return fmt.Errorf("database %s: no such file", db.Path)
 		}
 	}
-	stores, err := openStores(ctx, cfg, o.Target, o.Log)
+	storeOpts := o.Target
+	storeOpts.Check = true
+	storeOpts.TempDir = cfg.Spool
+	storeOpts.Unreachable = func(err error) {
+		o.Log.Warn("store not reachable at start; capturing into the spool and retrying", "err", err)
+	}
+	stores, err := openStores(ctx, cfg, storeOpts)
 	if err != nil {
 		return err
 	}
@@ -137,7 +155,8 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	// can be answered by a flush before they stop.
 	stopping := ctx
 	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	d := &daemon{cfg: cfg, o: o, stop: cancel}
+	d := &daemon{cfg: cfg, o: o, stop: cancel, stores: stores, storeOpts: storeOpts}
+	d.fleet = newFleet(d)
 	// A start that fails removes the database spools it created, once
 	// what it started has stopped (this runs after the deferred stop
 	// below): a typo or a database not in WAL mode leaves nothing behind.
@@ -157,19 +176,30 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 		d.releaseLeases()
 	}()
 
+	// Databases listed by path first: a dir entry leaves them to their
+	// own entries.
 	for _, db := range cfg.DBs {
-		r, err := d.openDB(ctx, db, stores)
-		if err != nil {
-			return err
+		if db.Dir == nil {
+			if err := d.openDB(ctx, db); err != nil {
+				return err
+			}
 		}
-		d.dbs = append(d.dbs, r)
 	}
+	for _, db := range cfg.DBs {
+		if db.Dir != nil {
+			if err := d.openEntry(ctx, db); err != nil {
+				return err
+			}
+		}
+	}
+	d.run(ctx, func(ctx context.Context) error { d.fleet.loop(ctx); return nil })
+	d.run(ctx, func(ctx context.Context) error { d.maintain(ctx); return nil })
 	if len(cfg.Files) > 0 {
 		if err := d.startFiles(ctx, stores); err != nil {
 			return err
 		}
 	}
-	o.Registry.MustRegister(&dbCollector{dbs: d.dbs})
+	o.Registry.MustRegister(&dbCollector{fleet: d.fleet})
 
 	addr := ""
 	if cfg.Addr != "" {
@@ -178,23 +208,23 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 			return fmt.Errorf("listen on %s: %w", cfg.Addr, err)
 		}
 		addr = ln.Addr().String()
-		d.serve(ctx, ln, d.handler(d.dbs, true))
+		d.serve(ctx, ln, d.handler(d.fleet.all, true, false))
 	}
 	if o.Takeover != nil {
 		// The taken-over database's application starts at Ready: first
 		// the replicator must have read the empty log, or what the
 		// application writes would look like changes made before ferry
 		// took the database over, which only a snapshot can carry on.
-		for _, r := range d.dbs {
+		for _, u := range d.fleet.all() {
 			sctx, cancel := context.WithTimeout(ctx, time.Minute)
-			_, err := r.Sync(sctx)
+			_, err := u.Sync(sctx)
 			cancel()
 			if err != nil {
 				return fmt.Errorf("take over %s: %w", o.Takeover.DB, err)
 			}
 		}
 	}
-	o.Log.Info("ferry is replicating", "dbs", len(cfg.DBs), "inboxes", len(cfg.Files), "addr", addr)
+	o.Log.Info("ferry is replicating", "dbs", len(d.fleet.all()), "idle", d.fleet.idleCount(), "inboxes", len(cfg.Files), "addr", addr)
 	started = true
 	if o.Ready != nil {
 		o.Ready(addr)
@@ -220,9 +250,14 @@ func (d *daemon) run(ctx context.Context, f func(context.Context) error) {
 	go func() {
 		defer d.wg.Done()
 		if err := f(ctx); err != nil && ctx.Err() == nil {
-			d.errOnce.Do(func() { d.firstErr = err; d.stop() })
+			d.fail(err)
 		}
 	}()
+}
+
+// fail stops the whole daemon with err, unless it is stopping already.
+func (d *daemon) fail(err error) {
+	d.errOnce.Do(func() { d.firstErr = err; d.stop() })
 }
 
 // serve answers HTTP on ln until ctx ends.
@@ -240,9 +275,12 @@ func (d *daemon) serve(ctx context.Context, ln net.Listener, h http.Handler) {
 // openStores opens every replica the config names, once per URL, checking
 // that each bucket exists and takes the credentials. A store that gives no
 // answer is logged and opened all the same.
-func openStores(ctx context.Context, cfg *config.Config, o target.Options, log *slog.Logger) (map[string]objstore.Store, error) {
+func openStores(ctx context.Context, cfg *config.Config, o target.Options) (map[string]objstore.Store, error) {
 	replicas := map[string]config.Replica{}
 	for _, db := range cfg.DBs {
+		if db.Dir != nil {
+			continue // opened shared, for every database found there
+		}
 		for _, r := range db.Replicas {
 			replicas[r.Target.String()] = r
 		}
@@ -251,14 +289,8 @@ func openStores(ctx context.Context, cfg *config.Config, o target.Options, log *
 		replicas[in.Replica.Target.String()] = in.Replica
 	}
 	stores := make(map[string]objstore.Store, len(replicas))
-	check := o
-	check.Check = true
-	check.TempDir = cfg.Spool
-	check.Unreachable = func(err error) {
-		log.Warn("store not reachable at start; capturing into the spool and retrying", "err", err)
-	}
 	for url, r := range replicas {
-		s, err := target.Open(ctx, r, check)
+		s, err := target.Open(ctx, r, o)
 		if err != nil {
 			return nil, err
 		}

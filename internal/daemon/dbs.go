@@ -36,6 +36,9 @@ func SpoolDir(root, dbPath string) string {
 func freshSpools(cfg *config.Config) []string {
 	var dirs []string
 	for _, db := range cfg.DBs {
+		if db.Dir != nil {
+			continue // a failed start opened none of their spools
+		}
 		dir := SpoolDir(cfg.Spool, db.Path)
 		if _, err := os.Lstat(dir); errors.Is(err, fs.ErrNotExist) {
 			dirs = append(dirs, dir)
@@ -52,68 +55,108 @@ func SocketPath(dbPath string) string {
 	return filepath.Join(filepath.Dir(dbPath), "."+filepath.Base(dbPath)+"-ferry.sock")
 }
 
-// openDB opens the replicator of one database and starts it, with its
-// control socket.
-func (d *daemon) openDB(ctx context.Context, db config.DB, stores map[string]objstore.Store) (*capture.Replicator, error) {
+// captureOptions returns the Replicator options of db, but for its
+// targets.
+func (d *daemon) captureOptions(db config.DB) capture.Options {
 	co := d.o.Capture
 	co.DBPath = db.Path
 	co.SpoolDir = SpoolDir(d.cfg.Spool, db.Path)
-	co.Targets = map[string]objstore.Store{}
-	for _, r := range db.Replicas {
-		co.Targets[r.Target.String()] = stores[r.Target.String()]
-	}
-	if err := d.takeLeases(ctx, db, co.Targets); err != nil {
-		return nil, err
-	}
-	keys := db.Replicas[0].Keys // the config gives every replica of a database the same
-	resnapshot, err := d.checkKeys(ctx, db, co.Targets)
-	if err != nil {
-		return nil, err
-	}
-	co.Addresser, co.Resnapshot = keys.Addresser(), resnapshot
-	if tk := d.o.Takeover; tk != nil && tk.DB == db.Path {
-		co.Continues = tk.Continues
-	} else if db.RestoreIfNotExists {
-		c, err := d.restoreIfMissing(ctx, db, stores)
-		if err != nil {
-			return nil, err
-		}
-		co.Continues = c
-	}
 	co.SyncInterval = db.SyncInterval
 	co.SnapshotInterval = db.SnapshotInterval
 	co.MaxSpoolBytes = db.MaxSpoolBytes
+	co.Addresser = db.Replicas[0].Keys.Addresser() // the config gives every replica of a database the same keys
 	if co.Log == nil {
 		co.Log = d.o.Log
 	}
-	r, err := capture.Open(ctx, co)
-	if err != nil {
-		return nil, err
-	}
-	d.run(ctx, func(ctx context.Context) error {
-		defer r.Close()
-		return r.Run(ctx)
-	})
-	if db.Retention > 0 && db.GCInterval > 0 {
-		targets := co.Targets
-		d.run(ctx, func(ctx context.Context) error { d.sweep(ctx, db, r, targets); return nil })
-	}
-	if db.ScrubInterval > 0 {
-		sc := scrub.New(scrub.Options{Targets: co.Targets, Repair: r, Interval: db.ScrubInterval, Keys: keys.Keys(),
-			Log: d.o.Log.With("db", db.Path), Metrics: d.scrubMetrics()})
-		d.run(ctx, func(ctx context.Context) error { sc.Run(ctx); return nil })
-	}
-	if err := d.listenControl(ctx, db.Path, r); err != nil {
-		d.o.Log.Warn("no control socket: ferry sync and ferry status will not find this daemon without -config and addr:", "db", db.Path, "err", err)
-	}
-	return r, nil
+	return co
 }
 
-// listenControl serves the status and sync endpoints of one database on a
-// unix socket beside it. A stale socket left by a daemon that died is
-// replaced; a live one means another daemon replicates this database.
-func (d *daemon) listenControl(ctx context.Context, dbPath string, r *capture.Replicator) error {
-	path := SocketPath(dbPath)
+// openDB opens the replicator of a database the config lists by path and
+// starts it, with its leases, its gc sweep, its scrub and its control
+// socket. Any failure here fails the start.
+func (d *daemon) openDB(ctx context.Context, db config.DB) error {
+	co := d.captureOptions(db)
+	co.Targets = map[string]objstore.Store{}
+	for _, r := range db.Replicas {
+		co.Targets[r.Target.String()] = d.stores[r.Target.String()]
+	}
+	if err := d.takeLeases(ctx, db, co.Targets); err != nil {
+		return err
+	}
+	if tk := d.o.Takeover; tk != nil && tk.DB == db.Path {
+		co.Continues = tk.Continues
+	} else if db.RestoreIfNotExists {
+		c, err := d.restoreIfMissing(ctx, db, d.stores)
+		if err != nil {
+			return err
+		}
+		co.Continues = c
+	}
+	u := d.newUnit(ctx, db, co, nil)
+	r, err := u.wake()
+	if err != nil {
+		return err
+	}
+	d.fleet.add(u)
+	if db.Retention > 0 && db.GCInterval > 0 {
+		d.run(u.ctx, func(ctx context.Context) error { d.sweep(ctx, db, u, co.Targets); return nil })
+	}
+	if db.ScrubInterval > 0 {
+		sc := scrub.New(scrub.Options{Targets: co.Targets, Repair: r, Interval: db.ScrubInterval, Keys: db.Replicas[0].Keys.Keys(),
+			Log: d.o.Log.With("db", db.Path), Metrics: d.scrubMetrics()})
+		d.run(u.ctx, func(ctx context.Context) error { sc.Run(ctx); return nil })
+	}
+	if err := d.listenControl(u.ctx, SocketPath(db.Path), func() []*unit { return []*unit{u} }, true); err != nil {
+		d.o.Log.Warn("no control socket: ferry sync and ferry status will not find this daemon without -config and addr:", "db", db.Path, "err", err)
+	}
+	return nil
+}
+
+// openEntry starts every database found under a dir entry, with one
+// control socket for all of them in the directory.
+func (d *daemon) openEntry(ctx context.Context, db config.DB) error {
+	e, err := d.fleet.openEntry(ctx, db, d.storeOpts)
+	if err != nil {
+		return err
+	}
+	units := func() []*unit {
+		var out []*unit
+		for _, u := range d.fleet.all() {
+			if u.entry == e {
+				out = append(out, u)
+			}
+		}
+		return out
+	}
+	if err := d.listenControl(ctx, DirSocketPath(db.Dir.Path), units, false); err != nil {
+		d.o.Log.Warn("no control socket: ferry sync and ferry status will not find this daemon without -config and addr:", "dir", db.Dir.Path, "err", err)
+	}
+	return nil
+}
+
+// DirSocketPath is the control socket of the daemon replicating the
+// databases of a dir entry for directory dir.
+func DirSocketPath(dir string) string {
+	return filepath.Join(dir, ".ferry.sock")
+}
+
+// SocketPaths are the control sockets that may answer for the database at
+// dbPath, nearest first: its own, then those of dir entries for each
+// directory above it.
+func SocketPaths(dbPath string) []string {
+	paths := []string{SocketPath(dbPath)}
+	for dir := filepath.Dir(dbPath); ; dir = filepath.Dir(dir) {
+		paths = append(paths, DirSocketPath(dir))
+		if dir == filepath.Dir(dir) {
+			return paths
+		}
+	}
+}
+
+// listenControl serves the status and sync endpoints of the units on a
+// unix socket at path. A stale socket left by a daemon that died is
+// replaced; a live one means another daemon replicates these databases.
+func (d *daemon) listenControl(ctx context.Context, path string, units func() []*unit, own bool) error {
 	if len(path) > 100 {
 		return fmt.Errorf("socket path %s is too long for a unix socket", path)
 	}
@@ -130,7 +173,7 @@ func (d *daemon) listenControl(ctx context.Context, dbPath string, r *capture.Re
 		ln.Close()
 		return err
 	}
-	d.serve(ctx, ln, d.handler([]*capture.Replicator{r}, false))
+	d.serve(ctx, ln, d.handler(units, false, own))
 	d.wg.Add(1)
 	go func() {
 		defer d.wg.Done()
@@ -142,7 +185,7 @@ func (d *daemon) listenControl(ctx context.Context, dbPath string, r *capture.Re
 
 // dbCollector exports each database's replication state as Prometheus
 // series, read from Status at scrape time.
-type dbCollector struct{ dbs []*capture.Replicator }
+type dbCollector struct{ fleet *fleet }
 
 var (
 	descTXID = prometheus.NewDesc("ferry_db_txid", "Newest transaction ferry captured from the database.", []string{"db"}, nil)
@@ -161,8 +204,8 @@ func (c *dbCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c *dbCollector) Collect(ch chan<- prometheus.Metric) {
-	for _, r := range c.dbs {
-		st := r.Status()
+	for _, u := range c.fleet.all() {
+		st := u.Status()
 		ch <- prometheus.MustNewConstMetric(descTXID, prometheus.GaugeValue, float64(st.TXID), st.DB)
 		ch <- prometheus.MustNewConstMetric(descSp, prometheus.GaugeValue, float64(st.SpoolBytes), st.DB)
 		ch <- prometheus.MustNewConstMetric(descErrs, prometheus.CounterValue, float64(st.Errors), st.DB)

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/ferrydb/ferry/internal/capture"
 	"github.com/ferrydb/ferry/internal/config"
 	"github.com/ferrydb/ferry/internal/spool"
 	"github.com/ferrydb/ferry/internal/uploader"
@@ -13,13 +12,13 @@ import (
 // troubles returns one line per target that is too far behind or has been
 // failing too long, for /healthz: an outage must turn a health check red
 // long before anyone reads a log.
-func troubles(dbs []*capture.Replicator, limit time.Duration, now time.Time) []string {
+func troubles(units []*unit, limit time.Duration, now time.Time) []string {
 	if limit <= 0 {
 		limit = config.DefaultHealthzMaxLag
 	}
 	var out []string
-	for _, r := range dbs {
-		st := r.Status()
+	for _, u := range units {
+		st := u.Status()
 		for _, t := range st.Targets {
 			switch {
 			case !t.FailingSince.IsZero() && now.Sub(t.FailingSince) > limit:

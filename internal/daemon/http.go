@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -22,7 +24,11 @@ type StatusReport struct {
 // DBStatus is one database's part of a StatusReport.
 type DBStatus struct {
 	capture.Status
-	Lag map[string]float64 `json:"lag_seconds"`
+	// State is "active" while ferry holds the database, "idle" while every
+	// transaction is on every target and nothing holds it until it is
+	// written, "failed" when it could not be opened.
+	State string             `json:"state"`
+	Lag   map[string]float64 `json:"lag_seconds"`
 }
 
 // SyncReport is what POST /sync answers.
@@ -34,11 +40,11 @@ type SyncReport struct {
 	Status StatusReport `json:"status"`
 }
 
-func report(dbs []*capture.Replicator) StatusReport {
+func report(units []*unit) StatusReport {
 	rep := StatusReport{DBs: []DBStatus{}}
-	for _, r := range dbs {
-		st := r.Status()
-		ds := DBStatus{Status: st, Lag: map[string]float64{}}
+	for _, u := range units {
+		st := u.Status()
+		ds := DBStatus{Status: st, State: u.State(), Lag: map[string]float64{}}
 		for _, t := range st.Targets {
 			ds.Lag[t.URL] = t.LagSeconds
 		}
@@ -47,14 +53,31 @@ func report(dbs []*capture.Replicator) StatusReport {
 	return rep
 }
 
-// handler serves /metrics, /healthz, GET /status and POST /sync for dbs,
-// and with files, /healthz answers for the files spool too. POST /sync
-// takes ?timeout= (a Go duration, default 30s).
-func (d *daemon) handler(dbs []*capture.Replicator, files bool) http.Handler {
+// handler serves /metrics, /healthz, GET /status and POST /sync for the
+// units, and with files, /healthz answers for the files spool too. GET
+// /status and POST /sync take ?db=PATH for one database, which a socket
+// of one database's own ignores; POST /sync takes ?timeout= (a Go
+// duration, default 30s).
+func (d *daemon) handler(all func() []*unit, files, own bool) http.Handler {
+	// chosen returns the units a request names: all, or the one ?db=
+	// names; ok is false when it names one not replicated here.
+	chosen := func(req *http.Request) (units []*unit, ok bool) {
+		units = all()
+		db := req.URL.Query().Get("db")
+		if db == "" || own {
+			return units, true
+		}
+		for _, u := range units {
+			if u.db.Path == db {
+				return []*unit{u}, true
+			}
+		}
+		return nil, false
+	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(d.o.Registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		bad := troubles(dbs, d.cfg.HealthzMaxLag, time.Now())
+		bad := troubles(all(), d.cfg.HealthzMaxLag, time.Now())
 		if files {
 			bad = append(bad, d.filesTrouble(d.cfg.HealthzMaxLag, time.Now())...)
 		}
@@ -66,8 +89,13 @@ func (d *daemon) handler(dbs []*capture.Replicator, files bool) http.Handler {
 		w.WriteHeader(http.StatusServiceUnavailable)
 		w.Write([]byte(strings.Join(bad, "\n") + "\n"))
 	})
-	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, report(dbs))
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, req *http.Request) {
+		units, ok := chosen(req)
+		if !ok {
+			http.Error(w, "db: not replicated by this daemon", http.StatusNotFound)
+			return
+		}
+		writeJSON(w, http.StatusOK, report(units))
 	})
 	mux.HandleFunc("POST /sync", func(w http.ResponseWriter, req *http.Request) {
 		timeout := 30 * time.Second
@@ -79,15 +107,15 @@ func (d *daemon) handler(dbs []*capture.Replicator, files bool) http.Handler {
 			}
 			timeout = t
 		}
+		units, ok := chosen(req)
+		if !ok {
+			http.Error(w, "db: not replicated by this daemon", http.StatusNotFound)
+			return
+		}
 		ctx, cancel := context.WithTimeout(req.Context(), timeout)
 		defer cancel()
-		var err error
-		for _, r := range dbs {
-			if _, err = r.Sync(ctx); err != nil {
-				break
-			}
-		}
-		rep := SyncReport{Done: err == nil, Status: report(dbs)}
+		err := syncUnits(ctx, units, len(units) == 1)
+		rep := SyncReport{Done: err == nil, Status: report(units)}
 		code := http.StatusOK
 		if err != nil {
 			rep.Error = err.Error()
@@ -99,6 +127,38 @@ func (d *daemon) handler(dbs []*capture.Replicator, files bool) http.Handler {
 		writeJSON(w, code, rep)
 	})
 	return mux
+}
+
+// syncUnits syncs every unit, at most a few at a time. An idle database
+// is woken only when one is named alone or its log changed since it went
+// idle: a fleet of idle databases holds nothing to sync, and waking
+// thousands to find that out would cost a request or more each.
+func syncUnits(ctx context.Context, units []*unit, wakeIdle bool) error {
+	var mu sync.Mutex
+	var first error
+	var wg sync.WaitGroup
+	slots := make(chan struct{}, openers)
+	now := time.Now()
+	for _, u := range units {
+		if !wakeIdle && u.State() == stateIdle && !u.wakeDue(now) {
+			continue
+		}
+		wg.Add(1)
+		slots <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-slots }()
+			if _, err := u.Sync(ctx); err != nil {
+				mu.Lock()
+				if first == nil {
+					first = fmt.Errorf("%s: %w", u.db.Path, err)
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return first
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

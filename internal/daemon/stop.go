@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/ferrydb/ferry/internal/config"
@@ -24,17 +23,9 @@ func (d *daemon) flush(timeout time.Duration) error {
 	d.o.Log.Info("stopping: shipping what was committed", "timeout", timeout)
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	var wg sync.WaitGroup
-	for _, r := range d.dbs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			// Its error is the timeout or a replicator already stopped;
-			// what each target holds, read below, is the answer either way.
-			_, _ = r.Sync(ctx)
-		}()
-	}
-	wg.Wait()
+	// Its error is the timeout or a replicator already stopped; what each
+	// target holds, read below, is the answer either way.
+	_ = syncUnits(ctx, d.fleet.all(), false)
 	for !d.filesDrained() && ctx.Err() == nil {
 		// The files spool and the inboxes have no event to wait on; a
 		// short poll bounds the wait to what the uploads take.
@@ -44,8 +35,8 @@ func (d *daemon) flush(timeout time.Duration) error {
 		}
 	}
 	var short, stopped []string
-	for _, r := range d.dbs {
-		st := r.Status()
+	for _, u := range d.fleet.all() {
+		st := u.Status()
 		behind := false
 		for _, t := range st.Targets {
 			if t.Stopped {

@@ -44,26 +44,50 @@ type Options struct {
 	// TempDir holds the ciphertext of large objects on their way to a
 	// replica with encryption on; "" means the system's.
 	TempDir string
+	// Pool, when positive, bounds the calls in flight on each store
+	// opened (objstore.WithPool).
+	Pool int
 }
 
 // Open returns the store behind replica r, encrypting and decrypting with
 // r.Keys when set.
 func Open(ctx context.Context, r config.Replica, o Options) (objstore.Store, error) {
+	base, err := OpenShared(ctx, r, o)
+	if err != nil {
+		return nil, err
+	}
+	return Under(base, "", r.Keys, o.TempDir), nil
+}
+
+// OpenShared returns the store behind replica r without encryption, for
+// many replicas under r's URL to share through Under: one client, one
+// set of limits and, with Pool, one bound on the calls in flight.
+func OpenShared(ctx context.Context, r config.Replica, o Options) (objstore.Store, error) {
 	backend, err := openBackend(ctx, r, o)
 	if err != nil {
 		return nil, err
 	}
-	stack := objstore.Stack(backend, objstore.StackOptions{
+	return objstore.Stack(backend, objstore.StackOptions{
 		Backend:  r.Target.Scheme,
 		Retry:    o.Retry,
 		Timeouts: o.Timeouts,
 		Limits:   limits(r, o.Limits),
 		Metrics:  o.Metrics,
-	})
+		Pool:     o.Pool,
+	}), nil
+}
+
+// Under returns the replica at rel (a slash-separated path, "" for the
+// shared store's own URL) under a store from OpenShared: the same objects
+// as Open gives for the URL joined with rel, encrypted with keys when
+// set.
+func Under(shared objstore.Store, rel string, keys *seal.Ring, tempDir string) objstore.Store {
 	// Every replica is read through seal, with or without keys: without,
 	// an encrypted object fails with one line saying so, rather than as
-	// a format error deep in a restore.
-	return seal.New(stack, r.Keys, o.TempDir), nil
+	// a format error deep in a restore. Seal sits above the prefix, so
+	// that an object's name, which its encryption binds, is the same as
+	// through Open of the joined URL.
+	return seal.New(objstore.WithPrefix(shared, rel), keys, tempDir)
 }
 
 // limits are the process's limits with the replica's own in their place.
