@@ -82,7 +82,7 @@ type daemon struct {
 	stores    map[string]objstore.Store
 	storeOpts target.Options
 	wg        sync.WaitGroup
-	stop context.CancelFunc
+	stop      context.CancelFunc
 	// files is the spool of plain files; nil without inboxes.
 	files *spool.Spool
 	// scrubs counts what every database's scrub finds; made at the first.
