@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
@@ -166,23 +167,8 @@ func (f *fleet) openEntry(ctx context.Context, db config.DB, o target.Options) (
 	f.mu.Lock()
 	f.entries = append(f.entries, e)
 	f.mu.Unlock()
-	var found []string
-	err := filepath.WalkDir(db.Dir.Path, func(path string, de fs.DirEntry, err error) error {
-		if err != nil {
-			f.d.o.Log.Warn("cannot read a directory of a dir entry; skipping it", "dir", path, "err", err)
-			return nil
-		}
-		if de.IsDir() {
-			if path != db.Dir.Path && (!db.Dir.Recursive || strings.HasPrefix(de.Name(), ".")) {
-				return filepath.SkipDir
-			}
-			f.watch(path)
-			return nil
-		}
-		if _, ok := db.Dir.Takes(path); ok && de.Type().IsRegular() {
-			found = append(found, path)
-		}
-		return nil
+	found, err := scanDir(db.Dir, f.watch, func(dir string, err error) {
+		f.d.o.Log.Warn("cannot read a directory of a dir entry; skipping it", "dir", dir, "err", err)
 	})
 	if err != nil {
 		return nil, err
@@ -256,6 +242,84 @@ func (f *fleet) consider(ctx context.Context, e *dirEntry, path string, fromWatc
 		f.d.o.Log.Info("replicating a new database of the directory", "db", path)
 	}
 	return u
+}
+
+// scanDir returns the files under d that its pattern takes, calling
+// visit for each directory it looks in and unreadable for each it cannot.
+func scanDir(d *config.Dir, visit func(dir string), unreadable func(dir string, err error)) ([]string, error) {
+	var found []string
+	err := filepath.WalkDir(d.Path, func(path string, de fs.DirEntry, err error) error {
+		if err != nil {
+			if path == d.Path {
+				return err
+			}
+			unreadable(path, err)
+			return nil
+		}
+		if de.IsDir() {
+			if path != d.Path && (!d.Recursive || strings.HasPrefix(de.Name(), ".")) {
+				return filepath.SkipDir
+			}
+			visit(path)
+			return nil
+		}
+		if _, ok := d.Takes(path); ok && de.Type().IsRegular() {
+			found = append(found, path)
+		}
+		return nil
+	})
+	return found, err
+}
+
+// Skipped is a file a dir entry's pattern takes that is not a SQLite
+// database in WAL mode.
+type Skipped struct {
+	Path string `json:"path"`
+	Why  string `json:"why"`
+}
+
+// Databases returns every database cfg replicates, as the daemon would
+// find them now: the ones listed by path, then those found under each dir
+// entry with their replicas joined, in path order, and the files a dir
+// entry skips. It opens only the files under dir entries, to read their
+// headers; call it from a process that holds no database open, since
+// closing a descriptor drops that process's locks on the file.
+func Databases(cfg *config.Config) ([]config.DB, []Skipped, error) {
+	var dbs []config.DB
+	var skipped []Skipped
+	seen := map[string]bool{}
+	for _, db := range cfg.DBs {
+		if db.Dir == nil {
+			dbs = append(dbs, db)
+			seen[db.Path] = true
+		}
+	}
+	for _, db := range cfg.DBs {
+		if db.Dir == nil {
+			continue
+		}
+		var unreadable error
+		found, err := scanDir(db.Dir, func(string) {}, func(dir string, err error) { unreadable = err })
+		if err == nil {
+			err = unreadable
+		}
+		if err != nil {
+			return nil, nil, fmt.Errorf("dir entry %s: %w", db.Dir.Path, err)
+		}
+		for _, path := range found {
+			if seen[path] {
+				continue
+			}
+			if why := walDatabase(path); why != "" {
+				skipped = append(skipped, Skipped{Path: path, Why: why})
+				continue
+			}
+			seen[path] = true
+			rel, _ := db.Dir.Takes(path)
+			dbs = append(dbs, db.Under(rel))
+		}
+	}
+	return dbs, skipped, nil
 }
 
 // walDatabase says why the file at path is not a SQLite database in WAL
