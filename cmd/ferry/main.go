@@ -56,6 +56,7 @@ func commands(a *app) []command {
 		&restoreCmd{a},
 		&snapshotsCmd{a},
 		&txidsCmd{a},
+		&databasesCmd{a},
 		&statusCmd{a},
 		&syncCmd{a},
 		&verifyCmd{a},

@@ -52,6 +52,7 @@ var commandFlags = map[string][]string{
 	"snapshots": {"-json", "-key-file"},
 	"txids":     {"-json", "-key-file"},
 	"status":    {"-json", "-config"},
+	"databases": {"-json", "-config"},
 	"sync":      {"-timeout"},
 	"verify":    {"-deep", "-key-file"},
 	"gc":        {"-dry-run", "-retention", "-grace", "-replica", "-key-file"},
