@@ -144,6 +144,14 @@ func (r *Replicator) goIdle(ctx context.Context, now time.Time) (bool, error) {
 	if r.o.quietMargin > 0 {
 		margin = r.o.quietMargin
 	}
+	// A Sync that came in meanwhile is answered first: its caller would
+	// only wake the database again.
+	select {
+	case reply := <-r.syncReq:
+		r.waiting = append(r.waiting, reply)
+		return false, nil
+	default:
+	}
 	mark, ok, err := markQuiet(r.o.DBPath, now, margin)
 	if err != nil || !ok {
 		return false, err

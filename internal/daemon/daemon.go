@@ -50,6 +50,10 @@ type Options struct {
 	// Ready, when set, is called once everything has started, with the
 	// address the HTTP server listens on ("" without one).
 	Ready func(addr string)
+	// IdleAfter is how long a database found under a dir entry stays
+	// held after its last commit; zero means fleetIdleAfter (tests
+	// shorten it).
+	IdleAfter time.Duration
 	// Takeover, when set, hands the daemon a database that a standby has
 	// just brought up to date from its replica, with that replica's lease
 	// already held: the daemon replicates it on as the same history.

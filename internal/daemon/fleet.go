@@ -222,7 +222,7 @@ func (f *fleet) consider(ctx context.Context, e *dirEntry, path string, fromWatc
 	rel, _ := e.db.Dir.Takes(path)
 	db := e.db.Under(rel)
 	co := f.d.captureOptions(db)
-	co.IdleAfter = fleetIdleAfter
+	co.IdleAfter = cmp.Or(f.d.o.IdleAfter, fleetIdleAfter)
 	co.Targets = map[string]objstore.Store{}
 	for i, r := range db.Replicas {
 		co.Targets[r.Target.String()] = target.Under(e.shared[i], rel, r.Keys, f.d.cfg.Spool)

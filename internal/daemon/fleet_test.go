@@ -1,0 +1,444 @@
+package daemon_test
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	_ "modernc.org/sqlite"
+
+	"github.com/ferrydb/ferry/internal/config"
+	"github.com/ferrydb/ferry/internal/daemon"
+	"github.com/ferrydb/ferry/internal/restore"
+	"github.com/ferrydb/ferry/internal/target"
+)
+
+// logBuffer keeps what the daemon logs, for the test to read while it
+// runs.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+// fleetRig runs the daemon in this process on one dir entry with a
+// file:// replica.
+type fleetRig struct {
+	t       *testing.T
+	dir     string // the databases
+	replica string // the dir entry's replica URL
+	addr    string
+	log     *logBuffer
+	cancel  context.CancelFunc
+	done    chan error
+}
+
+func startFleet(t *testing.T, dir, entry string, idleAfter time.Duration) *fleetRig {
+	t.Helper()
+	base := t.TempDir()
+	r := &fleetRig{t: t, dir: dir, replica: "file://" + filepath.Join(base, "replica"), log: &logBuffer{}, done: make(chan error, 1)}
+	yaml := fmt.Sprintf("addr: 127.0.0.1:0\ndbs:\n  - dir: %s\n%s    replicas: [%s]\n", dir, entry, r.replica)
+	cfg, err := config.Parse([]byte(yaml), "ferry.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r.cancel = cancel
+	ready := make(chan string, 1)
+	go func() {
+		r.done <- daemon.Run(ctx, cfg, daemon.Options{
+			FilesSpool: filepath.Join(base, "files"),
+			Log:        slog.New(slog.NewTextHandler(r.log, &slog.HandlerOptions{Level: slog.LevelDebug})),
+			IdleAfter:  idleAfter,
+			Ready:      func(addr string) { ready <- addr },
+		})
+	}()
+	select {
+	case r.addr = <-ready:
+	case err := <-r.done:
+		t.Fatalf("daemon stopped at start: %v\n%s", err, r.log)
+	case <-time.After(2 * time.Minute):
+		t.Fatalf("daemon not ready\n%s", r.log)
+	}
+	t.Cleanup(r.stop)
+	return r
+}
+
+func (r *fleetRig) stop() {
+	if r.cancel == nil {
+		return
+	}
+	r.cancel()
+	r.cancel = nil
+	if err := <-r.done; err != nil {
+		r.t.Errorf("daemon stopped with %v", err)
+	}
+}
+
+func (r *fleetRig) status() daemon.StatusReport {
+	r.t.Helper()
+	resp, err := http.Get("http://" + r.addr + "/status")
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var rep daemon.StatusReport
+	if err := json.NewDecoder(resp.Body).Decode(&rep); err != nil {
+		r.t.Fatal(err)
+	}
+	return rep
+}
+
+func (r *fleetRig) dbStatus(path string) (daemon.DBStatus, bool) {
+	for _, db := range r.status().DBs {
+		if db.DB == path {
+			return db, true
+		}
+	}
+	return daemon.DBStatus{}, false
+}
+
+// sync asks the daemon to sync one database, or all with "".
+func (r *fleetRig) sync(path string) daemon.SyncReport {
+	r.t.Helper()
+	q := url.Values{"timeout": {"60s"}}
+	if path != "" {
+		q.Set("db", path)
+	}
+	resp, err := http.Post("http://"+r.addr+"/sync?"+q.Encode(), "", nil)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var rep daemon.SyncReport
+	if err := json.NewDecoder(resp.Body).Decode(&rep); err != nil {
+		r.t.Fatal(err)
+	}
+	if !rep.Done {
+		r.t.Fatalf("sync %s: %s\n%s", path, rep.Error, r.log)
+	}
+	return rep
+}
+
+// eventually waits for ok, looking again as the daemon's state changes;
+// what it waits on (a file event, a settle delay) has no event of its own
+// the test can take.
+func eventually(t *testing.T, what string, limit time.Duration, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s", what, limit)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// restoreDB restores the database at rel under the rig's replica to a new
+// file, at txid (0: the latest).
+func (r *fleetRig) restoreDB(rel string, txid uint64) string {
+	r.t.Helper()
+	ctx := context.Background()
+	store, err := target.OpenURL(ctx, r.replica+"/"+rel, target.Options{MustExist: true})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	cat, err := restore.ReadCatalog(ctx, store)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	plan, err := cat.PlanTXID(txid)
+	if err != nil {
+		r.t.Fatalf("%s txid %d: %v", rel, txid, err)
+	}
+	out := filepath.Join(r.t.TempDir(), "restored.db")
+	if _, err := restore.ToFile(ctx, store, plan, out, restore.Options{}); err != nil {
+		r.t.Fatal(err)
+	}
+	return out
+}
+
+func sha3sum(t *testing.T, path string) string {
+	t.Helper()
+	out, err := exec.Command("sqlite3", "-readonly", path, ".sha3sum").CombinedOutput()
+	if err != nil {
+		t.Fatalf("sqlite3 %s .sha3sum: %v: %s", path, err, out)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+func integrity(t *testing.T, path string) {
+	t.Helper()
+	out, err := exec.Command("sqlite3", "-readonly", path, "PRAGMA integrity_check").CombinedOutput()
+	if err != nil || strings.TrimSpace(string(out)) != "ok" {
+		t.Fatalf("integrity_check %s: %v: %s", path, err, out)
+	}
+}
+
+// makeDB creates a database in WAL mode with a table, and returns it
+// open, as an application would hold it.
+func makeDB(t *testing.T, path string) *sql.DB {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.SetMaxOpenConns(1)
+	t.Cleanup(func() { db.Close() })
+	if _, err := db.Exec("CREATE TABLE IF NOT EXISTS t(k INTEGER PRIMARY KEY, v TEXT)"); err != nil {
+		t.Fatal(err)
+	}
+	return db
+}
+
+// row is the content commit k writes, so that a restored database can be
+// checked to be the state after some commit.
+func row(k int) string { return strings.Repeat(fmt.Sprintf("%08d", k), 16) }
+
+func commit(t *testing.T, db *sql.DB, k int) {
+	t.Helper()
+	if _, err := db.Exec("INSERT INTO t(k, v) VALUES(?, ?)", k, row(k)); err != nil {
+		t.Error(err)
+	}
+}
+
+// committedState checks that a restored database is the state after
+// some commit k of the writer (rows 1..k, each as commit wrote it) and
+// returns k.
+func committedState(t *testing.T, path string) int {
+	t.Helper()
+	integrity(t, path)
+	db, err := sql.Open("sqlite", "file:"+path+"?mode=ro")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var n, maxK int
+	var bad int
+	if err := db.QueryRow("SELECT count(*), coalesce(max(k), 0) FROM t").Scan(&n, &maxK); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := db.Query("SELECT k, v FROM t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var k int
+		var v string
+		rows.Scan(&k, &v)
+		if v != row(k) {
+			bad++
+		}
+	}
+	if n != maxK || bad > 0 {
+		t.Fatalf("%s is no committed state: %d rows, newest %d, %d rows not as committed", path, n, maxK, bad)
+	}
+	return n
+}
+
+// TestFleetWatchedDirectory adds and removes databases under a watched
+// directory while another takes commits: a new one is replicated and
+// restores exactly, a removed one stops, the busy one sees no gap, and a
+// file that is not a database is skipped with one line.
+func TestFleetWatchedDirectory(t *testing.T) {
+	if _, err := exec.LookPath("sqlite3"); err != nil {
+		needSQLite3(t)
+	}
+	dir := t.TempDir()
+	busy := makeDB(t, filepath.Join(dir, "busy.db"))
+	gone := makeDB(t, filepath.Join(dir, "gone.db"))
+	commit(t, gone, 1)
+	gone.Close()
+	makeDB(t, filepath.Join(dir, "eu", "deep.db"))
+	os.WriteFile(filepath.Join(dir, "notes.db"), []byte("not a database, but named like one\n"), 0o644)
+	rig := startFleet(t, dir, "    recursive: true\n    watch: true\n", 300*time.Millisecond)
+
+	var wg sync.WaitGroup
+	stopWriting := make(chan struct{})
+	wg.Add(1)
+	k := 0
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stopWriting:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			k++
+			commit(t, busy, k)
+		}
+	}()
+
+	for _, path := range []string{"busy.db", "gone.db", "eu/deep.db"} {
+		rig.sync(filepath.Join(dir, path))
+	}
+	if n := strings.Count(rig.log.String(), "skipping a file that is not a SQLite database in WAL mode"); n != 1 || !strings.Contains(rig.log.String(), "notes.db") {
+		t.Fatalf("notes.db skipped with %d lines\n%s", n, rig.log)
+	}
+
+	// A database appears, made as an application makes one.
+	added := filepath.Join(dir, "eu", "added.db")
+	app := makeDB(t, added)
+	for i := 1; i <= 20; i++ {
+		commit(t, app, i)
+	}
+	eventually(t, "the new database picked up", 10*time.Second, func() bool {
+		_, ok := rig.dbStatus(added)
+		return ok
+	})
+	rig.sync(added)
+	if got, want := sha3sum(t, rig.restoreDB("eu/added.db", 0)), sha3sum(t, added); got != want {
+		t.Fatalf("the new database restored as %s, source %s", got, want)
+	}
+
+	// A database vanishes.
+	for _, suffix := range []string{"", "-wal", "-shm"} {
+		os.Remove(filepath.Join(dir, "gone.db") + suffix)
+	}
+	eventually(t, "the removed database stopped", 10*time.Second, func() bool {
+		_, ok := rig.dbStatus(filepath.Join(dir, "gone.db"))
+		return !ok
+	})
+
+	close(stopWriting)
+	wg.Wait()
+	rig.sync(filepath.Join(dir, "busy.db"))
+	st, _ := rig.dbStatus(filepath.Join(dir, "busy.db"))
+	if len(st.Gaps) > 0 {
+		t.Fatalf("the busy database has gaps: %+v", st.Gaps)
+	}
+	out := rig.restoreDB("busy.db", 0)
+	if got := committedState(t, out); got != k {
+		t.Fatalf("busy.db restored to commit %d, wrote %d", got, k)
+	}
+	if got, want := sha3sum(t, out), sha3sum(t, filepath.Join(dir, "busy.db")); got != want {
+		t.Fatalf("busy.db restored as %s, source %s", got, want)
+	}
+}
+
+// TestFleetBurstyIdle drives 100 databases through bursts of commits with
+// quiet spells that let them go idle, the application checkpointing now
+// and then, so that every database is woken again and again. Every
+// restore, at the latest txid and at txids in between, is a committed
+// state; the latest equals the source; a break, where the application
+// checkpointed away commits ferry had not read yet, shows as a gap.
+func TestFleetBurstyIdle(t *testing.T) {
+	if _, err := exec.LookPath("sqlite3"); err != nil {
+		needSQLite3(t)
+	}
+	const n = 100
+	dir := t.TempDir()
+	dbs := make([]*sql.DB, n)
+	commits := make([]int, n)
+	name := func(i int) string { return fmt.Sprintf("tenant-%03d.db", i) }
+	for i := range dbs {
+		dbs[i] = makeDB(t, filepath.Join(dir, name(i)))
+	}
+	rig := startFleet(t, dir, "", 200*time.Millisecond)
+	rng := rand.New(rand.NewPCG(1, 2))
+	deadline := time.Now().Add(15 * time.Second)
+	for round := 0; time.Now().Before(deadline); round++ {
+		// A burst on a few databases, then a quiet spell longer than the
+		// idle time.
+		for range 10 {
+			i := rng.IntN(n)
+			for range 1 + rng.IntN(30) {
+				commits[i]++
+				commit(t, dbs[i], commits[i])
+			}
+			if rng.IntN(4) == 0 {
+				dbs[i].Exec("PRAGMA wal_checkpoint(TRUNCATE)")
+			}
+		}
+		time.Sleep(time.Duration(rng.IntN(500)) * time.Millisecond)
+	}
+	rig.sync("")
+	rep := rig.status()
+	if len(rep.DBs) != n {
+		t.Fatalf("%d databases in the status, want %d", len(rep.DBs), n)
+	}
+	breaks, idle := 0, 0
+	for _, db := range rep.DBs {
+		breaks += len(db.Gaps)
+		if db.State == "idle" {
+			idle++
+		}
+	}
+	for i := range dbs {
+		if commits[i] == 0 {
+			continue
+		}
+		rig.sync(filepath.Join(dir, name(i)))
+		out := rig.restoreDB(name(i), 0)
+		if got := committedState(t, out); got != commits[i] {
+			t.Fatalf("%s restored to commit %d, wrote %d", name(i), got, commits[i])
+		}
+		if got, want := sha3sum(t, out), sha3sum(t, filepath.Join(dir, name(i))); got != want {
+			t.Fatalf("%s restored as %s, source %s", name(i), got, want)
+		}
+		// A txid in the middle is a committed state too.
+		st, _ := rig.dbStatus(filepath.Join(dir, name(i)))
+		if st.TXID > 2 {
+			committedState(t, rig.restoreDB(name(i), 1+uint64(rng.IntN(int(st.TXID-1)))))
+		}
+	}
+	t.Logf("%d databases, %d took commits (%d in all); breaks reported as gaps: %d; idle at the end: %d",
+		n, countNonZero(commits), sum(commits), breaks, idle)
+}
+
+func countNonZero(xs []int) int {
+	c := 0
+	for _, x := range xs {
+		if x > 0 {
+			c++
+		}
+	}
+	return c
+}
+
+func sum(xs []int) int {
+	s := 0
+	for _, x := range xs {
+		s += x
+	}
+	return s
+}
+
+// needSQLite3 fails under CI, where scripts/test installs the sqlite3
+// command, and skips elsewhere.
+func needSQLite3(t *testing.T) {
+	t.Helper()
+	if os.Getenv("CI") != "" {
+		t.Fatal("the sqlite3 command is not on PATH")
+	}
+	t.Skip("needs the sqlite3 command")
+}
