@@ -26,6 +26,7 @@ import (
 	"github.com/ferrydb/ferry/internal/objstore"
 	"github.com/ferrydb/ferry/internal/scrub"
 	"github.com/ferrydb/ferry/internal/spool"
+	"github.com/ferrydb/ferry/internal/statuspage"
 	"github.com/ferrydb/ferry/internal/target"
 )
 
@@ -81,6 +82,9 @@ type daemon struct {
 	// fleet holds every database, listed by path or found under a dir
 	// entry.
 	fleet *fleet
+	// history keeps every target's lag over the last hour for the
+	// status page.
+	history *statuspage.History
 	// stores are the stores of the databases listed by path and of the
 	// inboxes, by replica URL; storeOpts opened them.
 	stores    map[string]objstore.Store
@@ -161,6 +165,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	d := &daemon{cfg: cfg, o: o, stop: cancel, stores: stores, storeOpts: storeOpts}
 	d.fleet = newFleet(d)
+	d.history = statuspage.NewHistory()
 	// A start that fails removes the database spools it created, once
 	// what it started has stopped (this runs after the deferred stop
 	// below): a typo or a database not in WAL mode leaves nothing behind.
@@ -213,6 +218,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 		}
 		addr = ln.Addr().String()
 		d.serve(ctx, ln, d.handler(d.fleet.all, true, false))
+		d.run(ctx, func(ctx context.Context) error { d.recordHistory(ctx); return nil })
 	}
 	if o.Takeover != nil {
 		// The taken-over database's application starts at Ready: first

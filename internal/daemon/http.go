@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/ferrydb/ferry/internal/capture"
+	"github.com/ferrydb/ferry/internal/statuspage"
 )
 
 // StatusReport is what GET /status answers: every database's state, with
@@ -59,6 +60,12 @@ func report(units []*unit) StatusReport {
 // of one database's own ignores; POST /sync takes ?timeout= (a Go
 // duration, default 30s).
 func (d *daemon) handler(all func() []*unit, files, own bool) http.Handler {
+	mux := http.NewServeMux()
+	if !own && files {
+		// The status page, on the HTTP address alone: a control socket
+		// is for the command line.
+		mux.Handle("/", statuspage.Handler(d.history))
+	}
 	// chosen returns the units a request names: all, or the one ?db=
 	// names; ok is false when it names one not replicated here.
 	chosen := func(req *http.Request) (units []*unit, ok bool) {
@@ -74,7 +81,6 @@ func (d *daemon) handler(all func() []*unit, files, own bool) http.Handler {
 		}
 		return nil, false
 	}
-	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(d.o.Registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		bad := troubles(all(), d.cfg.HealthzMaxLag, time.Now())
@@ -170,4 +176,30 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	// it as \u0026.
 	enc.SetEscapeHTML(false)
 	enc.Encode(v)
+}
+
+// historyEvery spaces the samples of every target's lag for the status
+// page's charts, which keep the peak of each minute.
+const historyEvery = 10 * time.Second
+
+// recordHistory samples every target's lag into d.history until ctx ends.
+func (d *daemon) recordHistory(ctx context.Context) {
+	tick := time.NewTicker(historyEvery)
+	defer tick.Stop()
+	var samples []statuspage.Sample
+	for {
+		samples = samples[:0]
+		for _, u := range d.fleet.all() {
+			st := u.Status()
+			for _, t := range st.Targets {
+				samples = append(samples, statuspage.Sample{DB: st.DB, Target: t.URL, Lag: t.LagSeconds})
+			}
+		}
+		d.history.Record(time.Now(), samples)
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
 }
