@@ -20,6 +20,9 @@ import (
 // asks 'ferry sync' whether it is durable, recording the number of every
 // row ferry acknowledged. A row it recorded must survive any failover.
 const appScript = `#!/bin/sh
+# With a trap, the shell runs it once the command in flight has finished,
+# rather than dying at once and leaving a sqlite3 to commit after it.
+trap 'exit 143' TERM INT
 db=$1; acked=$2; ferry=$3
 i=$(sqlite3 -cmd ".timeout 5000" "$db" "SELECT coalesce(max(v), 0) FROM t") || exit 1
 while :; do
@@ -236,7 +239,13 @@ func TestStandbyTakesOverFromAKilledPrimary(t *testing.T) {
 	}
 	integrityOK(t, out)
 	if got, want := sha3sum(t, out), sha3sum(t, b.db); got != want {
-		t.Fatalf("the restore after the failover has hash %s, the promoted database %s", got, want)
+		r := runBin(t, bin, "txids", replica)
+		t.Logf("txids: %s %s", r.stdout, r.stderr)
+		for _, db := range []string{out, b.db} {
+			o, _ := exec.Command("sqlite3", db, "select count(*), min(rowid), max(rowid) from t; pragma page_count;").CombinedOutput()
+			t.Logf("%s: %s", db, o)
+		}
+		t.Fatalf("the restore after the failover has hash %s, the promoted database %s\n%s", got, want, b.proc.out.String())
 	}
 	if r := runBin(t, bin, "verify", "-deep", replica); r.code != 0 {
 		t.Fatalf("verify -deep after the failover: %s %s", r.stdout, r.stderr)
