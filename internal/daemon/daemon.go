@@ -55,6 +55,10 @@ type Options struct {
 	// held after its last commit; zero means fleetIdleAfter (tests
 	// shorten it).
 	IdleAfter time.Duration
+	// Reload, when set, carries configs to replace the running one, as
+	// SIGHUP asks: databases and directories added start, removed ones
+	// stop, changed ones start again, and the others go on untouched.
+	Reload <-chan *config.Config
 	// Takeover, when set, hands the daemon a database that a standby has
 	// just brought up to date from its replica, with that replica's lease
 	// already held: the daemon replicates it on as the same history.
@@ -95,7 +99,13 @@ type daemon struct {
 	files *spool.Spool
 	// scrubs counts what every database's scrub finds; made at the first.
 	scrubs *scrub.Metrics
-	// leases are the replica leases taken at start (see takeLeases).
+	// listed is the config's dbs as last loaded; only reload, on Run's
+	// goroutine, reads and replaces it. cfg keeps the config the daemon
+	// started with.
+	listed []config.DB
+	// mu guards leases.
+	mu sync.Mutex
+	// leases are the replica leases held (see takeLeases).
 	leases []*lease.Lease
 
 	errOnce  sync.Once
@@ -163,7 +173,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	// can be answered by a flush before they stop.
 	stopping := ctx
 	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	d := &daemon{cfg: cfg, o: o, stop: cancel, stores: stores, storeOpts: storeOpts}
+	d := &daemon{cfg: cfg, o: o, stop: cancel, stores: stores, storeOpts: storeOpts, listed: cfg.DBs}
 	d.fleet = newFleet(d)
 	d.history = statuspage.NewHistory()
 	// A start that fails removes the database spools it created, once
@@ -239,18 +249,22 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	if o.Ready != nil {
 		o.Ready(addr)
 	}
-	select {
-	case <-stopping.Done():
-		err := d.flush(cfg.ShutdownTimeout)
-		cancel()
-		d.wg.Wait()
-		if d.firstErr != nil {
+	for {
+		select {
+		case <-stopping.Done():
+			err := d.flush(cfg.ShutdownTimeout)
+			cancel()
+			d.wg.Wait()
+			if d.firstErr != nil {
+				return d.firstErr
+			}
+			return err
+		case <-ctx.Done():
+			d.wg.Wait()
 			return d.firstErr
+		case next := <-o.Reload:
+			d.reload(ctx, next)
 		}
-		return err
-	case <-ctx.Done():
-		d.wg.Wait()
-		return d.firstErr
 	}
 }
 

@@ -18,6 +18,7 @@ import (
 	"github.com/ferrydb/ferry/internal/config"
 	"github.com/ferrydb/ferry/internal/objstore"
 	"github.com/ferrydb/ferry/internal/scrub"
+	"github.com/ferrydb/ferry/internal/target"
 )
 
 // SpoolDir is where the spool and capture state of the database at dbPath
@@ -78,24 +79,42 @@ func (d *daemon) openDB(ctx context.Context, db config.DB) error {
 	co := d.captureOptions(db)
 	co.Targets = map[string]objstore.Store{}
 	for _, r := range db.Replicas {
-		co.Targets[r.Target.String()] = d.stores[r.Target.String()]
+		url := r.Target.String()
+		s := d.stores[url]
+		if s == nil {
+			// A database a reload added, on a replica not opened yet.
+			var err error
+			if s, err = target.Open(ctx, r, d.storeOpts); err != nil {
+				return err
+			}
+		}
+		co.Targets[url] = s
 	}
-	if err := d.takeLeases(ctx, db, co.Targets); err != nil {
+	// The unit's context ends when a reload drops the database: its
+	// leases, sweep, scrub and socket stop with it.
+	u := d.newUnit(ctx, db, co, nil)
+	fail := func(err error) error {
+		u.stop()
 		return err
+	}
+	leases, err := d.takeLeases(u.ctx, db, co.Targets)
+	u.leases = leases
+	if err != nil {
+		return fail(err)
 	}
 	if tk := d.o.Takeover; tk != nil && tk.DB == db.Path {
 		co.Continues = tk.Continues
 	} else if db.RestoreIfNotExists {
 		c, err := d.restoreIfMissing(ctx, db, d.stores)
 		if err != nil {
-			return err
+			return fail(err)
 		}
 		co.Continues = c
 	}
-	u := d.newUnit(ctx, db, co, nil)
+	u.co = co
 	r, err := u.wake()
 	if err != nil {
-		return err
+		return fail(err)
 	}
 	d.fleet.add(u)
 	if db.Retention > 0 && db.GCInterval > 0 {
@@ -119,6 +138,7 @@ func (d *daemon) openEntry(ctx context.Context, db config.DB) error {
 	if err != nil {
 		return err
 	}
+	ctx = e.ctx
 	units := func() []*unit {
 		var out []*unit
 		for _, u := range d.fleet.all() {

@@ -49,6 +49,10 @@ const (
 // share.
 type dirEntry struct {
 	db config.DB
+	// ctx ends when the entry is dropped, stopping every database found
+	// under it and its control socket.
+	ctx    context.Context
+	cancel context.CancelFunc
 	// shared holds, for each of the entry's replicas, the store every
 	// database under it reaches through target.Under.
 	shared []objstore.Store
@@ -153,16 +157,19 @@ func (f *fleet) wakeLater(u *unit) {
 // database found under it.
 func (f *fleet) openEntry(ctx context.Context, db config.DB, o target.Options) (*dirEntry, error) {
 	e := &dirEntry{db: db, skipped: map[string]fileSeen{}}
+	e.ctx, e.cancel = context.WithCancel(ctx)
 	o.Pool = fleetPool
 	for _, r := range db.Replicas {
 		s, err := target.OpenShared(ctx, r, o)
 		if err != nil {
+			e.cancel()
 			return nil, err
 		}
 		e.shared = append(e.shared, s)
 	}
 	if fi, err := os.Stat(db.Dir.Path); err != nil || !fi.IsDir() {
-		return nil, &os.PathError{Op: "dir entry", Path: db.Dir.Path, Err: fs.ErrNotExist}
+		e.cancel()
+		return nil, fmt.Errorf("dir entry %s: no such directory", db.Dir.Path)
 	}
 	f.mu.Lock()
 	f.entries = append(f.entries, e)
@@ -171,12 +178,13 @@ func (f *fleet) openEntry(ctx context.Context, db config.DB, o target.Options) (
 		f.d.o.Log.Warn("cannot read a directory of a dir entry; skipping it", "dir", dir, "err", err)
 	})
 	if err != nil {
-		return nil, err
+		f.dropEntry(e)
+		return nil, fmt.Errorf("dir entry %s: %w", db.Dir.Path, err)
 	}
 	var wg sync.WaitGroup
 	slots := make(chan struct{}, openers)
 	for _, path := range found {
-		u := f.consider(ctx, e, path, false)
+		u := f.consider(e, path, false)
 		if u == nil || u.startIdle() {
 			if u != nil && u.wakeDue(time.Now()) {
 				f.wakeLater(u)
@@ -197,10 +205,30 @@ func (f *fleet) openEntry(ctx context.Context, db config.DB, o target.Options) (
 	return e, nil
 }
 
+// dropEntry stops every database of e and forgets e.
+func (f *fleet) dropEntry(e *dirEntry) {
+	e.cancel()
+	f.mu.Lock()
+	f.entries = slices.DeleteFunc(f.entries, func(x *dirEntry) bool { return x == e })
+	var units []*unit
+	for _, u := range f.units {
+		if u.entry == e {
+			units = append(units, u)
+		}
+	}
+	f.mu.Unlock()
+	for _, u := range units {
+		f.remove(u)
+	}
+}
+
 // consider makes a unit for the file at path under e, if it is a SQLite
 // database in WAL mode that nothing replicates yet; a file that is not one
 // is logged once and skipped. It returns the new unit, not started.
-func (f *fleet) consider(ctx context.Context, e *dirEntry, path string, fromWatch bool) *unit {
+func (f *fleet) consider(e *dirEntry, path string, fromWatch bool) *unit {
+	if e.ctx.Err() != nil {
+		return nil
+	}
 	if f.get(path) != nil {
 		return nil // replicated already, by path or by another entry
 	}
@@ -227,7 +255,7 @@ func (f *fleet) consider(ctx context.Context, e *dirEntry, path string, fromWatc
 	for i, r := range db.Replicas {
 		co.Targets[r.Target.String()] = target.Under(e.shared[i], rel, r.Keys, f.d.cfg.Spool)
 	}
-	u := f.d.newUnit(ctx, db, co, e)
+	u := f.d.newUnit(e.ctx, db, co, e)
 	u.events = make(chan struct{}, 1)
 	u.co.Events = u.events
 	f.mu.Lock()
@@ -475,7 +503,7 @@ func (f *fleet) settled(ctx context.Context, now time.Time) {
 		if e == nil {
 			continue
 		}
-		if u := f.consider(ctx, e, path, true); u != nil {
+		if u := f.consider(e, path, true); u != nil {
 			f.wakeLater(u)
 		}
 	}

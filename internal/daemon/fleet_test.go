@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -441,4 +442,84 @@ func needSQLite3(t *testing.T) {
 		t.Fatal("the sqlite3 command is not on PATH")
 	}
 	t.Skip("needs the sqlite3 command")
+}
+
+// TestFleetReload replaces the config of a running daemon: a directory
+// and a database added start, a directory removed stops, and a database
+// left as it was goes on with no gap while it takes commits.
+func TestFleetReload(t *testing.T) {
+	if _, err := exec.LookPath("sqlite3"); err != nil {
+		needSQLite3(t)
+	}
+	root, base := t.TempDir(), t.TempDir()
+	keep := filepath.Join(root, "keep.db")
+	one, two := filepath.Join(root, "one"), filepath.Join(root, "two")
+	for _, p := range []string{filepath.Join(one, "a.db"), filepath.Join(two, "b.db"), filepath.Join(root, "late.db")} {
+		db := makeDB(t, p)
+		commit(t, db, 1)
+		db.Close()
+	}
+	app := makeDB(t, keep)
+	parse := func(yaml string) *config.Config {
+		cfg, err := config.Parse([]byte(strings.ReplaceAll(yaml, "BASE", base)), "ferry.yml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cfg
+	}
+	first := parse(fmt.Sprintf("addr: 127.0.0.1:0\ndbs:\n  - path: %s\n    replicas: [file://BASE/keep]\n  - dir: %s\n    replicas: [file://BASE/one]\n", keep, one))
+	second := parse(fmt.Sprintf("addr: 127.0.0.1:0\ndbs:\n  - path: %s\n    replicas: [file://BASE/keep]\n  - dir: %s\n    replicas: [file://BASE/two]\n  - path: %s\n    replicas: [file://BASE/late]\n", keep, two, filepath.Join(root, "late.db")))
+	reload := make(chan *config.Config)
+	rig := &fleetRig{t: t, log: &logBuffer{}, done: make(chan error, 1)}
+	ctx, cancel := context.WithCancel(context.Background())
+	rig.cancel = cancel
+	ready := make(chan string, 1)
+	go func() {
+		rig.done <- daemon.Run(ctx, first, daemon.Options{FilesSpool: filepath.Join(base, "files"), Reload: reload, IdleAfter: 200 * time.Millisecond,
+			Log: slog.New(slog.NewTextHandler(rig.log, nil)), Ready: func(addr string) { ready <- addr }})
+	}()
+	rig.addr = <-ready
+	t.Cleanup(rig.stop)
+	dbs := func() []string {
+		var out []string
+		for _, db := range rig.status().DBs {
+			out = append(out, db.DB)
+		}
+		return out
+	}
+	if got := dbs(); len(got) != 2 {
+		t.Fatalf("before the reload: %q", got)
+	}
+	k := 0
+	for range 10 {
+		k++
+		commit(t, app, k)
+	}
+	rig.sync(keep)
+	reload <- second
+	eventually(t, "the reload", 30*time.Second, func() bool {
+		got := dbs()
+		return len(got) == 3 && slices.Contains(got, filepath.Join(two, "b.db")) && slices.Contains(got, filepath.Join(root, "late.db"))
+	})
+	for range 10 {
+		k++
+		commit(t, app, k)
+	}
+	for _, p := range []string{keep, filepath.Join(two, "b.db"), filepath.Join(root, "late.db")} {
+		rig.sync(p)
+	}
+	st, _ := rig.dbStatus(keep)
+	if len(st.Gaps) > 0 || st.TXID < uint64(k) {
+		t.Fatalf("the database kept through the reload: txid %d after %d commits, gaps %+v", st.TXID, k, st.Gaps)
+	}
+	if _, err := os.Stat(daemon.DirSocketPath(one)); !os.IsNotExist(err) {
+		t.Fatalf("the removed directory's socket is still there: %v", err)
+	}
+	if !strings.Contains(rig.log.String(), "reloaded the config") {
+		t.Fatalf("no reload in the log:\n%s", rig.log)
+	}
+	rig.replica = "file://" + base + "/keep"
+	if got, want := sha3sum(t, rig.restoreDB("", 0)), sha3sum(t, keep); got != want {
+		t.Fatalf("keep.db restored as %s, source %s", got, want)
+	}
 }

@@ -49,10 +49,11 @@ func LeaseHolder() string {
 // it taken over stops the daemon, and the guarded targets write nothing
 // more. The leases are released by releaseLeases once everything that
 // writes has stopped.
-func (d *daemon) takeLeases(ctx context.Context, db config.DB, targets map[string]objstore.Store) error {
+func (d *daemon) takeLeases(ctx context.Context, db config.DB, targets map[string]objstore.Store) ([]*lease.Lease, error) {
 	if db.Lease <= 0 {
-		return nil
+		return nil, nil
 	}
+	var taken []*lease.Lease
 	for url, st := range targets {
 		// The first attempt is bounded: a store that does not answer
 		// leaves ferry unable to tell whether another writer holds the
@@ -69,12 +70,15 @@ func (d *daemon) takeLeases(ctx context.Context, db config.DB, targets map[strin
 		var held *lease.HeldError
 		switch {
 		case errors.As(err, &held):
-			return fmt.Errorf("database %s: replica %s has another writer: %q holds its lease until %s; stop it, or wait for the lease to expire",
+			return taken, fmt.Errorf("database %s: replica %s has another writer: %q holds its lease until %s; stop it, or wait for the lease to expire",
 				db.Path, url, held.Holder, held.Expires.UTC().Format(time.RFC3339))
 		case err != nil:
-			return fmt.Errorf("database %s: replica %s: cannot take the lease: %w", db.Path, url, err)
+			return taken, fmt.Errorf("database %s: replica %s: cannot take the lease: %w", db.Path, url, err)
 		}
+		d.mu.Lock()
 		d.leases = append(d.leases, l)
+		d.mu.Unlock()
+		taken = append(taken, l)
 		targets[url] = lease.Guard(st, l)
 		d.o.Log.Info("took the lease", "db", db.Path, "target", url, "holder", l.Holder(), "ttl", db.Lease)
 		d.run(ctx, func(ctx context.Context) error {
@@ -87,19 +91,28 @@ func (d *daemon) takeLeases(ctx context.Context, db config.DB, targets map[strin
 			return nil
 		})
 	}
-	return nil
+	return taken, nil
 }
 
 // releaseLeases gives up every lease, so that another writer can start at
 // once rather than after the ttl. Its callers have stopped everything that
 // writes through the guarded targets.
 func (d *daemon) releaseLeases() {
-	if len(d.leases) == 0 {
+	d.mu.Lock()
+	leases := d.leases
+	d.leases = nil
+	d.mu.Unlock()
+	d.release(leases)
+}
+
+// release gives up leases.
+func (d *daemon) release(leases []*lease.Lease) {
+	if len(leases) == 0 {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), leaseReleaseTimeout)
 	defer cancel()
-	for _, l := range d.leases {
+	for _, l := range leases {
 		if err := l.Release(ctx); err != nil && !errors.Is(err, lease.ErrLost) {
 			d.o.Log.Warn("could not release the lease; it expires by itself", "lease", l.Key(), "expires", l.Expires(), "err", err)
 		}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/ferrydb/ferry/internal/capture"
 	"github.com/ferrydb/ferry/internal/config"
+	"github.com/ferrydb/ferry/internal/lease"
 )
 
 // The states a database is in, as /status reports them.
@@ -39,6 +40,9 @@ type unit struct {
 	// fleet's file events to its Replicator, which then needs no watcher
 	// of its own: a process may have only so many.
 	events chan struct{}
+	// leases are the replica leases held for a database listed by path,
+	// released when a reload drops it.
+	leases []*lease.Lease
 	// ctx ends when the unit stops for good; stop ends it.
 	ctx  context.Context
 	stop context.CancelFunc
