@@ -31,7 +31,9 @@ answers and holds data, or the one -replica names.`
 // txidSpan is one line of 'ferry txids'.
 type txidSpan struct {
 	// Kind is "range" (restorable), "gap" (recorded: a newer snapshot
-	// starts a new chain), "missing" (held by no object, with objects
+	// starts a new chain), "break" (a txid that folds in commits the
+	// replicator could not read, so the states between them and the txid
+	// before do not restore), "missing" (held by no object, with objects
 	// past it) or "stranded" (held, but reached by no restore).
 	Kind  string    `json:"kind"`
 	First uint64    `json:"first_txid"`
@@ -62,6 +64,8 @@ func (c *txidsCmd) Run(ctx context.Context, args []string) error {
 			what = "from a snapshot of " + s.Since.Format(time.RFC3339)
 		case "gap":
 			what = "not restorable"
+		case "break":
+			what = "the log broke continuity: this txid folds in commits ferry could not read"
 		case "missing":
 			what = "held by no object: the replica is damaged"
 		case "stranded":
@@ -90,6 +94,11 @@ func txidSpans(cat restore.Catalog) []txidSpan {
 			}
 		}
 		spans = append(spans, s)
+		for _, b := range cat.Breaks {
+			if b > r.First && b <= r.Last {
+				spans = append(spans, txidSpan{Kind: "break", First: b, Last: b})
+			}
+		}
 	}
 	// Without a snapshot nothing says where the missing txids begin, so
 	// only the holes between stranded runs are shown.

@@ -408,6 +408,23 @@ func TestFleetBurstyIdle(t *testing.T) {
 		}
 		// A txid in the middle is a committed state too.
 		st, _ := rig.dbStatus(filepath.Join(dir, name(i)))
+		// Each break the daemon reports is one the replica shows, as
+		// 'ferry txids' lists it.
+		if len(st.Gaps) > 0 {
+			store, err := target.OpenURL(context.Background(), rig.replica+"/"+name(i), target.Options{MustExist: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			cat, err := restore.ReadCatalog(context.Background(), store)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, g := range st.Gaps {
+				if !slices.Contains(cat.Breaks, g.First) {
+					t.Fatalf("%s: the daemon reports a break at txid %d, the replica's breaks are %v", name(i), g.First, cat.Breaks)
+				}
+			}
+		}
 		if st.TXID > 2 {
 			committedState(t, rig.restoreDB(name(i), 1+uint64(rng.IntN(int(st.TXID-1)))))
 		}

@@ -33,6 +33,10 @@ type Catalog struct {
 	// held. Were they dropped, a replica whose newest snapshot is damaged
 	// would pass an older state off as its latest.
 	Unusable []Unusable
+	// Breaks are the txids at which a chain of change sets ended and a
+	// snapshot took the database on: each folds in commits the
+	// replicator could not read, so no restore stops between them.
+	Breaks []uint64
 }
 
 // Unusable is an object that holds txids First..Last (a manifest: its
@@ -59,6 +63,9 @@ func ReadCatalog(ctx context.Context, store objstore.Store) (Catalog, error) {
 		return Catalog{}, err
 	}
 	c := NewCatalog(snaps, l.Segments)
+	for _, b := range l.Breaks {
+		c.Breaks = append(c.Breaks, b.TXID)
+	}
 	for _, f := range l.Foreign {
 		// A change set of ours whose header did not open holds txids
 		// from the first its key names; saying which lets a restore
