@@ -181,28 +181,64 @@ func (f *fleet) openEntry(ctx context.Context, db config.DB, o target.Options) (
 		f.dropEntry(e)
 		return nil, fmt.Errorf("dir entry %s: %w", db.Dir.Path, err)
 	}
-	var wg sync.WaitGroup
-	slots := make(chan struct{}, openers)
+	var toOpen []*unit
 	for _, path := range found {
 		u := f.consider(e, path, false)
-		if u == nil || u.startIdle() {
-			if u != nil && u.wakeDue(time.Now()) {
-				f.wakeLater(u)
-			}
+		if u == nil || (u.startIdle() && !u.wakeDue(time.Now())) {
 			continue
 		}
+		u.mu.Lock()
+		u.state = stateStarting
+		u.mu.Unlock()
+		toOpen = append(toOpen, u)
+	}
+	f.d.wg.Add(1)
+	go func() {
+		defer f.d.wg.Done()
+		f.openAll(e.ctx, toOpen)
+	}()
+	return e, nil
+}
+
+// openHold is the longest a database opened at start keeps its opener's
+// place: one that goes on taking commits stays open, but must not hold
+// up the others.
+const openHold = 10 * time.Second
+
+// openAll opens the databases that start needs opened (new ones, and ones
+// not idle at the last stop), openers at a time, each keeping its place
+// until it goes idle, for at most openHold: thousands opened at once
+// would each hold connections and descriptors until they settle.
+func (f *fleet) openAll(ctx context.Context, units []*unit) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	slots := make(chan struct{}, openers)
+	for _, u := range units {
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			return
+		}
 		wg.Add(1)
-		slots <- struct{}{}
 		go func() {
 			defer wg.Done()
 			defer func() { <-slots }()
-			if _, err := u.wake(); err != nil && u.ctx.Err() == nil {
-				f.d.o.Log.Warn("could not open a database of the directory; trying again when it is next written", "db", path, "err", err)
+			if _, err := u.wake(); err != nil {
+				if u.ctx.Err() == nil {
+					f.d.o.Log.Warn("could not open a database of the directory; trying again when it is next written", "db", u.db.Path, "err", err)
+				}
+				return
+			}
+			u.mu.Lock()
+			ended := u.ended
+			u.mu.Unlock()
+			select {
+			case <-ended:
+			case <-time.After(openHold):
+			case <-ctx.Done():
 			}
 		}()
 	}
-	wg.Wait()
-	return e, nil
 }
 
 // dropEntry stops every database of e and forgets e.

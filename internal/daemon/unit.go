@@ -23,6 +23,9 @@ const (
 	// stateFailed: the database could not be opened; it is tried again
 	// when it is next written, or at a reload.
 	stateFailed = "failed"
+	// stateStarting: found at start and waiting its turn to be opened
+	// and brought up to date.
+	stateStarting = "starting"
 )
 
 // unit is one database the daemon replicates, whether it is held by a
