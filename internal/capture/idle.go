@@ -81,6 +81,9 @@ type Idle struct {
 	// the database.
 	WALSize    int64     `json:"wal_size"`
 	WALModTime time.Time `json:"wal_mtime,omitzero"`
+	// CheckedAt is when the log was looked at: a file event from then
+	// on may be a commit ferry has not read.
+	CheckedAt time.Time `json:"checked_at,omitzero"`
 	// WakeAt, when not zero, is when the database needs a Replicator
 	// even if nothing commits: a snapshot falls due then.
 	WakeAt time.Time `json:"wake_at,omitzero"`
@@ -156,6 +159,13 @@ func (r *Replicator) goIdle(ctx context.Context, now time.Time) (bool, error) {
 	if err != nil || !ok {
 		return false, err
 	}
+	// The log is looked at before the last pass over it: a commit that
+	// lands after the pass then shows as a log changed since, and wakes
+	// the database, rather than being taken for what the pass read.
+	idle := Idle{CheckedAt: time.Now()}
+	if fi, err := os.Stat(r.walPath); err == nil {
+		idle.WALSize, idle.WALModTime = fi.Size(), fi.ModTime()
+	}
 	before := r.txid
 	if err := r.capturePass(ctx); err != nil {
 		return false, err
@@ -163,10 +173,7 @@ func (r *Replicator) goIdle(ctx context.Context, now time.Time) (bool, error) {
 	if r.txid != before || !r.batch.empty() {
 		return false, nil
 	}
-	r.idle = Idle{}
-	if fi, err := os.Stat(r.walPath); err == nil {
-		r.idle.WALSize, r.idle.WALModTime = fi.Size(), fi.ModTime()
-	}
+	r.idle = idle
 	if next := r.nextSnapshot(); !next.IsZero() {
 		r.idle.WakeAt = next
 	}

@@ -462,6 +462,7 @@ func (f *fleet) event(ev fsnotify.Event) {
 			if !ev.Has(fsnotify.Write) {
 				return
 			}
+			u.lastEvent.Store(time.Now().UnixNano())
 			if u.State() != stateActive {
 				f.wakeLater(u)
 			} else if u.events != nil {

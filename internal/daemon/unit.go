@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ferrydb/ferry/internal/capture"
@@ -43,6 +44,10 @@ type unit struct {
 	// fleet's file events to its Replicator, which then needs no watcher
 	// of its own: a process may have only so many.
 	events chan struct{}
+	// lastEvent is when the fleet last saw the log written, in Unix
+	// nanoseconds: an event that came while the Replicator was going
+	// idle may be a commit it did not read.
+	lastEvent atomic.Int64
 	// leases are the replica leases held for a database listed by path,
 	// released when a reload drops it.
 	leases []*lease.Lease
@@ -187,6 +192,10 @@ func (u *unit) run(r *capture.Replicator) {
 	case errors.Is(err, capture.ErrIdle):
 		u.idle, u.state = r.Idle(), stateIdle
 		u.mu.Unlock()
+		if u.lastEvent.Load() >= u.idle.CheckedAt.UnixNano() {
+			u.d.fleet.wakeLater(u)
+			return
+		}
 		u.d.fleet.sleep(u)
 		return
 	case err != nil && u.ctx.Err() == nil:
