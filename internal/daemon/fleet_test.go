@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -23,6 +24,7 @@ import (
 
 	"github.com/ferrydb/ferry/internal/config"
 	"github.com/ferrydb/ferry/internal/daemon"
+	"github.com/ferrydb/ferry/internal/objstore"
 	"github.com/ferrydb/ferry/internal/restore"
 	"github.com/ferrydb/ferry/internal/target"
 )
@@ -546,4 +548,104 @@ func TestFleetReload(t *testing.T) {
 	if got, want := sha3sum(t, rig.restoreDB("", 0)), sha3sum(t, keep); got != want {
 		t.Fatalf("keep.db restored as %s, source %s", got, want)
 	}
+}
+
+// TestFleetStalledTargetStarvesNoOther runs two dir entries, one whose
+// replica is a server that accepts connections and never answers: the
+// other entry's databases replicate as if it were not there, and the
+// stalled one's report the failure.
+func TestFleetStalledTargetStarvesNoOther(t *testing.T) {
+	if _, err := exec.LookPath("sqlite3"); err != nil {
+		needSQLite3(t)
+	}
+	hole, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var held []net.Conn
+	var mu sync.Mutex
+	go func() {
+		for {
+			c, err := hole.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			held = append(held, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		hole.Close()
+		mu.Lock()
+		for _, c := range held {
+			c.Close()
+		}
+		mu.Unlock()
+	})
+	t.Setenv("AWS_ACCESS_KEY_ID", "x")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "y")
+	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+	root, base := t.TempDir(), t.TempDir()
+	stalled, healthy := filepath.Join(root, "stalled"), filepath.Join(root, "healthy")
+	var apps []*sql.DB
+	for i := range 20 {
+		for _, d := range []string{stalled, healthy} {
+			db := makeDB(t, filepath.Join(d, fmt.Sprintf("t%02d.db", i)))
+			commit(t, db, 1)
+			apps = append(apps, db)
+		}
+	}
+	cfg, err := config.Parse([]byte(fmt.Sprintf(`addr: 127.0.0.1:0
+shutdown-timeout: 1s
+dbs:
+  - dir: %s
+    replicas: ["s3://bucket/fleet?endpoint=http://%s&region=us-east-1&force-path-style=true"]
+  - dir: %s
+    replicas: [file://%s/healthy]
+`, stalled, hole.Addr(), healthy, base)), "ferry.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rig := &fleetRig{t: t, log: &logBuffer{}, done: make(chan error, 1), dir: healthy, replica: "file://" + base + "/healthy"}
+	ctx, cancel := context.WithCancel(context.Background())
+	rig.cancel = cancel
+	ready := make(chan string, 1)
+	go func() {
+		rig.done <- daemon.Run(ctx, cfg, daemon.Options{FilesSpool: filepath.Join(base, "files"), IdleAfter: 200 * time.Millisecond,
+			Target: target.Options{Timeouts: objstore.Timeouts{Op: time.Second}},
+			Log:    slog.New(slog.NewTextHandler(rig.log, nil)), Ready: func(addr string) { ready <- addr }})
+	}()
+	start := time.Now()
+	select {
+	case rig.addr = <-ready:
+	case err := <-rig.done:
+		t.Fatalf("daemon stopped at start: %v\n%s", err, rig.log)
+	}
+	t.Logf("ready after %s", time.Since(start))
+	t.Cleanup(func() {
+		cancel()
+		<-rig.done // the stalled entry's spools still hold what never went up
+		t.Logf("stopped after %s", time.Since(start))
+	})
+	rig.cancel = nil
+	for k := 2; k <= 5; k++ {
+		for _, app := range apps {
+			commit(t, app, k)
+		}
+		for i := range 20 {
+			rig.sync(filepath.Join(healthy, fmt.Sprintf("t%02d.db", i)))
+		}
+	}
+	t.Logf("healthy synced after %s", time.Since(start))
+	for i := range 20 {
+		out := rig.restoreDB(fmt.Sprintf("t%02d.db", i), 0)
+		if got := committedState(t, out); got != 5 {
+			t.Fatalf("healthy t%02d.db restored to commit %d, want 5", i, got)
+		}
+	}
+	eventually(t, "the stalled entry to report its target failing", time.Minute, func() bool {
+		st, ok := rig.dbStatus(filepath.Join(stalled, "t00.db"))
+		return ok && len(st.Targets) == 1 && !st.Targets[0].FailingSince.IsZero()
+	})
 }

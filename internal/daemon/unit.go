@@ -55,6 +55,11 @@ type unit struct {
 	ctx  context.Context
 	stop context.CancelFunc
 
+	// opening is held while a Replicator is opened, which may take
+	// requests to the stores: mu is not, so that Status and State answer
+	// meanwhile. It guards co and checked.
+	opening sync.Mutex
+
 	mu sync.Mutex
 	// r is the running Replicator, nil while idle or failed; ended is
 	// closed when its Run returns.
@@ -128,32 +133,32 @@ func (u *unit) Sync(ctx context.Context) (uint64, error) {
 // wake returns the running Replicator, opening and starting one when the
 // database is idle.
 func (u *unit) wake() (*capture.Replicator, error) {
+	u.opening.Lock()
+	defer u.opening.Unlock()
 	u.mu.Lock()
-	defer u.mu.Unlock()
-	if u.r != nil {
-		return u.r, nil
+	r, ended := u.r, u.ended
+	u.mu.Unlock()
+	if r != nil {
+		return r, nil
 	}
 	if u.ctx.Err() != nil {
 		return nil, fmt.Errorf("%s: no longer replicated", u.db.Path)
 	}
-	if u.ended != nil {
-		// The last Run is still returning; its Replicator is closed.
-		ended := u.ended
-		u.mu.Unlock()
+	if ended != nil {
+		// The last Run may still be returning; its Replicator is closed,
+		// and the next must not open the spool before it lets go.
 		<-ended
-		u.mu.Lock()
-		if u.r != nil {
-			return u.r, nil
-		}
 	}
 	r, err := u.open()
+	u.mu.Lock()
+	defer u.mu.Unlock()
 	if err != nil {
 		u.state = stateFailed
 		u.last.LastError, u.last.LastErrorTime = err.Error(), time.Now()
 		return nil, err
 	}
 	u.r, u.state, u.ended = r, stateActive, make(chan struct{})
-	ended := u.ended
+	ended = u.ended
 	u.d.wg.Add(1)
 	go func() {
 		defer u.d.wg.Done()
@@ -163,7 +168,7 @@ func (u *unit) wake() (*capture.Replicator, error) {
 	return r, nil
 }
 
-// open opens a Replicator on the database; the caller holds u.mu.
+// open opens a Replicator on the database; the caller holds u.opening.
 func (u *unit) open() (*capture.Replicator, error) {
 	co := u.co
 	if !u.checked {
@@ -223,12 +228,17 @@ func (u *unit) run(r *capture.Replicator) {
 // its saved state says so; it returns false when the database must be
 // opened.
 func (u *unit) startIdle() bool {
+	u.opening.Lock()
+	defer u.opening.Unlock()
 	idle, ok, err := capture.LoadIdle(u.co.SpoolDir, u.db.Path)
 	if err != nil || !ok {
 		return false
 	}
+	// A database without keys was checked when it first went up; one
+	// with keys is checked at its first open, for a rotated key.
+	u.checked = u.db.Replicas[0].Keys == nil
 	u.mu.Lock()
-	u.idle, u.state, u.checked = idle, stateIdle, len(u.db.Replicas) > 0 && u.db.Replicas[0].Keys == nil
+	u.idle, u.state = idle, stateIdle
 	u.mu.Unlock()
 	return true
 }

@@ -5,10 +5,12 @@
 package target
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/ferrydb/ferry/internal/config"
 	"github.com/ferrydb/ferry/internal/objstore"
@@ -48,6 +50,10 @@ type Options struct {
 	// opened (objstore.WithPool).
 	Pool int
 }
+
+// defaultCheckTimeout bounds the check of a bucket at Open when the
+// options set no timeout of their own.
+const defaultCheckTimeout = 30 * time.Second
 
 // Open returns the store behind replica r, encrypting and decrypting with
 // r.Keys when set.
@@ -142,7 +148,12 @@ func openBackend(ctx context.Context, r config.Replica, o Options) (objstore.Sto
 			return nil, fmt.Errorf("replica %s: %w", t, err)
 		}
 		if o.Check {
-			if err := s.Check(ctx); err != nil {
+			// Bounded like any call: a server that takes the connection
+			// and never answers must not hold the start up for ever.
+			cctx, cancel := context.WithTimeout(ctx, cmp.Or(o.Timeouts.Op, defaultCheckTimeout))
+			err := s.Check(cctx)
+			cancel()
+			if err != nil {
 				err = fmt.Errorf("replica %s: %w", t, err)
 				var be *s3store.BucketError
 				if o.Unreachable == nil || !errors.As(err, &be) || !be.Transient() {
