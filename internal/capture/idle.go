@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
+	"slices"
 	"syscall"
 	"time"
 )
@@ -93,12 +95,18 @@ type Idle struct {
 // and returns what it left if it went idle, with its Status then, and
 // false if it did not, or never ran. A process that replicates many
 // databases starts the idle ones this way, without opening them.
-func LoadIdle(spoolDir, dbPath string) (Idle, bool, error) {
+func LoadIdle(spoolDir, dbPath string) (Idle, Status, bool, error) {
 	st, err := loadState(spoolDir, dbPath)
 	if err != nil || st == nil || st.Quiet == nil || st.Idle == nil {
-		return Idle{}, false, err
+		return Idle{}, Status{}, false, err
 	}
-	return *st.Idle, true, nil
+	// Going idle needs every target synced and holding every txid.
+	s := Status{DB: dbPath, TXID: st.TXID, Time: st.Time, Gaps: st.Gaps, Targets: []TargetStatus{}}
+	for _, u := range slices.Sorted(maps.Keys(st.Targets)) {
+		t := st.Targets[u]
+		s.Targets = append(s.Targets, TargetStatus{URL: u, Replicated: t.Replicated, Snapshot: t.Snapshot, Synced: t.Synced})
+	}
+	return *st.Idle, s, true, nil
 }
 
 // Idle returns what the Replicator left when Run returned ErrIdle.

@@ -62,8 +62,14 @@ type fleetRig struct {
 
 func startFleet(t *testing.T, dir, entry string, idleAfter time.Duration) *fleetRig {
 	t.Helper()
+	return startFleetAt(t, dir, entry, idleAfter, "file://"+filepath.Join(t.TempDir(), "replica"))
+}
+
+// startFleetAt is startFleet with the dir entry's replica URL given.
+func startFleetAt(t *testing.T, dir, entry string, idleAfter time.Duration, replica string) *fleetRig {
+	t.Helper()
 	base := t.TempDir()
-	r := &fleetRig{t: t, dir: dir, replica: "file://" + filepath.Join(base, "replica"), log: &logBuffer{}, done: make(chan error, 1)}
+	r := &fleetRig{t: t, dir: dir, replica: replica, log: &logBuffer{}, done: make(chan error, 1)}
 	yaml := fmt.Sprintf("addr: 127.0.0.1:0\ndbs:\n  - dir: %s\n%s    replicas: [%s]\n", dir, entry, r.replica)
 	cfg, err := config.Parse([]byte(yaml), "ferry.yml")
 	if err != nil {
@@ -648,4 +654,54 @@ dbs:
 		st, ok := rig.dbStatus(filepath.Join(stalled, "t00.db"))
 		return ok && len(st.Targets) == 1 && !st.Targets[0].FailingSince.IsZero()
 	})
+}
+
+// TestFleetRestartKeepsIdle stops a daemon whose databases went idle and
+// starts it again: they are idle from the start, with their txids, and
+// opened only when written, with no new snapshot.
+func TestFleetRestartKeepsIdle(t *testing.T) {
+	if _, err := exec.LookPath("sqlite3"); err != nil {
+		needSQLite3(t)
+	}
+	dir := t.TempDir()
+	var apps []*sql.DB
+	for i := range 5 {
+		app := makeDB(t, filepath.Join(dir, fmt.Sprintf("t%d.db", i)))
+		commit(t, app, 1)
+		apps = append(apps, app)
+	}
+	allIdle := func(rig *fleetRig) map[string]uint64 {
+		txids := map[string]uint64{}
+		eventually(t, "every database idle", time.Minute, func() bool {
+			rep := rig.status()
+			for _, db := range rep.DBs {
+				if db.State != "idle" {
+					return false
+				}
+				txids[db.DB] = db.TXID
+			}
+			return len(rep.DBs) == 5
+		})
+		return txids
+	}
+	first := startFleet(t, dir, "", 100*time.Millisecond)
+	before := allIdle(first)
+	first.stop()
+
+	second := startFleetAt(t, dir, "", 100*time.Millisecond, first.replica)
+	rep := second.status()
+	for _, db := range rep.DBs {
+		if db.State != "idle" || db.TXID != before[db.DB] || db.TXID == 0 {
+			t.Fatalf("after the restart %s is %s at txid %d, was idle at %d", db.DB, db.State, db.TXID, before[db.DB])
+		}
+	}
+	commit(t, apps[2], 2)
+	path := filepath.Join(dir, "t2.db")
+	second.sync(path)
+	if got, want := sha3sum(t, second.restoreDB("t2.db", 0)), sha3sum(t, path); got != want {
+		t.Fatalf("t2.db restored as %s, source %s", got, want)
+	}
+	if strings.Contains(second.log.String(), "snapshot stored") {
+		t.Fatalf("the restart took a snapshot:\n%s", second.log)
+	}
 }

@@ -230,7 +230,7 @@ func (u *unit) run(r *capture.Replicator) {
 func (u *unit) startIdle() bool {
 	u.opening.Lock()
 	defer u.opening.Unlock()
-	idle, ok, err := capture.LoadIdle(u.co.SpoolDir, u.db.Path)
+	idle, st, ok, err := capture.LoadIdle(u.co.SpoolDir, u.db.Path)
 	if err != nil || !ok {
 		return false
 	}
@@ -238,7 +238,10 @@ func (u *unit) startIdle() bool {
 	// with keys is checked at its first open, for a rotated key.
 	u.checked = u.db.Replicas[0].Keys == nil
 	u.mu.Lock()
-	u.idle, u.state = idle, stateIdle
+	u.idle, u.state, u.last = idle, stateIdle, st
+	// Swept and scrubbed as far as maintain is concerned: nothing changed
+	// since it went idle, and a restart alone must cost no request.
+	u.sweptTXID, u.scrubbedTXID = st.TXID, st.TXID
 	u.mu.Unlock()
 	return true
 }
