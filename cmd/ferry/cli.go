@@ -126,6 +126,20 @@ func (a *app) loadConfig(path string, explicit bool) (*config.Config, error) {
 	return c, nil
 }
 
+// configOf loads the config -config names in fs (parsed, with configFlag
+// giving cfgPath), or the default one.
+func (a *app) configOf(fs *flag.FlagSet, cfgPath string) (*config.Config, error) {
+	set := setFlags(fs)
+	if set["config"] && cfgPath == "" {
+		return nil, usagef("-config needs a path")
+	}
+	path := cfgPath
+	if !set["config"] {
+		path = config.DefaultPath
+	}
+	return a.loadConfig(path, set["config"])
+}
+
 // configFlag adds -config to fs.
 func configFlag(fs *flag.FlagSet) *string {
 	return fs.String("config", "", "read the config file at `PATH` (default "+config.DefaultPath+")")

@@ -24,7 +24,7 @@ Usage: ferry databases [-json] [-config PATH]
 Lists every database the config replicates: those it names by path, then
 the SQLite databases in WAL mode found now under each dir entry, each
 with the replica URLs it gets there. STATE is what the running daemon
-reports (active, idle or failed), or - when no daemon answers for the
+reports (active, idle, starting or failed), or - when no daemon answers for the
 database. A file a dir entry's pattern takes that is not a SQLite
 database in WAL mode is named on stderr, with the reason; with -json it
 is listed under "skipped".`
@@ -48,15 +48,7 @@ func (c *databasesCmd) Run(ctx context.Context, args []string) error {
 	if fs.NArg() != 0 {
 		return usagef("unexpected argument %q", fs.Arg(0))
 	}
-	set := setFlags(fs)
-	if set["config"] && *cfgPath == "" {
-		return usagef("-config needs a path")
-	}
-	path := *cfgPath
-	if !set["config"] {
-		path = config.DefaultPath
-	}
-	cfg, err := c.loadConfig(path, set["config"])
+	cfg, err := c.configOf(fs, *cfgPath)
 	if err != nil {
 		return err
 	}

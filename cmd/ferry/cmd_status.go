@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"text/tabwriter"
 
-	"github.com/ferrydb/ferry/internal/config"
 	"github.com/ferrydb/ferry/internal/daemon"
 )
 
@@ -40,15 +39,7 @@ func (c *statusCmd) Run(ctx context.Context, args []string) error {
 		dbs = append(dbs, db)
 	}
 	if len(dbs) == 0 {
-		set := setFlags(fs)
-		if set["config"] && *cfgPath == "" {
-			return usagef("-config needs a path")
-		}
-		path := *cfgPath
-		if !set["config"] {
-			path = config.DefaultPath
-		}
-		cfg, err := c.loadConfig(path, set["config"])
+		cfg, err := c.configOf(fs, *cfgPath)
 		if err != nil {
 			return err
 		}

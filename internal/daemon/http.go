@@ -27,7 +27,8 @@ type DBStatus struct {
 	capture.Status
 	// State is "active" while ferry holds the database, "idle" while every
 	// transaction is on every target and nothing holds it until it is
-	// written, "failed" when it could not be opened.
+	// written, "starting" while it waits its turn to be opened at start,
+	// "failed" when it could not be opened.
 	State string             `json:"state"`
 	Lag   map[string]float64 `json:"lag_seconds"`
 }
