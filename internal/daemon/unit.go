@@ -114,16 +114,17 @@ func (u *unit) State() string {
 // every target, waking the database if it is idle: a commit may have
 // landed that no event has reported yet.
 func (u *unit) Sync(ctx context.Context) (uint64, error) {
-	for {
+	for attempt := 1; ; attempt++ {
 		r, err := u.wake()
 		if err != nil {
 			return 0, err
 		}
 		txid, err := r.Sync(ctx)
-		if errors.Is(err, capture.ErrClosed) && ctx.Err() == nil && u.ctx.Err() == nil {
+		if errors.Is(err, capture.ErrClosed) && attempt < 3 && ctx.Err() == nil && u.ctx.Err() == nil {
 			// It went idle between the wake and the request; what was
 			// committed before is on every target, but a second look
-			// costs little and keeps the answer exact.
+			// costs little and keeps the answer exact. A Replicator that
+			// stops at once every time has failed, and Status says why.
 			continue
 		}
 		return txid, err
