@@ -178,7 +178,7 @@ func (r *Replicator) goIdle(ctx context.Context, now time.Time) (bool, error) {
 	if err := r.capturePass(ctx); err != nil {
 		return false, err
 	}
-	if r.txid != before || !r.batch.empty() {
+	if r.txid != before || !r.batch.empty() || r.syncing.Load() > 0 {
 		return false, nil
 	}
 	r.idle = idle
@@ -189,9 +189,14 @@ func (r *Replicator) goIdle(ctx context.Context, now time.Time) (bool, error) {
 	r.saveIdle = &r.idle
 	err = r.save()
 	r.saveIdle = nil
-	if err != nil {
+	if err != nil || r.syncing.Load() > 0 {
+		// A state saved as idle and then left behind is still true: the
+		// next save replaces it, and a restart from it finds the mark.
 		r.quiet = nil
-		return false, fmt.Errorf("save the state before going idle: %w", err)
+		if err != nil {
+			return false, fmt.Errorf("save the state before going idle: %w", err)
+		}
+		return false, nil
 	}
 	r.o.Log.Debug("idle: let go of the database until it is written", "txid", r.txid)
 	return true, nil

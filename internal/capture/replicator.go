@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ferrydb/ferry/internal/objstore"
@@ -48,6 +49,8 @@ type Replicator struct {
 	progress *progress
 
 	syncReq chan chan uint64
+	// syncing counts the Sync calls under way.
+	syncing atomic.Int32
 	// repairs carries what a scrub asks of the capture loop.
 	repairs chan func()
 	done    chan struct{} // closed when Run returns
@@ -235,6 +238,9 @@ func (r *Replicator) closeAll() error {
 // restored from every target, with the txid of the newest of them. It
 // fails when ctx ends first or the Replicator stops.
 func (r *Replicator) Sync(ctx context.Context) (uint64, error) {
+	// A Replicator about to go idle stays for a caller on its way.
+	r.syncing.Add(1)
+	defer r.syncing.Add(-1)
 	reply := make(chan uint64, 1)
 	select {
 	case r.syncReq <- reply:

@@ -227,7 +227,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 			return fmt.Errorf("listen on %s: %w", cfg.Addr, err)
 		}
 		addr = ln.Addr().String()
-		d.serve(ctx, ln, d.handler(d.fleet.all, true, false))
+		d.serve(ctx, ln, d.handler(d.fleet.all, nil, true, false))
 		d.run(ctx, func(ctx context.Context) error { d.recordHistory(ctx); return nil })
 	}
 	if o.Takeover != nil {

@@ -125,7 +125,7 @@ func (d *daemon) openDB(ctx context.Context, db config.DB) error {
 			Log: d.o.Log.With("db", db.Path), Metrics: d.scrubMetrics()})
 		d.run(u.ctx, func(ctx context.Context) error { sc.Run(ctx); return nil })
 	}
-	if err := d.listenControl(u.ctx, SocketPath(db.Path), func() []*unit { return []*unit{u} }, true); err != nil {
+	if err := d.listenControl(u.ctx, SocketPath(db.Path), func() []*unit { return []*unit{u} }, nil, true); err != nil {
 		d.o.Log.Warn("no control socket: ferry sync and ferry status will not find this daemon without -config and addr:", "db", db.Path, "err", err)
 	}
 	return nil
@@ -148,7 +148,7 @@ func (d *daemon) openEntry(ctx context.Context, db config.DB) error {
 		}
 		return out
 	}
-	if err := d.listenControl(ctx, DirSocketPath(db.Dir.Path), units, false); err != nil {
+	if err := d.listenControl(ctx, DirSocketPath(db.Dir.Path), units, e, false); err != nil {
 		d.o.Log.Warn("no control socket: ferry sync and ferry status will not find this daemon without -config and addr:", "dir", db.Dir.Path, "err", err)
 	}
 	return nil
@@ -176,7 +176,7 @@ func SocketPaths(dbPath string) []string {
 // listenControl serves the status and sync endpoints of the units on a
 // unix socket at path. A stale socket left by a daemon that died is
 // replaced; a live one means another daemon replicates these databases.
-func (d *daemon) listenControl(ctx context.Context, path string, units func() []*unit, own bool) error {
+func (d *daemon) listenControl(ctx context.Context, path string, units func() []*unit, entry *dirEntry, own bool) error {
 	if len(path) > 100 {
 		return fmt.Errorf("socket path %s is too long for a unix socket", path)
 	}
@@ -193,7 +193,7 @@ func (d *daemon) listenControl(ctx context.Context, path string, units func() []
 		ln.Close()
 		return err
 	}
-	d.serve(ctx, ln, d.handler(units, false, own))
+	d.serve(ctx, ln, d.handler(units, entry, false, own))
 	d.wg.Add(1)
 	go func() {
 		defer d.wg.Done()

@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -211,7 +212,15 @@ const openHold = 10 * time.Second
 // would each hold connections and descriptors until they settle.
 func (f *fleet) openAll(ctx context.Context, units []*unit) {
 	var wg sync.WaitGroup
-	defer wg.Wait()
+	defer func() {
+		wg.Wait()
+		// Opening thousands of databases leaves the heap far larger than
+		// what a settled fleet holds; give that memory back now rather
+		// than at the runtime's next forced collection, minutes later.
+		if len(units) > 0 {
+			debug.FreeOSMemory()
+		}
+	}()
 	slots := make(chan struct{}, openers)
 	for _, u := range units {
 		select {

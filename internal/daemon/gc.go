@@ -115,9 +115,14 @@ func (d *daemon) maintainUnit(u *unit, now time.Time) {
 	txid := u.Status().TXID
 	u.mu.Lock()
 	if u.sweptAt.IsZero() {
-		// The first round of each spreads over an interval from start.
+		// The first round of each spreads over an interval from start,
+		// and counts what the database held then as swept and scrubbed:
+		// a database that never changes again costs no request, and a
+		// fleet started again does not sweep every database once more.
 		u.sweptAt = now.Add(-rand.N(db.GCInterval + 1))
 		u.scrubbedAt = now.Add(-rand.N(db.ScrubInterval + 1))
+		u.sweptTXID = max(u.sweptTXID, txid)
+		u.scrubbedTXID = max(u.scrubbedTXID, txid)
 	}
 	sweep := db.Retention > 0 && db.GCInterval > 0 && now.Sub(u.sweptAt) >= db.GCInterval && txid != u.sweptTXID
 	scrubNow := db.ScrubInterval > 0 && now.Sub(u.scrubbedAt) >= db.ScrubInterval && txid != u.scrubbedTXID

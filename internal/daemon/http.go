@@ -56,11 +56,12 @@ func report(units []*unit) StatusReport {
 }
 
 // handler serves /metrics, /healthz, GET /status and POST /sync for the
-// units, and with files, /healthz answers for the files spool too. GET
+// units, all of the daemon's or, with entry, those found under it, and
+// with files, /healthz answers for the files spool too. GET
 // /status and POST /sync take ?db=PATH for one database, which a socket
 // of one database's own ignores; POST /sync takes ?timeout= (a Go
 // duration, default 30s).
-func (d *daemon) handler(all func() []*unit, files, own bool) http.Handler {
+func (d *daemon) handler(all func() []*unit, entry *dirEntry, files, own bool) http.Handler {
 	mux := http.NewServeMux()
 	if !own && files {
 		// The status page, on the HTTP address alone: a control socket
@@ -70,15 +71,13 @@ func (d *daemon) handler(all func() []*unit, files, own bool) http.Handler {
 	// chosen returns the units a request names: all, or the one ?db=
 	// names; ok is false when it names one not replicated here.
 	chosen := func(req *http.Request) (units []*unit, ok bool) {
-		units = all()
 		db := req.URL.Query().Get("db")
 		if db == "" || own {
-			return units, true
+			return all(), true
 		}
-		for _, u := range units {
-			if u.db.Path == db {
-				return []*unit{u}, true
-			}
+		// One database: found by path, not by listing thousands.
+		if u := d.fleet.get(db); u != nil && (entry == nil || u.entry == entry) {
+			return []*unit{u}, true
 		}
 		return nil, false
 	}

@@ -115,17 +115,20 @@ func (u *unit) State() string {
 // landed that no event has reported yet.
 func (u *unit) Sync(ctx context.Context) (uint64, error) {
 	for attempt := 1; ; attempt++ {
-		r, err := u.wake()
+		r, ended, err := u.awake()
 		if err != nil {
 			return 0, err
 		}
 		txid, err := r.Sync(ctx)
-		if errors.Is(err, capture.ErrClosed) && attempt < 3 && ctx.Err() == nil && u.ctx.Err() == nil {
+		if errors.Is(err, capture.ErrClosed) && attempt < 10 && ctx.Err() == nil && u.ctx.Err() == nil {
 			// It went idle between the wake and the request; what was
 			// committed before is on every target, but a second look
-			// costs little and keeps the answer exact. A Replicator that
-			// stops at once every time has failed, and Status says why.
-			continue
+			// costs little and keeps the answer exact. Once its Run has
+			// returned, the next wake opens a new one.
+			<-ended
+			if u.State() != stateFailed {
+				continue
+			}
 		}
 		return txid, err
 	}
@@ -134,16 +137,23 @@ func (u *unit) Sync(ctx context.Context) (uint64, error) {
 // wake returns the running Replicator, opening and starting one when the
 // database is idle.
 func (u *unit) wake() (*capture.Replicator, error) {
+	r, _, err := u.awake()
+	return r, err
+}
+
+// awake is wake, with the channel closed once that Replicator's Run has
+// returned and the unit has taken what it left.
+func (u *unit) awake() (*capture.Replicator, <-chan struct{}, error) {
 	u.opening.Lock()
 	defer u.opening.Unlock()
 	u.mu.Lock()
 	r, ended := u.r, u.ended
 	u.mu.Unlock()
 	if r != nil {
-		return r, nil
+		return r, ended, nil
 	}
 	if u.ctx.Err() != nil {
-		return nil, fmt.Errorf("%s: no longer replicated", u.db.Path)
+		return nil, nil, fmt.Errorf("%s: no longer replicated", u.db.Path)
 	}
 	if ended != nil {
 		// The last Run may still be returning; its Replicator is closed,
@@ -156,17 +166,17 @@ func (u *unit) wake() (*capture.Replicator, error) {
 	if err != nil {
 		u.state = stateFailed
 		u.last.LastError, u.last.LastErrorTime = err.Error(), time.Now()
-		return nil, err
+		return nil, nil, err
 	}
-	u.r, u.state, u.ended = r, stateActive, make(chan struct{})
-	ended = u.ended
+	done := make(chan struct{})
+	u.r, u.state, u.ended = r, stateActive, done
 	u.d.wg.Add(1)
 	go func() {
 		defer u.d.wg.Done()
-		defer close(ended)
+		defer close(done)
 		u.run(r)
 	}()
-	return r, nil
+	return r, done, nil
 }
 
 // open opens a Replicator on the database; the caller holds u.opening.

@@ -170,7 +170,7 @@ func (u *Uploader) ship(ctx context.Context, e *spool.Entry) error {
 	}
 	for len(job.Pending) > 0 {
 		url := job.Pending[0]
-		if err := u.shipTo(ctx, url, f, e.Size(), job); err != nil {
+		if err := u.shipTo(ctx, url, f, e.Size(), job, e.Attempts() > 0); err != nil {
 			return fmt.Errorf("ship %s to %s: %w", job.Key, url, err)
 		}
 		job.Pending = slices.Delete(job.Pending, 0, 1)
@@ -188,11 +188,14 @@ func (u *Uploader) ship(ctx context.Context, e *spool.Entry) error {
 	return nil
 }
 
-// shipTo makes url hold the data under job.Key: it skips the upload when the
-// target already has the same bytes (a retry after a crash between upload
-// and bookkeeping), and otherwise uploads and reads back what the target
-// recorded, so that a confirmation always means the target has these bytes.
-func (u *Uploader) shipTo(ctx context.Context, url string, f *os.File, size int64, job Job) error {
+// shipTo makes url hold the data under job.Key, so that a confirmation
+// always means the target has these bytes. A retry first asks whether the
+// target has them already (the last attempt may have landed without its
+// answer); a first attempt does not, since sending the same bytes again
+// is harmless and the question would cost every upload a request. A PUT
+// whose answer carries the SHA-256 the store checked the body against
+// needs no reading back; one without is confirmed with a HEAD.
+func (u *Uploader) shipTo(ctx context.Context, url string, f *os.File, size int64, job Job, retry bool) error {
 	store, err := u.store(ctx, url)
 	if err != nil {
 		return err
@@ -200,16 +203,20 @@ func (u *Uploader) shipTo(ctx context.Context, url string, f *os.File, size int6
 	if job.Sealed {
 		store = seal.Raw(store)
 	}
-	if same(ctx, store, job.Key, size, job.SHA256) {
+	if retry && same(ctx, store, job.Key, size, job.SHA256) {
 		return nil
 	}
 	if _, err := f.Seek(0, 0); err != nil {
 		return err
 	}
-	if _, err := store.Put(ctx, job.Key, f, objstore.PutOptions{SHA256: job.SHA256}); err != nil {
+	info, err := store.Put(ctx, job.Key, f, objstore.PutOptions{SHA256: job.SHA256})
+	if err != nil {
 		return err
 	}
-	info, err := store.Head(ctx, job.Key)
+	if info.SHA256 == job.SHA256 && (info.Size == 0 || info.Size == size) {
+		return nil
+	}
+	info, err = store.Head(ctx, job.Key)
 	if err != nil {
 		return fmt.Errorf("confirm upload: %w", err)
 	}
