@@ -62,7 +62,10 @@ func TestReadmeConfigExampleParses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	db := c.DBs[0]
+	if len(c.DBs) != 2 || c.DBs[0].Dir == nil || c.DBs[0].Dir.Path != "/data/tenants" || !c.DBs[0].Dir.Watch {
+		t.Fatalf("the README's example starts with a dir entry; it parsed to %+v", c.DBs)
+	}
+	db := c.DBs[1]
 	if db.Replicas[0].Keys == nil || len(db.Replicas[0].Keys.IDs()) != 2 || c.Files[0].Replica.Keys == nil {
 		t.Errorf("the README's example encrypts the database (a key and an old one) and the inbox; it parsed to %+v", c)
 	}
