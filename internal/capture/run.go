@@ -54,7 +54,7 @@ func (r *Replicator) Run(ctx context.Context) error {
 	if events == nil {
 		events = watchLog(ctx, &wg, r.o.DBPath, r.o.Log)
 	}
-	tick := time.NewTicker(r.o.PollInterval)
+	tick := time.NewTimer(r.o.PollInterval)
 	defer tick.Stop()
 	for {
 		r.step(ctx)
@@ -69,6 +69,14 @@ func (r *Replicator) Run(ctx context.Context) error {
 		if r.job != nil {
 			jobDone = r.job.done
 		}
+		// The next look comes at the poll interval, or when the batch
+		// falls due to ship if that is sooner: a change set must not wait
+		// for a poll, however rare polls are.
+		wait := r.o.PollInterval
+		if !r.batch.empty() {
+			wait = min(wait, max(time.Millisecond, time.Until(r.lastShip.Add(r.o.SyncInterval))))
+		}
+		tick.Reset(wait)
 		select {
 		case <-ctx.Done():
 			r.shutdown()

@@ -40,6 +40,9 @@ const (
 	// up the file events, which inotify may drop, and that finds the
 	// snapshots falling due.
 	statEvery = 10 * time.Second
+	// fleetPoll is how often an active database of a dir entry looks at
+	// its log without an event.
+	fleetPoll = time.Second
 	// settle is how long a new file under a watched directory is left
 	// before it is looked at: an application creating a database writes
 	// its header and turns on WAL mode in the moments after.
@@ -303,6 +306,13 @@ func (f *fleet) consider(e *dirEntry, path string, fromWatch bool) *unit {
 	u := f.d.newUnit(e.ctx, db, co, e)
 	u.events = make(chan struct{}, 1)
 	u.co.Events = u.events
+	if f.watcher != nil && u.co.PollInterval == 0 {
+		// The fleet's events wake the Replicator at each commit; its
+		// polls only back up an event inotify dropped, and at the
+		// default pace a hundred busy databases would spend a core
+		// looking at logs that did not change.
+		u.co.PollInterval = fleetPoll
+	}
 	f.mu.Lock()
 	if f.units[path] != nil {
 		f.mu.Unlock()

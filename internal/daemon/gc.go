@@ -113,6 +113,9 @@ func (d *daemon) maintain(ctx context.Context) {
 func (d *daemon) maintainUnit(u *unit, now time.Time) {
 	db, log := u.db, d.o.Log.With("db", u.db.Path)
 	txid := u.Status().TXID
+	if txid == 0 {
+		return // not opened yet: nothing to measure a change against
+	}
 	u.mu.Lock()
 	if u.sweptAt.IsZero() {
 		// The first round of each spreads over an interval from start,
