@@ -106,11 +106,7 @@ func daemonStates(ctx context.Context, cfg *config.Config) map[string]string {
 	defer cancel()
 	states := map[string]string{}
 	for _, db := range cfg.DBs {
-		cc := newControlClient(db.Path)
-		if db.Dir != nil {
-			cc = newDirControlClient(db.Dir.Path)
-		}
-		rep, err := cc.status(ctx)
+		rep, err := controlOf(db).status(ctx)
 		if err != nil {
 			continue
 		}

@@ -45,11 +45,7 @@ func (c *statusCmd) Run(ctx context.Context, args []string) error {
 		}
 		var all daemon.StatusReport
 		for _, db := range cfg.DBs {
-			cc := newControlClient(db.Path)
-			if db.Dir != nil {
-				cc = newDirControlClient(db.Dir.Path)
-			}
-			rep, err := cc.status(ctx)
+			rep, err := controlOf(db).status(ctx)
 			if err != nil {
 				return err
 			}

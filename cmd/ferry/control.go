@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ferrydb/ferry/internal/config"
 	"github.com/ferrydb/ferry/internal/daemon"
 )
 
@@ -25,6 +26,15 @@ type controlClient struct {
 	http   *http.Client
 	// all asks for every database the socket answers for, not db alone.
 	all bool
+}
+
+// controlOf talks to the daemon replicating the config entry db, about
+// all its databases: on the database's own socket, or its directory's.
+func controlOf(db config.DB) *controlClient {
+	if db.Dir != nil {
+		return newDirControlClient(db.Dir.Path)
+	}
+	return newControlClient(db.Path)
 }
 
 // newDirControlClient talks to the daemon replicating the databases of a
