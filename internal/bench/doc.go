@@ -8,7 +8,9 @@
 // application is a child process (the test binary re-executed) that
 // writes the database the way any program would; ferry runs in the
 // benchmark process, as the sidecar it is, so the process's peak RSS is
-// ferry's plus the harness's.
+// ferry's plus the harness's. Fleet is the exception: it runs the ferry
+// binary as a child, whose memory, descriptors and CPU it reads from
+// /proc, behind a proxy that counts its requests.
 //
 //	go test -run '^$' -bench . -benchtime=1x ./internal/bench/
 //
@@ -23,6 +25,10 @@
 //     ships at once; 500tps is a paced writer at 500 txn/s.
 //   - WriterTPS: the application's 1-row-insert rate without ferry and
 //     then with ferry replicating a database of the same kind, in one run.
+//   - Fleet: FERRY_BENCH_DBS databases (1,000; 10,000 is the large form)
+//     under one dir entry: start-up, idle RSS, CPU, descriptors and
+//     requests, restart, and the lag of 1% of them written, against one
+//     database alone.
 //   - IdleRequests: store requests made while a replicated database
 //     receives no writes, after its initial snapshot and one sync.
 //   - SnapshotCost: bytes and requests of the snapshot that follows an
