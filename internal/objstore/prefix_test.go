@@ -101,7 +101,11 @@ func TestPoolBounds(t *testing.T) {
 			}
 		}()
 	}
-	// Let one through at a time: each leaves room for exactly one more.
+	// Two in flight before any is let through; then one at a time, each
+	// leaving room for exactly one more.
+	for base.inFlight.Load() < 2 {
+		runtime.Gosched()
+	}
 	for range 6 {
 		base.gate <- struct{}{}
 	}
