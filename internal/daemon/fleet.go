@@ -494,6 +494,15 @@ func (f *fleet) event(ev fsnotify.Event) {
 		}
 		name = db // a new database's log: look at the database
 	}
+	if ev.Has(fsnotify.Create) && !strings.HasPrefix(filepath.Base(name), ".") {
+		if fi, err := os.Stat(name); err == nil && fi.IsDir() {
+			if e := f.entryHolding(name); e != nil && e.db.Dir.Watch && e.db.Dir.Recursive {
+				f.watch(name)
+				f.scanNew(e, name)
+			}
+			return
+		}
+	}
 	e := f.entryFor(name)
 	if e == nil || !e.db.Dir.Watch {
 		return
@@ -502,17 +511,16 @@ func (f *fleet) event(ev fsnotify.Event) {
 		if u := f.get(name); u != nil && u.entry == e {
 			if _, err := os.Stat(name); errors.Is(err, fs.ErrNotExist) {
 				f.d.o.Log.Info("a database of the directory is gone; no longer replicating it", "db", name)
-				f.remove(u)
+				// Stopping ships what was captured, which may wait on a
+				// store: not on the goroutine that wakes every other.
+				f.d.wg.Add(1)
+				go func() {
+					defer f.d.wg.Done()
+					f.remove(u)
+				}()
 			}
 		}
 		return
-	}
-	if ev.Has(fsnotify.Create) && e.db.Dir.Recursive {
-		if fi, err := os.Stat(name); err == nil && fi.IsDir() && !strings.HasPrefix(filepath.Base(name), ".") {
-			f.watch(name)
-			f.scanNew(e, name)
-			return
-		}
 	}
 	if f.get(name) == nil {
 		f.mu.Lock()
@@ -563,6 +571,27 @@ func (f *fleet) settled(ctx context.Context, now time.Time) {
 			f.wakeLater(u)
 		}
 	}
+}
+
+// entryHolding returns the dir entry whose directory holds dir, a
+// directory under it that is not hidden, or nil.
+func (f *fleet) entryHolding(dir string) *dirEntry {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, e := range f.entries {
+		rel, err := filepath.Rel(e.db.Dir.Path, dir)
+		if err != nil || rel == "." || strings.HasPrefix(rel, "..") {
+			continue
+		}
+		hidden := false
+		for _, part := range strings.Split(filepath.ToSlash(rel), "/") {
+			hidden = hidden || strings.HasPrefix(part, ".")
+		}
+		if !hidden {
+			return e
+		}
+	}
+	return nil
 }
 
 // entryFor returns the watched-or-not dir entry that takes path.

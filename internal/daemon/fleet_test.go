@@ -329,6 +329,19 @@ func TestFleetWatchedDirectory(t *testing.T) {
 		t.Fatalf("the new database restored as %s, source %s", got, want)
 	}
 
+	// A directory appears, with a database in it.
+	deeper := filepath.Join(dir, "new", "deeper.db")
+	app2 := makeDB(t, deeper)
+	commit(t, app2, 1)
+	eventually(t, "the database of a new directory picked up", 10*time.Second, func() bool {
+		_, ok := rig.dbStatus(deeper)
+		return ok
+	})
+	rig.sync(deeper)
+	if got, want := sha3sum(t, rig.restoreDB("new/deeper.db", 0)), sha3sum(t, deeper); got != want {
+		t.Fatalf("new/deeper.db restored as %s, source %s", got, want)
+	}
+
 	// A database vanishes.
 	for _, suffix := range []string{"", "-wal", "-shm"} {
 		os.Remove(filepath.Join(dir, "gone.db") + suffix)
