@@ -466,7 +466,7 @@ func (f *fleet) loop(ctx context.Context) {
 		case now := <-tick.C:
 			f.look(ctx, now)
 		case now := <-settleTick.C:
-			f.settled(ctx, now)
+			f.settled(now)
 		}
 	}
 }
@@ -552,7 +552,7 @@ func (f *fleet) scanNew(e *dirEntry, dir string) {
 }
 
 // settled looks at the pending files that have settled.
-func (f *fleet) settled(ctx context.Context, now time.Time) {
+func (f *fleet) settled(now time.Time) {
 	f.mu.Lock()
 	var ready []string
 	for path, at := range f.pending {
