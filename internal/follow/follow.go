@@ -56,6 +56,18 @@ type Follower struct {
 	// the next change set's key (see poll); set at the start, after a
 	// failure and when finishing.
 	mustList bool
+	// unchained is set while the follower does not know that the change
+	// set holding its next txid will be named by that txid: after a
+	// restore to a snapshot's txid, that change set may straddle it (the
+	// replicator's open batch held the snapshot's txid and went on past
+	// it), be named by an earlier txid, and reach the store after the
+	// snapshot. Only a listing finds it. While unchained, the follower
+	// lists at chainListAt, backing off from one interval to checkEvery
+	// by doubling chainListWait, and is chained again once it applies a
+	// change set or a listing shows one ending at its txid.
+	unchained     bool
+	chainListAt   time.Time
+	chainListWait time.Duration
 	// checkEvery is how often an idle follower looks for a snapshot
 	// newer than what it holds (see poll); checked is when it last did.
 	checkEvery time.Duration
@@ -89,7 +101,7 @@ func New(store objstore.Store, dbPath string, o Options) *Follower {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	f := &Follower{store: store, path: dbPath, o: o, log: log, mustList: true, checkEvery: snapshotCheckEvery, reg: prometheus.NewRegistry(), marks: markFile{dbPath: dbPath}, restoreRetry: time.Minute}
+	f := &Follower{store: store, path: dbPath, o: o, log: log, mustList: true, unchained: true, checkEvery: snapshotCheckEvery, reg: prometheus.NewRegistry(), marks: markFile{dbPath: dbPath}, restoreRetry: time.Minute}
 	f.metrics = newMetrics(f.reg, f)
 	return f
 }
@@ -192,6 +204,10 @@ func (f *Follower) poll(ctx context.Context, gapSeen *bool) (bool, error) {
 	switch {
 	case f.mustList:
 		next, f.checked = listNext, time.Now()
+	case f.unchained && !time.Now().Before(f.chainListAt):
+		next, f.checked = listNext, time.Now()
+		f.chainListWait = min(max(2*f.chainListWait, f.o.Interval), f.checkEvery)
+		f.chainListAt = time.Now().Add(f.chainListWait)
 	case time.Since(f.checked) >= f.checkEvery:
 		next, f.checked = snapshotCheck, time.Now()
 	}
@@ -201,6 +217,9 @@ func (f *Follower) poll(ctx context.Context, gapSeen *bool) (bool, error) {
 		return false, fmt.Errorf("find the change set after txid %d: %w", applied.TXID, err)
 	}
 	f.mustList = false
+	if st.Chained {
+		f.unchained = false
+	}
 	switch {
 	case st.Segment.Key != "":
 		*gapSeen = false
@@ -215,6 +234,9 @@ func (f *Follower) poll(ctx context.Context, gapSeen *bool) (bool, error) {
 		}
 		if errors.Is(err, errShape) || errors.Is(err, objstore.ErrCorrupt) {
 			return f.restoreLatest(ctx, applied.TXID, slog.LevelWarn, fmt.Sprintf("change set %s cannot be applied: %v", st.Segment.Key, err))
+		}
+		if err == nil {
+			f.unchained = false
 		}
 		return err == nil, err
 	case st.Newest > 0 && st.Newest < applied.TXID:
@@ -390,8 +412,15 @@ func (f *Follower) restoreLatest(ctx context.Context, after uint64, level slog.L
 	f.st.restores++
 	f.mu.Unlock()
 	f.metrics.restores.Inc()
+	f.unchain()
 	f.log.Info("restored the replica's newest state", "db", f.path, "txid", res.TXID, "pages", res.Pages)
 	return true, nil
+}
+
+// unchain makes the follower list for the change set after its txid (see
+// unchained), at once and then less and less often.
+func (f *Follower) unchain() {
+	f.unchained, f.chainListAt, f.chainListWait = true, time.Now(), 0
 }
 
 // install puts the restored database at src in place of the follower's.

@@ -21,6 +21,7 @@ import (
 	"github.com/ferrydb/ferry/internal/layout"
 	"github.com/ferrydb/ferry/internal/objstore"
 	"github.com/ferrydb/ferry/internal/restore"
+	"github.com/ferrydb/ferry/internal/segment"
 )
 
 // logBuffer collects a follower's log for the test to read while it runs.
@@ -279,6 +280,40 @@ func TestGapRestoresTheNewestState(t *testing.T) {
 	tx.Commit()
 	sameContent(t, s, path, s.txid)
 	s.exec("INSERT INTO later VALUES (2)")
+	s.publish()
+	r.waitTXID(t, s.txid)
+	sameContent(t, s, path, s.txid)
+}
+
+// A snapshot can reach the store before the change set holding its txid
+// and the next one: that change set is named by the snapshot's txid, not
+// the next, so a follower that restored the snapshot finds it only by a
+// listing, and must keep listing until it has applied one.
+func TestChangeSetStraddlingTheRestoredSnapshot(t *testing.T) {
+	s := newSource(t, 4096)
+	s.exec("INSERT INTO accounts (balance) VALUES (1)")
+	s.snapshot()
+	cs := &countingStore{Store: s.store, ops: map[string]int{}, keys: map[string]bool{}}
+	path := followerPath(t)
+	r := startFollower(t, cs, path)
+	r.waitTXID(t, s.txid)
+	restored := s.txid
+	// Polls that find nothing new, so that a follower that lists only
+	// once after a restore has stopped listing by now.
+	cs.reset()
+	waitUntil(t, "three polls", func() bool {
+		cs.mu.Lock()
+		defer cs.mu.Unlock()
+		return cs.ops["get"]+cs.ops["list"] >= 6
+	})
+	s.exec("INSERT INTO accounts (balance) VALUES (2)")
+	s.publish()
+	if got, err := segment.ReadHead(context.Background(), s.store, layout.ChangeSetKey(restored)); err != nil || got.First != restored || got.Last != s.txid {
+		t.Fatalf("the change set is %+v, %v; want txids %d-%d under %s", got, err, restored, s.txid, layout.ChangeSetKey(restored))
+	}
+	r.waitTXID(t, s.txid)
+	sameContent(t, s, path, s.txid)
+	s.exec("INSERT INTO accounts (balance) VALUES (3)")
 	s.publish()
 	r.waitTXID(t, s.txid)
 	sameContent(t, s, path, s.txid)

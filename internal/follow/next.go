@@ -21,6 +21,10 @@ type step struct {
 	// Gap is set when the replica holds txids past after, yet no change
 	// set holds after+1: the history the follower needs is gone.
 	Gap bool
+	// Chained is set when a listing shows a change set ending at after:
+	// the replicator's chain reached after, so the next change set is
+	// named after+1 (see Follower.unchained).
+	Chained bool
 }
 
 // getNext finds the change set after txid after by the one key it can
@@ -82,6 +86,7 @@ func listNext(ctx context.Context, store objstore.Store, after uint64) (step, er
 	}
 	st := step{Newest: l.Newest()}
 	for _, s := range l.Segments {
+		st.Chained = st.Chained || s.Last == after
 		if s.First <= after+1 && s.Last > after && s.Last > st.Segment.Last {
 			st.Segment = s
 		}
