@@ -23,9 +23,12 @@ type Options struct {
 	// target through the spool; snapshots go to each store directly.
 	Targets map[string]objstore.Store
 
-	// SyncInterval is the most often a change set is shipped under steady
-	// load; the first commit after a quiet period ships at once. Zero
-	// means 1s.
+	// SyncInterval is the upload budget of change sets under steady load:
+	// one per interval on a fixed cadence, so that an hour of steady
+	// writes at 1s costs at most 3,601 uploads, what a ticker would make.
+	// The first commit after a quiet period ships at once, and a commit
+	// after a partial interval waits only for the next upload the budget
+	// allows (see budget.go); a Sync ships at once. Zero means 1s.
 	SyncInterval time.Duration
 	// SnapshotInterval is how often a changed database gets a new
 	// snapshot. Zero means 1h.

@@ -70,11 +70,11 @@ func (r *Replicator) Run(ctx context.Context) error {
 			jobDone = r.job.done
 		}
 		// The next look comes at the poll interval, or when the batch
-		// falls due to ship if that is sooner: a change set must not wait
-		// for a poll, however rare polls are.
+		// falls due to ship (the budget's next token) if that is sooner:
+		// a change set must not wait for a poll, however rare polls are.
 		wait := r.o.PollInterval
 		if !r.batch.empty() {
-			wait = min(wait, max(time.Millisecond, time.Until(r.lastShip.Add(r.o.SyncInterval))))
+			wait = min(wait, max(time.Millisecond, time.Until(r.tokenDue())))
 		}
 		tick.Reset(wait)
 		select {

@@ -17,11 +17,13 @@ import (
 	"github.com/ferrydb/ferry/internal/uploader"
 )
 
-// shipDue reports whether the batch should become a change set now: the
-// first commit after a quiet period goes out at once, and under steady
-// load at most one change set leaves per sync interval.
+// shipDue reports whether the batch should become a change set now: at
+// once for a Sync or a full batch, otherwise when the upload budget has a
+// token (see budget.go): the first commit after a quiet period goes out
+// at once, and under steady load one change set leaves per sync interval,
+// on a fixed cadence.
 func (r *Replicator) shipDue(now time.Time) bool {
-	return !r.batch.empty() && (len(r.waiting) > 0 || r.batch.full() || now.Sub(r.lastShip) >= r.o.SyncInterval)
+	return !r.batch.empty() && (len(r.waiting) > 0 || r.batch.full() || !now.Before(r.tokenDue()))
 }
 
 // segmentName is the file, in the spool directory, that a change set is
@@ -35,6 +37,7 @@ func (r *Replicator) shipBatch() {
 	if r.batch.empty() {
 		return
 	}
+	start := time.Now()
 	var ts []*target
 	for _, u := range r.urls {
 		if t := r.targets[u]; t.synced {
@@ -86,6 +89,7 @@ func (r *Replicator) shipBatch() {
 		}
 	}
 	r.clearBatch()
+	r.charge(start)
 }
 
 func (r *Replicator) writeSegmentFile(path string) error {
@@ -107,7 +111,6 @@ func (r *Replicator) clearBatch() {
 		r.fail(err)
 	}
 	r.durable = r.current()
-	r.lastShip = time.Now()
 }
 
 // dropBatch gives up a batch that cannot be spooled, recording the gap.

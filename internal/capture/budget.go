@@ -1,0 +1,66 @@
+package capture
+
+import "time"
+
+// The upload budget decides when a batch may become a change set under
+// load: one upload per sync interval on average, spent as early as it
+// allows. It is a token bucket that holds one token and gains one per
+// interval on a fixed schedule. r.lastShip is the time the last change
+// set is charged at, and the next token falls due one interval later
+// (tokenDue):
+//
+//   - A batch ships as soon as a token is there. The first commit after a
+//     quiet period finds one and ships at once; a commit after a partial
+//     interval waits only until the next token falls due, not a whole
+//     interval from when it came.
+//   - A change set that waited for its token, and left within slack of it
+//     falling due, is charged at the moment it fell due, however late the
+//     capture got round to shipping it: the next token falls due one
+//     interval after this one did. Under steady load the uploads keep a
+//     fixed cadence, like a ticker's, anchored at the first commit after
+//     the quiet period, instead of drifting later by the capture's own
+//     work every interval (which both lowered the rate and slid the
+//     cadence across the application's).
+//   - A token taken more than slack after it fell due (the database was
+//     quiet) starts the schedule again from this ship. The bucket never
+//     holds more than the one token, so a quiet period buys no burst.
+//   - A change set shipped before its token (a Sync, a batch grown to its
+//     size limit) does not wait; it takes the partial token, and the next
+//     falls due one interval after it.
+//
+// What the budget guarantees: of the change sets it lets go, any two are
+// at least interval-slack apart, and any n+1 in a row span at least
+// n*interval-slack, so a window of length w holds at most
+// 1+floor((w+slack)/interval) of them. With slack below an interval, a
+// window of n whole intervals holds at most n+1: no more than a fixed
+// ticker at the same interval can make in it, and the burst is the one
+// upload a ticker makes too at the window's start. Under steady load an
+// hour at the default 1s interval sees at most 3,601 change sets. Only a
+// Sync or a full batch ships outside the budget, as before: a caller that
+// syncs, or a writer that fills a batch within an interval, gets its
+// change set at once (and the token with it).
+
+// budgetSlack is the slack of the budget, as a fraction of the sync
+// interval (interval/budgetSlack): enough to absorb a capture pass, a
+// checkpoint or a busy machine between a token falling due and the
+// change set leaving.
+const budgetSlack = 4
+
+// tokenDue returns when the budget next lets a change set go; a time in
+// the past when a token is there.
+func (r *Replicator) tokenDue() time.Time { return r.lastShip.Add(r.o.SyncInterval) }
+
+// charge records against the budget a change set shipped at now.
+func (r *Replicator) charge(now time.Time) {
+	r.lastShip = chargedAt(r.lastShip, now, r.o.SyncInterval)
+}
+
+// chargedAt returns the time a change set shipped at now is charged at,
+// when the one before was charged at last.
+func chargedAt(last, now time.Time, interval time.Duration) time.Time {
+	due := last.Add(interval)
+	if late := now.Sub(due); late >= 0 && late <= interval/budgetSlack {
+		return due
+	}
+	return now
+}
