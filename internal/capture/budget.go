@@ -50,6 +50,9 @@ const budgetSlack = 4
 // the past when a token is there.
 func (r *Replicator) tokenDue() time.Time { return r.lastShip.Add(r.o.SyncInterval) }
 
+// budgetReady reports whether the budget has a token at now.
+func (r *Replicator) budgetReady(now time.Time) bool { return !now.Before(r.tokenDue()) }
+
 // charge records against the budget a change set shipped at now.
 func (r *Replicator) charge(now time.Time) {
 	r.lastShip = chargedAt(r.lastShip, now, r.o.SyncInterval)

@@ -23,7 +23,7 @@ import (
 // at once, and under steady load one change set leaves per sync interval,
 // on a fixed cadence.
 func (r *Replicator) shipDue(now time.Time) bool {
-	return !r.batch.empty() && (len(r.waiting) > 0 || r.batch.full() || !now.Before(r.tokenDue()))
+	return !r.batch.empty() && (len(r.waiting) > 0 || r.batch.full() || r.budgetReady(now))
 }
 
 // segmentName is the file, in the spool directory, that a change set is
