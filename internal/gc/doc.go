@@ -1,5 +1,5 @@
 // Package gc gives a replica's history a lifecycle: it deletes the
-// snapshots, change sets and chunks that no restore inside the retention
+// snapshots, change sets, packs and chunks that no restore inside the retention
 // period needs, without ever leaving a manifest that names an absent
 // chunk, even while a replicator, on this machine or another, is taking a
 // snapshot of the same replica.
@@ -11,18 +11,30 @@
 // at or before now-Retention (or the oldest there is, when none is that
 // old); it and every snapshot after it stay, with every change set after
 // it. Older snapshots and change sets that end at or before it go, and
-// then every chunk that no kept manifest names and that is old enough (see
-// below). Deletions go oldest first: manifests, then change sets, then
-// chunks. Killed at any instruction, gc leaves a replica whose kept part
+// then every pack and chunk that no kept manifest names and that is old
+// enough (see below). Deletions go oldest first: manifests, then change
+// sets, then packs and chunks. Killed at any instruction, gc leaves a replica whose kept part
 // is untouched; what it did not delete yet is garbage for the next run.
 //
-// # Why a chunk is never deleted from under a snapshot
+// # Why a pack is never deleted from under a snapshot
 //
-// A snapshot names chunks it did not upload itself in two ways: chunks of
-// the replicator's previous snapshot, which is the newest manifest and so
-// always kept, and chunks that a create-only upload found already stored.
-// The second kind is the danger: such a chunk may be named by no manifest
-// (its snapshots expired) and be on its way out. Two rules make it safe.
+// Today's snapshots store chunks in packs (package snapshot), and name
+// packs they did not store themselves only when those are packs of the
+// replicator's previous snapshot, the newest manifest, which is always
+// kept. The packs a snapshot in flight stores are named by no manifest
+// until its own lands, so a pack named by no kept manifest is deleted only
+// once it is older than Grace (rule 1 below), which must exceed the
+// longest a snapshot takes.
+//
+// # Why a loose chunk is never deleted from under a snapshot
+//
+// Snapshots of manifest version 1, which an older ferry may still be
+// writing to the same replica, store each chunk as an object of its own,
+// and name chunks they did not upload in two ways: chunks of the
+// replicator's previous snapshot, always kept as above, and chunks that a
+// create-only upload found already stored. The second kind is the
+// danger: such a chunk may be named by no manifest (its snapshots
+// expired) and be on its way out. Two rules make it safe.
 //
 //  1. Grace. A chunk named by no manifest is deleted only once it is older
 //     than Grace by the store's own clock (its modification time against

@@ -52,11 +52,11 @@ type Report struct {
 	// replica held stays restorable.
 	Oldest uint64 `json:"oldest_snapshot_txid"`
 	// Deleted lists what went (with DryRun: what would go), oldest first:
-	// manifests, change sets, chunks, expired reprieves.
+	// manifests, change sets, packs, chunks, expired reprieves.
 	Deleted []Object `json:"deleted"`
 	Bytes   int64    `json:"bytes"`
-	// Spared counts garbage chunks kept because they are younger than
-	// Grace or a reprieve names them.
+	// Spared counts garbage chunks and packs kept because they are
+	// younger than Grace or a reprieve names them.
 	Spared int  `json:"spared_chunks"`
 	DryRun bool `json:"dry_run"`
 }
@@ -137,6 +137,7 @@ func Run(ctx context.Context, store objstore.Store, o Options) (Report, error) {
 		}
 	}
 	named := snapshot.AddressSet{}
+	namedPacks := map[snapshot.PackID]bool{}
 	for _, s := range l.Snapshots[keep:] {
 		m := manifests[s.TXID]
 		if m == nil {
@@ -145,13 +146,33 @@ func Run(ctx context.Context, store objstore.Store, o Options) (Report, error) {
 			return rep, deleteAll(ctx, store, doomed, &rep, o)
 		}
 		named.AddManifest(m)
+		for _, p := range m.Packs {
+			namedPacks[p.ID] = true
+		}
 	}
 	if err := deleteAll(ctx, store, doomed, &rep, o); err != nil {
 		return rep, err
 	}
 
-	chunks, err := layout.Read(ctx, store, layout.Chunks, nil)
+	chunks, err := layout.Read(ctx, store, layout.Chunks|layout.Packs, nil)
 	if err != nil {
+		return rep, err
+	}
+	// A pack no kept manifest names is garbage once older than Grace: a
+	// snapshot relies only on the packs it stored itself, which are
+	// younger until its manifest lands, and on those of manifests kept
+	// (see the package documentation).
+	var garbagePacks []Object
+	for _, p := range chunks.Packs {
+		switch {
+		case namedPacks[p.ID]:
+		case now.Sub(p.Modified)-clockResolution < o.Grace:
+			rep.Spared++
+		default:
+			garbagePacks = append(garbagePacks, Object{p.Key, p.Size})
+		}
+	}
+	if err := deleteAll(ctx, store, garbagePacks, &rep, o); err != nil {
 		return rep, err
 	}
 	var garbage []layout.Chunk

@@ -68,6 +68,9 @@ func keys(t *testing.T, store objstore.Store) map[string]bool {
 	for _, b := range l.Breaks {
 		out[b.Key] = true
 	}
+	for _, p := range l.Packs {
+		out[p.Key] = true
+	}
 	for _, c := range l.Chunks {
 		out[c.Key] = true
 	}
@@ -132,8 +135,8 @@ func TestRetentionKeepsWhatRestoresAndDropsTheRest(t *testing.T) {
 	}
 	after := keys(t, store)
 	gone := []string{old.Key(), layout.SegmentKey(1, 9), layout.SegmentKey(11, 19), layout.SegmentKey(20, 20), layout.ChangeSetKey(12)}
-	for _, a := range old.Chunks {
-		gone = append(gone, layout.ChunkKey(a))
+	for p := range old.Packs {
+		gone = append(gone, old.PackKey(uint32(p)))
 	}
 	for _, k := range gone {
 		if after[k] {
@@ -153,9 +156,9 @@ func TestRetentionKeepsWhatRestoresAndDropsTheRest(t *testing.T) {
 	}
 }
 
-// TestYoungGarbageIsSpared checks the grace period: chunks no manifest
-// names yet (those of a snapshot in flight) stay until they are older
-// than Grace by the store's clock.
+// TestYoungGarbageIsSpared checks the grace period: chunks and packs no
+// manifest names yet (those of a snapshot in flight) stay until they are
+// older than Grace by the store's clock.
 func TestYoungGarbageIsSpared(t *testing.T) {
 	ctx := context.Background()
 	store := memstore.New()
@@ -167,12 +170,15 @@ func TestYoungGarbageIsSpared(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	if _, err := store.Put(ctx, layout.PackKey([16]byte{7}), bytes.NewReader([]byte("x")), objstore.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	rep, err := Run(ctx, store, Options{Retention: time.Hour, Grace: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rep.Deleted) != 0 || rep.Spared != 2 {
-		t.Fatalf("deleted %v, spared %d; want nothing deleted and 2 spared", rep.Deleted, rep.Spared)
+	if len(rep.Deleted) != 0 || rep.Spared != 3 {
+		t.Fatalf("deleted %v, spared %d; want nothing deleted and 3 spared", rep.Deleted, rep.Spared)
 	}
 }
 
@@ -200,72 +206,63 @@ func (g *gate) Put(ctx context.Context, key string, body io.ReadSeeker, o objsto
 	return g.Store.Put(ctx, key, body, o)
 }
 
-// TestSnapshotRelyingOnGarbageSurvivesGC runs gc at the worst moments of a
-// snapshot that finds its chunks already stored, named by no manifest and
-// old enough to be garbage: before its manifest lands, and before its
-// reprieve is stored. The manifest's chunks must all be there at the end.
-// Without reprieves (the first case) the same interleaving leaves a
-// manifest naming deleted chunks: the safety rule is what the test checks.
-func TestSnapshotRelyingOnGarbageSurvivesGC(t *testing.T) {
-	const window = 300 * time.Millisecond
-	for _, c := range []struct {
-		name     string
-		reprieve time.Duration // the snapshot's window; negative: none
-		gateAt   string        // the snapshot stops before its first Put here
-		wantLost bool
-	}{
-		{"no reprieve: gc before the manifest", -1, "snapshots/", true},
-		{"gc before the reprieve is stored", window, layout.ReprievesDir, false},
-		{"gc before the manifest", window, "snapshots/", false},
-	} {
-		t.Run(c.name, func(t *testing.T) {
-			ctx := context.Background()
-			store := memstore.New()
-			var clock atomic.Int64 // the store's clock, set by hand
-			clock.Store(time.Now().UnixNano())
-			store.SetClock(func() time.Time { return time.Unix(0, clock.Load()) })
-			x := image(10, 4)
-			past := time.Unix(0, clock.Load()).Add(-time.Minute)
-			write(t, store, x, 1, past, snapshot.Options{})
-			write(t, store, image(20, 4), 2, past.Add(time.Second), snapshot.Options{})
-			// Only the newest snapshot is kept, so snapshot 1 and its
-			// chunks are garbage.
-			if _, err := Run(ctx, store, Options{Retention: time.Nanosecond, Grace: time.Hour}); err != nil {
-				t.Fatal(err)
-			}
-			// Two hours on: snapshot 1's chunks are old enough to go.
-			clock.Add(int64(2 * time.Hour))
-			if _, err := store.Head(ctx, layout.ManifestKey(1)); err == nil {
-				t.Fatal("snapshot 1 should be gone")
-			}
+// TestSnapshotInFlightSurvivesGC runs gc while a snapshot has stored its
+// packs and not yet its manifest, at a time when every older snapshot is
+// past retention: the new packs are spared as younger than Grace, the
+// previous snapshot's packs as named by the newest manifest, and the
+// packs of expired snapshots go once old enough. The manifest's chunks
+// must all be there at the end.
+func TestSnapshotInFlightSurvivesGC(t *testing.T) {
+	ctx := context.Background()
+	store := memstore.New()
+	var clock atomic.Int64 // the store's clock, set by hand
+	clock.Store(time.Now().UnixNano())
+	store.SetClock(func() time.Time { return time.Unix(0, clock.Load()) })
+	past := time.Unix(0, clock.Load()).Add(-time.Minute)
+	first := write(t, store, image(10, 4), 1, past, snapshot.Options{})
+	y := image(20, 4)
+	second := write(t, store, y, 2, past.Add(time.Second), snapshot.Options{})
+	if _, err := Run(ctx, store, Options{Retention: time.Nanosecond, Grace: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	clock.Add(int64(2 * time.Hour))
+	// Snapshot 1 went, and two hours on its pack is old enough to go too.
+	if _, err := Run(ctx, store, Options{Retention: time.Nanosecond, Grace: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.Head(ctx, first.PackKey(0)); !objstore.IsNotFound(err) {
+		t.Fatalf("the expired snapshot's pack: %v; want it gone", err)
+	}
 
-			// A snapshot of image x again: every chunk is found stored.
-			g := newGate(store, c.gateAt)
-			done := make(chan snapshot.Manifest, 1)
-			go func() {
-				m, _, err := snapshot.Write(ctx, g, bytes.NewReader(x), pageSize, uint32(len(x)/pageSize), 3, time.Now(), snapshot.Options{ReprieveWindow: c.reprieve})
-				if err != nil {
-					t.Error(err)
-				}
-				done <- m
-			}()
-			<-g.reached
-			rep, err := Run(ctx, store, Options{Retention: time.Nanosecond, Grace: time.Hour, ReprieveWindow: window})
-			if err != nil {
-				t.Fatal(err)
-			}
-			close(g.release)
-			m := <-done
-			if t.Failed() {
-				return
-			}
-			bad, err := snapshot.VerifyChunks(ctx, store, m, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if lost := len(bad) > 0; lost != c.wantLost {
-				t.Fatalf("chunks missing under the manifest: %v (gc deleted %d objects, spared %d); want lost=%v", bad, len(rep.Deleted), rep.Spared, c.wantLost)
-			}
-		})
+	// Snapshot 3 changes one chunk of snapshot 2's image: it stores one
+	// pack and names snapshot 2's for the rest.
+	y[5] ^= 1
+	dirty := snapshot.ChunkSet{}
+	dirty.Add(0)
+	g := newGate(store, "snapshots/")
+	done := make(chan snapshot.Manifest, 1)
+	go func() {
+		m, _, err := snapshot.Write(ctx, g, bytes.NewReader(y), pageSize, uint32(len(y)/pageSize), 3, time.Now(), snapshot.Options{Previous: &second, Dirty: dirty})
+		if err != nil {
+			t.Error(err)
+		}
+		done <- m
+	}()
+	<-g.reached
+	rep, err := Run(ctx, store, Options{Retention: time.Nanosecond, Grace: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	close(g.release)
+	m := <-done
+	if t.Failed() {
+		return
+	}
+	if len(m.Packs) != 2 || rep.Spared != 1 {
+		t.Fatalf("snapshot 3 names %d packs, gc spared %d; want 2 and 1", len(m.Packs), rep.Spared)
+	}
+	bad, err := snapshot.VerifyChunks(ctx, store, m, nil)
+	if err != nil || len(bad) > 0 {
+		t.Fatalf("chunks missing under the manifest: %v, %v (gc deleted %v)", bad, err, rep.Deleted)
 	}
 }

@@ -9,6 +9,7 @@
 //	segments/<first txid, 16 hex>.seg                      ChangeSetKey
 //	segments/<first txid, 16 hex>-<last txid, 16 hex>.seg  SegmentKey
 //	chunks/<first 2 hex of the address>/<address, 64 hex>  ChunkKey
+//	packs/<first 2 hex of the id>/<id, 32 hex>             PackKey
 //	leases/...                                             reserved
 //
 // Hex digits are lower case and zero-padded, so that keys sort as their
@@ -77,6 +78,6 @@
 //     the newer one that carries the replica on.
 //   - A restore, and the commands that show what a replica holds, list
 //     snapshots and segments once, to plan.
-//   - verify lists everything once, chunks included, and checks presence
+//   - verify lists everything once, chunks and packs included, and checks presence
 //     against the listing instead of asking for each object.
 package layout

@@ -14,6 +14,7 @@ const (
 	snapshotsDir = "snapshots/"
 	segmentsDir  = "segments/"
 	chunksDir    = "chunks/"
+	packsDir     = "packs/"
 
 	manifestSuffix = ".manifest"
 	segmentSuffix  = ".seg"
@@ -133,6 +134,30 @@ func ParseChunkKey(key string) ([32]byte, error) {
 	}
 	hex.Decode(addr[:], []byte(name[3:]))
 	return addr, nil
+}
+
+// PackKey returns the key of the pack named id. A pack holds many chunks
+// of one snapshot's upload, one after another (package snapshot owns the
+// format); its name is random, as two packs of equal content are no use
+// to anyone, and spread over 256 prefixes as chunks are.
+func PackKey(id [16]byte) string {
+	s := hex.EncodeToString(id[:])
+	return packsDir + s[:2] + "/" + s
+}
+
+// ParsePackKey returns the id a pack key names. It accepts exactly what
+// PackKey produces.
+func ParsePackKey(key string) ([16]byte, error) {
+	var id [16]byte
+	name, ok := strings.CutPrefix(key, packsDir)
+	if !ok || len(name) != 3+2*len(id) || name[2] != '/' || name[:2] != name[3:5] {
+		return id, fmt.Errorf("%q is not a pack key (packs/<2 hex>/<the same 2 and 30 more hex>)", key)
+	}
+	if !lowerHex(name[3:]) {
+		return id, fmt.Errorf("%q is not a pack key: the id is not lower-case hex", key)
+	}
+	hex.Decode(id[:], []byte(name[3:]))
+	return id, nil
 }
 
 // parseHex16 parses a txid as keys spell it. strconv alone would accept

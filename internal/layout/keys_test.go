@@ -22,6 +22,7 @@ func TestKeySpelling(t *testing.T) {
 		{ChangeSetKey(255), "segments/00000000000000ff.seg"},
 		{ChangeSetKey(1<<64 - 1), "segments/ffffffffffffffff.seg"},
 		{ChunkKey(addr), "chunks/2d/2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881"},
+		{PackKey([16]byte(addr[:16])), "packs/2d/2d711642b726b04401627ca9fbac32f5"},
 	} {
 		if c.got != c.want {
 			t.Errorf("got %q, want %q", c.got, c.want)
@@ -52,6 +53,10 @@ func TestKeysRoundTrip(t *testing.T) {
 		addr := [32]byte(rapid.SliceOfN(rapid.Byte(), 32, 32).Draw(t, "addr"))
 		if got, err := ParseChunkKey(ChunkKey(addr)); err != nil || got != addr {
 			t.Fatalf("ParseChunkKey(%q) = %x, %v", ChunkKey(addr), got, err)
+		}
+		id := [16]byte(addr[:16])
+		if got, err := ParsePackKey(PackKey(id)); err != nil || got != id {
+			t.Fatalf("ParsePackKey(%q) = %x, %v", PackKey(id), got, err)
 		}
 	})
 }
@@ -132,6 +137,16 @@ func TestMalformedKeys(t *testing.T) {
 			t.Errorf("ParseChunkKey(%q) succeeded", key)
 		}
 	}
+	id := addr[:32]
+	for _, key := range []string{
+		"", "packs/", "packs/ab/", "packs/" + id, "packs/ab" + id, "packs/ab/" + id + "0",
+		"packs/ab/" + id[:30], "packs/ba/" + id, "packs/AB/" + strings.ToUpper(id),
+		"packs/ab/" + id + ".tmp", "x/packs/ab/" + id, "chunks/ab/" + id, "packs/ab/" + addr,
+	} {
+		if _, err := ParsePackKey(key); err == nil {
+			t.Errorf("ParsePackKey(%q) succeeded", key)
+		}
+	}
 }
 
 // FuzzParse holds every parser to its promise: it accepts exactly what its
@@ -139,7 +154,7 @@ func TestMalformedKeys(t *testing.T) {
 // key of the same object.
 func FuzzParse(f *testing.F) {
 	for _, k := range []string{
-		ManifestKey(1), SegmentKey(1, 2), ChangeSetKey(3), "segments/000000000000000A.seg", ChunkKey([32]byte{1}), "snapshots/00000000000000FF.manifest",
+		ManifestKey(1), SegmentKey(1, 2), ChangeSetKey(3), "segments/000000000000000A.seg", ChunkKey([32]byte{1}), PackKey([16]byte{1}), "snapshots/00000000000000FF.manifest",
 		"segments/0000000000000002-0000000000000001.seg", "chunks/ab/ab",
 	} {
 		f.Add(k)
@@ -156,6 +171,9 @@ func FuzzParse(f *testing.F) {
 		}
 		if addr, err := ParseChunkKey(key); err == nil && ChunkKey(addr) != key {
 			t.Errorf("ParseChunkKey(%q) = %x, whose key is %q", key, addr, ChunkKey(addr))
+		}
+		if id, err := ParsePackKey(key); err == nil && PackKey(id) != key {
+			t.Errorf("ParsePackKey(%q) = %x, whose key is %q", key, id, PackKey(id))
 		}
 	})
 }

@@ -54,8 +54,9 @@ const (
 	Snapshots Kind = 1 << iota
 	Segments
 	Chunks
+	Packs
 
-	All = Snapshots | Segments | Chunks
+	All = Snapshots | Segments | Chunks | Packs
 )
 
 // Snapshot is a snapshot's manifest as listed.
@@ -79,6 +80,15 @@ type Segment struct {
 type Chunk struct {
 	Key      string
 	Addr     [32]byte
+	Size     int64
+	Modified time.Time
+}
+
+// Pack is a pack as listed, with its modification time by the store's
+// clock, from which gc tells its age.
+type Pack struct {
+	Key      string
+	ID       [16]byte
 	Size     int64
 	Modified time.Time
 }
@@ -113,6 +123,7 @@ type Listing struct {
 	Segments  []Segment
 	Breaks    []Break
 	Chunks    []Chunk
+	Packs     []Pack
 	Foreign   []Foreign
 }
 
@@ -166,6 +177,7 @@ func Read(ctx context.Context, store Lister, kinds Kind, heads HeadReader) (List
 		{Snapshots, snapshotsDir, l.addSnapshot},
 		{Segments, segmentsDir, addSegment},
 		{Chunks, chunksDir, l.addChunk},
+		{Packs, packsDir, l.addPack},
 	} {
 		if kinds&d.kind == 0 {
 			continue
@@ -190,6 +202,7 @@ func Read(ctx context.Context, store Lister, kinds Kind, heads HeadReader) (List
 	})
 	slices.SortFunc(l.Breaks, func(a, b Break) int { return cmp.Compare(a.TXID, b.TXID) })
 	slices.SortFunc(l.Chunks, func(a, b Chunk) int { return strings.Compare(a.Key, b.Key) })
+	slices.SortFunc(l.Packs, func(a, b Pack) int { return strings.Compare(a.Key, b.Key) })
 	slices.SortFunc(l.Foreign, func(a, b Foreign) int { return strings.Compare(a.Key, b.Key) })
 	return l, nil
 }
@@ -214,6 +227,14 @@ func (l *Listing) addChunk(info objstore.Info) error {
 	addr, err := ParseChunkKey(info.Key)
 	if err == nil {
 		l.Chunks = append(l.Chunks, Chunk{Key: info.Key, Addr: addr, Size: info.Size, Modified: info.Modified})
+	}
+	return err
+}
+
+func (l *Listing) addPack(info objstore.Info) error {
+	id, err := ParsePackKey(info.Key)
+	if err == nil {
+		l.Packs = append(l.Packs, Pack{Key: info.Key, ID: id, Size: info.Size, Modified: info.Modified})
 	}
 	return err
 }

@@ -7,6 +7,9 @@
 //
 // What it finds, and what it does:
 //
+//   - A pack missing or damaged: a damaged one is deleted, and the
+//     replicator is told to reread every chunk at its next snapshot.
+//     Packs have random names, so no other target holds the same one.
 //   - A chunk missing or damaged: with another target holding it intact,
 //     it is copied from there. Otherwise a damaged copy is deleted and the
 //     replicator is told to reread every chunk at its next snapshot, which
@@ -123,7 +126,7 @@ func (s *Scrubber) Pass(ctx context.Context, url string) (Report, error) {
 	if err != nil {
 		return rep, err
 	}
-	total := len(l.Snapshots) + len(l.Segments) + len(l.Chunks)
+	total := len(l.Snapshots) + len(l.Segments) + len(l.Chunks) + len(l.Packs)
 	if total == 0 {
 		return rep, nil
 	}
@@ -136,6 +139,12 @@ func (s *Scrubber) Pass(ctx context.Context, url string) (Report, error) {
 	for _, c := range l.Chunks {
 		present[c.Addr] = true
 	}
+	presentPacks := make(map[snapshot.PackID]bool, len(l.Packs))
+	for _, p := range l.Packs {
+		presentPacks[p.ID] = true
+	}
+	// What the manifests say each pack holds, for checking its content.
+	inPack := map[snapshot.PackID][]snapshot.PackChunk{}
 
 	lostChunks := false
 	var lostSets []layout.Segment // change sets handed to LostChangeSet
@@ -154,8 +163,22 @@ func (s *Scrubber) Pass(ctx context.Context, url string) (Report, error) {
 			}
 		}
 		if err == nil {
+			for id, chunks := range m.PackChunks() {
+				if _, seen := inPack[id]; !seen {
+					inPack[id] = chunks
+				}
+				if presentPacks[id] {
+					continue
+				}
+				// Packs have random names, so no other target holds this
+				// one: a full snapshot stores the database's chunks anew.
+				key := layout.PackKey(id)
+				presentPacks[id] = true // one report per pack
+				s.damaged(&rep, url, "pack", key, fmt.Errorf("missing; named by %s", sn.Key))
+				lostChunks = true
+			}
 			for i, a := range m.Chunks {
-				if present[a] {
+				if present[a] || m.Loc(i).Pack != snapshot.Loose {
 					continue
 				}
 				key := snapshot.ChunkKey(a)
@@ -214,6 +237,23 @@ func (s *Scrubber) Pass(ctx context.Context, url string) (Report, error) {
 				}
 				lostChunks = true
 			}
+		}
+		if !pace(time.Since(start)) {
+			return rep, ctx.Err()
+		}
+	}
+	for _, p := range l.Packs {
+		start := time.Now()
+		n, err := snapshot.CheckPack(ctx, store, p.ID, inPack[p.ID], s.o.Keys)
+		rep.Checked++
+		rep.Bytes += n
+		s.o.Metrics.checked(url, "pack", n)
+		if err != nil && ctx.Err() == nil && !errors.Is(err, objstore.ErrNotFound) {
+			s.damaged(&rep, url, "pack", p.Key, err)
+			if err := store.Delete(ctx, p.Key); err != nil {
+				return rep, fmt.Errorf("delete damaged %s: %w", p.Key, err)
+			}
+			lostChunks = true
 		}
 		if !pace(time.Since(start)) {
 			return rep, ctx.Err()

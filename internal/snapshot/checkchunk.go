@@ -2,6 +2,9 @@ package snapshot
 
 import (
 	"context"
+	"io"
+
+	"github.com/ferrydb/ferry/internal/layout"
 
 	"github.com/ferrydb/ferry/internal/objstore"
 )
@@ -55,4 +58,50 @@ func addressedBy(chunk []byte, a Address, keys Keys) bool {
 		}
 	}
 	return false
+}
+
+// PackChunk is a chunk that a manifest places in a pack.
+type PackChunk struct {
+	Addr           Address
+	Offset, Length uint32
+}
+
+// PackChunks returns, for each pack m names, the chunks m places in it.
+func (m *Manifest) PackChunks() map[PackID][]PackChunk {
+	out := make(map[PackID][]PackChunk, len(m.Packs))
+	for i, l := range m.Locs {
+		if l.Pack != Loose {
+			id := m.Packs[l.Pack].ID
+			out[id] = append(out[id], PackChunk{Addr: m.Chunks[i], Offset: l.Offset, Length: l.Length})
+		}
+	}
+	return out
+}
+
+// CheckPack downloads the pack id whole and checks each of chunks in it
+// with CheckChunkData. It returns the bytes read from the store, and a
+// *ChunkError naming the pack when it is missing, shorter than a chunk
+// needs, or holds a damaged chunk. Like CheckChunk it needs no manifest,
+// only what manifests say the pack holds.
+func CheckPack(ctx context.Context, store objstore.Store, id PackID, chunks []PackChunk, keys Keys) (int64, error) {
+	key := layout.PackKey(id)
+	rc, _, err := store.Get(ctx, key, nil)
+	if err != nil {
+		return 0, &ChunkError{Key: key, Index: -1, Err: err}
+	}
+	defer rc.Close()
+	data, err := io.ReadAll(io.LimitReader(rc, 1<<32))
+	if err != nil {
+		return int64(len(data)), &ChunkError{Key: key, Index: -1, Err: err}
+	}
+	for _, c := range chunks {
+		end := int64(c.Offset) + int64(c.Length)
+		if end > int64(len(data)) {
+			return int64(len(data)), corruptChunk(key, -1, "%d bytes, shorter than the chunk at %d..%d", len(data), c.Offset, end)
+		}
+		if err := CheckChunkData(c.Addr, data[c.Offset:end], keys); err != nil {
+			return int64(len(data)), corruptChunk(key, -1, "chunk %s at offset %d: %v", ChunkKey(c.Addr), c.Offset, err)
+		}
+	}
+	return int64(len(data)), nil
 }

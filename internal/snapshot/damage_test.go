@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 
@@ -24,7 +25,7 @@ func smallSnapshot(t *testing.T) (*memstore.Store, Manifest, []byte) {
 	for i := range img {
 		img[i] = byte(rng.Uint32())
 	}
-	m, _, err := Write(context.Background(), store, bytes.NewReader(img), 1024, uint32(len(img)/1024), 5, t0, Options{})
+	m, _, err := Write(context.Background(), store, bytes.NewReader(img), 1024, uint32(len(img)/1024), 5, t0, Options{Parallelism: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,8 +42,9 @@ func zstdFrame(t *testing.T, data []byte) []byte {
 	return enc.EncodeAll(data, nil)
 }
 
-// TestRestoreCorruptChunk damages one stored chunk in several ways: each
-// Restore must fail naming that chunk, and write nothing from it.
+// TestRestoreCorruptChunk damages one stored chunk in its pack in several
+// ways: each Restore must fail naming that chunk and its pack, and write
+// nothing from it.
 func TestRestoreCorruptChunk(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -59,18 +61,10 @@ func TestRestoreCorruptChunk(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			store, m, _ := smallSnapshot(t)
-			key := ChunkKey(m.Chunks[2])
-			rc, _, err := store.Get(context.Background(), key, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var stored bytes.Buffer
-			stored.ReadFrom(rc)
-			rc.Close()
-			store.Corrupt(key, tc.data(t, stored.Bytes()))
+			key := damageChunk(t, store, m, 2, func(b []byte) []byte { return tc.data(t, b) })
 
 			var dst memFile
-			err = Restore(context.Background(), store, m, &dst, 1, nil)
+			err := Restore(context.Background(), store, m, &dst, 1, nil)
 			var ce *ChunkError
 			if !errors.Is(err, objstore.ErrCorrupt) || !errors.As(err, &ce) || ce.Key != key || ce.Index != 2 {
 				t.Fatalf("Restore = %v, want a corrupt-chunk error for %s", err, key)
@@ -87,9 +81,9 @@ func TestRestoreCorruptChunk(t *testing.T) {
 	}
 }
 
-func TestRestoreMissingChunk(t *testing.T) {
+func TestRestoreMissingPack(t *testing.T) {
 	store, m, _ := smallSnapshot(t)
-	key := ChunkKey(m.Chunks[3])
+	key := m.PackKey(m.Locs[3].Pack)
 	if err := store.Delete(context.Background(), key); err != nil {
 		t.Fatal(err)
 	}
@@ -105,15 +99,31 @@ func TestRestoreMissingChunk(t *testing.T) {
 }
 
 // TestManifestNamingAbsentChunk stores a well-formed manifest that names a
-// chunk the store never had: Load accepts it (it is well-formed), Check
-// and Restore refuse it, naming the chunk.
+// loose chunk the store never had, and one that names a pack it never
+// had: Load accepts them (they are well-formed), Check and Restore refuse
+// them, naming the object.
 func TestManifestNamingAbsentChunk(t *testing.T) {
-	store, m, _ := smallSnapshot(t)
+	t.Run("loose", func(t *testing.T) {
+		store, m, _ := smallSnapshot(t)
+		bad := m
+		bad.Chunks = append([]Address(nil), m.Chunks...)
+		bad.Chunks[1] = SHA256{}.Address([]byte("a chunk nobody stored"))
+		bad.Locs = append([]Loc(nil), m.Locs...)
+		bad.Locs[1] = Loc{Pack: Loose}
+		absentObject(t, store, bad, ChunkKey(bad.Chunks[1]))
+	})
+	t.Run("pack", func(t *testing.T) {
+		store, m, _ := smallSnapshot(t)
+		bad := m
+		bad.Packs = []Pack{{ID: PackID{0xfe}, Size: m.Packs[0].Size}}
+		absentObject(t, store, bad, bad.PackKey(0))
+	})
+}
+
+func absentObject(t *testing.T, store *memstore.Store, bad Manifest, want string) {
+	t.Helper()
 	ctx := context.Background()
-	bad := m
 	bad.TXID = 6
-	bad.Chunks = append([]Address(nil), m.Chunks...)
-	bad.Chunks[1] = SHA256{}.Address([]byte("a chunk nobody stored"))
 	bad.DBHash = DBHash(bad.PageSize, bad.PageCount, bad.Chunks)
 	data, err := bad.MarshalBinary()
 	if err != nil {
@@ -126,7 +136,6 @@ func TestManifestNamingAbsentChunk(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := ChunkKey(bad.Chunks[1])
 	for name, err := range map[string]error{
 		"Check":   Check(ctx, store, loaded, 2),
 		"Restore": Restore(ctx, store, loaded, &memFile{}, 2, nil),
@@ -137,27 +146,28 @@ func TestManifestNamingAbsentChunk(t *testing.T) {
 	}
 }
 
-// TestManifestWrittenLast fails the upload of one chunk: Write must fail
+// TestManifestWrittenLast fails the upload of one pack: Write must fail
 // and leave no manifest behind, so no reader can see the snapshot.
 func TestManifestWrittenLast(t *testing.T) {
 	img := randomImage(rand.New(rand.NewPCG(5, 5)), 20*ChunkSize)
-	for _, failAt := range []int64{1, 7, 20} {
+	for _, failAt := range []int64{1, 2, 4} {
 		t.Run(fmt.Sprint(failAt), func(t *testing.T) {
 			store := &countingStore{Store: memstore.New()}
 			boom := errors.New("store is down")
 			store.failPut = func(key string) error {
-				if strings.HasPrefix(key, "chunks/") && store.chunkPuts.Load() == failAt {
+				if strings.HasPrefix(key, "packs/") && store.packPuts.Load() == failAt {
 					return &objstore.Error{Op: "put", Key: key, StatusCode: 503, Err: boom}
 				}
 				return nil
 			}
-			_, _, err := Write(context.Background(), store, bytes.NewReader(img), 4096, uint32(len(img)/4096), 8, t0, Options{Parallelism: 3})
+			// A pack for every chunk or two.
+			opts := Options{Parallelism: 3, PackBytes: ChunkSize / 2}
+			_, _, err := Write(context.Background(), store, bytes.NewReader(img), 4096, uint32(len(img)/4096), 8, t0, opts)
 			if !errors.Is(err, boom) {
 				t.Fatalf("Write = %v", err)
 			}
-			var ce *ChunkError
-			if !errors.As(err, &ce) || !strings.HasPrefix(ce.Key, "chunks/") {
-				t.Fatalf("error %v does not name the chunk", err)
+			if !strings.Contains(err.Error(), "store pack packs/") {
+				t.Fatalf("error %v does not name the pack", err)
 			}
 			for obj, err := range store.List(context.Background(), "snapshots/") {
 				t.Fatalf("found %s (%v) after a failed snapshot", obj.Key, err)
@@ -179,19 +189,32 @@ func TestWriteShortDatabase(t *testing.T) {
 }
 
 // TestWriteRetryFindsOwnManifest repeats a Write whose manifest is already
-// stored, as a retry after a lost response would: identical bytes are
-// success, different ones are refused.
+// stored, as a retry after a lost response would: the same image is
+// success, and the stored manifest is the result; another image is
+// refused.
 func TestWriteRetryFindsOwnManifest(t *testing.T) {
 	img := randomImage(rand.New(rand.NewPCG(6, 6)), 3*ChunkSize)
 	store := memstore.New()
 	ctx := context.Background()
-	for range 2 {
-		if _, _, err := Write(ctx, store, bytes.NewReader(img), 4096, 48, 3, t0, Options{}); err != nil {
+	var ms [2]Manifest
+	for i := range ms {
+		m, _, err := Write(ctx, store, bytes.NewReader(img), 4096, 48, 3, t0, Options{})
+		if err != nil {
 			t.Fatal(err)
+		}
+		ms[i] = m
+	}
+	stored, err := Load(ctx, store, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, m := range ms {
+		if !slices.Equal(m.Packs, stored.Packs) || !slices.Equal(m.Locs, stored.Locs) {
+			t.Fatalf("write %d returned packs %x, the stored manifest has %x", i, m.Packs, stored.Packs)
 		}
 	}
 	img[0] ^= 1
-	_, _, err := Write(ctx, store, bytes.NewReader(img), 4096, 48, 3, t0, Options{})
+	_, _, err = Write(ctx, store, bytes.NewReader(img), 4096, 48, 3, t0, Options{})
 	if !objstore.IsPreconditionFailed(err) {
 		t.Fatalf("Write over a different manifest = %v", err)
 	}

@@ -14,18 +14,26 @@ import (
 	"testing"
 	"time"
 
+	"github.com/klauspost/compress/zstd"
+
 	"github.com/ferrydb/ferry/internal/objstore"
 	"github.com/ferrydb/ferry/internal/objstore/memstore"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/ from today's writer")
 
-// goldenDir holds the objects of one version 1 snapshot, each file at its
-// object key: the manifest and its chunks as Write stored them. Buckets
+// goldenDir holds the objects of one version 2 snapshot, each file at its
+// object key: the manifest and its pack as Write stored them. Buckets
 // keep snapshots for as long as users keep replicas, so today's reader
 // must go on restoring them, and the writer must go on producing exactly
 // these bytes until a new format version is introduced on purpose.
-var goldenDir = filepath.Join("testdata", "v1")
+// goldenV1Dir holds the same image as version 1 wrote it, each chunk an
+// object of its own: today's writer no longer produces it, and today's
+// reader must restore it.
+var (
+	goldenDir   = filepath.Join("testdata", "v2")
+	goldenV1Dir = filepath.Join("testdata", "v1")
+)
 
 const (
 	goldenTXID      = 1000
@@ -62,7 +70,8 @@ func goldenImage() []byte {
 func TestGoldenWrite(t *testing.T) {
 	ctx := context.Background()
 	st := memstore.New()
-	if _, _, err := Write(ctx, st, bytes.NewReader(goldenImage()), goldenPageSize, goldenPageCount, goldenTXID, goldenTime, Options{}); err != nil {
+	opts := Options{Parallelism: 1, packIDs: &sequentialIDs{}}
+	if _, _, err := Write(ctx, st, bytes.NewReader(goldenImage()), goldenPageSize, goldenPageCount, goldenTXID, goldenTime, opts); err != nil {
 		t.Fatal(err)
 	}
 	got := storeObjects(t, st)
@@ -82,7 +91,7 @@ func TestGoldenWrite(t *testing.T) {
 		t.Logf("wrote %d objects under %s", len(got), goldenDir)
 		return
 	}
-	want := goldenObjects(t)
+	want := goldenObjects(t, goldenDir)
 	if k1, k2 := sortedKeys(got), sortedKeys(want); !slices.Equal(k1, k2) {
 		t.Fatalf("Write stored keys\n%v\nthe golden snapshot has\n%v", k1, k2)
 	}
@@ -90,7 +99,7 @@ func TestGoldenWrite(t *testing.T) {
 		if bytes.Equal(got[key], data) {
 			continue
 		}
-		if key != ManifestKey(goldenTXID) && decodesTo(got[key], data) {
+		if key != ManifestKey(goldenTXID) && packDecodesTo(t, got[key], data) {
 			t.Errorf("chunk %s: the compressed bytes differ from the golden file but decode to the same chunk: "+
 				"the zstd encoder's output changed, not the format. Keep the old files as reader-only golden files "+
 				"(TestGoldenRead must still pass on them) before regenerating with -update", key)
@@ -101,14 +110,14 @@ func TestGoldenWrite(t *testing.T) {
 	}
 }
 
-// TestGoldenRead loads and restores the golden snapshot with today's
-// reader and checks every field against values written out here, not
-// derived from the writer, so that a change to writer and reader together
-// still fails.
-func TestGoldenRead(t *testing.T) {
+// TestGoldenReadV1 loads and restores the version 1 golden snapshot with
+// today's reader and checks every field against values written out here,
+// not derived from the writer, so that a change to writer and reader
+// together still fails.
+func TestGoldenReadV1(t *testing.T) {
 	ctx := context.Background()
 	st := memstore.New()
-	for key, data := range goldenObjects(t) {
+	for key, data := range goldenObjects(t, goldenV1Dir) {
 		if _, err := st.Put(ctx, key, bytes.NewReader(data), objstore.PutOptions{}); err != nil {
 			t.Fatal(err)
 		}
@@ -131,7 +140,7 @@ func TestGoldenRead(t *testing.T) {
 
 	// The manifest header is pinned byte for byte, as the package
 	// documentation lays it out.
-	raw, err := os.ReadFile(filepath.Join(goldenDir, "snapshots", "00000000000003e8.manifest"))
+	raw, err := os.ReadFile(filepath.Join(goldenV1Dir, "snapshots", "00000000000003e8.manifest"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -209,14 +218,14 @@ func storeObjects(t *testing.T, st objstore.Store) map[string][]byte {
 
 // goldenObjects returns the golden files by the object key their path
 // names.
-func goldenObjects(t *testing.T) map[string][]byte {
+func goldenObjects(t *testing.T, dir string) map[string][]byte {
 	t.Helper()
 	out := map[string][]byte{}
-	err := filepath.WalkDir(goldenDir, func(p string, d fs.DirEntry, err error) error {
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err
 		}
-		rel, err := filepath.Rel(goldenDir, p)
+		rel, err := filepath.Rel(dir, p)
 		if err != nil {
 			return err
 		}
@@ -232,10 +241,12 @@ func goldenObjects(t *testing.T) map[string][]byte {
 
 // decodesTo reports whether two stored chunks decompress to the same
 // bytes.
-func decodesTo(a, b []byte) bool {
-	dec, err := newDecoder(1)
+// packDecodesTo reports whether packs a and b, each zstd frames one after
+// another, decode to the same bytes.
+func packDecodesTo(t *testing.T, a, b []byte) bool {
+	dec, err := zstd.NewReader(nil)
 	if err != nil {
-		return false
+		t.Fatal(err)
 	}
 	defer dec.Close()
 	pa, erra := dec.DecodeAll(a, nil)
@@ -259,4 +270,63 @@ func mustAddress(t *testing.T, s string) Address {
 		t.Fatalf("bad hex literal %q", s)
 	}
 	return Address(b)
+}
+
+// TestGoldenRead loads and restores the version 2 golden snapshot and
+// checks its header, packs and locations against values written out here.
+func TestGoldenRead(t *testing.T) {
+	ctx := context.Background()
+	st := memstore.New()
+	for key, data := range goldenObjects(t, goldenDir) {
+		if _, err := st.Put(ctx, key, bytes.NewReader(data), objstore.PutOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	raw, err := os.ReadFile(filepath.Join(goldenDir, "snapshots", "00000000000003e8.manifest"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantHead := "4645525259534e50" + // magic FERRYSNP
+		"0200" + "01" + "01" + // version 2, scheme SHA-256, chunks are zstd frames
+		"00100000" + "28000000" + // page size 4096, 40 pages
+		"00000100" + "03000000" + "00000000" + // chunk size 64 KiB, 3 chunks, address key
+		"e803000000000000" + // txid 1000
+		"7b80338606ac2818" + // 2025-03-01T12:00:00.000000123Z in unix nanoseconds
+		"0080020000000000" + // 163840 bytes
+		"ebe5e9abc2b2a69b2d574c9906b86accca9d8b90be2235daeda0832a476d93fe" + // database hash
+		"c71ddfb7" + "01000000" // CRC32C, one pack
+	if got := hex.EncodeToString(raw[:manifestHeaderSize]); got != wantHead {
+		t.Errorf("manifest header bytes\n%s\nwant\n%s", got, wantHead)
+	}
+	// Then the three addresses, as in version 1, each pack's id and
+	// size, and a location per chunk: pack, offset, length.
+	body := raw[manifestHeaderSize+3*32 : len(raw)-32]
+	wantBody := "01000000000000000000000000000000" + "8e110000" + // pack id, 4494 bytes
+		"00000000" + "00000000" + "9e0b0000" +
+		"00000000" + "9e0b0000" + "0b000000" +
+		"00000000" + "a90b0000" + "e5050000"
+	if got := hex.EncodeToString(body); got != wantBody {
+		t.Errorf("packs and locations\n%s\nwant\n%s", got, wantBody)
+	}
+	m, err := Load(ctx, st, 1000)
+	if err != nil {
+		t.Fatalf("load golden manifest: %v", err)
+	}
+	wantLocs := []Loc{{0, 0, 2974}, {0, 2974, 11}, {0, 2985, 1509}}
+	if !slices.Equal(m.Locs, wantLocs) || len(m.Packs) != 1 || m.PackKey(0) != "packs/01/01000000000000000000000000000000" {
+		t.Errorf("locations %v in packs %x, want %v in one pack", m.Locs, m.Packs, wantLocs)
+	}
+	var dst memFile
+	if err := Restore(ctx, st, m, &dst, 1, nil); err != nil {
+		t.Fatalf("restore golden snapshot: %v", err)
+	}
+	if !bytes.Equal(dst.buf, goldenImage()) {
+		t.Errorf("restored image (%d bytes) differs from the image that was written", len(dst.buf))
+	}
+	if bad, err := VerifyChunks(ctx, st, m, nil); err != nil || len(bad) != 0 {
+		t.Errorf("VerifyChunks = %v, %v", bad, err)
+	}
+	if err := Check(ctx, st, m, 1); err != nil {
+		t.Errorf("Check = %v", err)
+	}
 }

@@ -1,6 +1,7 @@
 package snapshot
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"iter"
@@ -13,6 +14,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/ferrydb/ferry/internal/objstore"
+	"github.com/ferrydb/ferry/internal/objstore/memstore"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -91,7 +93,8 @@ func (c *countingReader) ReadAt(p []byte, off int64) (int, error) {
 type countingStore struct {
 	objstore.Store
 	puts, gets, heads, lists atomic.Int64
-	chunkPuts                atomic.Int64
+	chunkPuts                atomic.Int64 // chunks stored loose
+	packPuts                 atomic.Int64
 	failPut                  func(key string) error
 }
 
@@ -99,6 +102,9 @@ func (s *countingStore) Put(ctx context.Context, key string, body io.ReadSeeker,
 	s.puts.Add(1)
 	if strings.HasPrefix(key, "chunks/") {
 		s.chunkPuts.Add(1)
+	}
+	if strings.HasPrefix(key, "packs/") {
+		s.packPuts.Add(1)
 	}
 	if s.failPut != nil {
 		if err := s.failPut(key); err != nil {
@@ -129,6 +135,47 @@ func (s *countingStore) reset() {
 	s.heads.Store(0)
 	s.lists.Store(0)
 	s.chunkPuts.Store(0)
+	s.packPuts.Store(0)
+}
+
+// damageChunk replaces the stored bytes of chunk i of m, in its pack or
+// loose, with what damage makes of them, and returns the key of the
+// object it changed.
+func damageChunk(t *testing.T, store *memstore.Store, m Manifest, i int, damage func(stored []byte) []byte) string {
+	t.Helper()
+	l := m.Loc(i)
+	key := ChunkKey(m.Chunks[i])
+	if l.Pack != Loose {
+		key = m.PackKey(l.Pack)
+	}
+	rc, _, err := store.Get(context.Background(), key, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := io.ReadAll(rc)
+	rc.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.Pack == Loose {
+		store.Corrupt(key, damage(data))
+		return key
+	}
+	end := l.Offset + l.Length
+	out := append(bytes.Clone(data[:l.Offset]), damage(bytes.Clone(data[l.Offset:end]))...)
+	store.Corrupt(key, append(out, data[end:]...))
+	return key
+}
+
+// sequentialIDs makes pack ids 1, 2, 3... in their first byte, so that a
+// snapshot written with parallelism 1 is the same bytes every time.
+type sequentialIDs struct{ n byte }
+
+func (s *sequentialIDs) Read(p []byte) (int, error) {
+	clear(p)
+	s.n++
+	p[0] = s.n
+	return len(p), nil
 }
 
 func sha256Sum(b []byte) [32]byte { return SHA256{}.Address(b) }

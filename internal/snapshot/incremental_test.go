@@ -58,15 +58,18 @@ func TestIncrementalClustered(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Stats{Chunks: 128, ChunksReread: 2, ChunksUploaded: 2, ChunksExisting: 0, BytesUploaded: stats.BytesUploaded}
+	want := Stats{Chunks: 128, ChunksReread: 2, ChunksUploaded: 2, ChunksExisting: 0, Packs: 1, BytesUploaded: stats.BytesUploaded}
 	if stats != want {
 		t.Fatalf("stats %+v, want %+v", stats, want)
 	}
-	if max := int64(2*maxStoredChunk + manifestHeaderSize + 128*32 + 32); stats.BytesUploaded > max {
+	if max := int64(2*maxStoredChunk + manifestHeaderSize + 128*(32+12) + 2*16 + 32); stats.BytesUploaded > max {
 		t.Fatalf("uploaded %d bytes, more than two chunks and a manifest (%d)", stats.BytesUploaded, max)
 	}
-	if p, c, g, h, l := store.puts.Load(), store.chunkPuts.Load(), store.gets.Load(), store.heads.Load(), store.lists.Load(); p != 3 || c != 2 || g != 0 || h != 0 || l != 0 {
-		t.Fatalf("requests: %d puts (%d chunks), %d gets, %d heads, %d lists; want 3 puts (2 chunks) and nothing else", p, c, g, h, l)
+	if p, k, g, h, l := store.puts.Load(), store.packPuts.Load(), store.gets.Load(), store.heads.Load(), store.lists.Load(); p != 2 || k != 1 || g != 0 || h != 0 || l != 0 {
+		t.Fatalf("requests: %d puts (%d packs), %d gets, %d heads, %d lists; want 2 puts (1 pack) and nothing else", p, k, g, h, l)
+	}
+	if len(m.Packs) != len(base.Packs)+1 {
+		t.Fatalf("%d packs, want the base's %d and one more", len(m.Packs), len(base.Packs))
 	}
 	if src.bytes != 2*ChunkSize || len(src.reads) != 2 || src.reads[62*ChunkSize] != ChunkSize || src.reads[63*ChunkSize] != ChunkSize {
 		t.Fatalf("read %d bytes at %v, want chunks 62 and 63", src.bytes, src.reads)
@@ -93,39 +96,48 @@ func TestIncrementalClustered(t *testing.T) {
 	}
 }
 
-// TestContinuityBrokeUsesKnownChunks is the path after a broken chain:
+// TestContinuityBrokeUsesStoredChunks is the path after a broken chain:
 // every chunk is reread, but only changed ones are uploaded, because the
-// earlier manifest's chunks are known to be in the store.
-func TestContinuityBrokeUsesKnownChunks(t *testing.T) {
+// earlier manifest says where its chunks are in the store; the new
+// manifest points there.
+func TestContinuityBrokeUsesStoredChunks(t *testing.T) {
 	img, base, store := baseSnapshot(t)
 	updatePages(img, 1001, incPageCount/100, 1)
-	known := AddressSet{}
-	known.AddManifest(&base)
 	store.reset()
 	src := newCountingReader(bytes.NewReader(img))
-	_, stats, err := Write(context.Background(), store, src, incPageSize, incPageCount, 101, t0, Options{Known: known})
+	m, stats, err := Write(context.Background(), store, src, incPageSize, incPageCount, 101, t0, Options{Stored: []*Manifest{&base}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if stats.ChunksReread != 128 || stats.ChunksUploaded != 2 || stats.ChunksExisting != 126 || store.chunkPuts.Load() != 2 {
-		t.Fatalf("stats %+v, %d chunk puts", stats, store.chunkPuts.Load())
+	if stats.ChunksReread != 128 || stats.ChunksUploaded != 2 || stats.ChunksExisting != 126 || store.packPuts.Load() != 1 {
+		t.Fatalf("stats %+v, %d pack puts", stats, store.packPuts.Load())
 	}
 	if src.bytes != int64(len(img)) {
 		t.Fatalf("read %d bytes, want the whole image", src.bytes)
 	}
+	var dst memFile
+	if err := Restore(context.Background(), store, m, &dst, 4, nil); err != nil || !bytes.Equal(dst.buf, img) {
+		t.Fatalf("restore: %v; equal %v", err, bytes.Equal(dst.buf, img))
+	}
 }
 
-// TestNoKnowledgeFindsChunksPresent has neither a previous manifest nor a
-// known set: create-only puts discover which chunks the store holds.
-func TestNoKnowledgeFindsChunksPresent(t *testing.T) {
+// TestNoKnowledgeStoresEveryChunk has neither a previous manifest nor
+// stored ones: every chunk goes up again, in as few packs as PackSize
+// allows, one request each.
+func TestNoKnowledgeStoresEveryChunk(t *testing.T) {
 	img, _, store := baseSnapshot(t)
 	updatePages(img, 1, 1, 3)
-	_, stats, err := Write(context.Background(), store, bytes.NewReader(img), incPageSize, incPageCount, 101, t0, Options{})
+	store.reset()
+	m, stats, err := Write(context.Background(), store, bytes.NewReader(img), incPageSize, incPageCount, 101, t0, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if stats.ChunksUploaded != 1 || stats.ChunksExisting != 127 {
-		t.Fatalf("stats %+v", stats)
+	if stats.ChunksUploaded != 128 || stats.ChunksExisting != 0 || stats.Packs != int(store.packPuts.Load()) || int64(stats.Packs) > stats.BytesUploaded/PackSize+1 {
+		t.Fatalf("stats %+v, %d pack puts", stats, store.packPuts.Load())
+	}
+	var dst memFile
+	if err := Restore(context.Background(), store, m, &dst, 4, nil); err != nil || !bytes.Equal(dst.buf, img) {
+		t.Fatalf("restore: %v; equal %v", err, bytes.Equal(dst.buf, img))
 	}
 }
 
@@ -158,14 +170,26 @@ func TestDirtyPathGrowAndShrink(t *testing.T) {
 		t.Fatalf("regrow: stats %+v, reads %v", stats, src.reads)
 	}
 	// Shrink to 1000 pages: chunk 62 becomes short (pages 993..1000).
+	// The base's packs now hold less than half their bytes for the new
+	// snapshot, so the chunks kept from them are stored again, and no
+	// pack of the new snapshot is mostly garbage.
 	shrunk := grown[:1000*incPageSize]
 	src = newCountingReader(bytes.NewReader(shrunk))
 	m3, stats, err := Write(ctx, store, src, incPageSize, 1000, 103, t0, Options{Previous: &m2, Dirty: ChunkSet{}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if stats.Chunks != 63 || stats.ChunksReread != 1 || src.reads[62*ChunkSize] != 8*incPageSize {
+	if stats.Chunks != 63 || stats.ChunksRepacked == 0 || stats.ChunksReread != 1+stats.ChunksRepacked || src.reads[62*ChunkSize] != 8*incPageSize {
 		t.Fatalf("shrink: stats %+v, reads %v", stats, src.reads)
+	}
+	live := make([]int64, len(m3.Packs))
+	for _, l := range m3.Locs {
+		live[l.Pack] += int64(l.Length)
+	}
+	for p, n := range live {
+		if 2*n < int64(m3.Packs[p].Size) && p < len(m3.Packs)-1 {
+			t.Fatalf("pack %d of the shrunk snapshot holds %d live bytes of %d", p, n, m3.Packs[p].Size)
+		}
 	}
 	for _, c := range []struct {
 		m   Manifest

@@ -115,7 +115,7 @@ func TestManifestRejectsInconsistentFields(t *testing.T) {
 		version bool
 		want    string
 	}{
-		{"version 2", func(h []byte) { le.PutUint16(h[8:], 2) }, true, "version 2"},
+		{"version 3", func(h []byte) { le.PutUint16(h[8:], 3) }, true, "version 3"},
 		{"scheme 3", func(h []byte) { h[10] = 3 }, true, "address scheme 3"},
 		{"keyed scheme without its key", func(h []byte) { h[10] = 2 }, false, "address key 00000000 does not go with address scheme 2"},
 		{"encoding 0", func(h []byte) { h[11] = 0 }, true, "chunk encoding 0"},

@@ -8,8 +8,9 @@ import (
 	"github.com/ferrydb/ferry/internal/objstore"
 )
 
-// Restore writes the database image m describes to dst. It fetches up to
-// parallelism chunks at once (0 means 4), and checks each one's size and
+// Restore writes the database image m describes to dst. It makes up to
+// parallelism reads at once (0 means 4): one per loose chunk, and one per
+// run of nearby chunks in a pack (see plan). It checks each chunk's size and
 // address against m before writing it at its offset, so nothing
 // unverified reaches dst. A chunk that several places of the image share
 // is fetched once. Errors name the chunk's key and match
@@ -48,33 +49,31 @@ func Restore(ctx context.Context, store objstore.Store, m Manifest, dst io.Write
 	}
 	defer dec.Close()
 	verified := make([]bool, len(m.Chunks))
-	err = forEach(ctx, par, order, func() func(context.Context, int) error {
-		comp := make([]byte, maxStoredChunk+1)
+	fetches := plan(&m, order)
+	err = forEach(ctx, par, indexes(len(fetches)), func() func(context.Context, int) error {
+		buf := make([]byte, maxStoredChunk+1)
 		plain := make([]byte, 0, ChunkSize)
-		return func(ctx context.Context, i int) error {
-			a := m.Chunks[i]
-			key := ChunkKey(a)
-			data, err := fetchChunk(ctx, store, key, i, comp)
-			if err != nil {
-				return err
-			}
-			p, err := dec.DecodeAll(data, plain[:0])
-			if err != nil {
-				return corruptChunk(key, i, "does not decompress to at most %d bytes: %v", ChunkSize, err)
-			}
-			if got := addr.Address(p); got != a {
-				return corruptChunk(key, i, "content (%d bytes) hashes to %s, not to its address", len(p), got)
-			}
-			for _, j := range append([]int{i}, also[i]...) {
-				if len(p) != m.ChunkLen(j) {
-					return corruptChunk(key, j, "%d bytes where chunk %d is %d", len(p), j, m.ChunkLen(j))
+		return func(ctx context.Context, f int) error {
+			return fetches[f].read(ctx, store, &m, buf, func(i int, stored []byte) error {
+				key := fetches[f].key
+				p, err := dec.DecodeAll(stored, plain[:0])
+				if err != nil {
+					return corruptChunk(key, i, "does not decompress to at most %d bytes: %v", ChunkSize, err)
 				}
-				if _, err := dst.WriteAt(p, int64(j)*ChunkSize); err != nil {
-					return fmt.Errorf("write chunk %d at offset %d: %w", j, int64(j)*ChunkSize, err)
+				if got := addr.Address(p); got != m.Chunks[i] {
+					return corruptChunk(key, i, "content (%d bytes) hashes to %s, not to its address", len(p), got)
 				}
-				verified[j] = true
-			}
-			return nil
+				for _, j := range append([]int{i}, also[i]...) {
+					if len(p) != m.ChunkLen(j) {
+						return corruptChunk(key, j, "%d bytes where chunk %d is %d", len(p), j, m.ChunkLen(j))
+					}
+					if _, err := dst.WriteAt(p, int64(j)*ChunkSize); err != nil {
+						return fmt.Errorf("write chunk %d at offset %d: %w", j, int64(j)*ChunkSize, err)
+					}
+					verified[j] = true
+				}
+				return nil
+			})
 		}
 	})
 	if err != nil {
@@ -97,6 +96,15 @@ func Restore(ctx context.Context, store objstore.Store, m Manifest, dst io.Write
 		}
 	}
 	return nil
+}
+
+// indexes returns 0..n-1.
+func indexes(n int) []int {
+	out := make([]int, n)
+	for i := range out {
+		out[i] = i
+	}
+	return out
 }
 
 // fetchChunk reads a stored chunk into buf. A body as long as buf is
@@ -122,29 +130,48 @@ func fetchChunk(ctx context.Context, store objstore.Store, key string, index int
 }
 
 // Check confirms that every chunk m names is in the store, with a Head per
-// distinct chunk, parallelism at a time (0 means 4). It reads no chunk:
+// loose chunk and per pack, parallelism at a time (0 means 4): a pack must
+// be long enough to hold every chunk m puts in it. It reads no chunk:
 // Restore, or a deep verify, checks content.
 func Check(ctx context.Context, store objstore.Store, m Manifest, parallelism int) error {
 	if err := m.Validate(); err != nil {
 		return fmt.Errorf("check snapshot %s: %w", m.Key(), err)
 	}
+	type object struct {
+		key   string
+		index int   // a chunk stored in it, for errors
+		min   int64 // the least size it may have
+		max   int64
+	}
+	var objs []object
 	seen := make(map[Address]bool, len(m.Chunks))
-	var order []int
+	packAt := make(map[uint32]int)
 	for i, a := range m.Chunks {
-		if !seen[a] {
-			seen[a] = true
-			order = append(order, i)
+		switch l := m.Loc(i); {
+		case l.Pack == Loose:
+			if !seen[a] {
+				seen[a] = true
+				objs = append(objs, object{key: ChunkKey(a), index: i, min: 1, max: maxStoredChunk})
+			}
+		default:
+			j, ok := packAt[l.Pack]
+			if !ok {
+				j = len(objs)
+				packAt[l.Pack] = j
+				objs = append(objs, object{key: m.PackKey(l.Pack), index: i, max: 1 << 32})
+			}
+			objs[j].min = max(objs[j].min, int64(l.Offset)+int64(l.Length))
 		}
 	}
-	err := forEach(ctx, parallelismOr(parallelism, 4), order, func() func(context.Context, int) error {
-		return func(ctx context.Context, i int) error {
-			key := ChunkKey(m.Chunks[i])
-			info, err := store.Head(ctx, key)
+	err := forEach(ctx, parallelismOr(parallelism, 4), indexes(len(objs)), func() func(context.Context, int) error {
+		return func(ctx context.Context, j int) error {
+			o := objs[j]
+			info, err := store.Head(ctx, o.key)
 			if err != nil {
-				return &ChunkError{Key: key, Index: i, Err: err}
+				return &ChunkError{Key: o.key, Index: o.index, Err: err}
 			}
-			if info.Size <= 0 || info.Size > maxStoredChunk {
-				return corruptChunk(key, i, "stored chunk is %d bytes", info.Size)
+			if info.Size < o.min || info.Size > o.max {
+				return corruptChunk(o.key, o.index, "stored object is %d bytes, not %d to %d", info.Size, o.min, o.max)
 			}
 			return nil
 		}

@@ -2,17 +2,16 @@ package snapshot
 
 import (
 	"bytes"
+	"cmp"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/ferrydb/ferry/internal/layout"
 	"github.com/ferrydb/ferry/internal/objstore"
 )
 
@@ -54,22 +53,24 @@ type Options struct {
 	// Previous. It is required with Previous; an empty set means nothing
 	// changed.
 	Dirty ChunkSet
-	// Known holds addresses of chunks the store is known to hold, such as
-	// those named by earlier manifests; Write uploads none of them.
-	// Previous's chunks are always known.
-	Known AddressSet
+	// Stored are manifests whose chunks the store holds, where they say,
+	// such as earlier snapshots kept on the replica: Write uploads none of
+	// the chunks they name, and points at their copies instead.
+	// Previous's chunks are always among them.
+	Stored []*Manifest
 	// Addresser computes chunk addresses; nil means SHA256.
 	Addresser Addresser
-	// ReprieveWindow is how long the snapshot waits between storing a
-	// reprieve for the chunks it found already stored and checking they
-	// are still there (see package gc). Zero means
-	// DefaultReprieveWindow; negative skips reprieves, which is safe only
-	// where no garbage collector runs.
-	ReprieveWindow time.Duration
+	// PackBytes is the size at which a pack is closed and the next one
+	// started; 0 means PackSize.
+	PackBytes int
 	// Metadata is stored with the manifest, such as the name of the
 	// writer, which a second writer that finds the manifest's key taken
 	// reads back to say who holds it.
 	Metadata map[string]string
+
+	// packIDs is where pack ids come from; nil means crypto/rand. Tests
+	// set it to make a snapshot's bytes repeatable.
+	packIDs io.Reader
 }
 
 // Stats count what a Write did.
@@ -78,17 +79,20 @@ type Stats struct {
 	ChunksReread   int   // chunks read from the database and hashed
 	ChunksUploaded int   // chunks this snapshot stored
 	ChunksExisting int   // reread chunks the store already held
+	ChunksRepacked int   // unchanged chunks stored again, out of sparse packs
+	Packs          int   // packs this snapshot stored: one request each
 	BytesUploaded  int64 // compressed chunk bytes plus the manifest
 }
 
 // Write stores a snapshot of the database image in src, pageCount pages
-// of pageSize bytes, as of txid, which committed at t. Chunks go up first,
-// create-only; the manifest goes up last, create-only, once every chunk
-// it names is confirmed present: stored by this call, found present by a
-// create-only put, or named by Previous or Known. A chunk that a garbage
-// collector removes while a manifest naming it is still the base of a
-// snapshot in progress would break that promise, so collection must keep
-// every chunk of the newest manifest.
+// of pageSize bytes, as of txid, which committed at t. The chunks it has
+// to store go up first, in packs of about PackSize, each a new object;
+// the manifest goes up last, create-only, once every chunk it names is
+// present: stored by this call, or named by Previous or Stored. A pack
+// that a garbage collector removes while a manifest naming it is still
+// the base of a snapshot in progress would break that promise, so
+// collection must keep every pack of the newest manifest, and every pack
+// younger than the longest a snapshot takes.
 //
 // src must hold the database at txid for the whole call, and must allow
 // concurrent ReadAt calls, as *os.File does.
@@ -110,8 +114,12 @@ func Write(ctx context.Context, store objstore.Store, src io.ReaderAt, pageSize 
 	m.Chunks = make([]Address, ChunkCount(size))
 
 	known := &knownSet{set: AddressSet{}}
-	for a := range opts.Known {
-		known.set[a] = struct{}{}
+	var stored []*Manifest
+	for _, sm := range append([]*Manifest{opts.Previous}, opts.Stored...) {
+		if sm != nil && sm.Scheme == addr.Scheme() && sm.AddressKey == addr.KeyTag() {
+			known.set.AddManifest(sm)
+			stored = append(stored, sm)
+		}
 	}
 	prev := opts.Previous
 	if prev != nil {
@@ -122,9 +130,6 @@ func Write(ctx context.Context, store objstore.Store, src io.ReaderAt, pageSize 
 			return fail(fmt.Errorf("previous snapshot %s: %w", prev.Key(), err))
 		}
 		sameNames := prev.Scheme == addr.Scheme() && prev.AddressKey == addr.KeyTag()
-		if sameNames {
-			known.set.AddManifest(prev)
-		}
 		if prev.PageSize != pageSize || !sameNames {
 			// A page size change (VACUUM) rewrites the whole file, so a
 			// dirty set from the WAL says nothing about which chunks
@@ -133,14 +138,20 @@ func Write(ctx context.Context, store objstore.Store, src io.ReaderAt, pageSize 
 			prev = nil
 		}
 	}
-	var reread []int
+	var reread, kept []int
 	for i := range m.Chunks {
 		if prev != nil && i < len(prev.Chunks) && !opts.Dirty.Has(i) && prev.ChunkLen(i) == chunkLen(size, i) {
 			m.Chunks[i] = prev.Chunks[i]
+			kept = append(kept, i)
 			continue
 		}
 		reread = append(reread, i)
 	}
+	repack := sparse(prev, kept)
+	for i := range repack {
+		reread = append(reread, i)
+	}
+	slices.Sort(reread)
 
 	par := parallelismOr(opts.Parallelism, 4)
 	enc, err := newEncoder(par)
@@ -148,10 +159,9 @@ func Write(ctx context.Context, store objstore.Store, src io.ReaderAt, pageSize 
 		return fail(err)
 	}
 	defer enc.Close()
-	var uploaded, existing atomic.Int64
-	var bytesUp atomic.Int64
-	var reliedMu sync.Mutex
-	var relied []int // chunks found stored that nothing known names
+	packs := newPacker(store, opts.packIDs, cmp.Or(opts.PackBytes, PackSize))
+	var existing atomic.Int64
+	repacked := &knownSet{set: AddressSet{}}
 	err = forEach(ctx, par, reread, func() func(context.Context, int) error {
 		buf := make([]byte, ChunkSize)
 		var comp []byte
@@ -162,45 +172,35 @@ func Write(ctx context.Context, store objstore.Store, src io.ReaderAt, pageSize 
 			}
 			a := addr.Address(b)
 			m.Chunks[i] = a
-			if known.has(a) {
+			if repack.Has(i) {
+				if !repacked.claim(a) {
+					return nil
+				}
+			} else if !known.claim(a) {
 				existing.Add(1)
 				return nil
 			}
 			comp = enc.EncodeAll(b, comp[:0])
-			key := ChunkKey(a)
-			_, err := store.Put(ctx, key, bytes.NewReader(comp), objstore.PutOptions{IfNoneMatch: true})
-			switch {
-			case err == nil:
-				uploaded.Add(1)
-				bytesUp.Add(int64(len(comp)))
-			case objstore.IsPreconditionFailed(err):
-				existing.Add(1)
-				reliedMu.Lock()
-				relied = append(relied, i)
-				reliedMu.Unlock()
-			default:
-				return &ChunkError{Key: key, Index: i, Err: err}
-			}
-			known.add(a)
-			return nil
+			return packs.add(ctx, a, comp)
 		}
 	})
+	if err == nil {
+		err = packs.flush(ctx)
+	}
 	stats := Stats{
 		Chunks:         len(m.Chunks),
 		ChunksReread:   len(reread),
-		ChunksUploaded: int(uploaded.Load()),
+		ChunksUploaded: len(packs.locs),
 		ChunksExisting: int(existing.Load()),
-		BytesUploaded:  bytesUp.Load(),
+		ChunksRepacked: len(repacked.set),
+		Packs:          packs.puts,
+		BytesUploaded:  packs.bytes,
 	}
 	if err != nil {
 		return Manifest{}, stats, wrap(err)
 	}
-	if len(relied) > 0 && opts.ReprieveWindow >= 0 {
-		n, err := reprieve(ctx, store, src, &m, size, relied, reread, opts.ReprieveWindow, par)
-		stats.ChunksUploaded += n
-		if err != nil {
-			return Manifest{}, stats, wrap(err)
-		}
+	if err := m.locate(packs, stored); err != nil {
+		return Manifest{}, stats, wrap(err)
 	}
 	m.DBHash = DBHash(pageSize, pageCount, m.Chunks)
 	n, err := putManifest(ctx, store, &m, opts.Metadata)
@@ -211,9 +211,85 @@ func Write(ctx context.Context, store objstore.Store, src io.ReaderAt, pageSize 
 	return m, stats, nil
 }
 
+// locate fills in where each chunk of m is stored: in a pack this
+// snapshot stored, or where one of stored has it (in a pack or loose).
+func (m *Manifest) locate(packs *packer, stored []*Manifest) error {
+	index := map[PackID]uint32{}
+	packOf := func(pk Pack) uint32 {
+		p, ok := index[pk.ID]
+		if !ok {
+			p = uint32(len(m.Packs))
+			index[pk.ID] = p
+			m.Packs = append(m.Packs, pk)
+		}
+		return p
+	}
+	type place struct {
+		in  *Manifest
+		loc Loc
+	}
+	before := map[Address]place{}
+	for _, sm := range stored {
+		for i, a := range sm.Chunks {
+			if _, ok := before[a]; !ok {
+				before[a] = place{sm, sm.Loc(i)}
+			}
+		}
+	}
+	m.Locs = make([]Loc, len(m.Chunks))
+	for i, a := range m.Chunks {
+		if l, ok := packs.locs[a]; ok {
+			l.Pack = packOf(packs.packs[l.Pack])
+			m.Locs[i] = l
+			continue
+		}
+		pl, ok := before[a]
+		if !ok {
+			return fmt.Errorf("chunk %d (%s) was neither stored nor known", i, ChunkKey(a))
+		}
+		l := pl.loc
+		if l.Pack != Loose {
+			l.Pack = packOf(pl.in.Packs[l.Pack])
+		}
+		m.Locs[i] = l
+	}
+	return nil
+}
+
+// sparse returns the chunks of kept, which a snapshot takes over from prev
+// unchanged, whose packs would hold less than half of their bytes for the
+// new snapshot: those are stored again, in the new snapshot's packs, so
+// that no pack stays for the sake of a few of its chunks while the rest
+// of it is garbage. This bounds what the newest snapshot's packs hold to
+// about twice the bytes it needs, at the cost of storing again, now and
+// then, chunks that did not change.
+func sparse(prev *Manifest, kept []int) ChunkSet {
+	out := ChunkSet{}
+	if prev == nil || prev.Locs == nil {
+		return out
+	}
+	live := make([]int64, len(prev.Packs))
+	counted := map[Loc]bool{}
+	for _, i := range kept {
+		if l := prev.Locs[i]; l.Pack != Loose && !counted[l] {
+			counted[l] = true
+			live[l.Pack] += int64(l.Length)
+		}
+	}
+	for _, i := range kept {
+		if l := prev.Locs[i]; l.Pack != Loose && 2*live[l.Pack] < int64(prev.Packs[l.Pack].Size) {
+			out.Add(i)
+		}
+	}
+	return out
+}
+
 // putManifest stores m create-only and returns the bytes it uploaded. A
-// manifest already there with the same bytes is success: a put whose
-// response was lost, retried, finds its own manifest.
+// manifest already there for the same image is success, and takes m's
+// place: a put whose response was lost, retried, finds its own manifest,
+// and a snapshot of the same image taken again (after a crash, say)
+// stored its chunks in other packs, which gc collects. If that manifest's
+// packs are no longer whole, m replaces it instead.
 func putManifest(ctx context.Context, store objstore.Store, m *Manifest, meta map[string]string) (int64, error) {
 	data, err := m.MarshalBinary()
 	if err != nil {
@@ -228,10 +304,35 @@ func putManifest(ctx context.Context, store objstore.Store, m *Manifest, meta ma
 		return 0, fmt.Errorf("store manifest: %w", err)
 	}
 	have, rerr := readManifest(ctx, store, key)
-	if rerr == nil && bytes.Equal(have, data) {
-		return 0, nil
+	if rerr == nil {
+		if h, perr := parseManifest(have, key); perr == nil && sameImage(&h, m) {
+			cerr := Check(ctx, store, h, 4)
+			if cerr == nil {
+				*m = h
+				return 0, nil
+			}
+			if objstore.IsNotFound(cerr) || errors.Is(cerr, objstore.ErrCorrupt) {
+				// The stored manifest names a pack that is gone or
+				// damaged (a scrub deleted it, and this snapshot stores
+				// the chunks anew): this one, of the same image, takes
+				// its place.
+				if _, err := store.Put(ctx, key, bytes.NewReader(data), objstore.PutOptions{Metadata: meta}); err != nil {
+					return 0, fmt.Errorf("replace manifest %s, whose packs are damaged (%v): %w", key, cerr, err)
+				}
+				return int64(len(data)), nil
+			}
+			return 0, fmt.Errorf("check the manifest already at %s: %w", key, cerr)
+		}
 	}
 	return 0, fmt.Errorf("manifest %s already exists with different content (another writer, or a different commit time for the same txid): %w", key, err)
+}
+
+// sameImage reports whether a and b are snapshots of the same database
+// image at the same txid and commit time, named the same way, wherever
+// their chunks are stored.
+func sameImage(a, b *Manifest) bool {
+	return a.TXID == b.TXID && a.Time.Equal(b.Time) && a.PageSize == b.PageSize && a.PageCount == b.PageCount &&
+		a.Scheme == b.Scheme && a.AddressKey == b.AddressKey && a.DBHash == b.DBHash
 }
 
 // knownSet is an AddressSet that workers share.
@@ -240,76 +341,15 @@ type knownSet struct {
 	set AddressSet
 }
 
-func (k *knownSet) has(a Address) bool {
+// claim adds a to the set and reports whether it was new: the caller
+// that claims an address stores its chunk, and any other that meets the
+// same content in this snapshot relies on that.
+func (k *knownSet) claim(a Address) bool {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	_, ok := k.set[a]
-	return ok
-}
-
-func (k *knownSet) add(a Address) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
+	if _, ok := k.set[a]; ok {
+		return false
+	}
 	k.set[a] = struct{}{}
-}
-
-// reprieve makes the chunks at indexes relied, which m names and the store
-// already held, safe from a garbage collector that took them for garbage:
-// it stores a reprieve naming them, waits out window, and uploads again
-// any that went meanwhile. It returns how many it uploaded again. See
-// package gc for why this is enough.
-func reprieve(ctx context.Context, store objstore.Store, src io.ReaderAt, m *Manifest, size int64, relied, reread []int, window time.Duration, par int) (int, error) {
-	if window == 0 {
-		window = DefaultReprieveWindow
-	}
-	// The reprieve names the chunks this snapshot uploaded too: the wait
-	// makes the snapshot long, and a chunk no manifest names yet must not
-	// age past a collector's grace unprotected meanwhile.
-	addrs := make([]Address, 0, len(reread))
-	for _, i := range reread {
-		addrs = append(addrs, m.Chunks[i])
-	}
-	nonce := make([]byte, 8)
-	rand.Read(nonce)
-	key := layout.ReprieveKey(m.TXID, hex.EncodeToString(nonce))
-	if _, err := store.Put(ctx, key, bytes.NewReader(MarshalReprieve(addrs)), objstore.PutOptions{}); err != nil {
-		return 0, fmt.Errorf("store reprieve: %w", err)
-	}
-	t := time.NewTimer(window)
-	select {
-	case <-ctx.Done():
-		t.Stop()
-		return 0, ctx.Err()
-	case <-t.C:
-	}
-	enc, err := newEncoder(par)
-	if err != nil {
-		return 0, err
-	}
-	defer enc.Close()
-	var again atomic.Int64
-	err = forEach(ctx, par, relied, func() func(context.Context, int) error {
-		buf := make([]byte, ChunkSize)
-		return func(ctx context.Context, i int) error {
-			key := ChunkKey(m.Chunks[i])
-			_, err := store.Head(ctx, key)
-			if err == nil {
-				return nil
-			}
-			if !errors.Is(err, objstore.ErrNotFound) {
-				return &ChunkError{Key: key, Index: i, Err: err}
-			}
-			b := buf[:chunkLen(size, i)]
-			if err := readChunk(src, b, int64(i)*ChunkSize); err != nil {
-				return fmt.Errorf("chunk %d: %w", i, err)
-			}
-			_, err = store.Put(ctx, key, bytes.NewReader(enc.EncodeAll(b, nil)), objstore.PutOptions{IfNoneMatch: true})
-			if err != nil && !objstore.IsPreconditionFailed(err) {
-				return &ChunkError{Key: key, Index: i, Err: err}
-			}
-			again.Add(1)
-			return nil
-		}
-	})
-	return int(again.Load()), err
+	return true
 }

@@ -120,7 +120,7 @@ func TestDeepCheckDoesNotCountDamagedTXIDs(t *testing.T) {
 // reaches are not restorable, even to a shallow check.
 func TestMissingChunkMakesSnapshotUnusable(t *testing.T) {
 	store, m := replica(t)
-	store.Delete(context.Background(), snapshot.ChunkKey(m.Chunks[5]))
+	store.Delete(context.Background(), m.PackKey(m.Locs[5].Pack))
 	for i, rep := range runBoth(t, store) {
 		if rep.OK() || len(rep.Ranges) != 0 || !strings.Contains(rep.Unrestorable, m.Key()) {
 			t.Fatalf("deep=%v: %+v", i == 1, rep)
@@ -128,9 +128,9 @@ func TestMissingChunkMakesSnapshotUnusable(t *testing.T) {
 	}
 }
 
-// Snapshots share chunks that did not change between them; a chunk
-// missing from one is missing from every snapshot naming it, though it is
-// looked up once.
+// Snapshots share packs of chunks that did not change between them; a
+// pack missing from one is missing from every snapshot naming it, though
+// it is looked up once.
 func TestSharedMissingChunkCountsForEverySnapshot(t *testing.T) {
 	store := memstore.New()
 	ctx := context.Background()
@@ -140,10 +140,11 @@ func TestSharedMissingChunkCountsForEverySnapshot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := snapshot.Write(ctx, store, bytes.NewReader(img), pageSize, uint32(len(img)/pageSize), 2, time.Now(), snapshot.Options{}); err != nil {
+	// Nothing changed: the second snapshot names the first one's pack.
+	if _, _, err := snapshot.Write(ctx, store, bytes.NewReader(img), pageSize, uint32(len(img)/pageSize), 2, time.Now(), snapshot.Options{Previous: &m1, Dirty: snapshot.ChunkSet{}}); err != nil {
 		t.Fatal(err)
 	}
-	store.Delete(ctx, snapshot.ChunkKey(m1.Chunks[0]))
+	store.Delete(ctx, m1.PackKey(0))
 	for i, rep := range runBoth(t, store) {
 		if rep.OK() || len(rep.Ranges) != 0 {
 			t.Fatalf("deep=%v: a chunk both snapshots name is missing, yet restorable %v: %+v", i == 1, rep.Ranges, rep)

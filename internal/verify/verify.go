@@ -82,14 +82,18 @@ func Run(ctx context.Context, store objstore.Store, deep bool, keys snapshot.Key
 	if err != nil {
 		return rep, err
 	}
-	held := make(map[string]int64, len(l.Chunks))
+	held := make(map[string]int64, len(l.Chunks)+len(l.Packs))
 	for _, c := range l.Chunks {
 		held[c.Key] = c.Size
+	}
+	for _, p := range l.Packs {
+		held[p.Key] = p.Size
 	}
 	// bad maps each manifest or segment no restore can use to why, so
 	// that the restorable ranges leave out what depends on it.
 	bad := map[string]string{}
-	chunks := map[string]bool{}
+	objects := map[string]bool{} // chunk and pack keys checked
+	chunks := map[snapshot.Address]bool{}
 	for _, info := range infos {
 		rep.Snapshots++
 		if info.Err != nil {
@@ -102,7 +106,10 @@ func Run(ctx context.Context, store objstore.Store, deep bool, keys snapshot.Key
 			bad[info.Key] = err.Error()
 			continue
 		}
-		if why := rep.checkChunks(&m, held, chunks); why != "" {
+		for _, a := range m.Chunks {
+			chunks[a] = true
+		}
+		if why := rep.checkChunks(&m, held, objects); why != "" {
 			bad[info.Key] = why
 		}
 		if deep {
@@ -215,21 +222,25 @@ func (rep *Report) noteRedundant(cat restore.Catalog) {
 }
 
 // checkChunks confirms from the listing (held: key to size) that each
-// chunk of m is present, recording each missing or empty one, and says
-// what is wrong with the first bad chunk of m ("" when none is). A chunk
-// that an earlier manifest shares is checked once, but its problem counts
-// against every manifest naming it.
+// chunk of m is present, loose or in its pack, recording each missing or
+// short object, and says what is wrong with the first bad chunk of m (""
+// when none is). An object that an earlier manifest shares is checked
+// once, but its problem counts against every manifest naming it. seen
+// collects the chunks found, by address.
 func (rep *Report) checkChunks(m *snapshot.Manifest, held map[string]int64, seen map[string]bool) string {
 	first := ""
-	for _, a := range m.Chunks {
-		key := snapshot.ChunkKey(a)
+	for i, a := range m.Chunks {
+		key, want := snapshot.ChunkKey(a), int64(1)
+		if l := m.Loc(i); l.Pack != snapshot.Loose {
+			key, want = m.PackKey(l.Pack), int64(m.Packs[l.Pack].Size)
+		}
 		if !seen[key] {
 			seen[key] = true
 			switch size, ok := held[key]; {
 			case !ok:
 				rep.Problems = append(rep.Problems, Problem{Key: key, Kind: "missing", Detail: "not in the store's listing, named by " + m.Key()})
-			case size <= 0:
-				rep.Problems = append(rep.Problems, Problem{Key: key, Kind: "corrupt", Detail: "empty object, named by " + m.Key()})
+			case size < want || size <= 0:
+				rep.Problems = append(rep.Problems, Problem{Key: key, Kind: "corrupt", Detail: fmt.Sprintf("%d bytes, named by %s as %d", size, m.Key(), want)})
 			}
 		}
 		if kind := rep.kindOf(key); first == "" && kind != "" {

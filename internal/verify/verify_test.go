@@ -27,7 +27,8 @@ func replica(t *testing.T) (*memstore.Store, snapshot.Manifest) {
 	ctx := context.Background()
 	img := make([]byte, 1<<20)
 	rand.Read(img)
-	m, _, err := snapshot.Write(ctx, store, bytes.NewReader(img), pageSize, uint32(len(img)/pageSize), 1, time.Now(), snapshot.Options{})
+	// A pack for every chunk or two, so that damage to one spares others.
+	m, _, err := snapshot.Write(ctx, store, bytes.NewReader(img), pageSize, uint32(len(img)/pageSize), 1, time.Now(), snapshot.Options{PackBytes: snapshot.ChunkSize + 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,11 +87,14 @@ func TestIntactReplica(t *testing.T) {
 func TestEachDamagedObjectIsNamed(t *testing.T) {
 	store, m := replica(t)
 	ctx := context.Background()
-	flipped := snapshot.ChunkKey(m.Chunks[3])
+	flipped := m.PackKey(m.Locs[3].Pack)
 	b := read(t, store, flipped)
-	b[len(b)/2] ^= 1
+	b[m.Locs[3].Offset+m.Locs[3].Length/2] ^= 1
 	store.Corrupt(flipped, b)
-	deleted := snapshot.ChunkKey(m.Chunks[7])
+	deleted := m.PackKey(m.Locs[7].Pack)
+	if deleted == flipped {
+		t.Fatalf("chunks 3 and 7 share %s", deleted)
+	}
 	store.Delete(ctx, deleted)
 	badSeg := segment.Key(2, 4)
 	s := read(t, store, badSeg)
@@ -151,9 +155,9 @@ func (s *headless) List(ctx context.Context, prefix string) iter.Seq2[objstore.I
 func TestShallowCheckUsesTheListing(t *testing.T) {
 	store, m := replica(t)
 	ctx := context.Background()
-	deleted := snapshot.ChunkKey(m.Chunks[7])
+	deleted := m.PackKey(m.Locs[7].Pack)
 	store.Delete(ctx, deleted)
-	emptied := snapshot.ChunkKey(m.Chunks[2])
+	emptied := m.PackKey(m.Locs[2].Pack)
 	store.Delete(ctx, emptied)
 	if _, err := store.Put(ctx, emptied, bytes.NewReader(nil), objstore.PutOptions{}); err != nil {
 		t.Fatal(err)
@@ -163,8 +167,8 @@ func TestShallowCheckUsesTheListing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.lists != 3 {
-		t.Errorf("%d LISTs, want one for each of snapshots/, segments/ and chunks/", s.lists)
+	if s.lists != 4 {
+		t.Errorf("%d LISTs, want one for each of snapshots/, segments/, chunks/ and packs/", s.lists)
 	}
 	if !named(rep, deleted, "missing") || !named(rep, emptied, "corrupt") || len(rep.Problems) != 2 || rep.Chunks != 16 {
 		t.Errorf("problems %+v over %d chunks; want %s missing and %s corrupt of 16", rep.Problems, rep.Chunks, deleted, emptied)
