@@ -90,7 +90,7 @@ func sharedFixture(b *testing.B) *fixture {
 	f.r.waitSnapshot(b)
 	f.initDur = time.Since(start)
 	f.initPeak = testenv.PeakRSS()
-	f.initUse = since(nil, f.r.store.counts(), "chunks", "snapshots")
+	f.initUse = since(nil, f.r.store.counts(), "chunks", "packs", "snapshots")
 	fixtures.f = f
 	return f
 }
