@@ -200,7 +200,7 @@ func (r *Replicator) finishSnapshots() {
 			// Logged first: snapshotDone wakes Sync, whose callers may
 			// look for this line.
 			r.o.Log.Info("snapshot stored", "target", t.url, "txid", job.txid,
-				"chunks", w.stats.Chunks, "reread", w.stats.ChunksReread, "uploaded", w.stats.ChunksUploaded, "bytes", w.stats.BytesUploaded)
+				"chunks", w.stats.Chunks, "reread", w.stats.ChunksReread, "uploaded", w.stats.ChunksUploaded, "repacked", w.stats.ChunksRepacked, "packs", w.stats.Packs, "bytes", w.stats.BytesUploaded)
 			r.progress.snapshotDone(t.url, job.txid, now)
 		} else {
 			for i := range t.jobDirty {
