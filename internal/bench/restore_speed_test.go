@@ -75,7 +75,7 @@ func BenchmarkRestoreSideBySide(b *testing.B) {
 		lsWant = sha3sum(b, lsDB)
 	}
 
-	var ferryDur, lsDur []time.Duration
+	var ferryDur, lsDur, checkDur []time.Duration
 	var gets int64
 	ctx := context.Background()
 	for round := range rounds {
@@ -95,6 +95,12 @@ func BenchmarkRestoreSideBySide(b *testing.B) {
 		}
 		ferryDur = append(ferryDur, time.Since(start))
 		gets = since(before, store.counts()).calls
+		// Where the time goes: SQLite's check of the result alone.
+		start = time.Now()
+		if err := restore.IntegrityCheck(ctx, out); err != nil {
+			b.Fatal(err)
+		}
+		checkDur = append(checkDur, time.Since(start))
 		checkRestored(b, "ferry", out, want)
 		os.Remove(out)
 
@@ -125,7 +131,8 @@ func BenchmarkRestoreSideBySide(b *testing.B) {
 	b.ReportMetric(mb/snapDur.Seconds(), "ferry-first-snapshot-MB/s")
 	b.ReportMetric(float64(snapUse.calls), "ferry-snapshot-requests")
 	b.ReportMetric(100*float64(snapUse.putBytes)/float64(size), "ferry-snapshot-bytes-%")
-	b.Logf("ferry restores: %v; first snapshot %s", ferryDur, snapDur.Round(time.Millisecond))
+	b.ReportMetric(best(checkDur).Seconds(), "integrity-check-s")
+	b.Logf("ferry restores: %v, of which SQLite's integrity check about %v; first snapshot %s", ferryDur, checkDur, snapDur.Round(time.Millisecond))
 	if ls != nil {
 		b.ReportMetric(mb/best(lsDur).Seconds(), "litestream-restore-MB/s")
 		b.ReportMetric(best(lsDur).Seconds()/best(ferryDur).Seconds(), "ferry/litestream-speed")
