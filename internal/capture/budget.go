@@ -22,11 +22,17 @@ import "time"
 //     work every interval (which both lowered the rate and slid the
 //     cadence across the application's).
 //   - A token taken more than slack after it fell due (the database was
-//     quiet) starts the schedule again from this ship. The bucket never
-//     holds more than the one token, so a quiet period buys no burst.
+//     quiet) starts the schedule again from this ship: the next token
+//     falls due an interval and a small margin (interval/50) after it.
+//     The bucket never holds more than the one token, so a quiet period
+//     buys no burst. The margin is for applications that write on a timer
+//     whose period divides the interval (every 200ms, say): the tokens
+//     then fall due just after one of its commits rather than at the
+//     same instant, where the commit a scheduler woke a millisecond late
+//     would miss its token by that millisecond and wait a whole interval.
 //   - A change set shipped before its token (a Sync, a batch grown to its
 //     size limit) does not wait; it takes the partial token, and the next
-//     falls due one interval after it.
+//     falls due an interval and the margin after it.
 //
 // What the budget guarantees: of the change sets it lets go, any two are
 // at least interval-slack apart, and any n+1 in a row span at least
@@ -45,6 +51,11 @@ import "time"
 // checkpoint or a busy machine between a token falling due and the
 // change set leaving.
 const budgetSlack = 4
+
+// budgetMargin is the margin by which a schedule that starts again is
+// put back, as a fraction of the sync interval (interval/budgetMargin):
+// more than the jitter of a writer's timer and the capture's wake-up.
+const budgetMargin = 50
 
 // tokenDue returns when the budget next lets a change set go; a time in
 // the past when a token is there.
@@ -65,5 +76,5 @@ func chargedAt(last, now time.Time, interval time.Duration) time.Time {
 	if late := now.Sub(due); late >= 0 && late <= interval/budgetSlack {
 		return due
 	}
-	return now
+	return now.Add(interval / budgetMargin)
 }

@@ -162,8 +162,11 @@ func TestBudgetSteadyCommitsStayWithinOnePerInterval(t *testing.T) {
 func TestBudgetCommitAfterPartialIntervalShipsWhenTheTokenIsDue(t *testing.T) {
 	const iv = time.Second
 	l := newBudgetLoop(iv)
-	l.run([]time.Time{budgetT0}) // ships at once; the next token is due at t0+1
-	due := budgetT0.Add(iv)
+	l.run([]time.Time{budgetT0}) // ships at once
+	due := budgetT0.Add(iv + iv/budgetMargin)
+	if got := l.r.tokenDue(); !got.Equal(due) {
+		t.Fatalf("after the first commit the next token is due %v after it, want an interval and the margin, %v", got.Sub(budgetT0), due.Sub(budgetT0))
+	}
 	late := due.Add(2 * iv / 10)
 	if s := l.run([]time.Time{late}); len(s) != 1 || !s[0].Equal(late) {
 		t.Fatalf("a commit after its token fell due shipped at %v, want at once (%v)", s, late)
@@ -181,9 +184,10 @@ func TestBudgetCommitAfterPartialIntervalShipsWhenTheTokenIsDue(t *testing.T) {
 
 // TestBudgetCadenceDoesNotDrift checks that the loop waking late after
 // each token, by less than the slack, does not push the schedule: under
-// steady commits the n-th upload leaves n intervals after the first and
-// the lateness, not n times the lateness later, and so the cadence stays
-// where the first commit put it and no token is lost.
+// steady commits the n-th upload leaves n intervals (and the margin)
+// after the first and the lateness, not n times the lateness later, and
+// so the cadence stays where the first commit put it and no token is
+// lost.
 func TestBudgetCadenceDoesNotDrift(t *testing.T) {
 	const iv = time.Second
 	lateness := 30 * time.Millisecond
@@ -198,7 +202,7 @@ func TestBudgetCadenceDoesNotDrift(t *testing.T) {
 		t.Fatalf("%d uploads for 30 intervals of steady commits, want 31: tokens were lost", len(ships))
 	}
 	for i, s := range ships[1:] {
-		if want := budgetT0.Add(time.Duration(i+1) * iv); s.Before(want) || s.Sub(want) > lateness {
+		if want := budgetT0.Add(time.Duration(i+1)*iv + iv/budgetMargin); s.Before(want) || s.Sub(want) > lateness {
 			t.Fatalf("upload %d left %v after t0, want within %v after %v", i+1, s.Sub(budgetT0), lateness, want.Sub(budgetT0))
 		}
 	}
@@ -206,8 +210,8 @@ func TestBudgetCadenceDoesNotDrift(t *testing.T) {
 
 // TestBudgetEarlyShipTakesThePartialToken checks a change set shipped
 // before its token, as a Sync or a full batch ships: the next token falls
-// due one interval after it, so that ships outside the budget do not add
-// to those on it.
+// due one interval (and the margin) after it, so that ships outside the
+// budget do not add to those on it.
 func TestBudgetEarlyShipTakesThePartialToken(t *testing.T) {
 	const iv = time.Second
 	l := newBudgetLoop(iv)
@@ -217,7 +221,30 @@ func TestBudgetEarlyShipTakesThePartialToken(t *testing.T) {
 		t.Fatal("a token half an interval after the last ship")
 	}
 	l.r.charge(early) // a Sync
-	if got, want := l.r.tokenDue(), early.Add(iv); !got.Equal(want) {
+	if got, want := l.r.tokenDue(), early.Add(iv+iv/budgetMargin); !got.Equal(want) {
 		t.Fatalf("after an early ship the next token is due at %v, want %v", got.Sub(budgetT0), want.Sub(budgetT0))
+	}
+}
+
+// TestBudgetTimerWriterCatchesEachToken checks an application that
+// commits on a timer of a fifth of the interval, each commit up to 5ms
+// late by its scheduler: the tokens fall due just after every fifth
+// commit, so that no commit waits longer than the four before it took to
+// come (and the margin), where a token falling due at the instant of a
+// late commit would make it wait a whole interval.
+func TestBudgetTimerWriterCatchesEachToken(t *testing.T) {
+	const iv = time.Second
+	l := newBudgetLoop(iv)
+	rng := rand.New(rand.NewPCG(3, 4))
+	commits := []time.Time{budgetT0}
+	for i := 1; i < 100; i++ {
+		jitter := time.Duration(rng.Int64N(int64(5 * time.Millisecond)))
+		commits = append(commits, budgetT0.Add(time.Duration(i)*iv/5+jitter))
+	}
+	l.run(commits)
+	for i, lag := range l.lags {
+		if lag > 4*iv/5+iv/budgetMargin {
+			t.Fatalf("commit %d waited %v for its upload, more than the four commits before it took and the margin", i, lag)
+		}
 	}
 }
