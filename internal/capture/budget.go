@@ -13,14 +13,15 @@ import "time"
 //     quiet period finds one and ships at once; a commit after a partial
 //     interval waits only until the next token falls due, not a whole
 //     interval from when it came.
-//   - A change set that waited for its token, and left within slack of it
-//     falling due, is charged at the moment it fell due, however late the
-//     capture got round to shipping it: the next token falls due one
-//     interval after this one did. Under steady load the uploads keep a
-//     fixed cadence, like a ticker's, anchored at the first commit after
-//     the quiet period, instead of drifting later by the capture's own
-//     work every interval (which both lowered the rate and slid the
-//     cadence across the application's).
+//   - A change set that leaves within slack (interval/4) of its token
+//     falling due, because it waited for the token and the capture got
+//     round to it late, or because its commit came just after, is charged
+//     at the moment the token fell due: the next falls due one interval
+//     after this one did. Under steady load the uploads keep a fixed
+//     cadence, like a ticker's, anchored at the first commit after the
+//     quiet period, instead of drifting later by the capture's own work
+//     every interval (which both lowered the rate and slid the cadence
+//     across the application's).
 //   - A token taken more than slack after it fell due (the database was
 //     quiet) starts the schedule again from this ship: the next token
 //     falls due an interval and a small margin (interval/50) after it.
@@ -38,10 +39,10 @@ import "time"
 // at least interval-slack apart, and any n+1 in a row span at least
 // n*interval-slack, so a window of length w holds at most
 // 1+floor((w+slack)/interval) of them. With slack below an interval, a
-// window of n whole intervals holds at most n+1: no more than a fixed
-// ticker at the same interval can make in it, and the burst is the one
-// upload a ticker makes too at the window's start. Under steady load an
-// hour at the default 1s interval sees at most 3,601 change sets. Only a
+// window of n whole intervals holds at most n+1, as many as a fixed
+// ticker at the same interval can fit in it (a tick at each end): one
+// per interval and a burst of one. Under steady load an hour at the
+// default 1s interval sees at most 3,601 change sets. Only a
 // Sync or a full batch ships outside the budget, as before: a caller that
 // syncs, or a writer that fills a batch within an interval, gets its
 // change set at once (and the token with it).
