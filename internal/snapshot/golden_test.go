@@ -301,10 +301,10 @@ func TestGoldenRead(t *testing.T) {
 	// Then the three addresses, as in version 1, each pack's id and
 	// size, and a location per chunk: pack, offset, length.
 	body := raw[manifestHeaderSize+3*32 : len(raw)-32]
-	wantBody := "01000000000000000000000000000000" + "8e110000" + // pack id, 4494 bytes
-		"00000000" + "00000000" + "9e0b0000" +
-		"00000000" + "9e0b0000" + "0b000000" +
-		"00000000" + "a90b0000" + "e5050000"
+	wantBody := "01000000000000000000000000000000" + "8f110000" + // pack id, 4495 bytes
+		"00000000" + "00000000" + "9f0b0000" +
+		"00000000" + "9f0b0000" + "0b000000" +
+		"00000000" + "aa0b0000" + "e5050000"
 	if got := hex.EncodeToString(body); got != wantBody {
 		t.Errorf("packs and locations\n%s\nwant\n%s", got, wantBody)
 	}
@@ -312,7 +312,7 @@ func TestGoldenRead(t *testing.T) {
 	if err != nil {
 		t.Fatalf("load golden manifest: %v", err)
 	}
-	wantLocs := []Loc{{0, 0, 2974}, {0, 2974, 11}, {0, 2985, 1509}}
+	wantLocs := []Loc{{0, 0, 2975}, {0, 2975, 11}, {0, 2986, 1509}}
 	if !slices.Equal(m.Locs, wantLocs) || len(m.Packs) != 1 || m.PackKey(0) != "packs/01/01000000000000000000000000000000" {
 		t.Errorf("locations %v in packs %x, want %v in one pack", m.Locs, m.Packs, wantLocs)
 	}
