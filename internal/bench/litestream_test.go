@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	pathpkg "path"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -182,8 +183,9 @@ func logWAL(b *testing.B, db string) {
 	}
 }
 
-// litestreamLag runs job on a database litestream replicates and returns
-// the lag of every commit, nil when it cannot tell.
+// litestreamLag runs the application start starts on a new database
+// litestream replicates, and returns the lag of every commit (nil when it
+// cannot tell) and the PUTs litestream made while the workload ran.
 //
 // Litestream's own positions (LTX txids) count its syncs, not the
 // application's commits, and its logs say what it meant to do, not what
@@ -195,7 +197,9 @@ func logWAL(b *testing.B, db string) {
 // in txid order, each with one PUT, and restores from them, so a commit
 // is restorable from the moment versitygw answers the first PUT that
 // carries it: the instant ferry's uploader counts a change set stored.
-func litestreamLag(b *testing.B, bin string, srv testenv.S3Server, job appJob) []time.Duration {
+// The same proxy counts the PUTs: those of level-0 files (see isLevel0),
+// its change sets, and every other.
+func litestreamLag(b *testing.B, bin string, srv testenv.S3Server, start func(ctx context.Context, db string) (*app, error)) lagRun {
 	b.Helper()
 	w := &wireWatch{pending: map[string]time.Time{}}
 	up, err := url.Parse(srv.Endpoint)
@@ -228,7 +232,7 @@ func litestreamLag(b *testing.B, bin string, srv testenv.S3Server, job appJob) [
 		sw := &statusWriter{ResponseWriter: rw, status: http.StatusOK}
 		proxy.ServeHTTP(sw, r)
 		if sw.status/100 == 2 {
-			w.put(body, time.Now())
+			w.put(r.URL.Path, body, time.Now())
 		}
 	}))
 	defer front.Close()
@@ -236,12 +240,14 @@ func litestreamLag(b *testing.B, bin string, srv testenv.S3Server, job appJob) [
 	db := newAppDB(b)
 	l := startLitestream(b, bin, srv, db, front.URL)
 	defer l.stop()
-	job.DB = db
+	// What litestream uploads as it starts is not the workload's.
+	w.settle(time.Second, 30*time.Second)
+	puts, allPuts := w.putCounts()
 	// Ending the context kills the application if the benchmark fails
 	// while it runs.
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	a, err := startApp(ctx, job)
+	a, err := start(ctx, db)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -256,7 +262,7 @@ func litestreamLag(b *testing.B, bin string, srv testenv.S3Server, job appJob) [
 		b.Fatal(err)
 	}
 	logWAL(b, db)
-	n, _, err := parseDone(last)
+	n, took, err := parseDone(last)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -264,11 +270,15 @@ func litestreamLag(b *testing.B, bin string, srv testenv.S3Server, job appJob) [
 	for w.seen() < n && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
+	run := lagRun{commits: n, took: took}
+	p, ap := w.putCounts()
+	run.puts, run.allPuts = p-puts, ap-allPuts
 	if got := w.seen(); got < n {
 		b.Logf("litestream: only %d of %d commits were found in its uploads; no lag comparison", got, n)
-		return nil
+		return run
 	}
-	return w.lagList()
+	run.lags = w.lagList()
+	return run
 }
 
 // wireWatch matches commits to the uploads that carry them. It keeps
@@ -280,6 +290,10 @@ type wireWatch struct {
 	puts    []wirePut
 	pending map[string]time.Time // marker -> commit time
 	lags    []time.Duration
+	// level0 counts the PUTs of level-0 LTX files, all every PUT, and
+	// lastPut is when the last was acknowledged.
+	level0, all int64
+	lastPut     time.Time
 }
 
 // wirePut is one upload the store acknowledged.
@@ -301,17 +315,52 @@ func (w *wireWatch) commit(c commitLine) {
 	w.pending[m] = c.at
 }
 
-// put records an upload the store acknowledged at at.
-func (w *wireWatch) put(body []byte, at time.Time) {
+// put records an upload to path the store acknowledged at at.
+func (w *wireWatch) put(path string, body []byte, at time.Time) {
 	s := string(body)
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	w.all++
+	if isLevel0(path) {
+		w.level0++
+	}
+	w.lastPut = at
 	w.puts = append(w.puts, wirePut{s, at})
 	for m, t := range w.pending {
 		if strings.Contains(s, m) {
 			w.lags = append(w.lags, at.Sub(t))
 			delete(w.pending, m)
 		}
+	}
+}
+
+// isLevel0 reports whether path, of a PUT, names a level-0 LTX file:
+// litestream's S3 client stores level L's files under PATH/LLLL/, as
+// 0000/0000000000000002-0000000000000002.ltx for level 0.
+func isLevel0(path string) bool {
+	dir, file := pathpkg.Split(path)
+	return strings.HasSuffix(dir, "/0000/") && strings.HasSuffix(file, ".ltx")
+}
+
+// putCounts returns the PUTs of level-0 files and of anything so far.
+func (w *wireWatch) putCounts() (level0, all int64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.level0, w.all
+}
+
+// settle waits until no PUT was acknowledged for quiet, or for at most
+// limit.
+func (w *wireWatch) settle(quiet, limit time.Duration) {
+	deadline := time.Now().Add(limit)
+	for time.Now().Before(deadline) {
+		w.mu.Lock()
+		last := w.lastPut
+		w.mu.Unlock()
+		if time.Since(last) >= quiet {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 

@@ -11,6 +11,9 @@ func TestMain(m *testing.M) {
 	if env := os.Getenv(appEnv); env != "" {
 		appMain(env)
 	}
+	if env := os.Getenv(scheduleEnv); env != "" {
+		scheduleMain(env)
+	}
 	code := m.Run()
 	closeFixtures()
 	if code == 0 {
