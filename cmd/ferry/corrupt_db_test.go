@@ -151,7 +151,8 @@ func damagedReplica(t *testing.T, url string, encrypted bool) {
 	}
 	os.Remove(out)
 
-	// Then the rest: a flipped chunk, a truncated segment, a deleted chunk.
+	// Then the rest: a byte flipped in a chunk in its pack, a truncated
+	// segment, and then the pack deleted.
 	man, err := snapshot.Load(ctx, store, cat.Snapshots[len(cat.Snapshots)-1].TXID)
 	if err != nil {
 		t.Fatal(err)
@@ -159,34 +160,35 @@ func damagedReplica(t *testing.T, url string, encrypted bool) {
 	if len(man.Chunks) < 8 {
 		t.Fatalf("the snapshot has %d chunks; want at least 8", len(man.Chunks))
 	}
-	flippedChunk := snapshot.ChunkKey(man.Chunks[2])
-	deletedChunk := snapshot.ChunkKey(man.Chunks[6])
+	loc := man.Locs[2]
+	flippedPack := man.PackKey(loc.Pack)
 	cutSeg := cat.Segments[5].Key
-	rewrite(t, raw, flippedChunk, func(b []byte) []byte { b[len(b)/2] ^= 0x01; return b })
+	rewrite(t, raw, flippedPack, func(b []byte) []byte {
+		at := int(loc.Offset + loc.Length/2)
+		if encrypted {
+			at = len(b) / 2 // ciphertext: somewhere in the pack
+		}
+		b[at] ^= 0x01
+		return b
+	})
 	rewrite(t, raw, cutSeg, func(b []byte) []byte { return b[:len(b)/2] })
-	if err := store.Delete(ctx, deletedChunk); err != nil {
-		t.Fatal(err)
-	}
 	r = run("verify", "-deep", url)
 	if r.code == 0 {
 		t.Fatalf("verify -deep passed a damaged replica: %s", r.stdout)
 	}
-	for _, key := range []string{flippedSeg, flippedChunk, cutSeg, deletedChunk} {
+	for _, key := range []string{flippedSeg, flippedPack, cutSeg} {
 		if !strings.Contains(r.stdout, key) {
 			t.Errorf("verify -deep did not name %s:\n%s", key, r.stdout)
 		}
-	}
-	if r := run("verify", url); r.code == 0 || !strings.Contains(r.stdout, deletedChunk) {
-		t.Errorf("verify (shallow) did not name the deleted chunk %s: %d %s", deletedChunk, r.code, r.stdout)
 	}
 	r = run("restore", "-o", out, url)
 	if r.code == 0 {
 		t.Fatalf("restore from a replica whose only snapshot is damaged succeeded: %s", r.stdout)
 	}
 	// Plain, the damaged change sets still list and the restore meets
-	// the damaged chunks first; encrypted, a damaged change set's header
-	// does not open, so the plan stops at it before any chunk is read.
-	named := []string{flippedChunk, deletedChunk}
+	// the damaged pack first; encrypted, a damaged change set's header
+	// does not open, so the plan stops at it before any pack is read.
+	named := []string{flippedPack}
 	if encrypted {
 		named = append(named, flippedSeg, cutSeg)
 	}
@@ -195,6 +197,12 @@ func damagedReplica(t *testing.T, url string, encrypted bool) {
 	}
 	if strings.Count(strings.TrimSpace(r.stderr), "\n") > 0 {
 		t.Errorf("restore's error is not one line: %q", r.stderr)
+	}
+	if err := store.Delete(ctx, flippedPack); err != nil {
+		t.Fatal(err)
+	}
+	if r := run("verify", url); r.code == 0 || !strings.Contains(r.stdout, flippedPack) {
+		t.Errorf("verify (shallow) did not name the deleted pack %s: %d %s", flippedPack, r.code, r.stdout)
 	}
 	noRestoreLeft(t, dir, out)
 	t.Logf("restore refused: %s", strings.TrimSpace(r.stderr))

@@ -132,7 +132,7 @@ files:
 	// Every object in the bucket, raw and after any zstd frame in it is
 	// decompressed: no marker.
 	keys := strings.Join(scanBucket(t, bucket, srv), " ")
-	for _, want := range []string{"db/snapshots/", "db/segments/", "db/chunks/", "inbox/inbox-report.bin", "pushed/pushed-report.bin", "artifacts/build-1"} {
+	for _, want := range []string{"db/snapshots/", "db/segments/", "db/packs/", "inbox/inbox-report.bin", "pushed/pushed-report.bin", "artifacts/build-1"} {
 		if !strings.Contains(keys, want) {
 			t.Fatalf("no object %s* in the bucket, which holds %s", want, keys)
 		}

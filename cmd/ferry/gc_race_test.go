@@ -24,10 +24,11 @@ import (
 
 // TestGCBesideAReplicatorUnderKill9 runs `ferry gc` back to back beside
 // `ferry replicate` on the same replica, with a retention of 2 s and a
-// grace of 7 s (the shortest gc accepts: the 5 s a snapshot waits for its
-// reprieve, and two seconds for store clocks that count in seconds), while an application rewrites rows between two fixed contents, so
-// that snapshots keep finding chunks already stored by older snapshots
-// that gc is about to delete. At random moments either the replicator or
+// grace of 7 s (the shortest gc accepts: the 5 s a snapshot of an older
+// ferry waits for its reprieve, and two seconds for store clocks that
+// count in seconds), while an application rewrites rows between two fixed
+// contents, so that snapshots keep naming packs of the snapshots before
+// them while gc deletes the packs that expired snapshots named. At random moments either the replicator or
 // a running gc is killed with SIGKILL (the replicator is started again).
 // Along the way it records (txid, content hash) pairs; at the end the
 // replica must verify deeply, every recorded txid it still lists as
@@ -194,13 +195,13 @@ func gcUnderKill9(t *testing.T, url, keys string) {
 	for _, l := range lives {
 		snapshots += strings.Count(l.log(), "snapshot stored")
 	}
-	t.Logf("%s of kills: %d commits, %d snapshots stored, %d kills of the replicator, %d gc runs (%d killed, %d failed on their own), %d chunks deleted by gc",
+	t.Logf("%s of kills: %d commits, %d snapshots stored, %d kills of the replicator, %d gc runs (%d killed, %d failed on their own), %d packs and chunks deleted by gc",
 		chaos.Round(100*time.Millisecond), w.commits.Load(), snapshots, daemonKills, g.runs.Load(), g.killed.Load(), len(g.failures), g.chunksDeleted.Load())
 	for _, f := range g.failures {
 		t.Logf("a gc run failed on its own: %s", f)
 	}
 	if g.chunksDeleted.Load() == 0 {
-		t.Fatalf("gc deleted no chunk: the run never tested what it is for")
+		t.Fatalf("gc deleted no pack or chunk: the run never tested what it is for")
 	}
 
 	if r := runBin(t, bin, "verify", "-deep", url); r.code != 0 {
@@ -421,7 +422,7 @@ func startGCLoop(t *testing.T, bin, url string, ev *eventLog) *gcLoop {
 			for line := range strings.SplitSeq(stdout.String(), "\n") {
 				if strings.HasPrefix(line, "deleted ") {
 					ev.add("gc run %d %s", n, line)
-					if strings.HasPrefix(line, "deleted chunks/") {
+					if strings.HasPrefix(line, "deleted packs/") || strings.HasPrefix(line, "deleted chunks/") {
 						deleted++
 					}
 				}
@@ -481,10 +482,10 @@ func (e *eventLog) String() string {
 	return strings.Join(e.lines, "\n")
 }
 
-var chunkKeyRE = regexp.MustCompile(`chunks/[0-9a-f]{2}/[0-9a-f]+`)
+var chunkKeyRE = regexp.MustCompile(`(chunks|packs)/[0-9a-f]{2}/[0-9a-f]+`)
 
-// explain logs, for each chunk msg names, the events that name it: which
-// gc run deleted it, and when.
+// explain logs, for each chunk or pack msg names, the events that name
+// it: which gc run deleted it, and when.
 func (e *eventLog) explain(t *testing.T, msg string) {
 	t.Helper()
 	e.mu.Lock()

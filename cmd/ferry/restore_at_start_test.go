@@ -43,9 +43,10 @@ func TestReplicateRestoresAMissingDatabase(t *testing.T) {
 	}
 
 	d = startDaemon(t, bin, "replicate", "-restore-if-db-not-exists", dbPath, url)
-	if !d.logged("restored it") || !d.logged("carrying on the history") {
-		t.Fatalf("no line saying the database was restored and its history carried on:\n%s", d.log())
-	}
+	// The database's replicator opens after the daemon says it runs.
+	waitFor(t, time.Minute, "a line saying the database was restored and its history carried on", func() bool {
+		return d.logged("restored it") && d.logged("carrying on the history")
+	})
 	integrityOK(t, dbPath)
 	if got := rowCount(t, dbPath); got != 50 {
 		t.Fatalf("the restored database has %d of 50 rows", got)
