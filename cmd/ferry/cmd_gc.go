@@ -14,7 +14,7 @@ type gcCmd struct{ *app }
 
 func (*gcCmd) Name() string { return "gc" }
 func (*gcCmd) Summary() string {
-	return "delete history past retention and chunks nothing references"
+	return "delete history past retention and packs and chunks nothing references"
 }
 func (*gcCmd) Usage() string {
 	return `
@@ -23,7 +23,8 @@ Usage: ferry gc [-dry-run] [-json] [-retention D] [-grace D] [-config PATH]
 
 Deletes what no restore inside the retention period needs: snapshots
 older than the one that restores the state 'retention' ago, the change
-sets before it, and the chunks no remaining snapshot names. Then merges
+sets before it, and the packs and chunks no remaining snapshot names.
+Then merges
 runs of small change sets older than 10 minutes into larger ones that
 keep every transaction, so that a restore and a listing need fewer
 requests. Every txid
@@ -32,9 +33,9 @@ state. -dry-run lists what would go and the bytes it would free; a real
 run lists what went. The daemon runs the same sweep every gc-interval.
 
 -retention defaults to the database's retention: in the config, else
-72h. Chunks that no snapshot names are deleted only once older than
--grace by the store's clock (1h): a snapshot in flight, here or on
-another machine, has not named its new chunks yet. It is safe to run gc
+72h. Packs and chunks that no snapshot names are deleted only once older
+than -grace by the store's clock (1h): a snapshot in flight, here or on
+another machine, has not named its new packs yet. It is safe to run gc
 while ferry replicates the same replica.
 
 Given DB_PATH, sweeps each of its replicas (or the one -replica names),
@@ -103,7 +104,7 @@ func (c *gcCmd) Run(ctx context.Context, args []string) error {
 		for _, o := range rep.Deleted {
 			fmt.Fprintf(c.stdout, "%s %s (%d bytes)\n", verb, o.Key, o.Size)
 		}
-		fmt.Fprintf(c.stdout, "%s: %s %d objects, %d bytes; oldest snapshot kept: txid %d (retention %s); %d unreferenced chunks spared (younger than %s or reprieved)\n",
+		fmt.Fprintf(c.stdout, "%s: %s %d objects, %d bytes; oldest snapshot kept: txid %d (retention %s); %d unreferenced packs and chunks spared (younger than %s or reprieved)\n",
 			r.Target, verb, len(rep.Deleted), rep.Bytes, rep.Oldest, keep, rep.Spared, *grace)
 		merge := "merged"
 		if *dry {
