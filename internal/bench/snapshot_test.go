@@ -144,13 +144,13 @@ func BenchmarkSnapshotCost(b *testing.B) {
 	})
 	for _, shape := range []string{"clustered", "random"} {
 		b.Run(shape, func(b *testing.B) {
-			var snapBytes, snapCalls, segBytes, chunks, size, peak float64
+			var snapBytes, snapCalls, segBytes, packs, size, peak float64
 			for b.Loop() {
 				u, seg, m, p := f.change(b, shape)
 				snapBytes += float64(u.putBytes)
 				snapCalls += float64(u.calls)
 				segBytes += float64(seg.putBytes)
-				chunks += float64(u.byOp["chunks/put"])
+				packs += float64(u.byOp["packs/put"])
 				size += float64(m.Size())
 				peak = max(peak, p)
 				b.Logf("%s: %d bytes in %d requests %v; change set %d bytes", shape, u.putBytes, u.calls, u.byOp, seg.putBytes)
@@ -158,7 +158,7 @@ func BenchmarkSnapshotCost(b *testing.B) {
 			n := float64(b.N)
 			b.ReportMetric(100*snapBytes/size, "bytes-%")
 			b.ReportMetric(snapCalls/n, "requests")
-			b.ReportMetric(chunks/n, "chunk-puts")
+			b.ReportMetric(packs/n, "pack-puts")
 			b.ReportMetric(100*segBytes/size, "changeset-bytes-%")
 			b.ReportMetric(peak, "peak-RSS-MiB")
 		})
@@ -194,7 +194,7 @@ func (f *fixture) change(b *testing.B, shape string) (snap, seg usage, m snapsho
 	if shape == "clustered" {
 		f.rows += int64(rows)
 	}
-	return since(before, after, "chunks", "snapshots"), since(before, after, "segments"), f.manifest(b, txid), peak
+	return since(before, after, "chunks", "packs", "snapshots"), since(before, after, "segments"), f.manifest(b, txid), peak
 }
 
 // manifest loads the snapshot at txid, without counting the requests.
