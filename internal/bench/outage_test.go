@@ -172,18 +172,7 @@ func BenchmarkOutageLag(b *testing.B) {
 // largest row id it holds.
 func newestRow(b *testing.B, store objstore.Store, path string) int64 {
 	b.Helper()
-	ctx := context.Background()
-	cat, err := restore.ReadCatalog(ctx, store)
-	if err != nil {
-		b.Fatal(err)
-	}
-	plan, err := cat.PlanTXID(0)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if _, err := restore.ToFile(ctx, store, plan, path, restore.Options{Parallelism: 4}); err != nil {
-		b.Fatal(err)
-	}
+	restoreNewest(b, store, path, restore.Options{Parallelism: 4})
 	defer os.Remove(path)
 	db, err := sql.Open("sqlite", "file:"+path+"?mode=ro")
 	if err != nil {

@@ -82,17 +82,7 @@ func BenchmarkRestoreSideBySide(b *testing.B) {
 		out := filepath.Join(dir, fmt.Sprintf("ferry-%d.db", round))
 		before := store.counts()
 		start := time.Now()
-		cat, err := restore.ReadCatalog(ctx, store)
-		if err != nil {
-			b.Fatal(err)
-		}
-		plan, err := cat.PlanTXID(0)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if _, err := restore.ToFile(ctx, store, plan, out, restore.Options{}); err != nil {
-			b.Fatal(err)
-		}
+		restoreNewest(b, store, out, restore.Options{})
 		ferryDur = append(ferryDur, time.Since(start))
 		gets = since(before, store.counts()).calls
 		// Where the time goes: SQLite's check of the result alone.
@@ -141,6 +131,24 @@ func BenchmarkRestoreSideBySide(b *testing.B) {
 		b.Log("litestream is not on PATH: no side-by-side figures")
 	}
 	b.ReportMetric(0, "ns/op")
+}
+
+// restoreNewest restores the newest state store holds into out, as
+// `ferry restore` does.
+func restoreNewest(b *testing.B, store objstore.Store, out string, o restore.Options) {
+	b.Helper()
+	ctx := context.Background()
+	cat, err := restore.ReadCatalog(ctx, store)
+	if err != nil {
+		b.Fatal(err)
+	}
+	plan, err := cat.PlanTXID(0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := restore.ToFile(ctx, store, plan, out, o); err != nil {
+		b.Fatal(err)
+	}
 }
 
 // buildMixed creates a database of about size bytes in WAL mode: 4 KiB
