@@ -51,6 +51,8 @@ type Replicator struct {
 	syncReq chan chan uint64
 	// syncing counts the Sync calls under way.
 	syncing atomic.Int32
+	// logBytes counts the bytes of committed frames the capture read.
+	logBytes atomic.Int64
 	// repairs carries what a scrub asks of the capture loop.
 	repairs chan func()
 	done    chan struct{} // closed when Run returns

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/fsnotify/fsnotify"
 )
@@ -44,6 +45,12 @@ func watchLog(ctx context.Context, wg *sync.WaitGroup, dbPath string, log *slog.
 					case ch <- struct{}{}:
 					default:
 					}
+					// A writer appends to the log many thousand times a
+					// second, an event each; the capture reads what they
+					// wrote in one pass. Reading the events a little later
+					// lets the kernel fold the ones that came meanwhile
+					// into one, rather than waking for each.
+					time.Sleep(eventDelay)
 				}
 			case _, ok := <-w.Errors:
 				if !ok {
