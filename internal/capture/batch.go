@@ -3,6 +3,7 @@ package capture
 import (
 	"bufio"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -13,14 +14,21 @@ import (
 )
 
 // batchName is the file, in the spool directory, that holds the pages of
-// the transactions captured since the last change set was spooled.
+// the transactions captured since the last change set was spooled, and
+// batchName+"-2" the second such file, for the batch captured while the
+// first is written as a change set (see flight).
 //
 // Pages are copied out of the log as soon as a transaction is seen rather
 // than kept as references: a reference is only good while its log
 // generation lives, and the segment writer needs the batch's whole txid
-// range before the first byte. The file is scratch: it is not fsynced,
-// and a restart captures its transactions again from the saved position.
+// range before the first byte. The files are scratch: they are not
+// fsynced, and a restart captures their transactions again from the saved
+// position.
 const batchName = "capture-batch"
+
+// aheadName is the file, in the spool directory, that the change set of
+// a batch in flight is written to.
+const aheadName = "capture-ahead"
 
 // Limits past which a batch becomes a change set at once, whatever the
 // sync interval. A restore downloads, verifies and decodes a whole segment
@@ -36,7 +44,17 @@ const (
 const txnHeaderSize = 8 + 8 + 4 + 4
 
 // batch accumulates transactions for the next change set.
+//
+// A full batch is not written as a change set on the capture loop: it is
+// sealed, and a goroutine of its own writes its change set (the SHA-256
+// chain, the compression) while the capture reads on into a new batch on
+// the other file. The batch in flight is ahead of the new one: the loop
+// spools it (see Replicator.landFlight) before anything else of the
+// batch, so change sets still go out in txid order, and the batch counts
+// as not empty until it has.
 type batch struct {
+	dir      string
+	name     string
 	maxBytes int64
 	f        *os.File
 	w        *heldWriter
@@ -47,20 +65,46 @@ type batch struct {
 	txns     int
 	opened   time.Time
 	scratch  [txnHeaderSize]byte
+
+	// ahead is the batch in flight before this one, and spare the other
+	// file's batch while idle; at most one of them is set.
+	ahead *flight
+	spare *batch
+
+	// sealed is set on a batch in flight, and stays set until it is
+	// spooled: end is where the capture stood after its last transaction,
+	// and seg its change set, once the flight wrote it (nil if that
+	// failed: writeSegment then writes it on the spot).
+	sealed bool
+	end    point
+	seg    *os.File
+	segLen int64
+}
+
+// flight is a sealed batch whose change set is being written.
+type flight struct {
+	b    *batch
+	done chan struct{} // closed once b.seg is set, or the writing failed
 }
 
 func openBatch(spoolDir string, maxBytes int64) (*batch, error) {
-	f, err := os.OpenFile(filepath.Join(spoolDir, batchName), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("open capture batch: %w", err)
-	}
 	if maxBytes <= 0 {
 		maxBytes = defaultBatchBytes
 	}
-	return &batch{maxBytes: maxBytes, f: f, w: &heldWriter{f: f, limit: 256 << 10}}, nil
+	return newBatch(spoolDir, batchName, maxBytes)
 }
 
-func (b *batch) empty() bool { return b.txns == 0 }
+func newBatch(dir, name string, maxBytes int64) (*batch, error) {
+	f, err := os.OpenFile(filepath.Join(dir, name), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open capture batch: %w", err)
+	}
+	return &batch{dir: dir, name: name, maxBytes: maxBytes, f: f, w: &heldWriter{f: f, limit: 256 << 10}}, nil
+}
+
+// empty reports whether the batch holds no transaction, and none is in
+// flight ahead of it.
+func (b *batch) empty() bool { return b.txns == 0 && b.ahead == nil }
 
 // full reports whether the batch should be shipped without waiting.
 func (b *batch) full() bool { return b.size >= b.maxBytes || b.txns >= maxBatchTxns }
@@ -79,8 +123,15 @@ func (b *batch) rollback(mark int64) error {
 		return nil
 	}
 	b.w.buf = b.w.buf[:0]
-	if err := b.f.Truncate(mark); err != nil {
-		return err
+	// Bytes past the batch's size are never read, so the file is only
+	// cut back when it grew well past a batch: a file kept at its size is
+	// written over in place, without the kernel freeing and allocating
+	// its pages again for every batch.
+	if b.w.end > 2*b.maxBytes {
+		if err := b.f.Truncate(mark); err != nil {
+			return err
+		}
+		b.w.end = mark
 	}
 	if _, err := b.f.Seek(mark, io.SeekStart); err != nil {
 		return err
@@ -139,7 +190,8 @@ type heldWriter struct {
 	f       *os.File
 	limit   int
 	buf     []byte
-	flushed int64 // bytes in the file
+	flushed int64 // bytes of the batch in the file
+	end     int64 // the file's size
 }
 
 func (w *heldWriter) Write(p []byte) (int, error) {
@@ -154,21 +206,100 @@ func (w *heldWriter) Write(p []byte) (int, error) {
 func (w *heldWriter) Flush() error {
 	n, err := w.f.Write(w.buf)
 	w.flushed += int64(n)
+	w.end = max(w.end, w.flushed)
 	w.buf = w.buf[:copy(w.buf, w.buf[n:])]
 	return err
 }
 
-// reset empties the batch.
+// reset empties the batch, and gives up the one in flight ahead of it.
 func (b *batch) reset() error {
+	var errs []error
+	if f := b.ahead; f != nil {
+		<-f.done
+		b.ahead = nil
+		errs = append(errs, f.b.reset())
+		b.spare = f.b
+	}
+	if b.seg != nil {
+		b.seg.Close()
+		errs = append(errs, os.Remove(b.seg.Name()))
+		b.seg = nil
+	}
+	b.sealed, b.end = false, point{}
 	b.txns, b.first, b.last = 0, 0, 0
-	return b.rollback(0)
+	return errors.Join(append(errs, b.rollback(0))...)
 }
 
-// writeSegment writes the batch to w as one segment.
+// seal hands the batch over to a flight that writes its change set, and
+// returns the batch that captures on after it; end is where the capture
+// stands. The batch must be full, and none in flight.
+func (b *batch) seal(end point) (*batch, error) {
+	if err := b.w.Flush(); err != nil {
+		return nil, fmt.Errorf("write capture batch: %w", err)
+	}
+	next := b.spare
+	if next == nil {
+		name := batchName
+		if b.name == batchName {
+			name = batchName + "-2"
+		}
+		var err error
+		if next, err = newBatch(b.dir, name, b.maxBytes); err != nil {
+			return nil, err
+		}
+	}
+	b.spare = nil
+	b.sealed, b.end = true, end
+	f := &flight{b: b, done: make(chan struct{})}
+	next.ahead = f
+	go f.write()
+	return next, nil
+}
+
+// write writes the change set of the flight's batch, to aheadName.
+func (f *flight) write() {
+	defer close(f.done)
+	b := f.b
+	seg, err := os.OpenFile(filepath.Join(b.dir, aheadName), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return
+	}
+	w := bufio.NewWriterSize(seg, 256<<10)
+	if err = b.encode(w); err == nil {
+		err = w.Flush()
+	}
+	var n int64
+	if err == nil {
+		n, err = seg.Seek(0, io.SeekCurrent)
+	}
+	if err != nil {
+		// The capture loop writes it again, and answers the error.
+		seg.Close()
+		os.Remove(seg.Name())
+		return
+	}
+	b.seg, b.segLen = seg, n
+}
+
+// writeSegment writes the batch to w as one segment: the one its flight
+// wrote, if any.
 func (b *batch) writeSegment(w io.Writer) error {
+	if b.seg != nil {
+		if _, err := b.seg.Seek(0, io.SeekStart); err != nil {
+			return err
+		}
+		// Into an *os.File, the copy does not leave the kernel.
+		_, err := io.Copy(w, io.LimitReader(b.seg, b.segLen))
+		return err
+	}
 	if err := b.w.Flush(); err != nil {
 		return fmt.Errorf("write capture batch: %w", err)
 	}
+	return b.encode(w)
+}
+
+// encode writes the batch, all of it in the file, to w as one segment.
+func (b *batch) encode(w io.Writer) error {
 	r := bufio.NewReaderSize(io.NewSectionReader(b.f, 0, b.size), 256<<10)
 	sw, err := segment.NewWriter(w, segment.Header{PageSize: b.pageSize, First: b.first, Last: b.last})
 	if err != nil {
@@ -200,8 +331,70 @@ func (b *batch) writeSegment(w io.Writer) error {
 	return sw.Close()
 }
 
+// absorb appends the transactions of next, the batch after b, to b: a
+// batch in flight whose change set could not be spooled takes the one
+// captured after it back, so that the two go out as one change set, in
+// order. next is left empty. On failure (next's file cannot be read) both
+// are as they were.
+func (b *batch) absorb(next *batch) error {
+	if next.txns > 0 && b.txns > 0 && (next.pageSize != b.pageSize || next.first != b.last+1) {
+		return fmt.Errorf("capture batch: txids %d..%d with %d-byte pages after txid %d with %d-byte pages", next.first, next.last, next.pageSize, b.last, b.pageSize)
+	}
+	mark := b.mark()
+	// What next holds is in its file and, what could not be written
+	// there, in its held buffer; b's file takes it, and what b's cannot
+	// take stays held in memory (see heldWriter).
+	if _, err := io.Copy(writerFunc(b.w.Write), io.NewSectionReader(next.f, 0, next.w.flushed)); err != nil {
+		b.rollback(mark)
+		return fmt.Errorf("read capture batch: %w", err)
+	}
+	b.w.Write(next.w.buf)
+	b.size += next.size
+	if next.txns > 0 {
+		if b.txns == 0 {
+			b.first, b.pageSize, b.opened = next.first, next.pageSize, next.opened
+		}
+		b.last = next.last
+		b.txns += next.txns
+	}
+	if b.seg != nil {
+		b.seg.Close()
+		os.Remove(b.seg.Name())
+		b.seg = nil
+	}
+	b.sealed, b.end = false, point{}
+	next.txns, next.first, next.last = 0, 0, 0
+	next.rollback(0)
+	b.spare = next
+	return nil
+}
+
+// writerFunc is a writer that never fails: heldWriter keeps what it
+// could not write and tries again at its next flush.
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) {
+	f(p)
+	return len(p), nil
+}
+
 func (b *batch) close() error {
-	err := b.f.Close()
+	var errs []error
+	if f := b.ahead; f != nil {
+		<-f.done
+		b.ahead = nil
+		errs = append(errs, f.b.close())
+	}
+	if b.spare != nil {
+		errs = append(errs, b.spare.close())
+		b.spare = nil
+	}
+	if b.seg != nil {
+		b.seg.Close()
+		os.Remove(b.seg.Name())
+		b.seg = nil
+	}
+	errs = append(errs, b.f.Close())
 	os.Remove(b.f.Name())
-	return err
+	return errors.Join(errs...)
 }

@@ -50,6 +50,11 @@ func (r *Replicator) capturePass(ctx context.Context) error {
 	if err := r.checkDB(); err != nil {
 		return err
 	}
+	if !r.sql.writersLocked() {
+		// Not under the writer lock: spooling saves the state, with an
+		// fsync, and the application's commits would wait for it.
+		r.landFlight(false)
+	}
 	f, end, err := r.openLog()
 	if err != nil || f == nil {
 		return err
@@ -70,7 +75,15 @@ func (r *Replicator) capturePass(ctx context.Context) error {
 		}
 		r.newGeneration(&hdr)
 	}
-	rd, err := wal.Resume(f, r.pos)
+	// The reader of the last pass, when it stopped where the capture
+	// stands, goes on with its buffers; it checks the log again first, as
+	// a new one would.
+	rd := r.gen
+	if rd != nil && rd.Position() == r.pos {
+		rd.Recheck()
+	} else {
+		rd, err = wal.Resume(f, r.pos)
+	}
 	for {
 		var txn wal.Txn
 		if err == nil {
@@ -106,8 +119,10 @@ func (r *Replicator) capturePass(ctx context.Context) error {
 			}
 			return err
 		}
-		if r.batch.full() {
-			r.shipBatch()
+		if r.batch.full() && !r.sql.writersLocked() {
+			// Under the writer lock the batch waits: the application's
+			// commits would wait for the change set to be written.
+			r.shipAhead()
 		}
 		if r.pos.Offset >= end {
 			r.gen = rd
@@ -117,6 +132,70 @@ func (r *Replicator) capturePass(ctx context.Context) error {
 			return ctx.Err()
 		}
 	}
+}
+
+// shipAhead hands the full batch over to a flight that writes its change
+// set off the capture loop (see batch), once the flight before it, if
+// any, has landed, and captures on into a new batch.
+func (r *Replicator) shipAhead() {
+	if !r.landFlight(true) {
+		return
+	}
+	next, err := r.batch.seal(r.current())
+	if err != nil {
+		// Written on the loop instead, where its error is answered.
+		r.shipBatch()
+		return
+	}
+	r.batch = next
+}
+
+// landFlight spools the change set of the batch in flight ahead of the
+// batch, if any: once its flight has written it, or, with wait, waiting
+// for that. The flight's batch goes through shipBatch as the batch of the
+// moment, as it would have without a flight. If it cannot be spooled, it
+// takes back the transactions captured after it (see absorb) and is the
+// batch again, to be retried whole. landFlight reports whether no batch is
+// in flight any more: false only when that could not be done either, and
+// nothing may be spooled before the batch in flight.
+func (r *Replicator) landFlight(wait bool) bool {
+	live := r.batch
+	f := live.ahead
+	if f == nil {
+		return true
+	}
+	if !wait {
+		select {
+		case <-f.done:
+		default:
+			return false
+		}
+	}
+	<-f.done
+	live.ahead = nil
+	r.batch = f.b
+	r.shipBatch()
+	r.batch = live
+	if f.b.empty() {
+		live.spare = f.b
+		return true
+	}
+	if err := f.b.absorb(live); err != nil {
+		r.fail(err)
+		live.ahead = f
+		return false
+	}
+	r.batch = f.b
+	return true
+}
+
+// batchEnd is where the capture stood after the batch's last
+// transaction: durable once the batch is spooled.
+func (r *Replicator) batchEnd() point {
+	if r.batch.sealed {
+		return r.batch.end
+	}
+	return r.current()
 }
 
 // newGeneration reports whether a break is only the log starting a new
@@ -172,7 +251,10 @@ func (r *Replicator) addTxn(rd *wal.Reader, txn wal.Txn) error {
 	}
 	for i := 0; record && err == nil && i < len(txn.Pages); i++ {
 		ref := txn.Pages[i]
-		if err = rd.ReadPage(ref, r.page); err == nil {
+		if txn.Data != nil {
+			// As the scan read and verified it: read once.
+			err = r.batch.page(ref.Pgno, txn.Data[i])
+		} else if err = rd.ReadPage(ref, r.page); err == nil {
 			err = r.batch.page(ref.Pgno, r.page)
 		}
 	}
@@ -191,6 +273,7 @@ func (r *Replicator) addTxn(rd *wal.Reader, txn wal.Txn) error {
 			t.dirty.AddPage(r.pageSize, ref.Pgno)
 		}
 	}
+	r.logBytes.Add(txn.End.Offset - txn.Start.Offset)
 	r.txid, r.txTime, r.dbSize, r.pos = txid, at, txn.Commit, txn.End
 	r.gen = rd
 	if !record {
@@ -209,7 +292,7 @@ func (r *Replicator) openLog() (*os.File, int64, error) {
 	if errors.Is(err, fs.ErrNotExist) {
 		if r.log != nil {
 			r.log.Close()
-			r.log = nil
+			r.log, r.gen = nil, nil
 		}
 		if r.posValid {
 			return nil, 0, broke("the log file %s was deleted", r.walPath)
@@ -224,7 +307,7 @@ func (r *Replicator) openLog() (*os.File, int64, error) {
 			return r.log, st.Size(), nil
 		}
 		r.log.Close()
-		r.log = nil
+		r.log, r.gen = nil, nil
 		if r.posValid {
 			return nil, 0, broke("the log file %s was replaced", r.walPath)
 		}
@@ -233,7 +316,8 @@ func (r *Replicator) openLog() (*os.File, int64, error) {
 	if err != nil {
 		return nil, 0, fmt.Errorf("open log: %w", err)
 	}
-	r.log = f
+	// A reader of another file must not be taken for one of this.
+	r.log, r.gen = f, nil
 	return f, st.Size(), nil
 }
 

@@ -10,41 +10,85 @@ import (
 	"github.com/ferrydb/ferry/internal/wal"
 )
 
-// checkpointEvery spaces ferry's checkpoint attempts, and
+// checkpointEvery spaces ferry's attempts to let the log restart, and
 // longLogCheckpointEvery those made once the log is past TruncatePages,
-// which under steady writes grows by the same length again this often.
+// when the attempts take SQLite's writer lock: a writer at full speed
+// appends a few MiB to the log in that time.
 const (
 	checkpointEvery        = time.Second
-	longLogCheckpointEvery = 100 * time.Millisecond
+	longLogCheckpointEvery = 20 * time.Millisecond
 )
 
 // lockedTail is the most frames a checkpoint under the writer lock may
-// have left to read, and half the most it may have left to copy: 4 MiB of
-// 4 KiB pages, a few milliseconds of the application's commits held back.
-const lockedTail = 1024
+// find left to copy before it takes the lock: the lock is held while it
+// reads and copies them (and what lands while it waits for the lock),
+// and the application's commits wait for as long (a millisecond or two
+// for 1 MiB of 4 KiB pages on an idle disk). convergeRounds is how many
+// copies, each after a read of the log, it makes at most to get there.
+const (
+	lockedTail     = 256
+	convergeRounds = 4
+)
+
+// markDue reports whether the capture has read CheckpointPages frames
+// past its read mark: then it moves the mark (see moveMark). Moving it
+// on every pass instead would let the application's own automatic
+// checkpoints, which copy up to the mark, copy a few frames at a time,
+// each copy with two fsyncs in the application's commit.
+func (r *Replicator) markDue() bool {
+	if !r.posValid {
+		return false
+	}
+	frames, at := r.pos.Frames(), r.sql.markAt
+	if frames < at {
+		at = 0 // a new generation
+	}
+	return frames-at >= int64(r.o.CheckpointPages)
+}
+
+// moveMark moves the read mark to the end of the log, as the capture
+// reads it, and copies what ferry read into the database file with a
+// PASSIVE checkpoint, off the application's commits: the application's
+// automatic checkpoints then find little or nothing left to copy, and copy
+// in steps no smaller than without ferry when they do. Not while a
+// snapshot reads pages through the transaction held.
+func (r *Replicator) moveMark(ctx context.Context) error {
+	if err := r.refresh(ctx); err != nil {
+		return err
+	}
+	// Once: if the application's own checkpoint is running, it copies.
+	_, err := r.runCheckpoint(ctx, "PASSIVE")
+	return err
+}
 
 // maybeCheckpoint keeps the log short while ferry's read transaction holds
-// SQLite's own checkpoints back. Each step keeps the log protected (see
-// the package documentation), so none of them can lose a frame ferry has
-// not read:
+// SQLite's own restarts back. Each step keeps the log protected (see the
+// package documentation), so none of them can lose a frame ferry has not
+// read:
 //
 //  1. Refresh the read transaction, so that its read mark is the end of
 //     the log, and run a PASSIVE checkpoint: it copies every frame up to
-//     that mark without taking any lock the application waits for.
+//     that mark without taking any lock the application waits for. Again,
+//     a few times, while each finds less left to copy.
 //  2. Only when the log has grown past TruncatePages, which means PASSIVE
-//     checkpoints keep losing the race with new commits, take SQLite's
-//     writer lock for at most CheckpointBusyTimeout and, while it holds
+//     checkpoints keep losing the race with new commits, and once step 1
+//     left at most lockedTail frames to read and to copy, take SQLite's
+//     writer lock, waiting for it at most lockWait, and, while it holds
 //     commits back, refresh and run PASSIVE again: with no commit landing
 //     in between, this one copies the few frames left, and a last refresh
 //     puts the read transaction on SQLite's slot 0 (step 3) before the
 //     lock is let go. The application's commits wait only for that short
-//     copy, never for a reader.
+//     copy, never for a reader, and never for a change set to be written:
+//     none is shipped under the lock.
 //  3. Once every frame is in the database file, refresh once more: begun
 //     now, before anything new commits, the read transaction sits on
 //     SQLite's slot 0, which lets the application's next commit restart
-//     the log from the top. When the log file itself is larger than
-//     TruncatePages, a TRUNCATE checkpoint also shrinks it, with nothing
-//     left to copy and under the same busy timeout.
+//     the log from the top. When the log file itself has grown past
+//     twice TruncatePages, a TRUNCATE checkpoint also shrinks it, with
+//     nothing left to copy and under the same busy timeout. (A file of
+//     the size a restart keeps it at is left alone: a restarted log is
+//     written over in place, and truncating it would only have SQLite
+//     allocate the same blocks again.)
 //
 // FULL and RESTART are never used: they hold the writer lock while they
 // wait for readers, ferry's own included, to move on, which under steady
@@ -55,7 +99,7 @@ func (r *Replicator) maybeCheckpoint(ctx context.Context, now time.Time) error {
 	}
 	frames := r.pos.Frames()
 	fileFrames := r.logFileFrames()
-	if frames == 0 || (frames < int64(r.o.CheckpointPages) && fileFrames < int64(r.o.TruncatePages)) {
+	if frames == 0 || (frames < int64(r.o.CheckpointPages) && fileFrames < r.truncateFrames()) {
 		return nil
 	}
 	every := checkpointEvery
@@ -65,91 +109,128 @@ func (r *Replicator) maybeCheckpoint(ctx context.Context, now time.Time) error {
 	if now.Sub(r.lastCkpt) < every {
 		return nil
 	}
-	r.lastCkpt = now
-	return r.checkpoint(ctx, frames, fileFrames)
+	err := r.checkpoint(ctx, frames, fileFrames)
+	r.lastCkpt = time.Now()
+	return err
 }
 
+// truncateFrames is the size of the log file, in frames, past which a
+// checkpoint that empties the log also truncates the file.
+func (r *Replicator) truncateFrames() int64 { return 2 * int64(r.o.TruncatePages) }
+
 func (r *Replicator) checkpoint(ctx context.Context, frames, fileFrames int64) error {
-	if err := r.refresh(ctx); err != nil {
-		return err
-	}
-	res, err := r.passive(ctx)
-	if err != nil {
-		return err
-	}
-	if !res.complete() && frames >= int64(r.o.TruncatePages) {
-		if res, err = r.checkpointLocked(ctx); err != nil {
+	long := frames >= int64(r.o.TruncatePages)
+	var res ckptResult
+	for round := 0; ; round++ {
+		// Each round reads the log to its end on a new read transaction
+		// and copies up to there: what came in during the round before, so
+		// each is shorter. The round after a copy that reached the end of
+		// the log with no commit since puts the transaction on slot 0.
+		if err := r.refresh(ctx); err != nil {
 			return err
 		}
-	}
-	if !res.complete() {
-		return nil
-	}
-	if err := r.refresh(ctx); err != nil {
-		return err
-	}
-	if !r.posValid || r.pos.Frames() != res.log {
-		// A commit came in since the checkpoint; the next attempt will
-		// copy it.
-		return nil
-	}
-	if fileFrames >= int64(r.o.TruncatePages) {
-		if _, err := r.runCheckpoint(ctx, "TRUNCATE"); err != nil {
+		if !r.posValid {
+			return nil
+		}
+		if round > 0 && res.complete() && r.pos.Frames() == res.log {
+			return r.truncate(ctx, fileFrames)
+		}
+		if round == convergeRounds {
+			break
+		}
+		var err error
+		if res, err = r.passive(ctx); err != nil || res.busy {
 			return err
 		}
-		return r.capturePass(ctx)
+		if !long {
+			continue
+		}
+		// Under steady writes: read on without moving the read mark, so
+		// that the application's own checkpoints find nothing to copy,
+		// and take the writer lock once little is left.
+		if err := r.capturePass(ctx); err != nil {
+			return err
+		}
+		if !r.posValid {
+			return nil
+		}
+		if left := r.pos.Frames() - res.moved; left <= lockedTail {
+			return r.checkpointLocked(ctx, fileFrames)
+		}
+	}
+	if long {
+		r.o.Log.Debug("checkpoint with the writer lock skipped: too much left to copy", "frames", r.pos.Frames()-res.moved)
 	}
 	return nil
 }
 
 // checkpointLocked is step 2 of maybeCheckpoint: a PASSIVE checkpoint
-// with the application's commits held back, so that it finishes.
-func (r *Replicator) checkpointLocked(ctx context.Context) (ckptResult, error) {
-	// The commits wait for as long as the lock is held, and the copy that
-	// holds it is as long as the frames neither read nor copied yet: try
-	// only when ferry has nearly caught up with the application. A PASSIVE
-	// checkpoint right after a refresh says both, and copies what it can.
-	// (SQLite's index says the same, but reading it would mean opening and
-	// closing the -shm file, and closing any descriptor of a file drops
-	// every POSIX lock the process holds on it: ferry's read marks, and an
-	// embedding application's own.)
-	if err := r.refresh(ctx); err != nil {
-		return ckptResult{}, err
-	}
-	res, err := r.passive(ctx)
-	if err != nil {
-		return res, err
-	}
-	if res.busy || res.log-r.pos.Frames() > lockedTail || res.log-res.moved > 2*lockedTail {
-		r.o.Log.Debug("checkpoint with the writer lock skipped: too much left",
-			"busy", res.busy, "unread", res.log-r.pos.Frames(), "uncopied", res.log-res.moved)
-		return ckptResult{busy: true}, nil
-	}
+// with the application's commits held back, so that it finishes, and
+// step 3 before they go on. The caller made sure that little is left to
+// read and to copy: the commits wait for as long as the lock is held,
+// and that is as long as reading and copying what is left takes.
+// (SQLite's index says how much is left, but reading it would mean
+// opening and closing the -shm file, and closing any descriptor of a
+// file drops every POSIX lock the process holds on it: ferry's read
+// marks, and an embedding application's own.)
+func (r *Replicator) checkpointLocked(ctx context.Context, fileFrames int64) error {
 	locked, err := r.sql.lockWriters(ctx)
 	if err != nil || !locked {
-		return ckptResult{busy: true}, err
+		r.o.Log.Debug("checkpoint with the writer lock skipped: the lock stayed busy", "err", err)
+		return err
 	}
 	start := time.Now()
-	res, err = r.finishCheckpoint(ctx)
+	res, err := r.finishCheckpoint(ctx, fileFrames)
 	if uerr := r.sql.unlockWriters(); err == nil {
 		err = uerr
 	}
 	r.o.Log.Debug("checkpoint with the writer lock", "complete", res.complete(), "held", time.Since(start))
-	return res, err
+	if err == nil && res.complete() && fileFrames >= r.truncateFrames() {
+		// The log was truncated under the lock.
+		return r.capturePass(ctx)
+	}
+	return err
 }
 
 // finishCheckpoint reads the rest of the log and copies it into the
-// database file, then puts the read transaction on slot 0. The caller
-// holds the writer lock.
-func (r *Replicator) finishCheckpoint(ctx context.Context) (ckptResult, error) {
+// database file, then puts the read transaction on slot 0 and, if the
+// log file has grown past truncateFrames, truncates it. The caller holds
+// the writer lock.
+func (r *Replicator) finishCheckpoint(ctx context.Context, fileFrames int64) (ckptResult, error) {
 	if err := r.refresh(ctx); err != nil {
 		return ckptResult{}, err
 	}
-	res, err := r.passive(ctx)
+	// Once: if another checkpoint is running (the application's own,
+	// begun after its last commit), the lock is let go rather than held
+	// while waiting for it.
+	res, err := r.runCheckpoint(ctx, "PASSIVE")
 	if err != nil || !res.complete() {
 		return res, err
 	}
-	return res, r.refresh(ctx)
+	if err := r.refresh(ctx); err != nil {
+		return res, err
+	}
+	if fileFrames >= r.truncateFrames() {
+		// Nothing is left to copy and no commit can land: only the
+		// truncation itself holds the commits back.
+		_, err = r.runCheckpoint(ctx, "TRUNCATE")
+	}
+	return res, err
+}
+
+// truncate shrinks a log file grown past truncateFrames, once every
+// frame of the log is in the database file and the read transaction is
+// on slot 0 (step 3 of maybeCheckpoint). TRUNCATE takes the writer lock
+// itself, for at most the busy timeout: with nothing left to copy, it
+// holds commits back only to truncate.
+func (r *Replicator) truncate(ctx context.Context, fileFrames int64) error {
+	if fileFrames < r.truncateFrames() {
+		return nil
+	}
+	if _, err := r.runCheckpoint(ctx, "TRUNCATE"); err != nil {
+		return err
+	}
+	return r.capturePass(ctx)
 }
 
 // passive runs a PASSIVE checkpoint, trying again for up to the busy
@@ -178,10 +259,17 @@ func (r *Replicator) runCheckpoint(ctx context.Context, mode string) (ckptResult
 // refresh hands the read transaction over to a new one whose read mark is
 // the end of the log, reading the log in between.
 func (r *Replicator) refresh(ctx context.Context) error {
+	var read int64
+	if r.posValid {
+		read = r.pos.Frames()
+	}
 	err := r.sql.handover(ctx, func(*sql.Tx) error { return r.capturePass(ctx) })
 	if err != nil {
 		return fmt.Errorf("refresh the read transaction: %w", err)
 	}
+	// The new transaction's mark is where the log ended when it began:
+	// at or past what the capture had read before the pass.
+	r.sql.markAt = read
 	r.protected = true
 	return nil
 }

@@ -32,7 +32,20 @@ type sqliteConns struct {
 	rw   *sql.DB
 	ckpt *sql.Conn
 	lock *sql.Conn
+	// locked is set while lock holds SQLite's writer lock.
+	locked bool
+
+	// markAt is how many frames of the log's generation the capture had
+	// read when the transaction held began: its read mark is there or
+	// later (see Replicator.markDue).
+	markAt int64
 }
+
+// lockWait is the most ferry waits for SQLite's writer lock. It holds
+// nothing while it waits, so the application loses nothing by it; a
+// short wait only keeps what ferry found left to read and copy before it
+// asked from growing much by the time it has the lock.
+const lockWait = 3 * time.Millisecond
 
 // sqliteURI turns a path into a SQLite URI filename, escaping what SQLite
 // would otherwise read as a query or fragment.
@@ -82,6 +95,10 @@ func openConns(ctx context.Context, path string, busy time.Duration) (*sqliteCon
 	}
 	if err == nil {
 		c.lock, err = c.rw.Conn(ctx)
+	}
+	if err == nil {
+		wait := min(lockWait, busy)
+		_, err = c.lock.ExecContext(ctx, fmt.Sprintf("PRAGMA busy_timeout=%d", max(1, wait.Milliseconds())))
 	}
 	if err != nil {
 		c.close()
@@ -179,9 +196,10 @@ func (c *sqliteConns) checkpoint(ctx context.Context, mode string) (ckptResult, 
 	return ckptResult{busy: busy != 0, log: log, moved: moved}, nil
 }
 
-// lockWriters takes SQLite's writer lock, waiting at most the busy
-// timeout, so that no commit lands until unlockWriters. It reports false,
-// without an error, when the lock stayed busy.
+// lockWriters takes SQLite's writer lock, waiting at most lockWait (or
+// the busy timeout, when shorter), so that no commit lands until
+// unlockWriters. It reports false, without an error, when the lock stayed
+// busy.
 func (c *sqliteConns) lockWriters(ctx context.Context) (bool, error) {
 	if _, err := c.lock.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
 		if isBusy(err) {
@@ -189,6 +207,7 @@ func (c *sqliteConns) lockWriters(ctx context.Context) (bool, error) {
 		}
 		return false, fmt.Errorf("take the writer lock: %w", err)
 	}
+	c.locked = true
 	return true, nil
 }
 
@@ -198,8 +217,14 @@ func (c *sqliteConns) unlockWriters() error {
 	if _, err := c.lock.ExecContext(context.Background(), "ROLLBACK"); err != nil {
 		return fmt.Errorf("release the writer lock: %w", err)
 	}
+	c.locked = false
 	return nil
 }
+
+// writersLocked reports whether ferry holds SQLite's writer lock: every
+// commit of the application waits meanwhile, so nothing but what the
+// checkpoint needs may be done.
+func (c *sqliteConns) writersLocked() bool { return c != nil && c.locked }
 
 func isBusy(err error) bool {
 	return strings.Contains(err.Error(), "SQLITE_BUSY") || strings.Contains(err.Error(), "database is locked")

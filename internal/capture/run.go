@@ -314,13 +314,8 @@ func (r *Replicator) advance(ctx context.Context) error {
 		}
 		r.protected = true
 		return nil
-	case r.job == nil && r.posValid && r.pos.Frames() >= int64(r.o.CheckpointPages):
-		// Moving the read mark to the end of the log as it is read lets
-		// checkpoints, the application's automatic ones included, copy
-		// what ferry has read in steps as small as without ferry, rather
-		// than in one large copy each time ferry checkpoints. Not while a
-		// snapshot reads pages through the transaction held.
-		return r.refresh(ctx)
+	case r.job == nil && r.markDue():
+		return r.moveMark(ctx)
 	}
 	return r.capturePass(ctx)
 }

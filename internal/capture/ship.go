@@ -34,7 +34,7 @@ const segmentName = "capture-segment"
 // On success the batch is empty; on failure it is kept for the next try.
 // A full spool drops the longest backlog (see dropBacklog) and tries again.
 func (r *Replicator) shipBatch() {
-	if r.batch.empty() {
+	if !r.landFlight(true) || r.batch.empty() {
 		return
 	}
 	start := time.Now()
@@ -107,10 +107,11 @@ func (r *Replicator) writeSegmentFile(path string) error {
 // clearBatch empties the batch after its transactions went to the spool
 // or became moot.
 func (r *Replicator) clearBatch() {
+	end := r.batchEnd()
 	if err := r.batch.reset(); err != nil {
 		r.fail(err)
 	}
-	r.durable = r.current()
+	r.durable = end
 }
 
 // dropBatch gives up a batch that cannot be spooled, recording the gap.

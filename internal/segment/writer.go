@@ -8,7 +8,6 @@ import (
 	"hash"
 	"hash/crc32"
 	"io"
-	"sync"
 	"time"
 
 	"github.com/klauspost/compress/zstd"
@@ -35,6 +34,7 @@ type Writer struct {
 	txnPages uint32
 	pages    uint64
 	scratch  [txnRecordSize]byte
+	sum      [sha256.Size]byte
 
 	// unchecked lets tests in this package write segments that break the
 	// rules, to show that a Reader refuses them.
@@ -143,7 +143,7 @@ func (w *Writer) Commit() error {
 	if err := w.write(b); err != nil {
 		return err
 	}
-	if err := w.write(w.h.Sum(nil)); err != nil {
+	if err := w.write(w.h.Sum(w.sum[:0])); err != nil {
 		return err
 	}
 	w.inTxn = false
@@ -165,7 +165,7 @@ func (w *Writer) Close() error {
 	if err := w.enc.Close(); err != nil && w.err == nil {
 		w.fail(fmt.Errorf("compress segment: %w", err))
 	} else if err == nil {
-		encoders.Put(w.enc)
+		putEncoder(w.enc)
 	}
 	if w.err != nil {
 		return w.err
@@ -219,13 +219,26 @@ func (c *countWriter) Write(p []byte) (int, error) {
 
 // encoders keeps zstd encoders between segments: each holds a history
 // buffer of twice the window, worth reusing rather than reallocating for
-// every change set.
-var encoders sync.Pool
+// every change set. A sync.Pool would not do: it empties at every garbage
+// collection, and a capture under load collects more often than it writes
+// a change set. Two are kept, the most that write at once in a
+// replicator (a change set and a compaction).
+var encoders = make(chan *zstd.Encoder, 2)
+
+func putEncoder(enc *zstd.Encoder) {
+	enc.Reset(nil)
+	select {
+	case encoders <- enc:
+	default:
+	}
+}
 
 func getEncoder(w io.Writer) (*zstd.Encoder, error) {
-	if enc, ok := encoders.Get().(*zstd.Encoder); ok {
+	select {
+	case enc := <-encoders:
 		enc.Reset(w)
 		return enc, nil
+	default:
 	}
 	// SpeedFastest compresses pages about as well as the default level
 	// here (WAL pages are mostly B-tree cells and free space) at 1.5 times

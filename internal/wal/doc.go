@@ -24,16 +24,21 @@
 //     [ErrContinuity]). The caller answers that with a snapshot, never by
 //     guessing.
 //
-// A transaction is returned as a list of [PageRef] values, one per page, not
-// as page bytes: a transaction may be larger than memory. Page bytes are read
-// with [Reader.ReadPage], which checks the frame again so that bytes read
-// after SQLite reused that part of the file are refused rather than returned.
+// A transaction is returned as a list of [PageRef] values, one per page,
+// and, when its frames fit in the Reader's buffer (a few MiB), the page
+// bytes as the scan read and verified them ([Txn.Data]), so that each page
+// is read once. A larger transaction may be larger than memory: its page
+// bytes are read with [Reader.ReadPage], which checks the frame again so
+// that bytes read after SQLite reused that part of the file are refused
+// rather than returned. ReadPage is also how a page is read later, from a
+// PageRef kept after the scan.
 //
 // # Costs and quirks
 //
 // Each call to Next rereads the frames of a transaction still being written,
 // from its first frame, until its commit lands: positions only ever point
-// after a commit. Reads are one frame at a time, from the page cache.
+// after a commit. Reads go through the page cache in runs of 256 KiB; the
+// check of the frame before a position and the first run are one read.
 //
 // A connection that opened the database with psow=0 (no powersafe
 // overwrite) and synchronous=FULL pads the log to a sector boundary at each

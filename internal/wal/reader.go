@@ -48,6 +48,13 @@ type Txn struct {
 	// Pages beyond Commit are left out: the commit truncates the database
 	// below them, so they are not part of the committed state.
 	Pages []PageRef
+	// Data, when not nil, holds the bytes of each page of Pages, in the
+	// same order, as the scan read and verified them: the caller need not
+	// read them again with ReadPage. It points into the Reader's buffer,
+	// good only until the next call to Next or Recheck. It is nil for a
+	// transaction whose frames were too many to hold at once (over
+	// maxHeldBytes); ReadPage reads those pages.
+	Data [][]byte
 }
 
 // Reader yields the committed transactions of one log generation, in order.
@@ -64,17 +71,27 @@ type Reader struct {
 
 	pos Position // advanced by Next
 	// ahead holds whole frames read from aheadOff on, so that a scan
-	// costs one read per readAheadBytes rather than one per frame.
+	// costs one read per readAheadBytes rather than one per frame. While
+	// a transaction is scanned it keeps every frame read of it (up to
+	// maxHeldBytes, growing aheadBuf as needed), so that the transaction's
+	// pages can be handed over as they were verified (Txn.Data).
 	ahead    []byte
 	aheadBuf []byte
 	aheadOff int64
+	// data is the storage of the last Txn.Data.
+	data [][]byte
 	// continued is set while Next's last call returned a transaction: the
 	// next call then skips the header check (see Next).
 	continued bool
 }
 
-// readAheadBytes is how much of the log a scan reads at once.
-const readAheadBytes = 256 << 10
+// readAheadBytes is how much of the log a scan reads at once, and
+// maxHeldBytes the most it holds to keep one transaction's frames
+// together.
+const (
+	readAheadBytes = 256 << 10
+	maxHeldBytes   = 4 << 20
+)
 
 // NewReader returns a Reader positioned at the first frame of the log
 // generation that hdr, as returned by ReadHeader, describes.
@@ -110,6 +127,15 @@ func newReader(f io.ReaderAt, bigEndian bool, pos Position) *Reader {
 // the last transaction Next returned, or where the Reader started. After
 // Next returns io.EOF it is the end of the log's committed prefix.
 func (r *Reader) Position() Position { return r.pos }
+
+// Recheck makes the Reader what [Resume] would return for its Position,
+// keeping its buffers: it forgets what it read ahead, which the log may
+// have changed since, and its next call to Next checks the header and the
+// frame before the Position again. A caller that comes back to the log
+// after a while calls it before Next.
+func (r *Reader) Recheck() {
+	r.ahead, r.continued = nil, false
+}
 
 // Next returns the next committed transaction. It returns io.EOF when the
 // log holds no further complete committed transaction; calling Next again
@@ -149,15 +175,39 @@ func (r *Reader) Next() (Txn, error) {
 // frameAt returns the frame at offset off, from what was read ahead when
 // it holds the frame, or reads ahead from off. It returns io.EOF when the
 // log holds no whole frame at off.
-func (r *Reader) frameAt(off int64) ([]byte, error) {
+//
+// from is where the transaction being scanned starts. While *held is
+// true, every frame from there to off is in the read-ahead: a read ahead
+// then keeps them, at the front of the buffer, and frameAt sets *held to
+// false when it cannot (they would not fit in maxHeldBytes).
+func (r *Reader) frameAt(off, from int64, held *bool) ([]byte, error) {
 	fs := r.pos.FrameSize()
 	if off >= r.aheadOff && off+fs <= r.aheadOff+int64(len(r.ahead)) {
 		return r.ahead[off-r.aheadOff : off-r.aheadOff+fs], nil
 	}
-	n, err := r.f.ReadAt(r.aheadBuf, off)
-	r.ahead, r.aheadOff = r.aheadBuf[:int64(n)-int64(n)%fs], off
-	if len(r.ahead) > 0 {
-		return r.ahead[:fs], nil
+	keep := int64(0)
+	if *held && from < off {
+		keep = off - from
+		if from < r.aheadOff || off > r.aheadOff+int64(len(r.ahead)) || keep+fs > maxHeldBytes {
+			*held, keep = false, 0
+		}
+	}
+	if keep > 0 {
+		if size := int64(len(r.aheadBuf)); 2*keep > size && size < maxHeldBytes {
+			// The transaction fills half the buffer: one twice as large,
+			// within maxHeldBytes, holds it and reads ahead after it, so
+			// that what is kept is copied a bounded number of times.
+			grown := make([]byte, min(2*size, maxHeldBytes)/fs*fs)
+			copy(grown, r.ahead[from-r.aheadOff:off-r.aheadOff])
+			r.aheadBuf = grown
+		} else {
+			copy(r.aheadBuf, r.ahead[from-r.aheadOff:off-r.aheadOff])
+		}
+	}
+	n, err := r.f.ReadAt(r.aheadBuf[keep:], off)
+	r.ahead, r.aheadOff = r.aheadBuf[:keep+int64(n)-int64(n)%fs], off-keep
+	if int64(len(r.ahead)) >= keep+fs {
+		return r.ahead[keep : keep+fs], nil
 	}
 	if err == nil || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 		return nil, io.EOF
@@ -196,15 +246,19 @@ func (r *Reader) check() (Header, error) {
 	// carry the same salts with different frames, and a log cut short keeps
 	// its header. The frame that ends at pos must still be there and still
 	// carry the checksum we hold. Committed frames never change within one
-	// generation, so a different checksum means a different log.
-	var last [FrameHeaderSize]byte
-	if err := readFull(r.f, last[:], pos.Offset-pos.FrameSize()); err != nil {
+	// generation, so a different checksum means a different log. One read
+	// brings that frame and reads ahead the frames after it.
+	fs := pos.FrameSize()
+	n, err := r.f.ReadAt(r.aheadBuf, pos.Offset-fs)
+	r.ahead, r.aheadOff = r.aheadBuf[:int64(n)-int64(n)%fs], pos.Offset-fs
+	if int64(len(r.ahead)) < fs {
+		r.ahead = nil
+		if err == nil || errors.Is(err, io.ErrUnexpectedEOF) {
+			err = io.EOF
+		}
 		return Header{}, r.tailError(hdr, err)
 	}
-	var one [1]byte
-	if err := readFull(r.f, one[:], pos.Offset-1); err != nil {
-		return Header{}, r.tailError(hdr, err)
-	}
+	last := r.ahead[:FrameHeaderSize]
 	be := binary.BigEndian
 	if be.Uint32(last[8:12]) != pos.Salt1 || be.Uint32(last[12:16]) != pos.Salt2 ||
 		be.Uint32(last[16:20]) != pos.Sum1 || be.Uint32(last[20:24]) != pos.Sum2 {
@@ -227,8 +281,9 @@ func (r *Reader) scan() (Txn, error) {
 	off := start.Offset
 	s1, s2 := start.Sum1, start.Sum2
 	var refs []PageRef
+	held := true
 	for {
-		frame, err := r.frameAt(off)
+		frame, err := r.frameAt(off, start.Offset, &held)
 		if errors.Is(err, io.EOF) {
 			return Txn{}, io.EOF
 		}
@@ -258,7 +313,16 @@ func (r *Reader) scan() (Txn, error) {
 		end := start
 		end.Offset, end.Sum1, end.Sum2 = off, s1, s2
 		r.pos = end
-		return Txn{Start: start, End: end, Commit: commit, Frames: len(refs), Pages: latest(refs, commit)}, nil
+		txn := Txn{Start: start, End: end, Commit: commit, Frames: len(refs), Pages: latest(refs, commit)}
+		if held {
+			r.data = r.data[:0]
+			for _, ref := range txn.Pages {
+				at := ref.Offset - r.aheadOff + FrameHeaderSize
+				r.data = append(r.data, r.ahead[at:at+int64(r.pageSize):at+int64(r.pageSize)])
+			}
+			txn.Data = r.data
+		}
+		return txn, nil
 	}
 }
 
