@@ -29,7 +29,7 @@ const appEnv = "FERRY_BENCH_APP"
 // appJob is what the application process does to its database.
 type appJob struct {
 	// Do is "create" (an empty table in WAL mode), "insert" (1-row
-	// transactions), "build" (a database of Bytes
+	// transactions), "latency" (1-row transactions, each timed), "build" (a database of Bytes
 	// of wide rows), "append" (Rows wide rows in one transaction) or
 	// "update" (Rows distinct wide rows, chosen at random among the first
 	// MaxID, rewritten in one transaction).
@@ -107,6 +107,8 @@ func (j appJob) run(out io.Writer) error {
 		_, err = db.Exec("CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)")
 	case "insert":
 		return j.insert(db, out)
+	case "latency":
+		return j.latencies(db, out)
 	case "append":
 		_, err = db.Exec(`WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x < ?)
 			INSERT INTO t(v) SELECT randomblob(?) FROM c`, j.Rows, wideRow)
