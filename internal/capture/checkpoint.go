@@ -84,11 +84,12 @@ func (r *Replicator) moveMark(ctx context.Context) error {
 //     now, before anything new commits, the read transaction sits on
 //     SQLite's slot 0, which lets the application's next commit restart
 //     the log from the top. When the log file itself has grown past
-//     twice TruncatePages, a TRUNCATE checkpoint also shrinks it, with
-//     nothing left to copy and under the same busy timeout. (A file of
-//     the size a restart keeps it at is left alone: a restarted log is
-//     written over in place, and truncating it would only have SQLite
-//     allocate the same blocks again.)
+//     twice TruncatePages (the log once ran long, while ferry was down or
+//     could not keep up) and no commit came in meanwhile, a TRUNCATE
+//     checkpoint also shrinks it, with nothing left to copy and under the
+//     same busy timeout. (A file of the size restarts keep it at is left
+//     alone: a restarted log is written over in place, and truncating it
+//     would only have SQLite allocate the same blocks again.)
 //
 // FULL and RESTART are never used: they hold the writer lock while they
 // wait for readers, ferry's own included, to move on, which under steady
@@ -155,7 +156,7 @@ func (r *Replicator) checkpoint(ctx context.Context, frames, fileFrames int64) e
 			return nil
 		}
 		if left := r.pos.Frames() - res.moved; left <= lockedTail {
-			return r.checkpointLocked(ctx, fileFrames)
+			return r.checkpointLocked(ctx)
 		}
 	}
 	if long {
@@ -173,30 +174,29 @@ func (r *Replicator) checkpoint(ctx context.Context, frames, fileFrames int64) e
 // opening and closing the -shm file, and closing any descriptor of a
 // file drops every POSIX lock the process holds on it: ferry's read
 // marks, and an embedding application's own.)
-func (r *Replicator) checkpointLocked(ctx context.Context, fileFrames int64) error {
+//
+// No TRUNCATE under the lock: the connection that holds it holds a read
+// mark too, taken before the log was all copied, and a TRUNCATE waits
+// for every such reader, its busy timeout long, with the commits held.
+func (r *Replicator) checkpointLocked(ctx context.Context) error {
 	locked, err := r.sql.lockWriters(ctx)
 	if err != nil || !locked {
 		r.o.Log.Debug("checkpoint with the writer lock skipped: the lock stayed busy", "err", err)
 		return err
 	}
 	start := time.Now()
-	res, err := r.finishCheckpoint(ctx, fileFrames)
+	res, err := r.finishCheckpoint(ctx)
 	if uerr := r.sql.unlockWriters(); err == nil {
 		err = uerr
 	}
 	r.o.Log.Debug("checkpoint with the writer lock", "complete", res.complete(), "held", time.Since(start))
-	if err == nil && res.complete() && fileFrames >= r.truncateFrames() {
-		// The log was truncated under the lock.
-		return r.capturePass(ctx)
-	}
 	return err
 }
 
 // finishCheckpoint reads the rest of the log and copies it into the
-// database file, then puts the read transaction on slot 0 and, if the
-// log file has grown past truncateFrames, truncates it. The caller holds
-// the writer lock.
-func (r *Replicator) finishCheckpoint(ctx context.Context, fileFrames int64) (ckptResult, error) {
+// database file, then puts the read transaction on slot 0. The caller
+// holds the writer lock.
+func (r *Replicator) finishCheckpoint(ctx context.Context) (ckptResult, error) {
 	if err := r.refresh(ctx); err != nil {
 		return ckptResult{}, err
 	}
@@ -207,15 +207,7 @@ func (r *Replicator) finishCheckpoint(ctx context.Context, fileFrames int64) (ck
 	if err != nil || !res.complete() {
 		return res, err
 	}
-	if err := r.refresh(ctx); err != nil {
-		return res, err
-	}
-	if fileFrames >= r.truncateFrames() {
-		// Nothing is left to copy and no commit can land: only the
-		// truncation itself holds the commits back.
-		_, err = r.runCheckpoint(ctx, "TRUNCATE")
-	}
-	return res, err
+	return res, r.refresh(ctx)
 }
 
 // truncate shrinks a log file grown past truncateFrames, once every
