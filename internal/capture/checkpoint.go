@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"os"
 	"time"
 
 	"github.com/ferrydb/ferry/internal/wal"
@@ -269,8 +268,13 @@ func (r *Replicator) refresh(ctx context.Context) error {
 // logFileFrames is the size of the log file in frames of the current page
 // size.
 func (r *Replicator) logFileFrames() int64 {
-	st, err := os.Stat(r.walPath)
-	if err != nil || r.pageSize == 0 {
+	if r.log == nil || r.pageSize == 0 {
+		return 0
+	}
+	// The file the capture reads: a log replaced since is found by the
+	// next pass.
+	st, err := r.log.Stat()
+	if err != nil {
 		return 0
 	}
 	return (st.Size() - wal.HeaderSize) / (wal.FrameHeaderSize + int64(r.pageSize))

@@ -80,6 +80,10 @@ type Reader struct {
 	aheadOff int64
 	// data is the storage of the last Txn.Data.
 	data [][]byte
+	// checkedAt is where the last check was made, and lastRun how far
+	// the calls to Next after it read before they found nothing more: how
+	// much the next check reads ahead (see check).
+	checkedAt, lastRun int64
 	// continued is set while Next's last call returned a transaction: the
 	// next call then skips the header check (see Next).
 	continued bool
@@ -168,6 +172,7 @@ func (r *Reader) Next() (Txn, error) {
 	if err != nil {
 		// What was read ahead may end in a frame still being written.
 		r.ahead = nil
+		r.lastRun = r.pos.Offset - r.checkedAt
 	}
 	return txn, err
 }
@@ -247,9 +252,16 @@ func (r *Reader) check() (Header, error) {
 	// its header. The frame that ends at pos must still be there and still
 	// carry the checksum we hold. Committed frames never change within one
 	// generation, so a different checksum means a different log. One read
-	// brings that frame and reads ahead the frames after it.
+	// brings that frame and reads ahead the frames after it: about twice
+	// as far as the calls after the last check got, for a log appended to
+	// a few frames at a time need not read the whole read-ahead each time
+	// (past its end a log holds frames of older generations, which are
+	// read only to be refused). A scan that goes further reads on in
+	// full runs.
 	fs := pos.FrameSize()
-	n, err := r.f.ReadAt(r.aheadBuf, pos.Offset-fs)
+	ahead := r.aheadBuf[:min(int64(len(r.aheadBuf)), max(4*fs, (2*r.lastRun+2*fs)/fs*fs))]
+	r.checkedAt = pos.Offset
+	n, err := r.f.ReadAt(ahead, pos.Offset-fs)
 	r.ahead, r.aheadOff = r.aheadBuf[:int64(n)-int64(n)%fs], pos.Offset-fs
 	if int64(len(r.ahead)) < fs {
 		r.ahead = nil
