@@ -42,11 +42,11 @@ type Options struct {
 	// CheckpointPages is the log length, in frames, from which ferry runs
 	// PASSIVE checkpoints itself. Zero means 1000, SQLite's own default.
 	CheckpointPages int
-	// TruncatePages is the log length, in frames, from which ferry takes
-	// SQLite's writer lock, for at most CheckpointBusyTimeout, to finish a
-	// checkpoint and shrink the log: a log that long means PASSIVE
-	// checkpoints could not keep up. Zero means four times
-	// CheckpointPages.
+	// TruncatePages is the log length, in frames, from which ferry copies
+	// the log down to a short tail and then takes SQLite's writer lock,
+	// waiting a few milliseconds for it at most, to copy the tail and let
+	// the log restart: a log that long means PASSIVE checkpoints could not
+	// keep up. Zero means four times CheckpointPages.
 	TruncatePages int
 	// CheckpointBusyTimeout bounds how long a checkpoint that takes the
 	// writer lock waits for readers and writers, and so how long it can
