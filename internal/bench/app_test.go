@@ -225,13 +225,20 @@ type app struct {
 // startApp starts the application on job. Every line it prints goes to
 // lines, which is closed when the process ends; done then says how.
 func startApp(ctx context.Context, job appJob) (*app, error) {
-	env, err := json.Marshal(job)
+	return startSelf(ctx, appEnv, job, "application "+job.Do)
+}
+
+// startSelf starts this test binary again as a child that does job,
+// handed over in the environment variable env, and names it what in its
+// errors.
+func startSelf(ctx context.Context, env string, job any, what string) (*app, error) {
+	data, err := json.Marshal(job)
 	if err != nil {
 		return nil, err
 	}
 	a := &app{lines: make(chan string, 1024), done: make(chan error, 1)}
 	a.cmd = exec.CommandContext(ctx, os.Args[0])
-	a.cmd.Env = append(os.Environ(), appEnv+"="+string(env))
+	a.cmd.Env = append(os.Environ(), env+"="+string(data))
 	a.cmd.Stderr = &a.stderr
 	stdout, err := a.cmd.StdoutPipe()
 	if err != nil {
@@ -248,7 +255,7 @@ func startApp(ctx context.Context, job appJob) (*app, error) {
 		close(a.lines)
 		err := a.cmd.Wait()
 		if err != nil {
-			err = fmt.Errorf("application %s: %w: %s", job.Do, err, strings.TrimSpace(a.stderr.String()))
+			err = fmt.Errorf("%s: %w: %s", what, err, strings.TrimSpace(a.stderr.String()))
 		}
 		a.done <- err
 	}()
