@@ -9,7 +9,6 @@ import (
 	"io"
 	mrand "math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -416,32 +415,5 @@ func (j scheduleJob) run(out io.Writer) error {
 // startSchedule starts the application on job, as startApp does an
 // appJob.
 func startSchedule(ctx context.Context, job scheduleJob) (*app, error) {
-	env, err := json.Marshal(job)
-	if err != nil {
-		return nil, err
-	}
-	a := &app{lines: make(chan string, 1024), done: make(chan error, 1)}
-	a.cmd = exec.CommandContext(ctx, os.Args[0])
-	a.cmd.Env = append(os.Environ(), scheduleEnv+"="+string(env))
-	a.cmd.Stderr = &a.stderr
-	stdout, err := a.cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	if err := a.cmd.Start(); err != nil {
-		return nil, err
-	}
-	go func() {
-		s := bufio.NewScanner(stdout)
-		for s.Scan() {
-			a.lines <- s.Text()
-		}
-		close(a.lines)
-		err := a.cmd.Wait()
-		if err != nil {
-			err = fmt.Errorf("application (schedule): %w: %s", err, strings.TrimSpace(a.stderr.String()))
-		}
-		a.done <- err
-	}()
-	return a, nil
+	return startSelf(ctx, scheduleEnv, job, "application (schedule)")
 }
