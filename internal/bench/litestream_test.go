@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	mrand "math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -242,6 +243,13 @@ func litestreamLag(b *testing.B, bin string, srv testenv.S3Server, start func(ct
 	defer l.stop()
 	// What litestream uploads as it starts is not the workload's.
 	w.settle(time.Second, 30*time.Second)
+	// Settling ends a fixed time after one of litestream's ticks; an
+	// application's commits come at any point of its interval. Starting
+	// right away would put every workload's first commit at the same
+	// phase of the ticker, which decides, for a workload of a few
+	// intervals, both that commit's wait and how many uploads the
+	// workload costs.
+	time.Sleep(mrand.N(syncInterval))
 	puts, allPuts := w.putCounts()
 	// Ending the context kills the application if the benchmark fails
 	// while it runs.
