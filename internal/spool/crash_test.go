@@ -79,6 +79,14 @@ func crashChild(dir string) {
 	rng := rand.New(rand.NewPCG(uint64(os.Getpid()), uint64(time.Now().UnixNano())))
 	deadline := time.Now().Add(20 * time.Second)
 	for n := 0; time.Now().Before(deadline); n++ {
+		if rng.IntN(4) == 0 {
+			// A batch, as push spools a directory: its entries are
+			// logged only once Commit has returned.
+			for _, id := range crashBatch(s, dir, rng, n, fail) {
+				record(enqueuedLog, id)
+			}
+			continue
+		}
 		for range 1 + rng.IntN(2) {
 			p := crashPayload{Token: fmt.Sprintf("<%d.%d>", os.Getpid(), n), Reps: rng.IntN(3000)}
 			id, err := s.Enqueue(crashQueues[rng.IntN(len(crashQueues))], p, writeBytes(p.data()))
@@ -133,6 +141,41 @@ func crashChild(dir string) {
 		}
 	}
 	os.Exit(0)
+}
+
+// crashBatch spools 1 to 8 files, written for the purpose, as one batch
+// into queue a or b, and returns the IDs Commit gave them.
+func crashBatch(s *Spool, dir string, rng *rand.Rand, n int, fail func(string, ...any)) []ID {
+	b, err := s.NewBatch(crashQueues[rng.IntN(2)])
+	if err != nil {
+		fail("batch: %v", err)
+	}
+	var srcs []string
+	defer func() {
+		for _, p := range srcs {
+			os.Remove(p)
+		}
+	}()
+	for k := range 1 + rng.IntN(8) {
+		p := crashPayload{Token: fmt.Sprintf("<%d.%d.%d>", os.Getpid(), n, k), Reps: rng.IntN(3000)}
+		src := filepath.Join(dir, fmt.Sprintf("src-%d-%d-%d", os.Getpid(), n, k))
+		if err := os.WriteFile(src, p.data(), 0o600); err != nil {
+			fail("%v", err)
+		}
+		srcs = append(srcs, src)
+		err := b.AddFile(p, src)
+		if errors.Is(err, ErrFull) {
+			break
+		}
+		if err != nil {
+			fail("batch add: %v", err)
+		}
+	}
+	ids, err := b.Commit()
+	if err != nil {
+		fail("batch commit: %v", err)
+	}
+	return ids
 }
 
 // TestCrashKill9 kills a child working the spool at random moments, 20

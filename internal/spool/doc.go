@@ -24,7 +24,14 @@
 //
 //   - An entry is visible in a queue only once its data and meta are fully
 //     written and fsynced; Enqueue returns only after the rename into the
-//     queue is fsynced.
+//     queue is fsynced. A Batch does the same for many entries at once:
+//     one syncfs (or fsyncs side by side) for all of them, then their
+//     renames and one fsync of the queue's directory; its entries are
+//     acknowledged when Commit returns, and a crash before then leaves any
+//     subset of them queued, each whole.
+//   - Concurrent operations that rename through the same directory share
+//     its fsyncs (group commit), and each still returns only after a fsync
+//     that began after its own rename.
 //   - Done, Fail, FailPermanently and MoveTo are durable when they return.
 //     A crash in the middle leaves the entry where it was (it is retried:
 //     at-least-once) or where it was going, never half of it.

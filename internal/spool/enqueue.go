@@ -210,7 +210,7 @@ func (s *Spool) commit(queue string, id ID, stage string, m *meta, res *reserveW
 	s.mu.Unlock()
 	// tmp/ is never fsynced: whatever a crash leaves there, Open sweeps,
 	// so only the queue side of a rename out of it must be durable.
-	if err := durable.SyncDir(queueDir(s.dir, queue)); err != nil {
+	if err := s.groupSync(queueDir(s.dir, queue)); err != nil {
 		return true, fmt.Errorf("enqueue %s to queue %s in spool %s: %w", id, queue, s.dir, err)
 	}
 	return true, nil

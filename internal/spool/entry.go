@@ -8,8 +8,6 @@ import (
 	"path/filepath"
 	"sync"
 	"time"
-
-	"github.com/ferrydb/ferry/internal/durable"
 )
 
 // Entry is an entry checked out by Claim. Exactly one of Done, MoveTo,
@@ -116,8 +114,8 @@ func (e *Entry) Done() error {
 		s.mu.Unlock()
 		// Renaming into tmp/ makes Done one atomic step; fsyncing
 		// checkout/ makes it durable (tmp/ is swept by Open either way).
-		err := durable.SyncDir(checkoutDir(s.dir, e.queue))
-		removeAllQuiet(gone)
+		err := s.groupSync(checkoutDir(s.dir, e.queue))
+		removeEntryQuiet(gone)
 		return true, err
 	})
 	if errors.Is(err, ErrDropped) {
@@ -160,7 +158,7 @@ func (e *Entry) Fail(cause error) error {
 		if werr != nil {
 			return true, fmt.Errorf("attempt %d not recorded on disk: %w", m.Attempts, werr)
 		}
-		return true, syncDirs(checkoutDir(s.dir, e.queue), queueDir(s.dir, e.queue))
+		return true, s.groupSync(checkoutDir(s.dir, e.queue), queueDir(s.dir, e.queue))
 	})
 }
 
@@ -225,7 +223,7 @@ func (e *Entry) move(queue string) (bool, error) {
 	to.put(e.it, s.now())
 	to.notify()
 	s.mu.Unlock()
-	return true, syncDirs(checkoutDir(s.dir, e.queue), queueDir(s.dir, queue))
+	return true, s.groupSync(checkoutDir(s.dir, e.queue), queueDir(s.dir, queue))
 }
 
 // requeue files the item, back in its queue's directory, in the index.

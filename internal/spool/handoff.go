@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -160,9 +161,146 @@ func (s *Spool) adoptQueue(queue string) (int, error) {
 		adopted++
 	}
 	if adopted > 0 {
-		if err := syncDirs(queueDir(s.dir, queue), dir); err != nil {
+		if err := s.groupSync(queueDir(s.dir, queue), dir); err != nil {
 			return adopted, err
 		}
 	}
 	return adopted, nil
+}
+
+// HandoffFile is one file for HandoffFiles: its path and its entry's
+// payload.
+type HandoffFile struct {
+	Src     string
+	Payload any
+}
+
+// HandoffFiles hands many files over as Handoff does one, for `ferry push`
+// of a directory while a daemon runs: each copy is built in incoming/.tmp/
+// as Handoff builds it, all of them are made durable together (one
+// syncfs, or fsyncs side by side, as a Batch does), and then renamed into
+// incoming/<queue>/, whose one fsync hands them all over. It returns how
+// many it handed over, in order: on an error those stay handed over, and
+// none of the others is.
+func HandoffFiles(dir, queue string, files []HandoffFile) (int, error) {
+	if err := checkQueue(queue); err != nil {
+		return 0, err
+	}
+	if len(files) == 0 {
+		return 0, nil
+	}
+	fail := func(err error) error {
+		return fmt.Errorf("hand %d file(s) to queue %s of spool %s: %w", len(files), queue, dir, err)
+	}
+	staging := filepath.Join(dir, incomingName, ".tmp")
+	target := filepath.Join(dir, incomingName, queue)
+	for _, d := range []string{dir, filepath.Join(dir, incomingName), staging, target} {
+		if err := mkdir(d); err != nil {
+			return 0, fail(err)
+		}
+	}
+	// Opened before anything is written, so that its syncfs reports any
+	// write-back failure of what follows.
+	stagingDir, err := os.Open(staging)
+	if err != nil {
+		return 0, fail(err)
+	}
+	defer stagingDir.Close()
+	var stages []*staged
+	defer func() {
+		for _, st := range stages {
+			removeAllQuiet(st.dir) // a no-op once renamed
+		}
+	}()
+	for _, f := range files {
+		st, err := stageHandoff(staging, f)
+		if err != nil {
+			return 0, fmt.Errorf("hand %s to queue %s of spool %s: %w", f.Src, queue, dir, err)
+		}
+		stages = append(stages, st)
+	}
+	if err := syncStaged(stages, stagingDir, durable.SyncFS); err != nil {
+		return 0, fail(err)
+	}
+	n := 0
+	for _, st := range stages {
+		if err := os.Rename(st.dir, filepath.Join(target, string(st.id))); err != nil {
+			err = fmt.Errorf("%d of %d handed over: %w", n, len(stages), err)
+			if serr := durable.SyncDir(target); serr != nil {
+				err = errors.Join(err, serr)
+			}
+			return n, fail(err)
+		}
+		n++
+	}
+	if err := durable.SyncDir(target); err != nil {
+		return n, fail(err)
+	}
+	return n, nil
+}
+
+// stageHandoff writes a copy of f.Src and its meta into a new directory
+// under staging, without fsyncing them.
+func stageHandoff(staging string, f HandoffFile) (*staged, error) {
+	raw, err := marshalPayload(f.Payload)
+	if err != nil {
+		return nil, err
+	}
+	var rnd [12]byte
+	if _, err := rand.Read(rnd[:]); err != nil {
+		return nil, err
+	}
+	name := hex.EncodeToString(rnd[:])
+	st := &staged{id: ID(name), dir: filepath.Join(staging, name)}
+	if err := os.Mkdir(st.dir, dirPerm); err != nil {
+		return nil, err
+	}
+	err = func() error {
+		in, err := os.Open(f.Src)
+		if err != nil {
+			return err
+		}
+		defer in.Close()
+		fi, err := in.Stat()
+		if err != nil {
+			return err
+		}
+		if !fi.Mode().IsRegular() {
+			return errors.New("not a regular file")
+		}
+		out, err := os.OpenFile(filepath.Join(st.dir, dataName), os.O_WRONLY|os.O_CREATE|os.O_EXCL, filePerm)
+		if err != nil {
+			return err
+		}
+		cw := &countWriter{w: out}
+		err = copyFile(cw, in)
+		if cerr := out.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return err
+		}
+		st.size = cw.n
+		b, err := (&meta{Created: time.Now(), Size: cw.n, Payload: raw}).encode()
+		if err != nil {
+			return err
+		}
+		return writeFile(filepath.Join(st.dir, metaName), b)
+	}()
+	if err != nil {
+		removeAllQuiet(st.dir)
+		return nil, err
+	}
+	return st, nil
+}
+
+type countWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
 }

@@ -2,9 +2,12 @@ package spool
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 )
 
 type handoffJob struct {
@@ -108,5 +111,60 @@ func TestHandoffRejectsBadInput(t *testing.T) {
 	}
 	if err := Handoff(dir, "../escape", nil, writeSrc(t, "x")); err == nil {
 		t.Fatal("handoff to a bad queue name succeeded")
+	}
+}
+
+// TestHandoffFiles hands many files over at once and checks that the
+// owner adopts each, whole, in order, and that bad input hands over
+// nothing.
+func TestHandoffFiles(t *testing.T) {
+	dir := t.TempDir()
+	var files []HandoffFile
+	for i := range 40 {
+		k := fmt.Sprintf("file-%02d", i)
+		files = append(files, HandoffFile{Src: writeSrc(t, strings.Repeat(k, i+1)), Payload: handoffJob{Key: k}})
+	}
+	if n, err := HandoffFiles(dir, "files", files); err != nil || n != len(files) {
+		t.Fatalf("HandoffFiles = %d, %v", n, err)
+	}
+	if names := listDir(t, filepath.Join(dir, incomingName, ".tmp")); len(names) != 0 {
+		t.Fatalf("incoming/.tmp holds %v", names)
+	}
+	s := openT(t, dir, Options{})
+	if got := s.Len("files"); got != len(files) {
+		t.Fatalf("Open adopted %d entries, want %d", got, len(files))
+	}
+	got := map[string]string{}
+	for range files {
+		e := claimT(t, s, "files")
+		var job handoffJob
+		if err := e.Payload(&job); err != nil {
+			t.Fatal(err)
+		}
+		got[job.Key] = readData(t, e)
+		if err := e.Done(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, f := range files {
+		k := fmt.Sprintf("file-%02d", i)
+		if got[k] != strings.Repeat(k, i+1) {
+			t.Fatalf("%s adopted with data %q (from %s)", k, got[k], f.Src)
+		}
+	}
+	mustCheckOK(t, dir, time.Now())
+
+	bad := []HandoffFile{{Src: writeSrc(t, "ok")}, {Src: filepath.Join(dir, "missing")}}
+	if n, err := HandoffFiles(dir, "files", bad); err == nil || n != 0 {
+		t.Fatalf("HandoffFiles with a missing file = %d, %v; want 0 and an error", n, err)
+	}
+	if n, err := HandoffFiles(dir, "../escape", files[:1]); err == nil || n != 0 {
+		t.Fatalf("HandoffFiles to a bad queue name = %d, %v", n, err)
+	}
+	if names := listDir(t, filepath.Join(dir, incomingName, "files")); len(names) != 0 {
+		t.Fatalf("failed handoffs left %v in incoming/", names)
+	}
+	if names := listDir(t, filepath.Join(dir, incomingName, ".tmp")); len(names) != 0 {
+		t.Fatalf("failed handoffs left %v in incoming/.tmp", names)
 	}
 }

@@ -50,11 +50,18 @@ type Spool struct {
 	bytes     int64 // entry data in q/
 	reserved  int64 // data being written to tmp/ by Enqueue
 	lastNanos int64 // of the greatest ID seen
+	// dirs share the fsyncs of the directories that every entry passes
+	// through (a queue's and its checkout/), so that concurrent workers
+	// and enqueuers pay for about one fsync per round rather than one
+	// each.
+	dirs map[string]*durable.Dir
 
 	// Seams for tests, set before use: the jitter draw of a backoff (in
-	// [1, n]) and the creation of an entry's data file.
+	// [1, n]), the creation of an entry's data file, and the sync of a
+	// whole file system (durable.SyncFS) by a batch.
 	jitter     func(n int64) int64
 	createData func(path string) (*os.File, error)
+	syncFS     func(f *os.File) (bool, error)
 }
 
 // Open opens the spool in dir, creating it if needed, and takes its lock:
@@ -81,10 +88,12 @@ func Open(dir string, opts Options) (*Spool, error) {
 		lock:    lock,
 		closing: make(chan struct{}),
 		queues:  map[string]*queue{},
+		dirs:    map[string]*durable.Dir{},
 		jitter:  func(n int64) int64 { return rand.Int64N(n) + 1 },
 		createData: func(path string) (*os.File, error) {
 			return os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, filePerm)
 		},
+		syncFS: durable.SyncFS,
 	}
 	if err := s.load(); err != nil {
 		lock.Close()
@@ -153,6 +162,28 @@ func (s *Spool) Queues() []string {
 }
 
 func (s *Spool) now() time.Time { return s.opts.Now() }
+
+// groupSync makes the renames into and out of each distinct directory of
+// paths durable, sharing the fsyncs with every other goroutine doing the
+// same (see durable.Dir).
+func (s *Spool) groupSync(paths ...string) error {
+	for i, p := range paths {
+		if slices.Contains(paths[:i], p) {
+			continue
+		}
+		s.mu.Lock()
+		d := s.dirs[p]
+		if d == nil {
+			d = durable.NewDir(p)
+			s.dirs[p] = d
+		}
+		s.mu.Unlock()
+		if err := d.Sync(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
 // queue returns the index of name, creating it. The caller holds s.mu.
 func (s *Spool) queue(name string) *queue {

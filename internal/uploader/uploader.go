@@ -27,6 +27,8 @@ type Options struct {
 	// Queue is the spool queue to drain; empty means FilesQueue.
 	Queue string
 	// Workers is how many entries are shipped at once; zero means 4.
+	// Behind each, up to 2*finishers entries already shipped wait for, or
+	// are in, their Done.
 	Workers int
 	Log     *slog.Logger
 	// Shipped, when set, is told of each entry every target confirmed.
@@ -66,7 +68,7 @@ func (u *Uploader) Run(ctx context.Context) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs <- u.work(ctx)
+			errs <- u.lane(ctx)
 		}()
 	}
 	wg.Wait()
@@ -79,7 +81,65 @@ func (u *Uploader) Run(ctx context.Context) error {
 	return nil
 }
 
-func (u *Uploader) work(ctx context.Context) error {
+// finishers is how many entries of one worker may be in the spool's
+// hands at once (Done and the fsync that makes it durable) while the
+// worker ships the next. A Done waits for a fsync; for a small file
+// that is as long as the upload itself, and a worker that waited for it
+// would leave the store idle half the time. Concurrent Dones share their
+// fsyncs (the spool groups them), so overlapping them costs no more disk
+// flushes, only a few more entries checked out at once.
+const finishers = 2
+
+// shipped is an entry a worker has tried, with the outcome.
+type shipped struct {
+	e   *spool.Entry
+	err error
+}
+
+// lane is one worker: a loop that claims and ships entries, and
+// finishers that record each outcome in the spool behind it. It ends as
+// the worker did when it ran alone: when ctx ends or the spool closes, or
+// at the first outcome it cannot record, after recording those already
+// handed to it.
+func (u *Uploader) lane(ctx context.Context) error {
+	laneCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	tried := make(chan shipped, finishers)
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		first error
+	)
+	for range finishers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for t := range tried {
+				// An entry whose queue was dropped while it was out
+				// is simply gone (the capture drops a change-set
+				// backlog when the spool is full); the lane carries
+				// on with the next one.
+				if err := u.finish(laneCtx, t.e, t.err); err != nil && !errors.Is(err, spool.ErrDropped) {
+					mu.Lock()
+					if first == nil {
+						first = err
+					}
+					mu.Unlock()
+					stop()
+				}
+			}
+		}()
+	}
+	err := u.work(laneCtx, tried)
+	close(tried)
+	wg.Wait()
+	if first != nil {
+		return first
+	}
+	return err
+}
+
+func (u *Uploader) work(ctx context.Context, tried chan<- shipped) error {
 	for {
 		// Checked before claiming: an entry released because ctx ended
 		// is ready again at once, and claiming it would spin.
@@ -90,12 +150,7 @@ func (u *Uploader) work(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		// An entry whose queue was dropped while it was out is simply
-		// gone (the capture drops a change-set backlog when the spool is
-		// full); the worker carries on with the next one.
-		if err := u.finish(ctx, e, u.ship(ctx, e)); err != nil && !errors.Is(err, spool.ErrDropped) {
-			return err
-		}
+		tried <- shipped{e, u.ship(ctx, e)}
 	}
 }
 
