@@ -18,6 +18,7 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	useOFDLocks() // as main does, for the commands tests run in this process
 	code := m.Run()
 	if binDir != "" {
 		os.RemoveAll(binDir)

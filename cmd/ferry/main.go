@@ -21,13 +21,29 @@ import (
 	"strings"
 	"syscall"
 	"text/tabwriter"
+
+	"modernc.org/sqlite"
 )
 
 func main() {
+	useOFDLocks()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
+}
+
+// useOFDLocks has SQLite lock database files with open file description
+// locks, which a descriptor closed elsewhere in the process leaves alone,
+// so that snapshots may read a database file directly rather than a page
+// at a time through SQLite (see the capture package). To other processes
+// they are the same locks. It must run before any database is opened.
+// Where the system has no such locks (not Linux), SQLite keeps its POSIX
+// locks and ferry reads through SQLite.
+func useOFDLocks() {
+	if _, err := sqlite.OFDLocking(true); err != nil && !errors.Is(err, sqlite.ErrOFDLockingUnavailable) {
+		panic(err) // only a lock taken before main runs makes it too late
+	}
 }
 
 // Exit statuses.

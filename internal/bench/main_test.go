@@ -5,9 +5,16 @@ import (
 	"testing"
 
 	"go.uber.org/goleak"
+	"modernc.org/sqlite"
 )
 
 func TestMain(m *testing.M) {
+	// ferry runs in this process, and locks as the ferry command does:
+	// its snapshots then read the database file.
+	if _, err := sqlite.OFDLocking(true); err != nil {
+		os.Stderr.WriteString("OFD locks: " + err.Error() + "\n")
+		os.Exit(1)
+	}
 	if env := os.Getenv(appEnv); env != "" {
 		appMain(env)
 	}

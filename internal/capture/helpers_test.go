@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+	"modernc.org/sqlite"
 
 	"github.com/ferrydb/ferry/internal/objstore"
 	"github.com/ferrydb/ferry/internal/restore"
@@ -23,6 +24,12 @@ import (
 const roleEnv = "FERRY_CAPTURE_TEST_ROLE"
 
 func TestMain(m *testing.M) {
+	// As the ferry daemon does: images then read the database file, and
+	// the daemon's tests cover reads through sqlite_dbpage.
+	if _, err := sqlite.OFDLocking(true); err != nil {
+		fmt.Fprintln(os.Stderr, "OFD locks:", err)
+		os.Exit(1)
+	}
 	switch os.Getenv(roleEnv) {
 	case "writer":
 		writerChild()

@@ -89,7 +89,7 @@ func (r *Replicator) startSnapshots(ctx context.Context, now time.Time) {
 		r.fail(err)
 		return
 	}
-	img, err := newImage(ctx, r.sql.tx(), r.gen, maps.Clone(r.overlay), r.pageSize, r.dbSize)
+	img, err := newImage(ctx, r.o.DBPath, r.dbInfo, r.sql.tx(), r.gen, maps.Clone(r.overlay), r.pageSize, r.dbSize)
 	if err != nil {
 		if ctx.Err() == nil { // stopping is no failure
 			r.fail(err)

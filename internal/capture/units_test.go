@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"slices"
@@ -110,11 +111,18 @@ func TestBatchRoundTrip(t *testing.T) {
 	})
 }
 
-// TestImage checks that the image reads, through SQLite, the pages of the
-// database the read transaction shows, reads pages past its end as zeros,
-// and reads the lock page at 1 GiB, which SQLite never writes, as zeros;
-// and that reads at any offset and length agree with the file.
+// TestImage checks that the image reads, from the database file and
+// through SQLite's sqlite_dbpage, the pages of the database the read
+// transaction shows, reads pages past its end as zeros, and reads the lock
+// page at 1 GiB, which SQLite never writes, as zeros; and that reads at
+// any offset and length agree with the file.
 func TestImage(t *testing.T) {
+	for _, viaFile := range []bool{true, false} {
+		t.Run(fmt.Sprintf("file=%v", viaFile), func(t *testing.T) { testImage(t, viaFile) })
+	}
+}
+
+func testImage(t *testing.T, viaFile bool) {
 	dir := t.TempDir()
 	const ps = 512
 	path := newDB(t, dir, ps, "CREATE TABLE t(v BLOB)", "INSERT INTO t VALUES(randomblob(3000))")
@@ -130,11 +138,23 @@ func TestImage(t *testing.T) {
 	}
 	defer tx.Rollback()
 	pages := uint32(len(file)/ps) + 2
-	im, err := newImage(context.Background(), tx, nil, map[uint32]wal.PageRef{}, ps, pages)
+	// The identity of another file makes the image read through SQLite.
+	ident := path
+	if !viaFile {
+		ident = dir
+	}
+	info, err := os.Stat(ident)
+	if err != nil {
+		t.Fatal(err)
+	}
+	im, err := newImage(context.Background(), path, info, tx, nil, map[uint32]wal.PageRef{}, ps, pages)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer im.close()
+	if (im.file != nil) != viaFile {
+		t.Fatalf("the image reads the file: %v, want %v", im.file != nil, viaFile)
+	}
 	want := append(bytes.Clone(file), make([]byte, 2*ps)...)
 	got := make([]byte, len(want))
 	if n, err := im.ReadAt(got, 0); n != len(want) || (err != nil && err != io.EOF) || !bytes.Equal(got, want) {
