@@ -88,15 +88,18 @@ func (b *Batch) AddFile(payload any, src string) error {
 			return s.writeErr(queue, err)
 		}
 	}
-	id, stage, err := s.stage()
+	id, stage, reused, err := s.stage(true)
 	if err != nil {
 		return s.writeErr(queue, err)
 	}
 	res := &reserveWriter{s: s}
-	f, err := s.createData(filepath.Join(stage, dataName))
+	f, err := s.createData(filepath.Join(stage, dataName), reused)
 	if err == nil {
 		res.w = f
 		err = copyFile(res, in)
+		if err == nil && reused {
+			err = f.Truncate(res.n)
+		}
 		if cerr := f.Close(); err == nil {
 			err = cerr
 		}
@@ -106,11 +109,11 @@ func (b *Batch) AddFile(payload any, src string) error {
 		m, err = (&meta{Created: s.now(), Size: res.n, Payload: raw}).encode()
 	}
 	if err == nil && res.full == nil {
-		err = writeFile(filepath.Join(stage, metaName), m)
+		err = writeEntryFile(filepath.Join(stage, metaName), m, reused)
 	}
 	if res.full != nil || err != nil {
 		res.release()
-		removeAllQuiet(stage)
+		removeEntryQuiet(stage)
 		if res.full != nil {
 			return res.full
 		}
@@ -166,7 +169,7 @@ func (b *Batch) Commit() ([]ID, error) {
 		s.bytes += st.size
 		q := s.queue(queue)
 		q.bytes += st.size
-		q.put(&item{id: st.id, size: st.size}, s.now())
+		q.put(&item{id: st.id, size: st.size, own: true}, s.now())
 		s.mu.Unlock()
 	}
 	if len(ids) > 0 {

@@ -215,7 +215,7 @@ func TestBatchFailuresLeaveNothing(t *testing.T) {
 func TestBatchFullDisk(t *testing.T) {
 	dir := t.TempDir()
 	s := openT(t, dir, Options{})
-	s.createData = func(string) (*os.File, error) { return os.OpenFile("/dev/full", os.O_WRONLY, 0) }
+	s.createData = func(string, bool) (*os.File, error) { return os.OpenFile("/dev/full", os.O_WRONLY, 0) }
 	srcs, _ := writeSources(t, 1)
 	b, _ := s.NewBatch("files")
 	err := b.AddFile(nil, srcs[0])

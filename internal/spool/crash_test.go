@@ -29,6 +29,11 @@ const (
 	doneLog      = "done"
 )
 
+// spareMark is a file the child creates once it has built an entry in a
+// spare directory (see spare.go), so that the test knows the kills
+// covered that path.
+const spareMark = "built-in-spare"
+
 var crashQueues = []string{"a", "b", "seg"}
 
 func crashOptions() Options {
@@ -78,7 +83,17 @@ func crashChild(dir string) {
 	fmt.Println("ready")
 	rng := rand.New(rand.NewPCG(uint64(os.Getpid()), uint64(time.Now().UnixNano())))
 	deadline := time.Now().Add(20 * time.Second)
+	marked := false
 	for n := 0; time.Now().Before(deadline); n++ {
+		s.mu.Lock()
+		reused := s.spareUses > 0
+		s.mu.Unlock()
+		if reused && !marked {
+			if err := os.WriteFile(filepath.Join(dir, spareMark), nil, 0o600); err != nil {
+				fail("%v", err)
+			}
+			marked = true
+		}
 		if rng.IntN(4) == 0 {
 			// A batch, as push spools a directory: its entries are
 			// logged only once Commit has returned.
@@ -238,6 +253,9 @@ func TestCrashKill9(t *testing.T) {
 	}
 	if len(done) == 0 {
 		t.Fatal("the children completed nothing; the test proved nothing")
+	}
+	if _, err := os.Stat(filepath.Join(dir, spareMark)); err != nil {
+		t.Fatalf("no child built an entry in a spare directory: %v", err)
 	}
 
 	s := openT(t, filepath.Join(dir, "spool"), crashOptions())

@@ -28,7 +28,7 @@ func (s *Spool) Enqueue(queue string, payload any, write func(w io.Writer) error
 	if err != nil {
 		return "", err
 	}
-	id, stage, err := s.stage()
+	id, stage, reused, err := s.stage(true)
 	if err != nil {
 		return "", s.writeErr(queue, err)
 	}
@@ -37,16 +37,19 @@ func (s *Spool) Enqueue(queue string, payload any, write func(w io.Writer) error
 	committed := false
 	defer func() {
 		if !committed {
-			removeAllQuiet(stage)
+			removeEntryQuiet(stage)
 		}
 	}()
 
-	f, err := s.createData(filepath.Join(stage, dataName))
+	f, err := s.createData(filepath.Join(stage, dataName), reused)
 	if err != nil {
 		return "", s.writeErr(queue, err)
 	}
 	res.w = f
 	err = write(res)
+	if err == nil && reused {
+		err = f.Truncate(res.n)
+	}
 	if err == nil {
 		err = f.Sync()
 	}
@@ -62,7 +65,7 @@ func (s *Spool) Enqueue(queue string, payload any, write func(w io.Writer) error
 		return "", s.writeErr(queue, err)
 	}
 	m := &meta{Created: s.now(), Size: res.n, Payload: raw}
-	committed, err = s.commit(queue, id, stage, m, res)
+	committed, err = s.commit(queue, id, stage, true, reused, m, res)
 	if err != nil {
 		return "", err
 	}
@@ -97,7 +100,7 @@ func (s *Spool) EnqueueFile(queue string, payload any, src string, move bool) (I
 	if err := s.fits(fi.Size()); err != nil {
 		return "", err
 	}
-	id, stage, err := s.stage()
+	id, stage, _, err := s.stage(false)
 	if err != nil {
 		return "", s.writeErr(queue, err)
 	}
@@ -114,7 +117,8 @@ func (s *Spool) EnqueueFile(queue string, payload any, src string, move bool) (I
 	// not what it points to, so a symlink's target is copied instead.
 	data := filepath.Join(stage, dataName)
 	lfi, err := os.Lstat(src)
-	if move && err == nil && lfi.Mode().IsRegular() && os.Link(src, data) == nil {
+	linked := move && err == nil && lfi.Mode().IsRegular() && os.Link(src, data) == nil
+	if linked {
 		// The producer may never have fsynced the file, and it may be
 		// readable by others; both become ours to fix now.
 		err = os.Chmod(data, filePerm)
@@ -127,7 +131,7 @@ func (s *Spool) EnqueueFile(queue string, payload any, src string, move bool) (I
 		}
 	} else {
 		var f *os.File
-		f, err = s.createData(data)
+		f, err = s.createData(data, false)
 		if err == nil {
 			res.w = f
 			err = copyFileSync(f, src, res)
@@ -143,7 +147,7 @@ func (s *Spool) EnqueueFile(queue string, payload any, src string, move bool) (I
 		return "", s.writeErr(queue, fmt.Errorf("from %s: %w", src, err))
 	}
 	m := &meta{Created: s.now(), Size: res.n, Payload: raw}
-	committed, err = s.commit(queue, id, stage, m, res)
+	committed, err = s.commit(queue, id, stage, !linked, false, m, res)
 	if err != nil {
 		return "", err
 	}
@@ -158,30 +162,38 @@ func (s *Spool) EnqueueFile(queue string, payload any, src string, move bool) (I
 	return id, nil
 }
 
-// stage reserves an ID and creates its directory in tmp/.
-func (s *Spool) stage() (ID, string, error) {
+// stage reserves an ID and the directory to build its entry in: with
+// reuse, a spare when there is one (reused then says so), and otherwise a
+// new directory in tmp/.
+func (s *Spool) stage(reuse bool) (id ID, dir string, reused bool, err error) {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
-		return "", "", ErrClosed
+		return "", "", false, ErrClosed
 	}
-	id := s.newID()
+	id = s.newID()
 	s.mu.Unlock()
+	if reuse {
+		if d := s.takeSpare(); d != "" {
+			return id, d, true, nil
+		}
+	}
 	p := filepath.Join(s.dir, tmpName, string(id))
 	if err := os.Mkdir(p, dirPerm); err != nil {
-		return "", "", err
+		return "", "", false, err
 	}
-	return id, p, nil
+	return id, p, false, nil
 }
 
 // commit writes the meta into the staged entry and renames it into its
 // queue. It reports whether the entry became visible: after that, the
 // staging directory no longer exists and the entry is indexed, even if the
-// final fsync fails.
-func (s *Spool) commit(queue string, id ID, stage string, m *meta, res *reserveWriter) (bool, error) {
+// final fsync fails. own says the data was written, not linked (see
+// item.own); reused that stage is a spare.
+func (s *Spool) commit(queue string, id ID, stage string, own, reused bool, m *meta, res *reserveWriter) (bool, error) {
 	b, err := m.encode()
 	if err == nil {
-		err = writeFileSync(filepath.Join(stage, metaName), b)
+		err = writeEntryFileSync(filepath.Join(stage, metaName), b, reused)
 	}
 	if err == nil {
 		err = durable.SyncDir(stage)
@@ -205,7 +217,7 @@ func (s *Spool) commit(queue string, id ID, stage string, m *meta, res *reserveW
 	s.bytes += m.Size
 	q := s.queue(queue)
 	q.bytes += m.Size
-	q.put(&item{id: id, size: m.Size}, s.now())
+	q.put(&item{id: id, size: m.Size, own: own}, s.now())
 	q.notify()
 	s.mu.Unlock()
 	// tmp/ is never fsynced: whatever a crash leaves there, Open sweeps,

@@ -142,7 +142,7 @@ func TestDiskFullLeavesNothing(t *testing.T) {
 	dir := t.TempDir()
 	s := openT(t, dir, Options{MaxBytes: 1 << 20})
 	// Writes to /dev/full fail with ENOSPC, as on a full file system.
-	s.createData = func(string) (*os.File, error) { return os.OpenFile("/dev/full", os.O_WRONLY, 0) }
+	s.createData = func(string, bool) (*os.File, error) { return os.OpenFile("/dev/full", os.O_WRONLY, 0) }
 	_, err := s.Enqueue("up", nil, writeBytes([]byte("will not fit")))
 	if !errors.Is(err, syscall.ENOSPC) || !strings.Contains(err.Error(), "file system full") || !strings.Contains(err.Error(), dir) {
 		t.Fatalf("Enqueue on a full disk = %v", err)
@@ -155,7 +155,7 @@ func TestDiskFullLeavesNothing(t *testing.T) {
 		t.Fatalf("queue holds %v", names)
 	}
 	// Space comes back.
-	s.createData = func(p string) (*os.File, error) { return os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, filePerm) }
+	s.createData = openEntryFile
 	enqueueT(t, s, "up", "fits now", nil)
 	mustCheckOK(t, dir, time.Now())
 }

@@ -101,8 +101,11 @@ func (e *Entry) UpdatePayload(v any) error {
 func (e *Entry) Done() error {
 	err := e.hold("finish", func() (bool, error) {
 		s := e.s
-		gone := filepath.Join(s.dir, tmpName, string(e.it.id)+".done")
+		gone, spare := s.spareDir(e.it)
 		if err := os.Rename(e.outDir(), gone); err != nil {
+			if spare {
+				s.keepSpare(gone, false)
+			}
 			return false, err
 		}
 		s.mu.Lock()
@@ -112,10 +115,14 @@ func (e *Entry) Done() error {
 		s.bytes -= e.it.size
 		q.notify() // an ordered queue may hand out its next entry
 		s.mu.Unlock()
-		// Renaming into tmp/ makes Done one atomic step; fsyncing
-		// checkout/ makes it durable (tmp/ is swept by Open either way).
+		// Renaming into tmp/ or spare/ makes Done one atomic step;
+		// fsyncing checkout/ makes it durable (both are swept by Open).
 		err := s.groupSync(checkoutDir(s.dir, e.queue))
-		removeEntryQuiet(gone)
+		if spare {
+			s.keepSpare(gone, err == nil)
+		} else {
+			removeEntryQuiet(gone)
+		}
 		return true, err
 	})
 	if errors.Is(err, ErrDropped) {

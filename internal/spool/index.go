@@ -23,6 +23,10 @@ type item struct {
 	next    time.Time
 	state   itemState
 	dropped bool // DropQueue removed it while it was checked out
+	// own says this process wrote the entry's data file itself, so
+	// that no other name shares it: Done may keep its directory as a
+	// spare (see spare.go).
+	own bool
 }
 
 // queue indexes one queue's entries.

@@ -30,6 +30,9 @@ func (s *Spool) load() error {
 	if err := s.sweepTmp(); err != nil {
 		return err
 	}
+	if err := s.sweepSpares(); err != nil {
+		return err
+	}
 	names, err := os.ReadDir(queuesDir(s.dir))
 	if err != nil {
 		return err

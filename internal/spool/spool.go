@@ -55,12 +55,20 @@ type Spool struct {
 	// and enqueuers pay for about one fsync per round rather than one
 	// each.
 	dirs map[string]*durable.Dir
+	// spares are directories of finished entries kept for new ones to
+	// be built in (see spare.go); sparing counts those being renamed
+	// there by a Done; spareMade that DIR/spare/ exists; spareUses
+	// how many entries were built in one.
+	spares    []string
+	sparing   int
+	spareMade bool
+	spareUses int64
 
 	// Seams for tests, set before use: the jitter draw of a backoff (in
-	// [1, n]), the creation of an entry's data file, and the sync of a
-	// whole file system (durable.SyncFS) by a batch.
+	// [1, n]), the opening of an entry's data file (openEntryFile), and
+	// the sync of a whole file system (durable.SyncFS) by a batch.
 	jitter     func(n int64) int64
-	createData func(path string) (*os.File, error)
+	createData func(path string, reuse bool) (*os.File, error)
 	syncFS     func(f *os.File) (bool, error)
 }
 
@@ -83,17 +91,15 @@ func Open(dir string, opts Options) (*Spool, error) {
 	}
 	opts.Backoff = opts.Backoff.withDefaults()
 	s := &Spool{
-		dir:     dir,
-		opts:    opts,
-		lock:    lock,
-		closing: make(chan struct{}),
-		queues:  map[string]*queue{},
-		dirs:    map[string]*durable.Dir{},
-		jitter:  func(n int64) int64 { return rand.Int64N(n) + 1 },
-		createData: func(path string) (*os.File, error) {
-			return os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, filePerm)
-		},
-		syncFS: durable.SyncFS,
+		dir:        dir,
+		opts:       opts,
+		lock:       lock,
+		closing:    make(chan struct{}),
+		queues:     map[string]*queue{},
+		dirs:       map[string]*durable.Dir{},
+		jitter:     func(n int64) int64 { return rand.Int64N(n) + 1 },
+		createData: openEntryFile,
+		syncFS:     durable.SyncFS,
 	}
 	if err := s.load(); err != nil {
 		lock.Close()
@@ -120,6 +126,7 @@ func (s *Spool) Close() error {
 	s.closed = true
 	close(s.closing)
 	s.mu.Unlock()
+	s.dropSpares()
 	if err := s.lock.Close(); err != nil {
 		return fmt.Errorf("close spool %s: %w", s.dir, err)
 	}

@@ -1,0 +1,130 @@
+package spool
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestSpareReuse finishes small entries and checks that the next ones are
+// built in their directories, whole: data cut to its new length, meta
+// rewritten, the spare gone from spare/. Close leaves no spare behind.
+func TestSpareReuse(t *testing.T) {
+	dir := t.TempDir()
+	s := openT(t, dir, Options{})
+	long := strings.Repeat("x", 5000)
+	enqueueT(t, s, "up", long, map[string]string{"key": strings.Repeat("k", 300)})
+	e := claimT(t, s, "up")
+	if err := e.Done(); err != nil {
+		t.Fatal(err)
+	}
+	if got := listDir(t, filepath.Join(dir, spareName)); len(got) != 1 {
+		t.Fatalf("spare/ holds %v after Done, want one spare", got)
+	}
+	tmpEmpty(t, dir)
+
+	// Shorter data and meta than the spare holds: both must be cut.
+	id := enqueueT(t, s, "up", "short", "p")
+	if s.spareUses != 1 {
+		t.Fatalf("%d entries built in spares, want 1", s.spareUses)
+	}
+	if got := listDir(t, filepath.Join(dir, spareName)); len(got) != 0 {
+		t.Fatalf("spare/ holds %v after its spare was used", got)
+	}
+	e = claimT(t, s, "up")
+	var p string
+	if err := e.Payload(&p); err != nil || e.ID() != id || p != "p" || readData(t, e) != "short" {
+		t.Fatalf("entry built in a spare: %s %q %q, %v", e.ID(), readData(t, e), p, err)
+	}
+	if err := e.Done(); err != nil {
+		t.Fatal(err)
+	}
+
+	// The batch path builds in spares too.
+	src := filepath.Join(t.TempDir(), "src")
+	if err := os.WriteFile(src, []byte("from a batch"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	b, err := s.NewBatch("up")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.AddFile("q", src); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if s.spareUses != 2 {
+		t.Fatalf("%d entries built in spares, want 2", s.spareUses)
+	}
+	e = claimT(t, s, "up")
+	if got := readData(t, e); got != "from a batch" {
+		t.Fatalf("batch entry built in a spare holds %q", got)
+	}
+	if err := e.Done(); err != nil {
+		t.Fatal(err)
+	}
+	mustCheckOK(t, dir, time.Now())
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := listDir(t, filepath.Join(dir, spareName)); len(got) != 0 {
+		t.Fatalf("spare/ holds %v after Close", got)
+	}
+}
+
+// TestSpareNeverLinked checks that an entry whose data came by hard link
+// is never kept as a spare, so that no other name of the file is ever
+// overwritten, and that a large entry is not kept either.
+func TestSpareNeverLinked(t *testing.T) {
+	dir := t.TempDir()
+	s := openT(t, dir, Options{})
+	src := filepath.Join(dir, "inbox-file")
+	if err := os.WriteFile(src, []byte("linked"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	other := filepath.Join(dir, "other-name")
+	if err := os.Link(src, other); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.EnqueueFile("up", nil, src, true); err != nil {
+		t.Fatal(err)
+	}
+	enqueueT(t, s, "up", strings.Repeat("y", maxSpareSize+1), nil)
+	for range 2 {
+		if err := claimT(t, s, "up").Done(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := listDir(t, filepath.Join(dir, spareName)); len(got) != 0 {
+		t.Fatalf("spare/ holds %v: a linked or large entry was kept", got)
+	}
+	enqueueT(t, s, "up", "new bytes", nil)
+	if b, err := os.ReadFile(other); err != nil || !bytes.Equal(b, []byte("linked")) {
+		t.Fatalf("the other name of a spooled file holds %q, %v", b, err)
+	}
+}
+
+// TestOpenSweepsSpares checks that spares a dead owner left are removed
+// by the next Open.
+func TestOpenSweepsSpares(t *testing.T) {
+	dir := t.TempDir()
+	s := openT(t, dir, Options{})
+	enqueueT(t, s, "up", "a", nil)
+	if err := claimT(t, s, "up").Done(); err != nil {
+		t.Fatal(err)
+	}
+	// As if the process died: the lock goes, the spare stays.
+	s.lock.Close()
+	if got := listDir(t, filepath.Join(dir, spareName)); len(got) != 1 {
+		t.Fatalf("spare/ holds %v, want one spare", got)
+	}
+	openT(t, dir, Options{})
+	if got := listDir(t, filepath.Join(dir, spareName)); len(got) != 0 {
+		t.Fatalf("spare/ holds %v after Open", got)
+	}
+}
