@@ -41,6 +41,14 @@ const (
 	pushBatchBytes = 16 << 20
 )
 
+// pushAhead is how many of its files a push -wait lets wait in the spool
+// for upload: it starts a batch only while no more than pushAhead minus
+// a batch are committed and not yet shipped. The spool then keeps the
+// directories of the entries shipped (spool.Done) for the next batches
+// to be built in, which spares creating and deleting a directory and two
+// files per file, and holds a few batches rather than a whole tree.
+const pushAhead = 4 * pushBatchFiles
+
 // pushWorkers is how many files the uploader of a push -wait sends at
 // once. Small files are bound by round trips, not bandwidth: on versitygw
 // 8 at a time did best (4 did about 10% less, 16 and 32 no better), and
@@ -64,7 +72,7 @@ func (p *pusher) push(ctx context.Context, wait bool) error {
 		}
 	}
 	if !wait {
-		n, err := p.spoolFiles(ctx, sp, nil)
+		n, err := p.spoolFiles(ctx, sp, nil, nil)
 		if err != nil {
 			return err
 		}
@@ -75,9 +83,10 @@ func (p *pusher) push(ctx context.Context, wait bool) error {
 }
 
 // spoolFiles spools p.files in batches, telling committed of each batch
-// once it is durable, and returns how many files it spooled. On an error
-// the files of the batches committed before it stay queued.
-func (p *pusher) spoolFiles(ctx context.Context, sp *spool.Spool, committed func([]spool.ID, []pushFile)) (int, error) {
+// once it is durable, and returns how many files it spooled. With room,
+// it waits on it before starting each batch. On an error the files of
+// the batches committed before it stay queued.
+func (p *pusher) spoolFiles(ctx context.Context, sp *spool.Spool, committed func([]spool.ID, []pushFile), room func(context.Context) error) (int, error) {
 	b, err := sp.NewBatch(uploader.FilesQueue)
 	if err != nil {
 		return 0, err
@@ -100,7 +109,11 @@ func (p *pusher) spoolFiles(ctx context.Context, sp *spool.Spool, committed func
 		return nil
 	}
 	for _, f := range p.files {
-		if err := ctx.Err(); err != nil {
+		err := ctx.Err()
+		if err == nil && room != nil && b.Len() == 0 {
+			err = room(ctx)
+		}
+		if err != nil {
 			b.Discard()
 			return n, fmt.Errorf("push stopped with %d of %d file(s) spooled (they stay queued): %w", n, len(p.files), err)
 		}
@@ -136,6 +149,7 @@ func (p *pusher) ship(ctx context.Context, sp *spool.Spool) error {
 		pending: map[spool.ID]pushFile{},
 		early:   map[spool.ID]bool{},
 		allDone: make(chan struct{}),
+		shipped: make(chan struct{}, 1),
 	}
 	u := uploader.New(sp, func(ctx context.Context, url string) (objstore.Store, error) {
 		if url == p.url {
@@ -143,14 +157,14 @@ func (p *pusher) ship(ctx context.Context, sp *spool.Spool) error {
 		}
 		// Entries left by an earlier push to another replica ship too.
 		return target.OpenURL(ctx, url, target.Options{})
-	}, uploader.Options{Log: p.log, Workers: pushWorkers, Shipped: t.shipped})
+	}, uploader.Options{Log: p.log, Workers: pushWorkers, Shipped: t.ship})
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
 	runErr := make(chan error, 1)
 	go func() { runErr <- u.Run(runCtx) }()
 	spooled := make(chan error, 1)
 	go func() {
-		_, err := p.spoolFiles(runCtx, sp, t.committed)
+		_, err := p.spoolFiles(runCtx, sp, t.committed, t.room)
 		spooled <- err
 	}()
 	// end stops the spooling, if still under way, and the uploader.
@@ -212,7 +226,8 @@ type shipTracker struct {
 	nShipped int
 	all      bool // every file is committed
 	allDone  chan struct{}
-	closed   bool // allDone is closed
+	closed   bool          // allDone is closed
+	shipped  chan struct{} // told, without waiting, of each file shipped
 }
 
 func (t *shipTracker) committed(ids []spool.ID, files []pushFile) {
@@ -229,7 +244,7 @@ func (t *shipTracker) committed(ids []spool.ID, files []pushFile) {
 	t.check()
 }
 
-func (t *shipTracker) shipped(id spool.ID, _ uploader.Job) {
+func (t *shipTracker) ship(id spool.ID, _ uploader.Job) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	f, ok := t.pending[id]
@@ -243,6 +258,28 @@ func (t *shipTracker) shipped(id spool.ID, _ uploader.Job) {
 	delete(t.pending, id)
 	t.done(f)
 	t.check()
+	select {
+	case t.shipped <- struct{}{}:
+	default:
+	}
+}
+
+// room returns once a new batch fits under pushAhead files committed and
+// not yet shipped, or when ctx ends.
+func (t *shipTracker) room(ctx context.Context) error {
+	for {
+		t.mu.Lock()
+		n := len(t.pending)
+		t.mu.Unlock()
+		if n+pushBatchFiles <= pushAhead {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.shipped:
+		}
+	}
 }
 
 func (t *shipTracker) spooledAll() {
