@@ -50,14 +50,13 @@ func (r *Replicator) Run(ctx context.Context) error {
 		}
 		return err
 	}
-	events := r.o.Events
-	if events == nil {
-		events = watchLog(ctx, &wg, r.o.DBPath, r.o.Log)
-	}
+	pc := newPace(ctx, &wg, r)
 	tick := time.NewTimer(r.o.PollInterval)
 	defer tick.Stop()
 	for {
 		r.step(ctx)
+		stepped := time.Now()
+		pc.stepped(stepped)
 		if now := time.Now(); r.idleDue(now) {
 			idle, err := r.goIdle(ctx, now)
 			if idle {
@@ -72,20 +71,39 @@ func (r *Replicator) Run(ctx context.Context) error {
 		// The next look comes at the poll interval, or when the batch
 		// falls due to ship (the budget's next token) if that is sooner:
 		// a change set must not wait for a poll, however rare polls are.
-		wait := r.o.PollInterval
+		wait := pc.wait(r.o.PollInterval)
 		if !r.batch.empty() {
 			wait = min(wait, max(time.Millisecond, time.Until(r.tokenDue())))
 		}
 		tick.Reset(wait)
-		select {
-		case <-ctx.Done():
+		if !r.await(ctx, tick, stepped.Add(wait), pc, jobDone, stepped) {
 			r.shutdown()
 			return nil
+		}
+	}
+}
+
+// await waits for the next step: the tick, a file event (see pace), a
+// Sync, a repair or the snapshot job's end. It reports false when ctx
+// ended. A Sync, which waits for the pass, is answered at once.
+func (r *Replicator) await(ctx context.Context, tick *time.Timer, due time.Time, pc *pace, jobDone <-chan struct{}, stepped time.Time) bool {
+	for {
+		select {
+		case <-ctx.Done():
+			return false
 		case <-tick.C:
-		case <-events:
+		case <-pc.events:
+			if pc.event(stepped) {
+				// The tick steps then, unless it is due sooner anyway (a
+				// change set to ship), and reads what the event announced.
+				if next := stepped.Add(busyStepGap); next.Before(due) {
+					tick.Reset(time.Until(next))
+					due = next
+				}
+				continue
+			}
 			// A commit is several writes; letting it finish saves a pass
-			// that would find it half written, and bounds how often a busy
-			// log wakes ferry.
+			// that would find it half written.
 			time.Sleep(eventDelay)
 		case reply := <-r.syncReq:
 			r.waiting = append(r.waiting, reply)
@@ -94,6 +112,7 @@ func (r *Replicator) Run(ctx context.Context) error {
 		case <-jobDone:
 			r.finishSnapshots()
 		}
+		return true
 	}
 }
 
