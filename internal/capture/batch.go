@@ -79,6 +79,14 @@ type batch struct {
 	end    point
 	seg    *os.File
 	segLen int64
+
+	// The buffers encode reads the file and a flight writes the change
+	// set through, kept for the next change set: a capture under load
+	// writes several a second, and each would otherwise allocate (and
+	// clear) half a MiB.
+	rd      *bufio.Reader
+	wr      *bufio.Writer
+	pageBuf []byte
 }
 
 // flight is a sealed batch whose change set is being written.
@@ -264,10 +272,15 @@ func (f *flight) write() {
 	if err != nil {
 		return
 	}
-	w := bufio.NewWriterSize(seg, 256<<10)
+	if b.wr == nil {
+		b.wr = bufio.NewWriterSize(seg, 256<<10)
+	}
+	w := b.wr
+	w.Reset(seg)
 	if err = b.encode(w); err == nil {
 		err = w.Flush()
 	}
+	w.Reset(nil)
 	var n int64
 	if err == nil {
 		n, err = seg.Seek(0, io.SeekCurrent)
@@ -300,13 +313,22 @@ func (b *batch) writeSegment(w io.Writer) error {
 
 // encode writes the batch, all of it in the file, to w as one segment.
 func (b *batch) encode(w io.Writer) error {
-	r := bufio.NewReaderSize(io.NewSectionReader(b.f, 0, b.size), 256<<10)
+	src := io.NewSectionReader(b.f, 0, b.size)
+	if b.rd == nil {
+		b.rd = bufio.NewReaderSize(src, 256<<10)
+	}
+	r := b.rd
+	r.Reset(src)
+	defer r.Reset(nil)
 	sw, err := segment.NewWriter(w, segment.Header{PageSize: b.pageSize, First: b.first, Last: b.last})
 	if err != nil {
 		return err
 	}
 	var h [txnHeaderSize]byte
-	page := make([]byte, 4+b.pageSize)
+	if len(b.pageBuf) != 4+b.pageSize {
+		b.pageBuf = make([]byte, 4+b.pageSize)
+	}
+	page := b.pageBuf
 	for range b.txns {
 		if _, err := io.ReadFull(r, h[:]); err != nil {
 			return fmt.Errorf("read capture batch: %w", err)

@@ -58,13 +58,16 @@ func (p *progress) notify() {
 }
 
 // setLocal records the newest captured txid and when it was committed.
+// It wakes no waiter: what they wait for (see wait, waitChainable) is a
+// target's progress, which the capture's own does not move, and the
+// capture calls it for every transaction, thousands of times a second
+// under load, where a new channel each time is a cost worth sparing.
 func (p *progress) setLocal(txid uint64, at time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if txid != p.local {
 		p.local, p.at = txid, at
 		p.marks.add(txid, at)
-		p.notify()
 	}
 }
 
