@@ -23,10 +23,14 @@ type item struct {
 	next    time.Time
 	state   itemState
 	dropped bool // DropQueue removed it while it was checked out
-	// own says this process wrote the entry's data file itself, so
-	// that no other name shares it: Done may keep its directory as a
-	// spare (see spare.go).
+	// own says no other name shares the entry's data file: this
+	// process wrote it, or Open found it with one link. Done may keep
+	// the directory of such an entry as a spare (see spare.go).
 	own bool
+	// meta is the entry's meta.json as this process wrote it, kept
+	// until the entry is first claimed so that Claim need not read it
+	// back; nil for the others (see maxKeptMetas).
+	meta *meta
 }
 
 // queue indexes one queue's entries.

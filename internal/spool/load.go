@@ -5,6 +5,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"syscall"
 
 	"github.com/ferrydb/ferry/internal/durable"
 )
@@ -128,7 +129,7 @@ func (s *Spool) loadQueue(name string, seen map[ID]bool) error {
 		s.lastNanos = max(s.lastNanos, nanos)
 		id := ID(de.Name())
 		p := filepath.Join(qd, de.Name())
-		size := dataSize(p)
+		size, own := dataSizeOwn(p)
 		q.bytes += max(size, 0)
 		s.bytes += max(size, 0)
 		if seen[id] {
@@ -141,16 +142,25 @@ func (s *Spool) loadQueue(name string, seen map[ID]bool) error {
 			continue
 		}
 		seen[id] = true
-		q.put(&item{id: id, size: size, next: m.NextTry}, now)
+		q.put(&item{id: id, size: size, next: m.NextTry, own: own}, now)
 	}
 	return nil
 }
 
 // dataSize returns the size of entryDir/data, or -1 when there is none.
 func dataSize(entryDir string) int64 {
+	size, _ := dataSizeOwn(entryDir)
+	return size
+}
+
+// dataSizeOwn is dataSize that also says whether the file has no other
+// name than entryDir/data (see item.own). One that came by hard link
+// keeps its other name if a crash came before EnqueueFile removed it.
+func dataSizeOwn(entryDir string) (int64, bool) {
 	fi, err := os.Lstat(filepath.Join(entryDir, dataName))
 	if err != nil || !fi.Mode().IsRegular() {
-		return -1
+		return -1, false
 	}
-	return fi.Size()
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	return fi.Size(), ok && st.Nlink == 1
 }

@@ -20,8 +20,8 @@ import (
 // changes. Until it is renamed into a queue it is as unreachable as
 // anything in tmp/, and Open sweeps spare/ as it sweeps tmp/.
 //
-// Only an entry whose data this process copied is kept: a data file that
-// came by hard link (EnqueueFile with move) may have another name, whose
+// Only an entry whose data file has no other name is kept (item.own): one
+// that came by hard link (EnqueueFile with move) may have another, whose
 // bytes an overwrite would change.
 const (
 	spareName = "spare"

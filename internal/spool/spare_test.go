@@ -2,6 +2,8 @@ package spool
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -126,5 +128,81 @@ func TestOpenSweepsSpares(t *testing.T) {
 	openT(t, dir, Options{})
 	if got := listDir(t, filepath.Join(dir, spareName)); len(got) != 0 {
 		t.Fatalf("spare/ holds %v after Open", got)
+	}
+}
+
+// TestKeptMetas checks that the metas the index keeps for the entries
+// this process spooled describe them as the disk does, are let go at
+// the first claim (a retry reads the meta the failure wrote), and are
+// counted back when a queue is dropped.
+func TestKeptMetas(t *testing.T) {
+	dir := t.TempDir()
+	s := openT(t, dir, Options{Backoff: Backoff{Base: time.Nanosecond, Max: time.Nanosecond}})
+	id := enqueueT(t, s, "up", "a", "first")
+	for range 3 {
+		enqueueT(t, s, "drop", "b", nil)
+	}
+	if s.keptMetas != 4 {
+		t.Fatalf("keptMetas = %d, want 4", s.keptMetas)
+	}
+	e := claimT(t, s, "up")
+	var p string
+	if err := e.Payload(&p); err != nil || e.ID() != id || p != "first" || e.Attempts() != 0 {
+		t.Fatalf("claimed %s with payload %q, attempts %d, %v", e.ID(), p, e.Attempts(), err)
+	}
+	if err := e.Fail(errors.New("transient")); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	e, err := s.Wait(ctx, "up")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.Attempts() != 1 || e.LastError() != "transient" {
+		t.Fatalf("retried entry: attempts %d, last error %q", e.Attempts(), e.LastError())
+	}
+	if _, _, err := s.DropQueue("drop"); err != nil {
+		t.Fatal(err)
+	}
+	if s.keptMetas != 0 {
+		t.Fatalf("keptMetas = %d after the claims and the drop, want 0", s.keptMetas)
+	}
+}
+
+// TestSpareNotAfterReopenIfLinked checks that an entry Open finds with
+// a data file of several names (a crash between EnqueueFile's link and
+// its removal of the source leaves one) is not kept as a spare, and that
+// one with a single name is.
+func TestSpareNotAfterReopenIfLinked(t *testing.T) {
+	dir := t.TempDir()
+	s := openT(t, dir, Options{})
+	linked := enqueueT(t, s, "up", "shared", nil)
+	enqueueT(t, s, "up", "alone", nil)
+	other := filepath.Join(dir, "inbox-file")
+	if err := os.Link(filepath.Join(readyPath(dir, "up", linked), dataName), other); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s = openT(t, dir, Options{})
+	e := claimT(t, s, "up")
+	if e.ID() != linked {
+		t.Fatalf("claimed %s, want %s", e.ID(), linked)
+	}
+	if err := e.Done(); err != nil {
+		t.Fatal(err)
+	}
+	if got := listDir(t, filepath.Join(dir, spareName)); len(got) != 0 {
+		t.Fatalf("spare/ holds %v: an entry whose data has another name was kept", got)
+	}
+	if err := claimT(t, s, "up").Done(); err != nil {
+		t.Fatal(err)
+	}
+	if got := listDir(t, filepath.Join(dir, spareName)); len(got) != 1 {
+		t.Fatalf("spare/ holds %v, want the entry Open found with one name", got)
+	}
+	enqueueT(t, s, "up", "new bytes", nil)
+	if b, err := os.ReadFile(other); err != nil || string(b) != "shared" {
+		t.Fatalf("the other name of a spooled file holds %q, %v", b, err)
 	}
 }
