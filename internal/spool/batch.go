@@ -45,6 +45,7 @@ type staged struct {
 	dir  string
 	size int64
 	res  *reserveWriter
+	meta *meta // as written, for the index to keep (see item.meta)
 }
 
 // NewBatch returns an empty batch of entries for queue.
@@ -105,8 +106,9 @@ func (b *Batch) AddFile(payload any, src string) error {
 		}
 	}
 	var m []byte
+	md := &meta{Created: s.now(), Size: res.n, Payload: raw}
 	if err == nil && res.full == nil {
-		m, err = (&meta{Created: s.now(), Size: res.n, Payload: raw}).encode()
+		m, err = md.encode()
 	}
 	if err == nil && res.full == nil {
 		err = writeEntryFile(filepath.Join(stage, metaName), m, reused)
@@ -119,7 +121,7 @@ func (b *Batch) AddFile(payload any, src string) error {
 		}
 		return s.writeErr(queue, fmt.Errorf("from %s: %w", src, err))
 	}
-	b.staged = append(b.staged, &staged{id: id, dir: stage, size: res.n, res: res})
+	b.staged = append(b.staged, &staged{id: id, dir: stage, size: res.n, res: res, meta: md})
 	return nil
 }
 
@@ -169,7 +171,7 @@ func (b *Batch) Commit() ([]ID, error) {
 		s.bytes += st.size
 		q := s.queue(queue)
 		q.bytes += st.size
-		q.put(&item{id: st.id, size: st.size, own: true}, s.now())
+		q.put(s.newItem(st.id, st.size, true, st.meta), s.now())
 		s.mu.Unlock()
 	}
 	if len(ids) > 0 {

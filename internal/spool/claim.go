@@ -84,12 +84,23 @@ func (s *Spool) claim(name string) (*Entry, <-chan struct{}, error) {
 		}
 		it.state = stateOut
 		q.out[it.id] = it
+		kept := it.meta
+		if kept != nil {
+			it.meta = nil
+			s.keptMetas--
+		}
 		s.mu.Unlock()
 
 		src, dst := readyPath(s.dir, name, it.id), outPath(s.dir, name, it.id)
 		err := os.Rename(src, dst)
 		if err == nil {
-			m, merr := readMeta(dst)
+			var m meta
+			var merr error
+			if kept != nil {
+				m = *kept
+			} else {
+				m, merr = readMeta(dst)
+			}
 			if merr == nil {
 				return &Entry{s: s, it: it, queue: name, m: m, held: true}, nil, nil
 			}

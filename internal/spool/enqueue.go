@@ -217,7 +217,7 @@ func (s *Spool) commit(queue string, id ID, stage string, own, reused bool, m *m
 	s.bytes += m.Size
 	q := s.queue(queue)
 	q.bytes += m.Size
-	q.put(&item{id: id, size: m.Size, own: own}, s.now())
+	q.put(s.newItem(id, m.Size, own, m), s.now())
 	q.notify()
 	s.mu.Unlock()
 	// tmp/ is never fsynced: whatever a crash leaves there, Open sweeps,

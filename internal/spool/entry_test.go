@@ -170,6 +170,10 @@ func TestUnreadableMetaIsNeverHandedOut(t *testing.T) {
 	bad := enqueueT(t, s, "seg", "1", nil)
 	good := enqueueT(t, s, "seg", "2", nil)
 	worse := enqueueT(t, s, "seg", "3", nil)
+	// Reopened, so that the index holds none of the metas this process
+	// wrote (it describes those from memory) and reads each back.
+	s.Close()
+	s = openT(t, dir, Options{Ordered: []string{"seg"}})
 	// Corrupted under a running spool, and under a closed one.
 	os.WriteFile(filepath.Join(readyPath(dir, "seg", bad), metaName), []byte("{not json"), 0o600)
 	e := claimT(t, s, "seg")

@@ -63,6 +63,8 @@ type Spool struct {
 	sparing   int
 	spareMade bool
 	spareUses int64
+	// keptMetas counts the items that hold their meta (item.meta).
+	keptMetas int
 
 	// Seams for tests, set before use: the jitter draw of a backoff (in
 	// [1, n]), the opening of an entry's data file (openEntryFile), and
@@ -192,6 +194,22 @@ func (s *Spool) groupSync(paths ...string) error {
 	return nil
 }
 
+// maxKeptMetas bounds the metas the index keeps (item.meta): a few
+// hundred bytes each, for the entries most recently spooled.
+const maxKeptMetas = 4096
+
+// newItem returns the index's item for an entry this process just made
+// visible, keeping m while fewer than maxKeptMetas are kept. The caller
+// holds s.mu.
+func (s *Spool) newItem(id ID, size int64, own bool, m *meta) *item {
+	it := &item{id: id, size: size, own: own}
+	if s.keptMetas < maxKeptMetas {
+		it.meta = m
+		s.keptMetas++
+	}
+	return it
+}
+
 // queue returns the index of name, creating it. The caller holds s.mu.
 func (s *Spool) queue(name string) *queue {
 	q := s.queues[name]
@@ -271,6 +289,16 @@ func (s *Spool) DropQueue(queue string) (dropped int, bytes int64, err error) {
 	if q := s.queues[queue]; q != nil {
 		dropped, bytes = q.len(), q.bytes
 		s.bytes -= q.bytes
+		for _, it := range q.ready {
+			if it.meta != nil {
+				s.keptMetas--
+			}
+		}
+		for _, it := range q.waiting {
+			if it.meta != nil {
+				s.keptMetas--
+			}
+		}
 		q.clear()
 		q.notify()
 	}
