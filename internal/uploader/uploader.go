@@ -5,13 +5,18 @@
 package uploader
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"slices"
 	"sync"
+	"syscall"
 
 	"github.com/ferrydb/ferry/internal/objstore"
 	"github.com/ferrydb/ferry/internal/seal"
@@ -190,6 +195,58 @@ func permanent(err error) bool {
 // written back into the entry once computed.
 const rememberSumFrom = 1 << 20
 
+// smallEntry is the entry size up to which a worker reads the data into
+// memory, with a read or two, and sends it from there: going through an
+// *os.File costs a small file more system calls (the SDK seeks the body
+// several times) than sending it.
+const smallEntry = 256 << 10
+
+// readSmall reads the size bytes of a spooled entry's data.
+func readSmall(path string, size int64) ([]byte, error) {
+	fd, err := openRead(path)
+	if err != nil {
+		return nil, err
+	}
+	defer syscall.Close(fd)
+	// Open indexed the entry only with data of the size its meta gives,
+	// and nothing writes to an entry after that.
+	buf := make([]byte, size)
+	n := 0
+	for n < len(buf) {
+		m, err := syscall.Read(fd, buf[n:])
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, &os.PathError{Op: "read", Path: path, Err: err}
+		}
+		if m == 0 {
+			break
+		}
+		n += m
+	}
+	if int64(n) != size {
+		return nil, fmt.Errorf("%s holds %d bytes, its entry %d", path, n, size)
+	}
+	return buf[:n], nil
+}
+
+// openRead opens path read-only, without the registration with the
+// runtime's poller that os.Open attempts (several system calls that fail
+// for a regular file).
+func openRead(path string) (int, error) {
+	for {
+		fd, err := syscall.Open(path, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			return -1, &os.PathError{Op: "open", Path: path, Err: err}
+		}
+		return fd, nil
+	}
+}
+
 type permanentError struct{ err error }
 
 func (e *permanentError) Error() string { return e.err.Error() }
@@ -204,13 +261,27 @@ func (u *Uploader) ship(ctx context.Context, e *spool.Entry) error {
 	if err := CheckKey(job.Key); err != nil {
 		return &permanentError{err}
 	}
-	f, err := os.Open(e.Path())
-	if err != nil {
-		return &permanentError{fmt.Errorf("open spooled data: %w", err)}
+	var body io.ReadSeeker
+	if e.Size() <= smallEntry {
+		data, err := readSmall(e.Path(), e.Size())
+		if err != nil {
+			return &permanentError{fmt.Errorf("read spooled data: %w", err)}
+		}
+		if job.SHA256 == "" {
+			sum := sha256.Sum256(data)
+			job.SHA256 = hex.EncodeToString(sum[:])
+		}
+		body = bytes.NewReader(data)
+	} else {
+		f, err := os.Open(e.Path())
+		if err != nil {
+			return &permanentError{fmt.Errorf("open spooled data: %w", err)}
+		}
+		defer f.Close()
+		body = f
 	}
-	defer f.Close()
 	if job.SHA256 == "" {
-		sum, _, err := objstore.HashBody(f)
+		sum, _, err := objstore.HashBody(body)
 		if err != nil {
 			return fmt.Errorf("hash spooled data: %w", err)
 		}
@@ -225,7 +296,7 @@ func (u *Uploader) ship(ctx context.Context, e *spool.Entry) error {
 	}
 	for len(job.Pending) > 0 {
 		url := job.Pending[0]
-		if err := u.shipTo(ctx, url, f, e.Size(), job, e.Attempts() > 0); err != nil {
+		if err := u.shipTo(ctx, url, body, e.Size(), job, e.Attempts() > 0); err != nil {
 			return fmt.Errorf("ship %s to %s: %w", job.Key, url, err)
 		}
 		job.Pending = slices.Delete(job.Pending, 0, 1)
@@ -250,7 +321,7 @@ func (u *Uploader) ship(ctx context.Context, e *spool.Entry) error {
 // is harmless and the question would cost every upload a request. A PUT
 // whose answer carries the SHA-256 the store checked the body against
 // needs no reading back; one without is confirmed with a HEAD.
-func (u *Uploader) shipTo(ctx context.Context, url string, f *os.File, size int64, job Job, retry bool) error {
+func (u *Uploader) shipTo(ctx context.Context, url string, f io.ReadSeeker, size int64, job Job, retry bool) error {
 	store, err := u.store(ctx, url)
 	if err != nil {
 		return err
