@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -34,9 +35,13 @@ import (
 // server's rate on this machine at that moment. ratio is ferry's rate over
 // that one; the two alternate which goes first.
 //
+// cpu-ms/file is the CPU time (user and system) of the ferry process per
+// file, raw-cpu-ms/file that of this process while it PUTs the files
+// itself: the two clients' costs, apart from the server's.
+//
 // After the timed rounds, one untimed push of the same files runs under
-// strace (when on PATH), counting the fsyncs of the ferry process, and
-// through a proxy that counts the requests it sends.
+// strace (when on PATH), counting the system calls and the fsyncs of the
+// ferry process, and through a proxy that counts the requests it sends.
 func BenchmarkPushSmallFiles(b *testing.B) {
 	srv := testenv.S3(b)
 	bin := ferryBinary(b)
@@ -62,11 +67,11 @@ func BenchmarkPushSmallFiles(b *testing.B) {
 	}
 	env := append(os.Environ(), "AWS_ACCESS_KEY_ID="+srv.AccessKey, "AWS_SECRET_ACCESS_KEY="+srv.SecretKey)
 
-	var ferryTime, rawTime time.Duration
+	var ferryTime, rawTime, ferryCPU, rawCPU time.Duration
 	round := 0
 	for b.Loop() {
 		round++
-		var f, r time.Duration
+		var f, r benchRun
 		if round%2 == 1 {
 			r = benchRawPuts(b, srv, src, keys)
 			f = benchPush(b, bin, env, srv, srv.Endpoint, src, n, nil)
@@ -74,15 +79,20 @@ func BenchmarkPushSmallFiles(b *testing.B) {
 			f = benchPush(b, bin, env, srv, srv.Endpoint, src, n, nil)
 			r = benchRawPuts(b, srv, src, keys)
 		}
-		ferryTime += f
-		rawTime += r
-		b.Logf("round %d: ferry push %.0f files/s, raw PUTs %.0f files/s, ratio %.2f",
-			round, float64(n)/f.Seconds(), float64(n)/r.Seconds(), r.Seconds()/f.Seconds())
+		ferryTime += f.took
+		rawTime += r.took
+		ferryCPU += f.cpu
+		rawCPU += r.cpu
+		b.Logf("round %d: ferry push %.0f files/s (%.3f CPU ms/file), raw PUTs %.0f files/s (%.3f CPU ms/file), ratio %.2f",
+			round, float64(n)/f.took.Seconds(), perFileMs(f.cpu, n), float64(n)/r.took.Seconds(), perFileMs(r.cpu, n),
+			r.took.Seconds()/f.took.Seconds())
 	}
 	b.StopTimer()
 	b.ReportMetric(float64(n*round)/ferryTime.Seconds(), "files/s")
 	b.ReportMetric(float64(n*round)/rawTime.Seconds(), "raw-files/s")
 	b.ReportMetric(rawTime.Seconds()/ferryTime.Seconds(), "ratio")
+	b.ReportMetric(perFileMs(ferryCPU, n*round), "cpu-ms/file")
+	b.ReportMetric(perFileMs(rawCPU, n*round), "raw-cpu-ms/file")
 
 	// The counting run: requests through a proxy, fsyncs through strace.
 	var reqs, puts, heads atomic.Int64
@@ -109,14 +119,22 @@ func BenchmarkPushSmallFiles(b *testing.B) {
 	b.ReportMetric(float64(heads.Load())/float64(n), "HEADs/file")
 	if syscalls != nil {
 		b.ReportMetric(float64(syscalls["fsync"]+syscalls["fdatasync"]+syscalls["syncfs"])/float64(n), "fsyncs/file")
+		b.ReportMetric(float64(syscalls["total"])/float64(n), "syscalls/file")
 	}
 }
 
+// benchRun is how long one round's push or PUTs took, and the CPU time
+// of the client that made them.
+type benchRun struct{ took, cpu time.Duration }
+
+func perFileMs(d time.Duration, n int) float64 { return d.Seconds() * 1000 / float64(n) }
+
 // benchPush runs ferry push -wait of src into a new bucket through
 // endpoint and a new spool, checks that the bucket then holds n objects,
-// and returns how long the command took. With syscalls, it runs under
-// strace and fills in how many calls of each kind of sync it made.
-func benchPush(b *testing.B, bin string, env []string, srv testenv.S3Server, endpoint, src string, n int, syscalls *map[string]int64) time.Duration {
+// and returns how long the command took and the CPU time it used. With
+// syscalls, it runs under strace and fills in how many system calls of
+// each kind it made, and their total.
+func benchPush(b *testing.B, bin string, env []string, srv testenv.S3Server, endpoint, src string, n int, syscalls *map[string]int64) benchRun {
 	b.Helper()
 	bucket := testenv.Bucket(b, srv)
 	u := fmt.Sprintf("s3://%s/push?endpoint=%s&region=us-east-1&force-path-style=true", bucket, endpoint)
@@ -125,7 +143,7 @@ func benchPush(b *testing.B, bin string, env []string, srv testenv.S3Server, end
 	if syscalls != nil {
 		if path, err := exec.LookPath("strace"); err == nil {
 			trace = filepath.Join(b.TempDir(), "strace")
-			args = append([]string{path, "-f", "-c", "-o", trace, "-e", "trace=fsync,fdatasync,syncfs,sync_file_range"}, args...)
+			args = append([]string{path, "-f", "-c", "-o", trace}, args...)
 		} else {
 			b.Log("strace is not on PATH: fsyncs are not counted")
 		}
@@ -139,18 +157,29 @@ func benchPush(b *testing.B, bin string, env []string, srv testenv.S3Server, end
 		b.Fatalf("ferry push: %v: %s", err, stderr.String())
 	}
 	took := time.Since(start)
+	cpu := cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
 	if got := countObjects(b, srv, bucket, "push/"); got != n {
 		b.Fatalf("bucket holds %d objects after the push, want %d", got, n)
 	}
 	if trace != "" {
 		*syscalls = straceCounts(b, trace)
 	}
-	return took
+	return benchRun{took, cpu}
+}
+
+// selfCPU is the CPU time this process has used so far.
+func selfCPU(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // benchRawPuts PUTs each file of src under its key into a new bucket
-// with s3store, pushWorkers at a time, and returns how long it took.
-func benchRawPuts(b *testing.B, srv testenv.S3Server, src string, keys []string) time.Duration {
+// with s3store, pushWorkers at a time, and returns how long it took and
+// the CPU time this process used meanwhile.
+func benchRawPuts(b *testing.B, srv testenv.S3Server, src string, keys []string) benchRun {
 	b.Helper()
 	bucket := testenv.Bucket(b, srv)
 	store := rawStore(b, srv, bucket)
@@ -160,7 +189,7 @@ func benchRawPuts(b *testing.B, srv testenv.S3Server, src string, keys []string)
 		mu    sync.Mutex
 		first error
 	)
-	start := time.Now()
+	start, cpu0 := time.Now(), selfCPU(b)
 	for range pushWorkers {
 		wg.Add(1)
 		go func() {
@@ -180,11 +209,11 @@ func benchRawPuts(b *testing.B, srv testenv.S3Server, src string, keys []string)
 	}
 	close(work)
 	wg.Wait()
-	took := time.Since(start)
+	took, cpu := time.Since(start), selfCPU(b)-cpu0
 	if first != nil {
 		b.Fatal(first)
 	}
-	return took
+	return benchRun{took, cpu}
 }
 
 func putFile(store objstore.Store, path, key string) error {
@@ -234,7 +263,7 @@ func straceCounts(b *testing.B, path string) map[string]int64 {
 	for sc.Scan() {
 		// % time  seconds  usecs/call  calls  [errors]  syscall
 		fields := strings.Fields(sc.Text())
-		if len(fields) < 5 || fields[0] == "%" || strings.HasPrefix(fields[0], "-") || fields[len(fields)-1] == "total" {
+		if len(fields) < 5 || fields[0] == "%" || strings.HasPrefix(fields[0], "-") {
 			continue
 		}
 		if calls, err := strconv.ParseInt(fields[3], 10, 64); err == nil {
