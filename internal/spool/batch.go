@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 
 	"github.com/ferrydb/ferry/internal/durable"
 )
@@ -69,19 +70,20 @@ func (b *Batch) AddFile(payload any, src string) error {
 	if err != nil {
 		return err
 	}
-	in, err := os.Open(src)
+	fd, err := openFd(src, syscall.O_RDONLY, 0)
 	if err != nil {
 		return fmt.Errorf("enqueue %s to queue %s in spool %s: %w", src, queue, s.dir, err)
 	}
-	defer in.Close()
-	fi, err := in.Stat()
-	if err != nil {
-		return fmt.Errorf("enqueue %s to queue %s in spool %s: %w", src, queue, s.dir, err)
+	in := fdFile{fd, src}
+	defer in.close()
+	var st syscall.Stat_t
+	if err := syscall.Fstat(fd, &st); err != nil {
+		return fmt.Errorf("enqueue %s to queue %s in spool %s: %w", src, queue, s.dir, &os.PathError{Op: "stat", Path: src, Err: err})
 	}
-	if !fi.Mode().IsRegular() {
+	if st.Mode&syscall.S_IFMT != syscall.S_IFREG {
 		return fmt.Errorf("enqueue %s to queue %s in spool %s: not a regular file", src, queue, s.dir)
 	}
-	if err := s.fits(fi.Size()); err != nil {
+	if err := s.fits(st.Size); err != nil {
 		return err
 	}
 	if b.fs == nil {
@@ -97,11 +99,11 @@ func (b *Batch) AddFile(payload any, src string) error {
 	f, err := s.createData(filepath.Join(stage, dataName), reused)
 	if err == nil {
 		res.w = f
-		err = copyFile(res, in)
+		err = copySized(res, in, st.Size)
 		if err == nil && reused {
-			err = f.Truncate(res.n)
+			err = f.truncate(res.n)
 		}
-		if cerr := f.Close(); err == nil {
+		if cerr := f.close(); err == nil {
 			err = cerr
 		}
 	}

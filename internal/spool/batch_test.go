@@ -215,7 +215,10 @@ func TestBatchFailuresLeaveNothing(t *testing.T) {
 func TestBatchFullDisk(t *testing.T) {
 	dir := t.TempDir()
 	s := openT(t, dir, Options{})
-	s.createData = func(string, bool) (*os.File, error) { return os.OpenFile("/dev/full", os.O_WRONLY, 0) }
+	s.createData = func(string, bool) (fdFile, error) {
+		fd, err := openFd("/dev/full", syscall.O_WRONLY, 0)
+		return fdFile{fd, "/dev/full"}, err
+	}
 	srcs, _ := writeSources(t, 1)
 	b, _ := s.NewBatch("files")
 	err := b.AddFile(nil, srcs[0])

@@ -48,12 +48,12 @@ func (s *Spool) Enqueue(queue string, payload any, write func(w io.Writer) error
 	res.w = f
 	err = write(res)
 	if err == nil && reused {
-		err = f.Truncate(res.n)
+		err = f.truncate(res.n)
 	}
 	if err == nil {
-		err = f.Sync()
+		err = f.sync()
 	}
-	if cerr := f.Close(); err == nil {
+	if cerr := f.close(); err == nil {
 		err = cerr
 	}
 	if res.full != nil {
@@ -130,12 +130,12 @@ func (s *Spool) EnqueueFile(queue string, payload any, src string, move bool) (I
 			err = res.take(size)
 		}
 	} else {
-		var f *os.File
+		var f fdFile
 		f, err = s.createData(data, false)
 		if err == nil {
 			res.w = f
-			err = copyFileSync(f, src, res)
-			if cerr := f.Close(); err == nil {
+			err = copyFileSync(f.sync, src, res)
+			if cerr := f.close(); err == nil {
 				err = cerr
 			}
 		}

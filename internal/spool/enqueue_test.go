@@ -142,7 +142,10 @@ func TestDiskFullLeavesNothing(t *testing.T) {
 	dir := t.TempDir()
 	s := openT(t, dir, Options{MaxBytes: 1 << 20})
 	// Writes to /dev/full fail with ENOSPC, as on a full file system.
-	s.createData = func(string, bool) (*os.File, error) { return os.OpenFile("/dev/full", os.O_WRONLY, 0) }
+	s.createData = func(string, bool) (fdFile, error) {
+		fd, err := openFd("/dev/full", syscall.O_WRONLY, 0)
+		return fdFile{fd, "/dev/full"}, err
+	}
 	_, err := s.Enqueue("up", nil, writeBytes([]byte("will not fit")))
 	if !errors.Is(err, syscall.ENOSPC) || !strings.Contains(err.Error(), "file system full") || !strings.Contains(err.Error(), dir) {
 		t.Fatalf("Enqueue on a full disk = %v", err)

@@ -60,7 +60,7 @@ func Handoff(dir, queue string, payload any, src string) error {
 	if err != nil {
 		return fail(err)
 	}
-	err = copyFileSync(f, src, f)
+	err = copyFileSync(f.Sync, src, f)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}

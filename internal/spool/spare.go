@@ -5,6 +5,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"syscall"
 )
 
 // Spare entry directories. Building an entry costs a directory and two
@@ -124,16 +125,17 @@ func (s *Spool) sweepSpares() error {
 // openEntryFile opens the file name of an entry being built in dir for
 // writing: a new file, or in a spare the file an earlier entry left,
 // which the caller overwrites from its start and then cuts to length
-// with (*os.File).Truncate. Overwriting spares allocating an inode and,
+// with truncate. Overwriting spares allocating an inode and,
 // for a file of about the same size, its blocks; opening with O_TRUNC
 // would free the blocks, and make ext4 start writing the file back at
 // its close.
-func openEntryFile(path string, reuse bool) (*os.File, error) {
-	flag := os.O_WRONLY | os.O_CREATE | os.O_EXCL
+func openEntryFile(path string, reuse bool) (fdFile, error) {
+	flag := syscall.O_WRONLY | syscall.O_CREAT | syscall.O_EXCL
 	if reuse {
-		flag = os.O_WRONLY | os.O_CREATE
+		flag = syscall.O_WRONLY | syscall.O_CREAT
 	}
-	return os.OpenFile(path, flag, filePerm)
+	fd, err := openFd(path, flag, filePerm)
+	return fdFile{fd, path}, err
 }
 
 // writeEntryFile writes b as a file of an entry being built, as
@@ -154,12 +156,12 @@ func writeEntryFileOpt(path string, b []byte, reuse, sync bool) error {
 	}
 	_, err = f.Write(b)
 	if err == nil && reuse {
-		err = f.Truncate(int64(len(b)))
+		err = f.truncate(int64(len(b)))
 	}
 	if err == nil && sync {
-		err = f.Sync()
+		err = f.sync()
 	}
-	if cerr := f.Close(); err == nil {
+	if cerr := f.close(); err == nil {
 		err = cerr
 	}
 	return err

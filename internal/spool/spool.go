@@ -70,7 +70,7 @@ type Spool struct {
 	// [1, n]), the opening of an entry's data file (openEntryFile), and
 	// the sync of a whole file system (durable.SyncFS) by a batch.
 	jitter     func(n int64) int64
-	createData func(path string, reuse bool) (*os.File, error)
+	createData func(path string, reuse bool) (fdFile, error)
 	syncFS     func(f *os.File) (bool, error)
 }
 
