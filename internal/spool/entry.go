@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 )
@@ -99,36 +100,119 @@ func (e *Entry) UpdatePayload(v any) error {
 // entry whole, to be handed out again, or gone; never half of it. Done of an
 // entry whose queue was dropped returns nil: it is gone either way.
 func (e *Entry) Done() error {
+	var gone string
+	var spare bool
 	err := e.hold("finish", func() (bool, error) {
-		s := e.s
-		gone, spare := s.spareDir(e.it)
-		if err := os.Rename(e.outDir(), gone); err != nil {
-			if spare {
-				s.keepSpare(gone, false)
-			}
+		var err error
+		if gone, spare, err = e.finish(); err != nil {
 			return false, err
 		}
-		s.mu.Lock()
-		q := s.queues[e.queue]
-		delete(q.out, e.it.id)
-		q.bytes -= e.it.size
-		s.bytes -= e.it.size
-		q.notify() // an ordered queue may hand out its next entry
-		s.mu.Unlock()
 		// Renaming into tmp/ or spare/ makes Done one atomic step;
 		// fsyncing checkout/ makes it durable (both are swept by Open).
-		err := s.groupSync(checkoutDir(s.dir, e.queue))
-		if spare {
-			s.keepSpare(gone, err == nil)
-		} else {
-			removeEntryQuiet(gone)
-		}
+		err = e.s.groupSync(checkoutDir(e.s.dir, e.queue))
+		e.s.dispose(gone, spare, err == nil)
 		return true, err
 	})
 	if errors.Is(err, ErrDropped) {
 		return nil
 	}
 	return err
+}
+
+// finish renames the entry out of checkout/, into spare/ or tmp/ (see
+// spareDir), and forgets it. The caller holds e.mu and s.ops, and makes
+// the rename durable.
+func (e *Entry) finish() (gone string, spare bool, err error) {
+	s := e.s
+	gone, spare = s.spareDir(e.it)
+	if err := os.Rename(e.outDir(), gone); err != nil {
+		if spare {
+			s.keepSpare(gone, false)
+		}
+		return "", false, err
+	}
+	s.mu.Lock()
+	q := s.queues[e.queue]
+	delete(q.out, e.it.id)
+	q.bytes -= e.it.size
+	s.bytes -= e.it.size
+	q.notify() // an ordered queue may hand out its next entry
+	s.mu.Unlock()
+	return gone, spare, nil
+}
+
+// dispose keeps or removes the directory of a finished entry once the
+// fsync that made its finish durable is over, ok if it succeeded.
+func (s *Spool) dispose(gone string, spare, ok bool) {
+	if spare {
+		s.keepSpare(gone, ok)
+	} else {
+		removeEntryQuiet(gone)
+	}
+}
+
+// DoneAll is Done of each of es, with the fsyncs of their checkout/
+// directories shared: one for all the entries of a queue, rather than a
+// round each. It returns once every entry it finished is durably gone,
+// with the first error; an entry it could not finish stays checked out,
+// as after a failed Done. An entry whose queue was dropped is gone
+// either way, as with Done.
+func (s *Spool) DoneAll(es []*Entry) error {
+	if err := s.begin(); err != nil {
+		return fmt.Errorf("finish %d entries in spool %s: %w", len(es), s.dir, err)
+	}
+	defer s.end()
+	type finished struct {
+		gone  string
+		spare bool
+	}
+	var (
+		first error
+		done  []finished
+		dirs  []string
+	)
+	for _, e := range es {
+		if e.s != s {
+			return fmt.Errorf("finish entry %s in spool %s: it belongs to spool %s", e.it.id, s.dir, e.s.dir)
+		}
+		e.mu.Lock()
+		var err error
+		switch {
+		case !e.held:
+			err = ErrNotHeld
+		case e.isDropped():
+			e.held = false
+		default:
+			var f finished
+			if f.gone, f.spare, err = e.finish(); err == nil {
+				e.held = false
+				done = append(done, f)
+				if d := checkoutDir(s.dir, e.queue); !slices.Contains(dirs, d) {
+					dirs = append(dirs, d)
+				}
+			}
+		}
+		e.mu.Unlock()
+		if err != nil && first == nil {
+			first = fmt.Errorf("finish entry %s of queue %s in spool %s: %w", e.it.id, e.queue, s.dir, err)
+		}
+	}
+	err := s.groupSync(dirs...)
+	for _, f := range done {
+		s.dispose(f.gone, f.spare, err == nil)
+	}
+	if first == nil && err != nil {
+		first = fmt.Errorf("finish %d entries in spool %s: %w", len(done), s.dir, err)
+	}
+	return first
+}
+
+// isDropped reports whether DropQueue removed the entry while it was
+// out; it then lets go of it. The caller holds e.mu.
+func (e *Entry) isDropped() bool {
+	e.s.mu.Lock()
+	defer e.s.mu.Unlock()
+	return e.it.dropped
 }
 
 // Release puts the entry back in its queue untouched, claimable at once.

@@ -206,3 +206,38 @@ func TestSpareNotAfterReopenIfLinked(t *testing.T) {
 		t.Fatalf("the other name of a spooled file holds %q, %v", b, err)
 	}
 }
+
+// TestDoneAll finishes entries of two queues at once, among them one no
+// longer held and one whose queue was dropped: the others are gone, the
+// one not held is reported, the dropped one is no error.
+func TestDoneAll(t *testing.T) {
+	dir := t.TempDir()
+	s := openT(t, dir, Options{})
+	for range 3 {
+		enqueueT(t, s, "a", "x", nil)
+	}
+	enqueueT(t, s, "b", "y", nil)
+	enqueueT(t, s, "drop", "z", nil)
+	a1, a2, b1, d1 := claimT(t, s, "a"), claimT(t, s, "a"), claimT(t, s, "b"), claimT(t, s, "drop")
+	if err := s.DoneAll([]*Entry{a1, a2, b1}); err != nil {
+		t.Fatal(err)
+	}
+	if s.Len("a") != 1 || s.Len("b") != 0 || s.Bytes() != 2 {
+		t.Fatalf("after DoneAll: Len(a)=%d Len(b)=%d Bytes=%d", s.Len("a"), s.Len("b"), s.Bytes())
+	}
+	if got := listDir(t, filepath.Join(dir, spareName)); len(got) != 3 {
+		t.Fatalf("spare/ holds %v, want the three finished entries", got)
+	}
+	if _, _, err := s.DropQueue("drop"); err != nil {
+		t.Fatal(err)
+	}
+	a3 := claimT(t, s, "a")
+	err := s.DoneAll([]*Entry{a1, d1, a3})
+	if !errors.Is(err, ErrNotHeld) || !strings.Contains(err.Error(), string(a1.ID())) {
+		t.Fatalf("DoneAll with an entry already done = %v, want ErrNotHeld naming it", err)
+	}
+	if s.Len("a") != 0 || s.Bytes() != 0 {
+		t.Fatalf("the held entry next to one not held: Len(a)=%d Bytes=%d", s.Len("a"), s.Bytes())
+	}
+	mustCheckOK(t, dir, time.Now())
+}
