@@ -17,6 +17,7 @@ import (
 	"slices"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/ferrydb/ferry/internal/objstore"
 	"github.com/ferrydb/ferry/internal/seal"
@@ -38,6 +39,12 @@ type Options struct {
 	Log     *slog.Logger
 	// Shipped, when set, is told of each entry every target confirmed.
 	Shipped func(id spool.ID, job Job)
+	// DoneDelay, when positive, lets an entry every target confirmed
+	// wait up to that long to be removed from the spool together with
+	// the others shipped meanwhile (spool.DoneAll): one fsync for many
+	// entries rather than about one each. Leave it zero for an ordered
+	// queue, whose next entry waits for the last one to be done.
+	DoneDelay time.Duration
 }
 
 // Uploader ships spool entries to their targets.
@@ -67,23 +74,80 @@ func New(sp *spool.Spool, open Opener, o Options) *Uploader {
 // Run ships entries until ctx ends or the spool closes. An entry a worker
 // holds when ctx ends is released untouched for the next run.
 func (u *Uploader) Run(ctx context.Context) error {
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
+	var d *doner
+	if u.o.DoneDelay > 0 {
+		d = &doner{sp: u.sp, delay: u.o.DoneDelay, in: make(chan *spool.Entry, maxDoneBatch), stop: stop, ended: make(chan struct{})}
+		go d.run()
+	}
 	var wg sync.WaitGroup
 	errs := make(chan error, u.o.Workers)
 	for range u.o.Workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs <- u.lane(ctx)
+			errs <- u.lane(ctx, d)
 		}()
 	}
 	wg.Wait()
 	close(errs)
+	if d != nil {
+		close(d.in)
+		<-d.ended
+		if d.err != nil {
+			return d.err
+		}
+	}
 	for err := range errs {
 		if err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, spool.ErrClosed) {
 			return err
 		}
 	}
 	return nil
+}
+
+// maxDoneBatch is the most entries a doner finishes with one DoneAll.
+const maxDoneBatch = 256
+
+// doner finishes the entries the workers shipped in batches: each waits
+// at most delay for others to join it (Options.DoneDelay).
+type doner struct {
+	sp    *spool.Spool
+	delay time.Duration
+	in    chan *spool.Entry
+	stop  func() // stops the workers after a failure
+	ended chan struct{}
+	err   error // the first failure, read once ended is closed
+}
+
+func (d *doner) run() {
+	defer close(d.ended)
+	var batch []*spool.Entry
+	for e := range d.in {
+		batch = append(batch[:0], e)
+		timer := time.NewTimer(d.delay)
+	collect:
+		for len(batch) < maxDoneBatch {
+			select {
+			case e, ok := <-d.in:
+				if !ok {
+					break collect
+				}
+				batch = append(batch, e)
+			case <-timer.C:
+				break collect
+			}
+		}
+		timer.Stop()
+		// As when a Done fails alone: the entries not finished stay
+		// checked out, to be handed out again by the next Open, and
+		// the workers stop.
+		if err := d.sp.DoneAll(batch); err != nil && d.err == nil && !errors.Is(err, spool.ErrClosed) {
+			d.err = err
+			d.stop()
+		}
+	}
 }
 
 // finishers is how many entries of one worker may be in the spool's
@@ -106,7 +170,7 @@ type shipped struct {
 // the worker did when it ran alone: when ctx ends or the spool closes, or
 // at the first outcome it cannot record, after recording those already
 // handed to it.
-func (u *Uploader) lane(ctx context.Context) error {
+func (u *Uploader) lane(ctx context.Context, d *doner) error {
 	laneCtx, stop := context.WithCancel(ctx)
 	defer stop()
 	tried := make(chan shipped, finishers)
@@ -124,7 +188,7 @@ func (u *Uploader) lane(ctx context.Context) error {
 				// is simply gone (the capture drops a change-set
 				// backlog when the spool is full); the lane carries
 				// on with the next one.
-				if err := u.finish(laneCtx, t.e, t.err); err != nil && !errors.Is(err, spool.ErrDropped) {
+				if err := u.finish(laneCtx, t.e, t.err, d); err != nil && !errors.Is(err, spool.ErrDropped) {
 					mu.Lock()
 					if first == nil {
 						first = err
@@ -159,10 +223,14 @@ func (u *Uploader) work(ctx context.Context, tried chan<- shipped) error {
 	}
 }
 
-// finish records the outcome of one attempt at e in the spool.
-func (u *Uploader) finish(ctx context.Context, e *spool.Entry, shipErr error) error {
+// finish records the outcome of one attempt at e in the spool, or with
+// d, hands a shipped entry to it to be done.
+func (u *Uploader) finish(ctx context.Context, e *spool.Entry, shipErr error, d *doner) error {
 	log := u.o.Log.With("entry", e.ID())
 	switch {
+	case shipErr == nil && d != nil:
+		d.in <- e
+		return nil
 	case shipErr == nil:
 		return e.Done()
 	case ctx.Err() != nil:

@@ -298,3 +298,42 @@ func (b blockingStore) Put(ctx context.Context, key string, body io.ReadSeeker, 
 		return b.Store.Put(ctx, key, body, opts)
 	}
 }
+
+// TestDoneDelayFinishesEverythingShipped runs an uploader whose shipped
+// entries wait to be done together (Options.DoneDelay), stops it as soon
+// as the last entry is shipped, and checks that Run returned only once
+// every shipped entry was done: none is left in the spool.
+func TestDoneDelayFinishesEverythingShipped(t *testing.T) {
+	r := newRig(t, "a")
+	const n = 40
+	for i := range n {
+		r.enqueue(fmt.Sprintf("f%02d", i), fmt.Sprintf("content %d", i), "a")
+	}
+	var shipped atomic.Int32
+	all := make(chan struct{})
+	u := uploader.New(r.sp, r.open, uploader.Options{Workers: 3, DoneDelay: time.Hour, Shipped: func(spool.ID, uploader.Job) {
+		if shipped.Add(1) == n {
+			close(all)
+		}
+	}})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- u.Run(ctx) }()
+	select {
+	case <-all:
+	case err := <-done:
+		t.Fatalf("uploader stopped before shipping everything: %v", err)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("uploader: %v", err)
+	}
+	if left := r.sp.Len(uploader.FilesQueue); left != 0 {
+		t.Fatalf("%d shipped entries left in the spool after Run returned", left)
+	}
+	for i := range n {
+		if got, want := r.content("a", fmt.Sprintf("f%02d", i)), fmt.Sprintf("content %d", i); got != want {
+			t.Fatalf("a holds %q, want %q", got, want)
+		}
+	}
+}
