@@ -56,6 +56,14 @@ const pushAhead = 4 * pushBatchFiles
 // connection for many requests.
 const pushWorkers = 8
 
+// pushDoneDelay is how long an entry a push -wait has shipped may wait to
+// be removed from the spool with the others shipped meanwhile
+// (uploader.Options.DoneDelay): about one fsync per 20 ms, rather than
+// one per file or two. Nothing waits for it but the spare directory the
+// entry leaves for a later batch; the push returns once the last ones
+// are done, without waiting out the delay.
+const pushDoneDelay = 20 * time.Millisecond
+
 func (p *pusher) push(ctx context.Context, wait bool) error {
 	sp, err := spool.Open(p.dir, spool.Options{})
 	var inUse *spool.InUseError
@@ -157,7 +165,7 @@ func (p *pusher) ship(ctx context.Context, sp *spool.Spool) error {
 		}
 		// Entries left by an earlier push to another replica ship too.
 		return target.OpenURL(ctx, url, target.Options{})
-	}, uploader.Options{Log: p.log, Workers: pushWorkers, Shipped: t.ship})
+	}, uploader.Options{Log: p.log, Workers: pushWorkers, Shipped: t.ship, DoneDelay: pushDoneDelay})
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
 	runErr := make(chan error, 1)
