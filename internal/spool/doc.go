@@ -17,8 +17,8 @@
 //	DIR/q/<queue>/checkout/<id>/      an entry claimed by a worker
 //	DIR/q/failed/<id>/                an entry that failed permanently, with its reason
 //	DIR/spare/<id>/                   a finished small entry's directory, kept for a new
-//	                                  entry to be built in (as in tmp/); emptied on Open
-//	                                  and Close
+//	                                  entry to be built in (as in tmp/); Open keeps the
+//	                                  whole ones and removes the rest
 //
 // Other names directly under DIR (a control socket, state files) belong to
 // the rest of ferry and are left alone.

@@ -31,7 +31,7 @@ func (s *Spool) load() error {
 	if err := s.sweepTmp(); err != nil {
 		return err
 	}
-	if err := s.sweepSpares(); err != nil {
+	if err := s.loadSpares(); err != nil {
 		return err
 	}
 	names, err := os.ReadDir(queuesDir(s.dir))

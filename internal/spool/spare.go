@@ -19,7 +19,10 @@ import (
 // A spare is only reused after the Done that made it has returned, so the
 // removal of its name from checkout/ is durable before a byte of it
 // changes. Until it is renamed into a queue it is as unreachable as
-// anything in tmp/, and Open sweeps spare/ as it sweeps tmp/.
+// anything in tmp/. Spares outlive the process: the next Open keeps those
+// that hold just a data file and a meta.json of one name each (whatever
+// their bytes: they are overwritten) and removes anything else, so that
+// a push after a push creates no entry directory at all.
 //
 // Only an entry whose data file has no other name is kept (item.own): one
 // that came by hard link (EnqueueFile with move) may have another, whose
@@ -27,10 +30,10 @@ import (
 const (
 	spareName = "spare"
 	// maxSpares and maxSpareSize bound what spares hold on disk, outside
-	// Options.MaxBytes: at most maxSpares x maxSpareSize bytes of data
+	// Options.MaxBytes: at most maxSpares x maxSpareSize (16 MiB) of data
 	// already shipped. A larger entry costs more to write than to create.
 	maxSpares    = 1024
-	maxSpareSize = 64 << 10
+	maxSpareSize = 16 << 10
 )
 
 // spareDir returns the directory a finished entry of this size should be
@@ -91,20 +94,9 @@ func (s *Spool) takeSpare() string {
 	return d
 }
 
-// dropSpares removes the spares, for Close: the data they hold was
-// shipped, and is not to stay on disk once the spool is closed.
-func (s *Spool) dropSpares() {
-	s.mu.Lock()
-	spares := s.spares
-	s.spares = nil
-	s.mu.Unlock()
-	for _, d := range spares {
-		removeEntryQuiet(d)
-	}
-}
-
-// sweepSpares removes what a previous owner left in spare/.
-func (s *Spool) sweepSpares() error {
+// loadSpares keeps, as spares, the directories in spare/ that an earlier
+// owner left there fit for reuse, up to maxSpares, and removes the rest.
+func (s *Spool) loadSpares() error {
 	dir := filepath.Join(s.dir, spareName)
 	names, err := os.ReadDir(dir)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -114,12 +106,38 @@ func (s *Spool) sweepSpares() error {
 		return err
 	}
 	for _, de := range names {
-		if err := os.RemoveAll(filepath.Join(dir, de.Name())); err != nil {
+		p := filepath.Join(dir, de.Name())
+		if de.IsDir() && len(s.spares) < maxSpares && fitSpare(p) {
+			s.spares = append(s.spares, p)
+			continue
+		}
+		if err := os.RemoveAll(p); err != nil {
 			return err
 		}
 	}
 	s.spareMade = true
 	return nil
+}
+
+// fitSpare reports whether the directory p holds a data file and a
+// meta.json, each a regular file with no other name, and nothing else,
+// with data no larger than maxSpareSize: what Done leaves in a spare.
+func fitSpare(p string) bool {
+	names, err := os.ReadDir(p)
+	if err != nil || len(names) != 2 {
+		return false
+	}
+	for _, name := range []string{dataName, metaName} {
+		fi, err := os.Lstat(filepath.Join(p, name))
+		if err != nil || !fi.Mode().IsRegular() {
+			return false
+		}
+		st, ok := fi.Sys().(*syscall.Stat_t)
+		if !ok || st.Nlink != 1 || name == dataName && fi.Size() > maxSpareSize {
+			return false
+		}
+	}
+	return true
 }
 
 // openEntryFile opens the file name of an entry being built in dir for

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -13,7 +14,8 @@ import (
 
 // TestSpareReuse finishes small entries and checks that the next ones are
 // built in their directories, whole: data cut to its new length, meta
-// rewritten, the spare gone from spare/. Close leaves no spare behind.
+// rewritten, the spare gone from spare/. A spare Close leaves serves the
+// next Open.
 func TestSpareReuse(t *testing.T) {
 	dir := t.TempDir()
 	s := openT(t, dir, Options{})
@@ -74,8 +76,13 @@ func TestSpareReuse(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if got := listDir(t, filepath.Join(dir, spareName)); len(got) != 0 {
-		t.Fatalf("spare/ holds %v after Close", got)
+	s = openT(t, dir, Options{})
+	enqueueT(t, s, "up", "after a restart", nil)
+	if s.spareUses != 1 {
+		t.Fatalf("%d entries built in spares after reopening, want 1", s.spareUses)
+	}
+	if got := readData(t, claimT(t, s, "up")); got != "after a restart" {
+		t.Fatalf("entry built in a spare kept across Close holds %q", got)
 	}
 }
 
@@ -111,23 +118,53 @@ func TestSpareNeverLinked(t *testing.T) {
 	}
 }
 
-// TestOpenSweepsSpares checks that spares a dead owner left are removed
-// by the next Open.
-func TestOpenSweepsSpares(t *testing.T) {
+// TestOpenKeepsWholeSpares checks that Open keeps the spares a dead
+// owner left whole, and removes whatever else is in spare/: a directory
+// with a file too many, one whose data has another name, a plain file.
+func TestOpenKeepsWholeSpares(t *testing.T) {
 	dir := t.TempDir()
 	s := openT(t, dir, Options{})
-	enqueueT(t, s, "up", "a", nil)
-	if err := claimT(t, s, "up").Done(); err != nil {
+	for range 4 {
+		enqueueT(t, s, "up", "a", nil)
+	}
+	for range 4 {
+		if err := claimT(t, s, "up").Done(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// As if the process died: the lock goes, the spares stay.
+	s.lock.Close()
+	spares := listDir(t, filepath.Join(dir, spareName))
+	if len(spares) != 4 {
+		t.Fatalf("spare/ holds %v, want four spares", spares)
+	}
+	if err := os.WriteFile(filepath.Join(dir, spareName, spares[0], metaTmpName), nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	// As if the process died: the lock goes, the spare stays.
-	s.lock.Close()
-	if got := listDir(t, filepath.Join(dir, spareName)); len(got) != 1 {
-		t.Fatalf("spare/ holds %v, want one spare", got)
+	other := filepath.Join(dir, "other-name")
+	if err := os.Link(filepath.Join(dir, spareName, spares[1], dataName), other); err != nil {
+		t.Fatal(err)
 	}
-	openT(t, dir, Options{})
-	if got := listDir(t, filepath.Join(dir, spareName)); len(got) != 0 {
-		t.Fatalf("spare/ holds %v after Open", got)
+	if err := os.WriteFile(filepath.Join(dir, spareName, "stray"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s = openT(t, dir, Options{})
+	if got, want := listDir(t, filepath.Join(dir, spareName)), spares[2:]; !slices.Equal(got, want) {
+		t.Fatalf("spare/ holds %v after Open, want %v", got, want)
+	}
+	for _, data := range []string{"b", "c", "d"} {
+		enqueueT(t, s, "up", data, nil)
+	}
+	if s.spareUses != 2 {
+		t.Fatalf("%d entries built in spares, want 2", s.spareUses)
+	}
+	for _, want := range []string{"b", "c", "d"} {
+		if got := readData(t, claimT(t, s, "up")); got != want {
+			t.Fatalf("entry holds %q, want %q", got, want)
+		}
+	}
+	if b, err := os.ReadFile(other); err != nil || string(b) != "a" {
+		t.Fatalf("the other name of a spare's data holds %q, %v", b, err)
 	}
 }
 

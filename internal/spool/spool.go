@@ -128,7 +128,6 @@ func (s *Spool) Close() error {
 	s.closed = true
 	close(s.closing)
 	s.mu.Unlock()
-	s.dropSpares()
 	if err := s.lock.Close(); err != nil {
 		return fmt.Errorf("close spool %s: %w", s.dir, err)
 	}
