@@ -154,6 +154,12 @@ func (r *Replicator) checkpoint(ctx context.Context, frames, fileFrames int64) e
 		if !r.posValid {
 			return nil
 		}
+		if res.complete() && r.pos.Frames() == res.log {
+			// Nothing committed since the copy (the application paused
+			// after a burst): the next round's refresh lands on slot 0
+			// without holding anybody's commits back.
+			continue
+		}
 		if left := r.pos.Frames() - res.moved; left <= lockedTail {
 			return r.checkpointLocked(ctx)
 		}
@@ -184,29 +190,40 @@ func (r *Replicator) checkpointLocked(ctx context.Context) error {
 		return err
 	}
 	start := time.Now()
-	res, err := r.finishCheckpoint(ctx)
+	var t ckptTimes
+	res, err := r.finishCheckpoint(ctx, &t)
 	if uerr := r.sql.unlockWriters(); err == nil {
 		err = uerr
 	}
-	r.o.Log.Debug("checkpoint with the writer lock", "complete", res.complete(), "held", time.Since(start))
+	r.o.Log.Debug("checkpoint with the writer lock", "complete", res.complete(), "held", time.Since(start),
+		"read", t.read, "copy", t.copy, "reread", t.reread, "copied", res.moved)
 	return err
 }
+
+// ckptTimes is how long each part of a checkpoint under the writer lock
+// took, for the debug log.
+type ckptTimes struct{ read, copy, reread time.Duration }
 
 // finishCheckpoint reads the rest of the log and copies it into the
 // database file, then puts the read transaction on slot 0. The caller
 // holds the writer lock.
-func (r *Replicator) finishCheckpoint(ctx context.Context) (ckptResult, error) {
+func (r *Replicator) finishCheckpoint(ctx context.Context, t *ckptTimes) (ckptResult, error) {
+	start := time.Now()
 	if err := r.refresh(ctx); err != nil {
 		return ckptResult{}, err
 	}
+	t.read = time.Since(start)
 	// Once: if another checkpoint is running (the application's own,
 	// begun after its last commit), the lock is let go rather than held
 	// while waiting for it.
 	res, err := r.runCheckpoint(ctx, "PASSIVE")
+	t.copy = time.Since(start) - t.read
 	if err != nil || !res.complete() {
 		return res, err
 	}
-	return res, r.refresh(ctx)
+	err = r.refresh(ctx)
+	t.reread = time.Since(start) - t.read - t.copy
+	return res, err
 }
 
 // truncate shrinks a log file grown past truncateFrames, once every
