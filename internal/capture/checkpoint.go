@@ -184,6 +184,14 @@ func (r *Replicator) checkpoint(ctx context.Context, frames, fileFrames int64) e
 // mark too, taken before the log was all copied, and a TRUNCATE waits
 // for every such reader, its busy timeout long, with the commits held.
 func (r *Replicator) checkpointLocked(ctx context.Context) error {
+	if r.log != nil {
+		// The copy under the lock syncs the log before it copies the
+		// frames left, and the commits wait for that sync: most of those
+		// frames are written by now, and go to disk here, while the
+		// commits go on. A failure is the sync under the lock's to
+		// report.
+		r.log.Sync()
+	}
 	locked, err := r.sql.lockWriters(ctx)
 	if err != nil || !locked {
 		r.o.Log.Debug("checkpoint with the writer lock skipped: the lock stayed busy", "err", err)
