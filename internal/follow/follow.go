@@ -351,7 +351,11 @@ func (f *Follower) record(m mark, restored bool) error {
 	f.st.mark = m
 	f.st.appliedAt = now
 	f.st.applyLag = lag
-	if !restored {
+	// Counted under the same lock as the mark, so that no status shows
+	// the restored txid without the restore that brought it.
+	if restored {
+		f.st.restores++
+	} else {
 		f.st.txns++
 	}
 	f.mu.Unlock()
@@ -408,9 +412,6 @@ func (f *Follower) restoreLatest(ctx context.Context, after uint64, level slog.L
 	if err := f.install(ctx, out, res); err != nil {
 		return false, err
 	}
-	f.mu.Lock()
-	f.st.restores++
-	f.mu.Unlock()
 	f.metrics.restores.Inc()
 	f.unchain()
 	f.log.Info("restored the replica's newest state", "db", f.path, "txid", res.TXID, "pages", res.Pages)
