@@ -56,14 +56,6 @@ const pushAhead = 4 * pushBatchFiles
 // connection for many requests.
 const pushWorkers = 8
 
-// pushDoneDelay is how long an entry a push -wait has shipped may wait to
-// be removed from the spool with the others shipped meanwhile
-// (uploader.Options.DoneDelay): about one fsync per 20 ms, rather than
-// one per file or two. Nothing waits for it but the spare directory the
-// entry leaves for a later batch; the push returns once the last ones
-// are done, without waiting out the delay.
-const pushDoneDelay = 20 * time.Millisecond
-
 func (p *pusher) push(ctx context.Context, wait bool) error {
 	sp, err := spool.Open(p.dir, spool.Options{})
 	var inUse *spool.InUseError
@@ -159,13 +151,17 @@ func (p *pusher) ship(ctx context.Context, sp *spool.Spool) error {
 		allDone: make(chan struct{}),
 		shipped: make(chan struct{}, 1),
 	}
+	// Shipped entries leave the spool in groups (FilesDoneDelay); the
+	// spare directories they leave are where later batches are built. A
+	// push returns once its last files are done, without waiting out the
+	// delay.
 	u := uploader.New(sp, func(ctx context.Context, url string) (objstore.Store, error) {
 		if url == p.url {
 			return p.store, nil
 		}
 		// Entries left by an earlier push to another replica ship too.
 		return target.OpenURL(ctx, url, target.Options{})
-	}, uploader.Options{Log: p.log, Workers: pushWorkers, Shipped: t.ship, DoneDelay: pushDoneDelay})
+	}, uploader.Options{Log: p.log, Workers: pushWorkers, Shipped: t.ship, DoneDelay: uploader.FilesDoneDelay})
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
 	runErr := make(chan error, 1)

@@ -38,7 +38,7 @@ func (d *daemon) startFiles(ctx context.Context, stores map[string]objstore.Stor
 		// A file pushed to a replica the config does not name ships with
 		// the standard credential chain.
 		return target.OpenURL(ctx, url, o.Target)
-	}, uploader.Options{Log: o.Log})
+	}, uploader.Options{Log: o.Log, DoneDelay: uploader.FilesDoneDelay})
 	d.run(ctx, up.Run)
 	d.run(ctx, func(ctx context.Context) error { return adoptLoop(ctx, sp, o.Log) })
 	for _, in := range d.cfg.Files {
