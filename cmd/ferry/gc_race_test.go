@@ -281,6 +281,10 @@ func gcUnderKill9(t *testing.T, url, keys string) {
 
 // restorable lists what `ferry txids -json` says url restores; anything
 // but restorable ranges (a gap, a hole, stranded txids) fails the test.
+// A break inside a range is allowed: while the replicator is down the
+// application's own checkpoint may fold commits ferry never read into
+// the database, and the replicator then says so and carries on; every
+// recorded txid must still restore exactly.
 func restorable(t *testing.T, bin, url string) []txidSpan {
 	t.Helper()
 	r := runBin(t, bin, "txids", "-json", url)
@@ -289,7 +293,11 @@ func restorable(t *testing.T, bin, url string) []txidSpan {
 		t.Fatalf("txids -json: exit %d: %s %s", r.code, r.stdout, r.stderr)
 	}
 	for _, s := range spans {
-		if s.Kind != "range" {
+		switch s.Kind {
+		case "range":
+		case "break":
+			t.Logf("a break at txid %d: the application checkpointed while the replicator was down", s.First)
+		default:
 			t.Fatalf("txids lists more than restorable ranges: %s", r.stdout)
 		}
 	}
