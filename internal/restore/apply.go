@@ -116,14 +116,21 @@ func ToFile(ctx context.Context, store objstore.Store, plan Plan, out string, o 
 		// asked for, so the one wanted may be among those past the break.
 		return Result{}, &StoppedError{TXID: st.res.TXID, Err: fmt.Errorf("the last transaction at or before %s may lie past the break: %w", o.Before.Format(time.RFC3339Nano), plan.broken)}
 	}
-	if err := tmp.Sync(); err != nil {
+	// The file's fsync and SQLite's check of it run at once: the one
+	// waits on the disk, the other on the CPU, and each takes about as
+	// long as the other. The file is renamed into place only once both
+	// have succeeded.
+	synced := make(chan error, 1)
+	go func() { synced <- tmp.Sync() }()
+	checkErr := IntegrityCheck(ctx, tmp.Name())
+	if err := <-synced; err != nil {
 		return Result{}, fmt.Errorf("fsync %s: %w", tmp.Name(), err)
+	}
+	if checkErr != nil {
+		return Result{}, fmt.Errorf("restored database at txid %d fails SQLite's check, so it was not written to %s: %w", st.res.TXID, out, checkErr)
 	}
 	if err := tmp.Close(); err != nil {
 		return Result{}, err
-	}
-	if err := IntegrityCheck(ctx, tmp.Name()); err != nil {
-		return Result{}, fmt.Errorf("restored database at txid %d fails SQLite's check, so it was not written to %s: %w", st.res.TXID, out, err)
 	}
 	if _, err := os.Lstat(out); err == nil {
 		return Result{}, fmt.Errorf("%s appeared while restoring; not replaced", out)

@@ -237,6 +237,39 @@ func TestCorruptSegmentFailsWithoutOutput(t *testing.T) {
 	}
 }
 
+// A snapshot whose chunks all match their addresses can still hold a
+// database SQLite rejects (the source was damaged before it was read).
+// Such a restore fails, saying so, and leaves nothing at the output or
+// beside it.
+func TestDatabaseSQLiteRejectsIsNotWritten(t *testing.T) {
+	vs := versions(t, 8)
+	db := bytes.Clone(vs[len(vs)-1])
+	// Page 2 is table t's root; zeros there are no b-tree page.
+	clear(db[pageSize : 2*pageSize])
+	store := memstore.New()
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	if _, _, err := snapshot.Write(context.Background(), store, bytes.NewReader(db), pageSize, uint32(len(db)/pageSize), 1, t0, snapshot.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	cat, err := restore.ReadCatalog(context.Background(), store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan, err := cat.PlanTXID(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	out := filepath.Join(dir, "out.db")
+	_, err = restore.ToFile(context.Background(), store, plan, out, restore.Options{})
+	if err == nil || !strings.Contains(err.Error(), "fails SQLite's check") {
+		t.Fatalf("restore of a damaged database: %v; want SQLite's check to refuse it", err)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Fatalf("a refused restore left files behind: %v", entries)
+	}
+}
+
 func TestNoSnapshot(t *testing.T) {
 	cat, err := restore.ReadCatalog(context.Background(), memstore.New())
 	if err != nil {
