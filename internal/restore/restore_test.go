@@ -107,6 +107,20 @@ func publish(t *testing.T, store objstore.Store, vs [][]byte, base uint64, per i
 	}
 }
 
+// newestPlan plans the restore of the newest state store holds.
+func newestPlan(t *testing.T, store objstore.Store) restore.Plan {
+	t.Helper()
+	cat, err := restore.ReadCatalog(context.Background(), store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan, err := cat.PlanTXID(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return plan
+}
+
 func restoreTo(t *testing.T, store objstore.Store, txid uint64, o restore.Options) ([]byte, restore.Result, error) {
 	t.Helper()
 	cat, err := restore.ReadCatalog(context.Background(), store)
@@ -153,14 +167,7 @@ func TestRestoreByTime(t *testing.T) {
 	vs := versions(t, 8)
 	store := memstore.New()
 	publish(t, store, vs, 1, 3)
-	cat, err := restore.ReadCatalog(context.Background(), store)
-	if err != nil {
-		t.Fatal(err)
-	}
-	plan, err := cat.PlanTXID(0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	plan := newestPlan(t, store)
 	before := time.Date(2026, 1, 1, 0, 0, 5, 500, time.UTC) // after txn 5, before txn 6
 	out := filepath.Join(t.TempDir(), "at.db")
 	res, err := restore.ToFile(context.Background(), store, plan, out, restore.Options{Before: before})
@@ -251,17 +258,10 @@ func TestDatabaseSQLiteRejectsIsNotWritten(t *testing.T) {
 	if _, _, err := snapshot.Write(context.Background(), store, bytes.NewReader(db), pageSize, uint32(len(db)/pageSize), 1, t0, snapshot.Options{}); err != nil {
 		t.Fatal(err)
 	}
-	cat, err := restore.ReadCatalog(context.Background(), store)
-	if err != nil {
-		t.Fatal(err)
-	}
-	plan, err := cat.PlanTXID(0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	plan := newestPlan(t, store)
 	dir := t.TempDir()
 	out := filepath.Join(dir, "out.db")
-	_, err = restore.ToFile(context.Background(), store, plan, out, restore.Options{})
+	_, err := restore.ToFile(context.Background(), store, plan, out, restore.Options{})
 	if err == nil || !strings.Contains(err.Error(), "fails SQLite's check") {
 		t.Fatalf("restore of a damaged database: %v; want SQLite's check to refuse it", err)
 	}
