@@ -45,8 +45,12 @@ type Options struct {
 	// TruncatePages is the log length, in frames, from which ferry copies
 	// the log down to a short tail and then takes SQLite's writer lock,
 	// waiting a few milliseconds for it at most, to copy the tail and let
-	// the log restart: a log that long means PASSIVE checkpoints could not
-	// keep up. Zero means four times CheckpointPages.
+	// the log restart. Zero means CheckpointPages: the log then restarts
+	// at about the length it would without ferry. A longer log costs the
+	// application on every commit: past its wal_autocheckpoint (1000
+	// frames unless it changed it) SQLite tries a checkpoint after each
+	// commit, a few fcntl locks that ferry's read mark makes find nothing
+	// to copy.
 	TruncatePages int
 	// CheckpointBusyTimeout bounds how long a checkpoint that takes the
 	// writer lock waits for readers and writers, and so how long it can
@@ -148,7 +152,7 @@ func (o Options) withDefaults() (Options, error) {
 		o.CheckpointPages = 1000
 	}
 	if o.TruncatePages <= 0 {
-		o.TruncatePages = 4 * o.CheckpointPages
+		o.TruncatePages = o.CheckpointPages
 	}
 	if o.TruncatePages < o.CheckpointPages {
 		o.TruncatePages = o.CheckpointPages
