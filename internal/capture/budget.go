@@ -5,9 +5,9 @@ import "time"
 // The upload budget decides when a batch may become a change set under
 // load: one upload per sync interval on average, spent as early as it
 // allows. It is a token bucket that holds one token and gains one per
-// interval on a fixed schedule. r.lastShip is the time the last change
-// set is charged at, and the next token falls due one interval later
-// (tokenDue):
+// interval on a fixed schedule. budget.lastShip is the time the last
+// change set is charged at, and the next token falls due one interval
+// later (budget.due):
 //
 //   - A batch ships as soon as a token is there. The first commit after a
 //     quiet period finds one and ships at once; a commit after a partial
@@ -34,6 +34,20 @@ import "time"
 //   - A change set shipped before its token (a Sync, a batch grown to its
 //     size limit) does not wait; it takes the partial token, and the next
 //     falls due an interval and the margin after it.
+//   - A batch whose commits waited for the token may be held, once the
+//     token falls due, for at most interval/holdWindow, until the next
+//     commit, and then ship at once with it: when the gaps between recent
+//     commits say that the next one is near and that the wait it spares
+//     that commit (most of an interval, until the next token) outweighs
+//     the wait it adds to the commits held (see arrivals.worthHolding).
+//     A writer at a steady pace that does not divide the interval (a
+//     commit every 0.3-0.9s, every 700ms) then has each upload right
+//     after one of its commits instead of at a random moment between
+//     two; a random or heavy stream of commits is not held, and ships as
+//     under a ticker. The hold ends within the slack, so the change set is
+//     charged when its token fell due and the cadence does not move: a
+//     hold spends no token and adds at most interval/holdWindow to any
+//     commit's wait. The first commit after a quiet period is never held.
 //
 // What the budget guarantees: of the change sets it lets go, any two are
 // at least interval-slack apart, and any n+1 in a row span at least
@@ -58,16 +72,71 @@ const budgetSlack = 4
 // more than the jitter of a writer's timer and the capture's wake-up.
 const budgetMargin = 50
 
-// tokenDue returns when the budget next lets a change set go; a time in
-// the past when a token is there.
-func (r *Replicator) tokenDue() time.Time { return r.lastShip.Add(r.o.SyncInterval) }
+// holdWindow bounds a hold, as a fraction of the sync interval
+// (interval/holdWindow): inside the slack, with interval/20 left for the
+// capture to read the commit that ends it and start the change set, so
+// that the change set is charged when its token fell due.
+const holdWindow = 5
 
-// budgetReady reports whether the budget has a token at now.
-func (r *Replicator) budgetReady(now time.Time) bool { return !now.Before(r.tokenDue()) }
+// budget is the upload budget of one replicator: when its batch may
+// become a change set.
+type budget struct {
+	interval time.Duration
+	lastShip time.Time
+	arrivals arrivals
+	hold     budgetHold
+}
+
+// budgetHold is the decision made, once, for the token that fell due at
+// due: hold the batch until until (zero: do not hold) or until a commit
+// after txid last comes.
+type budgetHold struct {
+	due   time.Time
+	until time.Time
+	last  uint64
+}
+
+// due returns when the budget next lets a change set go; a time in the
+// past when a token is there.
+func (b *budget) due() time.Time { return b.lastShip.Add(b.interval) }
+
+// ready reports whether the budget has a token at now.
+func (b *budget) ready(now time.Time) bool { return !now.Before(b.due()) }
+
+// commit records a commit the capture read at t.
+func (b *budget) commit(t time.Time) { b.arrivals.add(t) }
+
+// shipNow reports whether a batch may ship at now on the budget: a token
+// is there and the batch is not held. pending is the batch's commits,
+// opened when the first of them was read, last the txid of the newest.
+func (b *budget) shipNow(now time.Time, pending int, opened time.Time, last uint64) bool {
+	if !b.ready(now) {
+		return false
+	}
+	due := b.due()
+	if !b.hold.due.Equal(due) {
+		// The first look since this token fell due decides.
+		b.hold = budgetHold{due: due, last: last}
+		window := due.Add(b.interval / holdWindow).Sub(now)
+		if opened.Before(due) && b.arrivals.worthHolding(pending, now.Sub(b.arrivals.last), window, b.interval) {
+			b.hold.until = now.Add(window)
+		}
+	}
+	return !now.Before(b.hold.until) || last != b.hold.last
+}
+
+// nextLook returns when a batch that waits falls due to ship: when the
+// next token falls due, or when the hold on this one ends.
+func (b *budget) nextLook() time.Time {
+	if due := b.due(); b.hold.due.Equal(due) && !b.hold.until.IsZero() {
+		return b.hold.until
+	}
+	return b.due()
+}
 
 // charge records against the budget a change set shipped at now.
-func (r *Replicator) charge(now time.Time) {
-	r.lastShip = chargedAt(r.lastShip, now, r.o.SyncInterval)
+func (b *budget) charge(now time.Time) {
+	b.lastShip = chargedAt(b.lastShip, now, b.interval)
 }
 
 // chargedAt returns the time a change set shipped at now is charged at,

@@ -233,6 +233,7 @@ func (r *Replicator) addTxn(rd *wal.Reader, txn wal.Txn) error {
 	txid := r.txid + 1
 	at := time.Now()
 	r.lastCommit = at
+	r.budget.commit(at)
 	if at.Before(r.txTime) {
 		at = r.txTime
 	}

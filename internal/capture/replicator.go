@@ -75,7 +75,7 @@ type Replicator struct {
 	overlay   map[uint32]wal.PageRef
 	page      []byte
 	batch     *batch
-	lastShip  time.Time
+	budget    budget
 	lastCkpt  time.Time
 	broken    error // a break not yet answered
 	// continuing is set until the first read transaction of a database
@@ -171,6 +171,7 @@ func Open(ctx context.Context, o Options) (*Replicator, error) {
 		done:    make(chan struct{}),
 		overlay: map[uint32]wal.PageRef{},
 		targets: map[string]*target{},
+		budget:  budget{interval: o.SyncInterval},
 
 		failedSeen: map[spool.ID]bool{},
 	}

@@ -69,11 +69,12 @@ func (r *Replicator) Run(ctx context.Context) error {
 			jobDone = r.job.done
 		}
 		// The next look comes at the poll interval, or when the batch
-		// falls due to ship (the budget's next token) if that is sooner:
-		// a change set must not wait for a poll, however rare polls are.
+		// falls due to ship (the budget's next token, or the end of a
+		// hold) if that is sooner: a change set must not wait for a poll,
+		// however rare polls are.
 		wait := pc.wait(r.o.PollInterval)
 		if !r.batch.empty() {
-			wait = min(wait, max(time.Millisecond, time.Until(r.tokenDue())))
+			wait = min(wait, max(time.Millisecond, time.Until(r.budget.nextLook())))
 		}
 		tick.Reset(wait)
 		if !r.await(ctx, tick, stepped.Add(wait), pc, jobDone, stepped) {

@@ -18,12 +18,21 @@ import (
 )
 
 // shipDue reports whether the batch should become a change set now: at
-// once for a Sync or a full batch, otherwise when the upload budget has a
-// token (see budget.go): the first commit after a quiet period goes out
-// at once, and under steady load one change set leaves per sync interval,
-// on a fixed cadence.
+// once for a Sync or a full batch, otherwise when the upload budget lets
+// it (see budget.go): the first commit after a quiet period goes out at
+// once, and under steady load one change set leaves per sync interval, on
+// a fixed cadence. Behind a batch in flight (a full one) nothing is held.
 func (r *Replicator) shipDue(now time.Time) bool {
-	return !r.batch.empty() && (len(r.waiting) > 0 || r.batch.full() || r.budgetReady(now))
+	b := r.batch
+	switch {
+	case b.empty():
+		return false
+	case len(r.waiting) > 0 || b.full():
+		return true
+	case b.ahead != nil:
+		return r.budget.ready(now)
+	}
+	return r.budget.shipNow(now, b.txns, b.opened, b.last)
 }
 
 // segmentName is the file, in the spool directory, that a change set is
@@ -89,7 +98,7 @@ func (r *Replicator) shipBatch() {
 		}
 	}
 	r.clearBatch()
-	r.charge(start)
+	r.budget.charge(start)
 }
 
 func (r *Replicator) writeSegmentFile(path string) error {
