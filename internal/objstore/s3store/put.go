@@ -101,6 +101,13 @@ func (s *Store) planParts(u *upload) {
 }
 
 func (s *Store) putSingle(ctx context.Context, body io.ReadSeeker, u *upload) (objstore.Info, error) {
+	if s.direct != nil && u.size <= directPutMax {
+		info, err := s.direct.put(ctx, s.fullKey(u.key), body, u)
+		if err != nil {
+			return objstore.Info{}, s.opError("put", u.key, err)
+		}
+		return info, nil
+	}
 	in := &s3.PutObjectInput{
 		Bucket:        aws.String(s.bucket),
 		Key:           aws.String(s.fullKey(u.key)),

@@ -142,6 +142,9 @@ type Store struct {
 	concurrency int
 	threshold   int64
 	contentMD5  bool
+	// direct sends small single PUTs without the SDK's operation stack;
+	// nil where they go through the SDK.
+	direct *directPut
 
 	// bufs bounds the part buffers held at once by all uploads whose body
 	// cannot be read at an offset; pool recycles them.
@@ -241,6 +244,9 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 		o.DisableLogOutputChecksumValidationSkipped = true
 	})
 
+	clientOpts := client.Options()
+	direct := newDirectPut(cfg.Endpoint, cfg.ForcePathStyle, clientOpts.HTTPClient, clientOpts.Credentials, clientOpts.Region, cfg.Bucket)
+
 	where := redactURL(cfg.Endpoint)
 	if where == "" {
 		where = "AWS S3 region " + awsCfg.Region
@@ -258,6 +264,7 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 		concurrency: cfg.Concurrency,
 		threshold:   cfg.MultipartThreshold,
 		contentMD5:  cfg.ContentMD5,
+		direct:      direct,
 		bufs:        make(chan struct{}, cfg.Concurrency),
 	}, nil
 }
