@@ -161,7 +161,7 @@ func (b *Batch) Commit() ([]ID, error) {
 	ids := make([]ID, 0, len(batch))
 	var renameErr error
 	for i, st := range batch {
-		if err := os.Rename(st.dir, readyPath(s.dir, queue, st.id)); err != nil {
+		if err := moveEntry(st.dir, readyPath(s.dir, queue, st.id)); err != nil {
 			renameErr = err
 			discard(batch[i:])
 			break

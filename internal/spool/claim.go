@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"time"
 )
 
@@ -92,7 +91,7 @@ func (s *Spool) claim(name string) (*Entry, <-chan struct{}, error) {
 		s.mu.Unlock()
 
 		src, dst := readyPath(s.dir, name, it.id), outPath(s.dir, name, it.id)
-		err := os.Rename(src, dst)
+		err := moveEntry(src, dst)
 		if err == nil {
 			var m meta
 			var merr error
@@ -109,7 +108,7 @@ func (s *Spool) claim(name string) (*Entry, <-chan struct{}, error) {
 			// cannot describe: put it back where Check reports it as
 			// corrupt, and stop indexing it, so that it does not
 			// block the entries behind it.
-			_ = os.Rename(dst, src)
+			_ = moveEntry(dst, src)
 			s.mu.Lock()
 			delete(q.out, it.id)
 			s.mu.Unlock()

@@ -208,7 +208,7 @@ func (s *Spool) commit(queue string, id ID, stage string, own, reused bool, m *m
 	if err := s.ensureQueueDir(queue); err != nil {
 		return false, s.writeErr(queue, err)
 	}
-	if err := os.Rename(stage, readyPath(s.dir, queue, id)); err != nil {
+	if err := moveEntry(stage, readyPath(s.dir, queue, id)); err != nil {
 		return false, s.writeErr(queue, err)
 	}
 	s.mu.Lock()

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -125,7 +124,7 @@ func (e *Entry) Done() error {
 func (e *Entry) finish() (gone string, spare bool, err error) {
 	s := e.s
 	gone, spare = s.spareDir(e.it)
-	if err := os.Rename(e.outDir(), gone); err != nil {
+	if err := moveEntry(e.outDir(), gone); err != nil {
 		if spare {
 			s.keepSpare(gone, false)
 		}
@@ -220,7 +219,7 @@ func (e *Entry) isDropped() bool {
 // the entry in checkout/, from where Open puts it back.
 func (e *Entry) Release() error {
 	return e.hold("release", func() (bool, error) {
-		if err := os.Rename(e.outDir(), readyPath(e.s.dir, e.queue, e.it.id)); err != nil {
+		if err := moveEntry(e.outDir(), readyPath(e.s.dir, e.queue, e.it.id)); err != nil {
 			return false, err
 		}
 		e.requeue(e.it.next)
@@ -241,7 +240,7 @@ func (e *Entry) Fail(cause error) error {
 		m.NextTry = s.now().Add(s.opts.Backoff.delay(m.Attempts, s.jitter))
 		m.LastError = errText(cause)
 		werr := writeMeta(e.outDir(), &m)
-		if err := os.Rename(e.outDir(), readyPath(s.dir, e.queue, e.it.id)); err != nil {
+		if err := moveEntry(e.outDir(), readyPath(s.dir, e.queue, e.it.id)); err != nil {
 			return false, err
 		}
 		e.m = m
@@ -301,7 +300,7 @@ func (e *Entry) move(queue string) (bool, error) {
 	if err := s.ensureQueueDir(queue); err != nil {
 		return false, err
 	}
-	if err := os.Rename(e.outDir(), readyPath(s.dir, queue, e.it.id)); err != nil {
+	if err := moveEntry(e.outDir(), readyPath(s.dir, queue, e.it.id)); err != nil {
 		return false, err
 	}
 	s.mu.Lock()
