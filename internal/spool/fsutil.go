@@ -114,14 +114,37 @@ func copyFile(w io.Writer, in *os.File) error {
 	return copySized(w, in, size)
 }
 
-// copySized is copyFile from any reader of a file of size bytes, or of
-// unknown size (-1).
+// copySized is copyFile from any reader of a regular file of size bytes,
+// or of unknown size (-1).
 func copySized(w io.Writer, r io.Reader, size int64) error {
 	n := int64(256 << 10)
 	if size >= 0 {
 		n = min(n, max(size+1, 512))
 	}
-	_, err := io.CopyBuffer(w, struct{ io.Reader }{r}, make([]byte, n))
+	buf := make([]byte, n)
+	if size >= 0 && size < n {
+		// A file that fits the buffer with room to spare: a read of a
+		// regular file comes back short only at the file's end, so one
+		// that returns exactly the size found has read it all, and the
+		// read that would only return the end is not needed. One that
+		// returns anything else (the file grew or shrank since) goes on
+		// to the end as usual.
+		m, err := r.Read(buf)
+		if m > 0 {
+			if _, werr := w.Write(buf[:m]); werr != nil {
+				return werr
+			}
+		}
+		switch {
+		case err == io.EOF:
+			return nil
+		case err != nil:
+			return err
+		case int64(m) == size:
+			return nil
+		}
+	}
+	_, err := io.CopyBuffer(w, struct{ io.Reader }{r}, buf)
 	return err
 }
 
