@@ -154,10 +154,10 @@ func TestDirectPutStoresWhatTheSDKStores(t *testing.T) {
 			slices.Sort(out)
 			return out
 		}
-		listedDirect, sdk := list("d/"), list("s/")
+		listedDirect, listedSDK := list("d/"), list("s/")
 		want := slices.Sorted(slices.Values(keys))
-		if !slices.Equal(listedDirect, want) || !slices.Equal(sdk, want) {
-			t.Errorf("keys listed:\ndirect %q\nSDK    %q\nwant   %q", listedDirect, sdk, want)
+		if !slices.Equal(listedDirect, want) || !slices.Equal(listedSDK, want) {
+			t.Errorf("keys listed:\ndirect %q\nSDK    %q\nwant   %q", listedDirect, listedSDK, want)
 		}
 	})
 }
