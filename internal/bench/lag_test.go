@@ -60,7 +60,10 @@ func lagSeed(b *testing.B) int {
 //   - sporadic: 50 single-row commits 200 ms apart;
 //   - quiet: 12 single-row commits spaced wider than the sync interval,
 //     so that each is the first after a quiet period;
-//   - 500tps: single-row commits paced at 500 txn/s for 10 s.
+//   - 500tps: single-row commits paced at 500 txn/s for 10 s;
+//   - bursts: 60 single-row commits in bursts of 2-8, 20-80 ms apart
+//     within a burst, with quiet gaps between bursts of 0.1 s plus a
+//     time drawn from an exponential distribution of mean 1.4 s.
 //
 // The application reports each commit's time as its COMMIT returns; the
 // benchmark knows the txid each commit gets (the txid captured before the
@@ -86,6 +89,7 @@ func BenchmarkLag(b *testing.B) {
 		{name: "sporadic", job: appJob{Interval: 200 * time.Millisecond, Count: 50}},
 		{name: "quiet", job: appJob{Interval: syncInterval + 250*time.Millisecond, Count: 12}},
 		{name: "500tps", job: appJob{Interval: 2 * time.Millisecond, For: 10 * time.Second}},
+		{name: "bursts", job: appJob{Count: 60}, schedule: burstSchedule},
 	} {
 		b.Run(w.name, func(b *testing.B) {
 			srv := s3Server(b)
@@ -190,24 +194,49 @@ func lagDump(b *testing.B, workload, side string, seed int, run lagRun) {
 
 // lagWorkload is one workload of BenchmarkLag: single-row commits paced
 // by job (Interval, Count, For), or, when maxGap is set, job.Count
-// commits at random gaps between minGap and maxGap.
+// commits at random gaps between minGap and maxGap, or, when schedule is
+// set, job.Count commits at the offsets it draws.
 type lagWorkload struct {
 	name           string
 	job            appJob
 	minGap, maxGap time.Duration
+	schedule       func(rng *mrand.Rand, n int) []time.Duration
+}
+
+// burstSchedule draws n commits in bursts of 2-8 commits 20-80 ms apart,
+// separated by quiet gaps of 100 ms plus an exponentially distributed
+// time of mean 1.4 s: an application that writes a few rows per request.
+func burstSchedule(rng *mrand.Rand, n int) []time.Duration {
+	var at []time.Duration
+	var t time.Duration
+	for len(at) < n {
+		for range 2 + rng.IntN(7) {
+			if len(at) == n {
+				break
+			}
+			at = append(at, t)
+			t += 20*time.Millisecond + time.Duration(rng.Int64N(int64(60*time.Millisecond)+1))
+		}
+		t += 100*time.Millisecond + time.Duration(rng.ExpFloat64()*float64(1400*time.Millisecond))
+	}
+	return at
 }
 
 // start starts the workload's application on db. The seed, the round's,
 // draws the random gaps, so that ferry and Litestream get the same
 // schedule in a round and different ones across rounds.
 func (w lagWorkload) start(ctx context.Context, db string, seed int) (*app, error) {
-	if w.maxGap == 0 {
+	if w.maxGap == 0 && w.schedule == nil {
 		job := w.job
 		job.Do, job.DB, job.Report = "insert", db, true
 		return startApp(ctx, job)
 	}
 	rng := mrand.New(mrand.NewPCG(uint64(seed), 0x6c6167))
 	s := scheduleJob{DB: db}
+	if w.schedule != nil {
+		s.At = w.schedule(rng, w.job.Count)
+		return startSchedule(ctx, s)
+	}
 	var at time.Duration
 	for i := range w.job.Count {
 		if i > 0 {
@@ -416,4 +445,32 @@ func (j scheduleJob) run(out io.Writer) error {
 // appJob.
 func startSchedule(ctx context.Context, job scheduleJob) (*app, error) {
 	return startSelf(ctx, scheduleEnv, job, "application (schedule)")
+}
+
+// The bursts workload's schedule: n commits in time order, in runs of at
+// most eight 20-80 ms apart, separated by longer gaps.
+func TestBurstSchedule(t *testing.T) {
+	for seed := range uint64(20) {
+		at := burstSchedule(mrand.New(mrand.NewPCG(seed, 1)), 60)
+		if len(at) != 60 || at[0] != 0 {
+			t.Fatalf("seed %d: %d commits from %v", seed, len(at), at[0])
+		}
+		run, bursts := 1, 1
+		for i := 1; i < len(at); i++ {
+			switch gap := at[i] - at[i-1]; {
+			case gap < 20*time.Millisecond:
+				t.Fatalf("seed %d: commits %d and %d %v apart", seed, i-1, i, gap)
+			case gap <= 80*time.Millisecond:
+				run++
+			default:
+				run, bursts = 1, bursts+1
+			}
+			if run > 8 {
+				t.Fatalf("seed %d: a burst of %d commits", seed, run)
+			}
+		}
+		if bursts < 60/9 || bursts > 30 {
+			t.Errorf("seed %d: %d bursts of 60 commits", seed, bursts)
+		}
+	}
 }
