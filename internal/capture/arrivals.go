@@ -35,6 +35,11 @@ const (
 // and a wrong hold costs every commit already waiting.
 const holdGain = 1.5
 
+// burstGain is holdGain for the first commits after a quiet period: a
+// wrong hold there costs a commit that would have shipped at once, so
+// the gaps must say much more clearly that the next one is near.
+const burstGain = 2.5
+
 // add records a commit read at t.
 func (a *arrivals) add(t time.Time) {
 	if !a.last.IsZero() {
@@ -54,11 +59,11 @@ func (a *arrivals) add(t time.Time) {
 // Holding ships it at once, and makes each pending commit wait r longer
 // (window, if none comes). Over the recorded gaps longer than age, each
 // one a guess at when the next commit comes, the hold is worth it when
-// the first sum exceeds the second by holdGain. Where commits come at a
+// the first sum exceeds the second by gain (holdGain or burstGain). Where commits come at a
 // steady pace, the next is often close and the hold saves most of an
 // interval for it; where they come at random (a Poisson stream) or many
 // are pending, it is not, and the batch ships at once, as a ticker would.
-func (a *arrivals) worthHolding(pending int, age, window, interval time.Duration) bool {
+func (a *arrivals) worthHolding(pending int, age, window, interval time.Duration, gain float64) bool {
 	if a.n < holdMinGaps || window <= 0 || pending <= 0 {
 		return false
 	}
@@ -77,5 +82,5 @@ func (a *arrivals) worthHolding(pending int, age, window, interval time.Duration
 			added += float64(pending) * float64(window)
 		}
 	}
-	return above >= holdMinAbove && saved > holdGain*added
+	return above >= holdMinAbove && saved > gain*added
 }

@@ -40,13 +40,13 @@ func TestArrivalsWorthHolding(t *testing.T) {
 		{"no pending", steadyArrivals(40, 700*time.Millisecond), 0, 650 * time.Millisecond, false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			if got := c.a.worthHolding(c.pending, c.age, window, iv); got != c.want {
+			if got := c.a.worthHolding(c.pending, c.age, window, iv, holdGain); got != c.want {
 				t.Fatalf("worthHolding(%d pending, %v since the last commit) = %v, want %v", c.pending, c.age, got, c.want)
 			}
 		})
 	}
 	// A token that fell due more than the window ago leaves no time to hold.
-	if steadyArrivals(40, 700*time.Millisecond).worthHolding(1, 650*time.Millisecond, 0, iv) {
+	if steadyArrivals(40, 700*time.Millisecond).worthHolding(1, 650*time.Millisecond, 0, iv, holdGain) {
 		t.Fatal("held with no window left")
 	}
 }
@@ -62,7 +62,7 @@ func TestArrivalsKeepTheLatestGaps(t *testing.T) {
 	}
 	// At the old pace the next commit would be 50ms off; at the new one
 	// it is 4.35s off.
-	if a.worthHolding(1, 650*time.Millisecond, time.Second/holdWindow, time.Second) {
+	if a.worthHolding(1, 650*time.Millisecond, time.Second/holdWindow, time.Second, holdGain) {
 		t.Fatal("held for a commit at a pace the last gaps no longer show")
 	}
 	if a.n != arrivalGaps {

@@ -47,7 +47,18 @@ import "time"
 //     under a ticker. The hold ends within the slack, so the change set is
 //     charged when its token fell due and the cadence does not move: a
 //     hold spends no token and adds at most interval/holdWindow to any
-//     commit's wait. The first commit after a quiet period is never held.
+//     commit's wait.
+//   - The first commit after a quiet period finds a token and ships at
+//     once, unless the gaps between recent commits say that the
+//     application writes in bursts (a few commits tens of milliseconds
+//     apart, then quiet): then each commit of the batch decides again, by
+//     the same rule, whether to wait up to interval/burstGap for the
+//     next, and the batch ships once a commit is not worth waiting for,
+//     or interval/burstHold after it opened. A burst then goes up in one
+//     change set, as soon as it ends, instead of its first commit alone
+//     and the rest an interval later: fewer uploads and a shorter wait
+//     for most of its commits. Commits spaced wider than the window (a
+//     quiet database, sporadic single commits) never see a hold.
 //
 // What the budget guarantees: of the change sets it lets go, any two are
 // at least interval-slack apart, and any n+1 in a row span at least
@@ -78,6 +89,18 @@ const budgetMargin = 50
 // that the change set is charged when its token fell due.
 const holdWindow = 5
 
+// burstHold bounds the holds of a batch that opened with a token there,
+// the first after a quiet period, as a fraction of the sync interval
+// (interval/burstHold from the batch's first commit): long enough for a
+// burst of a request's commits, short of the wait a ticker would give.
+const burstHold = 2
+
+// burstGap is the longest wait for the next commit of a burst, as a
+// fraction of the sync interval: a burst's commits come closer together
+// than a writer's steady pace, and one waited for at that pace (every
+// 200ms, say) would cost the first commit after a pause its wait.
+const burstGap = 10
+
 // budget is the upload budget of one replicator: when its batch may
 // become a change set.
 type budget struct {
@@ -89,11 +112,14 @@ type budget struct {
 
 // budgetHold is the decision made, once, for the token that fell due at
 // due: hold the batch until until (zero: do not hold) or until a commit
-// after txid last comes.
+// after txid last comes. For a batch that opened with a token there, it
+// is the decision for the batch opened at opened, taken again at each of
+// its commits: hold it until until, the last taken at txid last.
 type budgetHold struct {
-	due   time.Time
-	until time.Time
-	last  uint64
+	due    time.Time
+	opened time.Time
+	until  time.Time
+	last   uint64
 }
 
 // due returns when the budget next lets a change set go; a time in the
@@ -114,29 +140,57 @@ func (b *budget) shipNow(now time.Time, pending int, opened time.Time, last uint
 		return false
 	}
 	due := b.due()
+	if !opened.Before(due) {
+		return b.shipBurst(now, pending, opened, last)
+	}
 	if !b.hold.due.Equal(due) {
 		// The first look since this token fell due decides.
 		b.hold = budgetHold{due: due, last: last}
 		window := due.Add(b.interval / holdWindow).Sub(now)
-		if opened.Before(due) && b.arrivals.worthHolding(pending, now.Sub(b.arrivals.last), window, b.interval) {
+		if opened.Before(due) && b.arrivals.worthHolding(pending, now.Sub(b.arrivals.last), window, b.interval, holdGain) {
 			b.hold.until = now.Add(window)
 		}
 	}
 	return !now.Before(b.hold.until) || last != b.hold.last
 }
 
+// shipBurst is shipNow for a batch that opened with a token there: it
+// ships at once unless the recent gaps say the next commit is near, and
+// then waits for it, commit after commit, for at most interval/burstHold
+// from the batch's first commit.
+func (b *budget) shipBurst(now time.Time, pending int, opened time.Time, last uint64) bool {
+	if !b.hold.opened.Equal(opened) {
+		b.hold = budgetHold{opened: opened}
+	}
+	if last != b.hold.last {
+		b.hold.last = last
+		b.hold.until = now
+		window := min(b.interval/burstGap, opened.Add(b.interval/burstHold).Sub(now))
+		if b.arrivals.worthHolding(pending, now.Sub(b.arrivals.last), window, b.interval, burstGain) {
+			b.hold.until = now.Add(window)
+		}
+	}
+	return !now.Before(b.hold.until)
+}
+
 // nextLook returns when a batch that waits falls due to ship: when the
 // next token falls due, or when the hold on this one ends.
 func (b *budget) nextLook() time.Time {
-	if due := b.due(); b.hold.due.Equal(due) && !b.hold.until.IsZero() {
+	due := b.due()
+	switch {
+	case !b.hold.opened.IsZero() && b.hold.until.After(due):
+		return b.hold.until
+	case b.hold.due.Equal(due) && !b.hold.until.IsZero():
 		return b.hold.until
 	}
-	return b.due()
+	return due
 }
 
-// charge records against the budget a change set shipped at now.
+// charge records against the budget a change set shipped at now. A hold
+// ends with the batch it was for.
 func (b *budget) charge(now time.Time) {
 	b.lastShip = chargedAt(b.lastShip, now, b.interval)
+	b.hold = budgetHold{}
 }
 
 // chargedAt returns the time a change set shipped at now is charged at,

@@ -281,10 +281,12 @@ func TestBudgetTimerWriterCatchesEachToken(t *testing.T) {
 // the same commits, and compares the commits' waits for their upload and
 // the number of uploads. Where commits come at a steady pace that does
 // not divide the interval, holding for the next commit must cut the
-// median and the 90th percentile wait; where they come at random, or in
-// bursts, or hundreds per interval, it must cost nothing that matters
-// (2% of either). It must never spend more uploads, nor make any commit
-// wait longer than an interval and the hold's window.
+// median and the 90th percentile wait; where they come in bursts after
+// quiet gaps, holding the first commit of a burst for the rest must cut
+// the median wait and the uploads; where they come at random, or
+// hundreds per interval, it must cost nothing that matters (2% of
+// either). It must never spend more uploads, nor make any commit wait
+// longer than an interval, the margin and the hold's window.
 func TestBudgetHoldsOnlyWhereItShortensTheWait(t *testing.T) {
 	const iv = time.Second
 	gaps := func(n int, gap func(*rand.Rand) time.Duration) func(*rand.Rand) []time.Time {
@@ -299,18 +301,26 @@ func TestBudgetHoldsOnlyWhereItShortensTheWait(t *testing.T) {
 		}
 	}
 	seconds := func(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }
+	// What holds must do for each pattern: cut the wait at p50 and p90 by
+	// 3% or more, cut it at p50 by 20% or more with fewer uploads
+	// (bursts), or not lengthen it by more than 2%.
+	const (
+		notWorse = iota
+		bothCut
+		burstsCut
+	)
 	for _, c := range []struct {
 		name    string
 		commits func(*rand.Rand) []time.Time
-		better  bool // holds must cut p50 and p90 by 3% or more
+		want    int
 	}{
-		{"uniform 0.3-0.9s", gaps(60, func(r *rand.Rand) time.Duration { return seconds(0.3 + 0.6*r.Float64()) }), true},
-		{"every 700ms", gaps(60, func(*rand.Rand) time.Duration { return 700 * time.Millisecond }), true},
-		{"every 500ms, 50ms jitter", gaps(60, func(r *rand.Rand) time.Duration { return seconds(0.45 + 0.1*r.Float64()) }), true},
-		{"poisson 1.7/s", gaps(60, func(r *rand.Rand) time.Duration { return seconds(r.ExpFloat64() * 0.6) }), false},
-		{"poisson 0.7/s", gaps(60, func(r *rand.Rand) time.Duration { return seconds(r.ExpFloat64() / 0.7) }), false},
-		{"poisson 5/s", gaps(150, func(r *rand.Rand) time.Duration { return seconds(r.ExpFloat64() / 5) }), false},
-		{"every 200ms", gaps(60, func(*rand.Rand) time.Duration { return 200 * time.Millisecond }), false},
+		{"uniform 0.3-0.9s", gaps(60, func(r *rand.Rand) time.Duration { return seconds(0.3 + 0.6*r.Float64()) }), bothCut},
+		{"every 700ms", gaps(60, func(*rand.Rand) time.Duration { return 700 * time.Millisecond }), bothCut},
+		{"every 500ms, 50ms jitter", gaps(60, func(r *rand.Rand) time.Duration { return seconds(0.45 + 0.1*r.Float64()) }), bothCut},
+		{"poisson 1.7/s", gaps(60, func(r *rand.Rand) time.Duration { return seconds(r.ExpFloat64() * 0.6) }), notWorse},
+		{"poisson 0.7/s", gaps(60, func(r *rand.Rand) time.Duration { return seconds(r.ExpFloat64() / 0.7) }), notWorse},
+		{"poisson 5/s", gaps(150, func(r *rand.Rand) time.Duration { return seconds(r.ExpFloat64() / 5) }), notWorse},
+		{"every 200ms", gaps(60, func(*rand.Rand) time.Duration { return 200 * time.Millisecond }), notWorse},
 		{"bursts", func(rng *rand.Rand) []time.Time {
 			var out []time.Time
 			at := budgetT0
@@ -322,8 +332,8 @@ func TestBudgetHoldsOnlyWhereItShortensTheWait(t *testing.T) {
 				at = at.Add(seconds(rng.ExpFloat64() * 1.5))
 			}
 			return out
-		}, false},
-		{"500/s", gaps(5000, func(*rand.Rand) time.Duration { return 2 * time.Millisecond }), false},
+		}, burstsCut},
+		{"500/s", gaps(5000, func(*rand.Rand) time.Duration { return 2 * time.Millisecond }), notWorse},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			var with, without []time.Duration
@@ -338,20 +348,24 @@ func TestBudgetHoldsOnlyWhereItShortensTheWait(t *testing.T) {
 				shipsWithout += len(n.run(commits))
 				without = append(without, n.lags...)
 			}
-			if shipsWith > shipsWithout {
+			if shipsWith > shipsWithout || (c.want == burstsCut && shipsWith >= shipsWithout) {
 				t.Errorf("%d uploads with holds, %d without", shipsWith, shipsWithout)
 			}
-			if m := slices.Max(with); m > iv+iv/holdWindow {
-				t.Errorf("a commit waited %v for its upload, more than an interval and the hold's window", m)
+			// A commit just after a ship that started the schedule again
+			// waits for the next token, an interval and the margin later,
+			// and at most the hold's window more.
+			if m := slices.Max(with); m > iv+iv/budgetMargin+iv/holdWindow {
+				t.Errorf("a commit waited %v for its upload, more than an interval, the margin and the hold's window", m)
 			}
 			for _, p := range []float64{50, 90} {
 				w, wo := durationPercentile(with, p), durationPercentile(without, p)
 				ratio := float64(w) / float64(wo)
 				t.Logf("p%.0f wait %v with holds, %v without (%.2f); %d and %d uploads", p, w, wo, ratio, shipsWith, shipsWithout)
-				if c.better && ratio > 0.97 {
+				switch {
+				case c.want == bothCut && ratio > 0.97,
+					c.want == burstsCut && p == 50 && ratio > 0.8:
 					t.Errorf("p%.0f wait %v with holds, %v without: holds must cut it", p, w, wo)
-				}
-				if !c.better && ratio > 1.02 {
+				case ratio > 1.02:
 					t.Errorf("p%.0f wait %v with holds, %v without: holds must not lengthen it", p, w, wo)
 				}
 			}
@@ -397,10 +411,9 @@ func tickerShips(commits []time.Time, t0 time.Time, phase, interval time.Duratio
 // median and the 90th percentile, with at most half an upload more per
 // busy period (the first commit after quiet ships at once; a ticker's
 // first upload comes at its next tick). A commit after a quiet interval
-// waits for nothing. Bursts of commits after quiet gaps are where the
-// budget loses (logged, not asserted): the first commit of each burst
-// ships alone and the rest wait for the next token, an upload more per
-// burst than a ticker spends.
+// waits for nothing. Bursts of commits after quiet gaps are logged, not
+// asserted: a burst longer than the hold goes up in two uploads where a
+// ticker's tick usually takes it in one.
 func TestBudgetAgainstATicker(t *testing.T) {
 	const iv = time.Second
 	seconds := func(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }
