@@ -26,7 +26,8 @@ type Options struct {
 	// SyncInterval is the upload budget of change sets under steady load:
 	// one per interval on a fixed cadence, so that an hour of steady
 	// writes at 1s costs at most 3,601 uploads, what a ticker would make.
-	// The first commit after a quiet period ships at once, and a commit
+	// The first commit after a quiet period ships at once (with the rest
+	// of its burst, when recent commits came in bursts), and a commit
 	// after a partial interval waits only for the next upload the budget
 	// allows (see budget.go); a Sync ships at once. Zero means 1s.
 	SyncInterval time.Duration

@@ -20,8 +20,10 @@ import (
 // shipDue reports whether the batch should become a change set now: at
 // once for a Sync or a full batch, otherwise when the upload budget lets
 // it (see budget.go): the first commit after a quiet period goes out at
-// once, and under steady load one change set leaves per sync interval, on
-// a fixed cadence. Behind a batch in flight (a full one) nothing is held.
+// once (with the rest of its burst, for an application that writes in
+// bursts), and under steady load one change set leaves per sync
+// interval, on a fixed cadence. Behind a batch in flight (a full one)
+// nothing is held.
 func (r *Replicator) shipDue(now time.Time) bool {
 	b := r.batch
 	switch {
