@@ -289,18 +289,6 @@ func TestBudgetTimerWriterCatchesEachToken(t *testing.T) {
 // longer than an interval, the margin and the hold's window.
 func TestBudgetHoldsOnlyWhereItShortensTheWait(t *testing.T) {
 	const iv = time.Second
-	gaps := func(n int, gap func(*rand.Rand) time.Duration) func(*rand.Rand) []time.Time {
-		return func(rng *rand.Rand) []time.Time {
-			at := budgetT0.Add(time.Duration(rng.Int64N(int64(iv))))
-			var out []time.Time
-			for range n {
-				out = append(out, at)
-				at = at.Add(gap(rng))
-			}
-			return out
-		}
-	}
-	seconds := func(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }
 	// What holds must do for each pattern: cut the wait at p50 and p90 by
 	// 3% or more, cut it at p50 by 20% or more with fewer uploads
 	// (bursts), or not lengthen it by more than 2%.
@@ -314,26 +302,15 @@ func TestBudgetHoldsOnlyWhereItShortensTheWait(t *testing.T) {
 		commits func(*rand.Rand) []time.Time
 		want    int
 	}{
-		{"uniform 0.3-0.9s", gaps(60, func(r *rand.Rand) time.Duration { return seconds(0.3 + 0.6*r.Float64()) }), bothCut},
-		{"every 700ms", gaps(60, func(*rand.Rand) time.Duration { return 700 * time.Millisecond }), bothCut},
-		{"every 500ms, 50ms jitter", gaps(60, func(r *rand.Rand) time.Duration { return seconds(0.45 + 0.1*r.Float64()) }), bothCut},
-		{"poisson 1.7/s", gaps(60, func(r *rand.Rand) time.Duration { return seconds(r.ExpFloat64() * 0.6) }), notWorse},
-		{"poisson 0.7/s", gaps(60, func(r *rand.Rand) time.Duration { return seconds(r.ExpFloat64() / 0.7) }), notWorse},
-		{"poisson 5/s", gaps(150, func(r *rand.Rand) time.Duration { return seconds(r.ExpFloat64() / 5) }), notWorse},
-		{"every 200ms", gaps(60, func(*rand.Rand) time.Duration { return 200 * time.Millisecond }), notWorse},
-		{"bursts", func(rng *rand.Rand) []time.Time {
-			var out []time.Time
-			at := budgetT0
-			for len(out) < 60 {
-				for range 2 + rng.IntN(7) {
-					out = append(out, at)
-					at = at.Add(seconds(0.02 + 0.06*rng.Float64()))
-				}
-				at = at.Add(seconds(rng.ExpFloat64() * 1.5))
-			}
-			return out
-		}, burstsCut},
-		{"500/s", gaps(5000, func(*rand.Rand) time.Duration { return 2 * time.Millisecond }), notWorse},
+		{"uniform 0.3-0.9s", arrivalsAt(60, func(r *rand.Rand) time.Duration { return seconds(0.3 + 0.6*r.Float64()) }), bothCut},
+		{"every 700ms", arrivalsAt(60, func(*rand.Rand) time.Duration { return 700 * time.Millisecond }), bothCut},
+		{"every 500ms, 50ms jitter", arrivalsAt(60, func(r *rand.Rand) time.Duration { return seconds(0.45 + 0.1*r.Float64()) }), bothCut},
+		{"poisson 1.7/s", arrivalsAt(60, func(r *rand.Rand) time.Duration { return seconds(r.ExpFloat64() * 0.6) }), notWorse},
+		{"poisson 0.7/s", arrivalsAt(60, func(r *rand.Rand) time.Duration { return seconds(r.ExpFloat64() / 0.7) }), notWorse},
+		{"poisson 5/s", arrivalsAt(150, func(r *rand.Rand) time.Duration { return seconds(r.ExpFloat64() / 5) }), notWorse},
+		{"every 200ms", arrivalsAt(60, func(*rand.Rand) time.Duration { return 200 * time.Millisecond }), notWorse},
+		{"bursts", burstArrivals, burstsCut},
+		{"500/s", arrivalsAt(5000, func(*rand.Rand) time.Duration { return 2 * time.Millisecond }), notWorse},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			var with, without []time.Duration
@@ -416,39 +393,16 @@ func tickerShips(commits []time.Time, t0 time.Time, phase, interval time.Duratio
 // ticker's tick usually takes it in one.
 func TestBudgetAgainstATicker(t *testing.T) {
 	const iv = time.Second
-	seconds := func(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }
-	gaps := func(n int, gap func(*rand.Rand) time.Duration) func(*rand.Rand) []time.Time {
-		return func(rng *rand.Rand) []time.Time {
-			at := budgetT0.Add(time.Duration(rng.Int64N(int64(iv))))
-			var out []time.Time
-			for range n {
-				out = append(out, at)
-				at = at.Add(gap(rng))
-			}
-			return out
-		}
-	}
 	for _, c := range []struct {
 		name    string
 		commits func(*rand.Rand) []time.Time
 		assert  bool
 	}{
-		{"0.3-0.9s apart", gaps(50, func(r *rand.Rand) time.Duration { return seconds(0.3 + 0.6*r.Float64()) }), true},
-		{"every 200ms", gaps(50, func(*rand.Rand) time.Duration { return 200 * time.Millisecond }), true},
-		{"500/s", gaps(5000, func(*rand.Rand) time.Duration { return 2 * time.Millisecond }), true},
-		{"every 1.25s", gaps(12, func(*rand.Rand) time.Duration { return 1250 * time.Millisecond }), true},
-		{"bursts", func(rng *rand.Rand) []time.Time {
-			var out []time.Time
-			at := budgetT0
-			for len(out) < 60 {
-				for range 2 + rng.IntN(7) {
-					out = append(out, at)
-					at = at.Add(seconds(0.02 + 0.06*rng.Float64()))
-				}
-				at = at.Add(seconds(0.1 + rng.ExpFloat64()*1.4))
-			}
-			return out
-		}, false},
+		{"0.3-0.9s apart", arrivalsAt(50, func(r *rand.Rand) time.Duration { return seconds(0.3 + 0.6*r.Float64()) }), true},
+		{"every 200ms", arrivalsAt(50, func(*rand.Rand) time.Duration { return 200 * time.Millisecond }), true},
+		{"500/s", arrivalsAt(5000, func(*rand.Rand) time.Duration { return 2 * time.Millisecond }), true},
+		{"every 1.25s", arrivalsAt(12, func(*rand.Rand) time.Duration { return 1250 * time.Millisecond }), true},
+		{"bursts", burstArrivals, false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			const runs = 40
@@ -483,4 +437,37 @@ func TestBudgetAgainstATicker(t *testing.T) {
 			}
 		})
 	}
+}
+
+// seconds is s seconds.
+func seconds(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }
+
+// arrivalsAt returns an arrival pattern: n commits, the first at a random
+// moment of the second after budgetT0, each gap after it drawn by gap.
+func arrivalsAt(n int, gap func(*rand.Rand) time.Duration) func(*rand.Rand) []time.Time {
+	return func(rng *rand.Rand) []time.Time {
+		at := budgetT0.Add(time.Duration(rng.Int64N(int64(time.Second))))
+		var out []time.Time
+		for range n {
+			out = append(out, at)
+			at = at.Add(gap(rng))
+		}
+		return out
+	}
+}
+
+// burstArrivals is 60 commits in bursts of 2-8, 20-80 ms apart, with 0.1 s
+// and an exponential time of mean 1.4 s between bursts (the bursts
+// workload of the lag benchmark).
+func burstArrivals(rng *rand.Rand) []time.Time {
+	var out []time.Time
+	at := budgetT0
+	for len(out) < 60 {
+		for range 2 + rng.IntN(7) {
+			out = append(out, at)
+			at = at.Add(seconds(0.02 + 0.06*rng.Float64()))
+		}
+		at = at.Add(seconds(0.1 + rng.ExpFloat64()*1.4))
+	}
+	return out
 }
