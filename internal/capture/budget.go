@@ -52,8 +52,8 @@ import "time"
 //     once, unless the gaps between recent commits say that the
 //     application writes in bursts (a few commits tens of milliseconds
 //     apart, then quiet): then each commit of the batch decides again, by
-//     the same rule, whether to wait up to interval/burstGap for the
-//     next, and the batch ships once a commit is not worth waiting for,
+//     the same rule with a higher gain (burstGain), whether to wait up to
+//     interval/burstGap for the next, and the batch ships once a commit is not worth waiting for,
 //     or interval/burstHold after it opened. A burst then goes up in one
 //     change set, as soon as it ends, instead of its first commit alone
 //     and the rest an interval later: fewer uploads and a shorter wait
@@ -147,7 +147,7 @@ func (b *budget) shipNow(now time.Time, pending int, opened time.Time, last uint
 		// The first look since this token fell due decides.
 		b.hold = budgetHold{due: due, last: last}
 		window := due.Add(b.interval / holdWindow).Sub(now)
-		if opened.Before(due) && b.arrivals.worthHolding(pending, now.Sub(b.arrivals.last), window, b.interval, holdGain) {
+		if b.arrivals.worthHolding(pending, now.Sub(b.arrivals.last), window, b.interval, holdGain) {
 			b.hold.until = now.Add(window)
 		}
 	}
