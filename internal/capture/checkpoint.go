@@ -3,6 +3,7 @@ package capture
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"time"
 
@@ -78,7 +79,10 @@ func (r *Replicator) moveMark(ctx context.Context) error {
 //     puts the read transaction on SQLite's slot 0 (step 3) before the
 //     lock is let go. The application's commits wait only for that short
 //     copy, never for a reader, and never for a change set to be written:
-//     none is shipped under the lock.
+//     none is shipped under the lock. Against a writer at full speed
+//     BEGIN IMMEDIATE mostly loses the lock; once the log is past
+//     restartFrames, a RESTART checkpoint asks for it instead (see
+//     checkpointRestart).
 //  3. Once every frame is in the database file, refresh once more: begun
 //     now, before anything new commits, the read transaction sits on
 //     SQLite's slot 0, which lets the application's next commit restart
@@ -90,9 +94,10 @@ func (r *Replicator) moveMark(ctx context.Context) error {
 //     alone: a restarted log is written over in place, and truncating it
 //     would only have SQLite allocate the same blocks again.)
 //
-// FULL and RESTART are never used: they hold the writer lock while they
-// wait for readers, ferry's own included, to move on, which under steady
-// writes they never do in time.
+// FULL is never used, and RESTART only with ferry's reader moving on
+// while it waits (checkpointRestart): both hold the writer lock while
+// they wait for readers, ferry's own included, to move on, which a
+// reader held still never does in time.
 func (r *Replicator) maybeCheckpoint(ctx context.Context, now time.Time) error {
 	if r.job != nil || r.broken != nil || !r.protected || !r.posValid {
 		return nil
@@ -193,6 +198,11 @@ func (r *Replicator) checkpointLocked(ctx context.Context) error {
 		r.log.Sync()
 	}
 	locked, err := r.sql.lockWriters(ctx)
+	if err == nil && !locked && r.pos.Frames() >= r.restartFrames() {
+		// Lost against a writer that keeps the lock nearly all the time,
+		// and often enough that the log has run long.
+		return r.checkpointRestart(ctx)
+	}
 	if err != nil || !locked {
 		r.o.Log.Debug("checkpoint with the writer lock skipped: the lock stayed busy", "err", err)
 		return err
@@ -303,4 +313,83 @@ func (r *Replicator) logFileFrames() int64 {
 		return 0
 	}
 	return (st.Size() - wal.HeaderSize) / (wal.FrameHeaderSize + int64(r.pageSize))
+}
+
+// restartFrames is the log length, in frames, past which a checkpoint
+// that found the writer lock busy asks for it again the way SQLite's
+// RESTART checkpoint does (see checkpointRestart).
+func (r *Replicator) restartFrames() int64 { return 8 * int64(r.o.TruncatePages) }
+
+// restartWait bounds the sleeps of SQLite's busy handler in a RESTART
+// checkpoint of ferry's, in all (it sleeps 1 ms, 2 ms, then 5 ms, each
+// cut to what is left): enough to find the writer lock free at the first
+// or second try and then to wait twice for ferry's own reader, which
+// moves on within a fraction of a millisecond. What comes after the lock
+// is taken the application's commits wait for. restartWithin bounds how
+// long ferry tries again while another connection's checkpoint (the
+// application's automatic one, after nearly every commit of a long log)
+// keeps it from starting, which SQLite reports at once; restartRetryPause
+// is how often.
+const (
+	restartWait       = 4 * time.Millisecond
+	restartWithin     = 5 * time.Millisecond
+	restartRetryPause = 100 * time.Microsecond
+)
+
+// refreshPause spaces the refreshes of the read transaction while a
+// RESTART checkpoint runs: SQLite's busy handler, which the checkpoint
+// waits in, sleeps a millisecond or more between its attempts.
+const refreshPause = 200 * time.Microsecond
+
+// checkpointRestart is step 2 of maybeCheckpoint when BEGIN IMMEDIATE
+// keeps losing the writer lock to a writer at full speed: BEGIN IMMEDIATE
+// takes a read snapshot before the lock and fails when a commit lands in
+// between, while a RESTART checkpoint asks for the lock alone. It runs
+// one on its own goroutine and, meanwhile, refreshes the read
+// transaction again and again. Once the checkpoint holds the lock, no
+// commit lands, and it waits for ferry's reader twice: to copy past its
+// read mark, and, with the whole log copied, for every reader to leave
+// slots 1..N. A refresh ends each wait: the first moves the read mark to
+// the end of the log, the next, begun with every frame copied, puts the
+// read transaction on slot 0. The log stays protected throughout: each
+// refresh is a handover (see the package documentation).
+//
+// The commits wait while the checkpoint holds the lock: for the copy,
+// and for a sleep of SQLite's busy handler per wait, 1 or 2 ms, within
+// restartWait in all, about three times as long as a checkpoint under
+// BEGIN IMMEDIATE holds them. That is why it is the way taken only once
+// the log is long.
+func (r *Replicator) checkpointRestart(ctx context.Context) error {
+	type outcome struct {
+		res ckptResult
+		err error
+	}
+	done := make(chan outcome, 1)
+	start := time.Now()
+	go func() {
+		res, err := r.sql.restart(ctx, restartWait, restartWithin)
+		done <- outcome{res, err}
+	}()
+	// Under the lock the checkpoint may hold, a pass must not write a
+	// change set: the commits would wait for it.
+	r.sql.mayLock(true)
+	defer r.sql.mayLock(false)
+	var refreshes int
+	var rerr error
+	pause := time.NewTimer(0)
+	defer pause.Stop()
+	for {
+		select {
+		case out := <-done:
+			r.o.Log.Debug("checkpoint RESTART", "busy", out.res.busy, "log", out.res.log, "copied", out.res.moved,
+				"took", time.Since(start), "refreshes", refreshes)
+			return errors.Join(rerr, out.err)
+		case <-pause.C:
+		}
+		if rerr == nil {
+			rerr = r.refresh(ctx)
+			refreshes++
+		}
+		pause.Reset(refreshPause)
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"log/slog"
 	"os"
 	"strconv"
 	"strings"
@@ -24,6 +25,7 @@ const (
 	envSpool   = "FERRY_CAPTURE_TEST_SPOOL"
 	envStore   = "FERRY_CAPTURE_TEST_STORE"
 	envResume  = "FERRY_CAPTURE_TEST_RESUME"
+	envRestart = "FERRY_CAPTURE_TEST_RESTART"
 )
 
 func childFail(format string, args ...any) {
@@ -106,7 +108,8 @@ func writerChild() {
 
 // replicatorChild is the replicator of the crash test: it replicates the
 // database to a file target until it is killed, answering "sync" on stdin
-// with the txid Sync returned.
+// with the txid Sync returned. With envRestart set, its checkpoints take
+// the writer lock only through RESTART checkpoints.
 func replicatorChild() {
 	store, err := filestore.New(os.Getenv(envStore))
 	if err != nil {
@@ -123,6 +126,14 @@ func replicatorChild() {
 		// Snapshots now and then, so that kills land inside them too.
 		SnapshotInterval: 300 * time.Millisecond,
 		Log:              testLog(),
+	}
+	if os.Getenv(envRestart) != "" {
+		// Every checkpoint that would take the writer lock goes the
+		// RESTART way, and from a short log, so that kills land in them.
+		// The debug log tells the test how many completed.
+		beginImmediateLoses.Store(true)
+		o.CheckpointPages, o.TruncatePages = 10, 10
+		o.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	r, err := Open(context.Background(), o)
 	if err != nil {

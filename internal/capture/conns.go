@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	_ "modernc.org/sqlite" // the SQLite that holds ferry's read transactions and runs its checkpoints
@@ -32,8 +33,11 @@ type sqliteConns struct {
 	rw   *sql.DB
 	ckpt *sql.Conn
 	lock *sql.Conn
-	// locked is set while lock holds SQLite's writer lock.
-	locked bool
+	// locked is set while lock holds SQLite's writer lock, maybeLocked
+	// while ckpt may hold it.
+	locked, maybeLocked bool
+	// busy is ckpt's busy timeout.
+	busy time.Duration
 
 	// markAt is how many frames of the log's generation the capture had
 	// read when the transaction held began: its read mark is there or
@@ -62,7 +66,7 @@ func sqliteURI(path string, params ...string) string {
 // connection is opened only once that is known: opening one on a database
 // with a hot rollback journal would roll it back, a write.
 func openConns(ctx context.Context, path string, busy time.Duration) (*sqliteConns, error) {
-	c := &sqliteConns{cur: -1}
+	c := &sqliteConns{cur: -1, busy: busy}
 	var err error
 	// A reader waits longer than a checkpoint: taking a read mark only
 	// contends with other connections' brief lock operations.
@@ -201,6 +205,9 @@ func (c *sqliteConns) checkpoint(ctx context.Context, mode string) (ckptResult, 
 // unlockWriters. It reports false, without an error, when the lock stayed
 // busy.
 func (c *sqliteConns) lockWriters(ctx context.Context) (bool, error) {
+	if beginImmediateLoses.Load() {
+		return false, nil
+	}
 	if _, err := c.lock.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
 		if isBusy(err) {
 			return false, nil
@@ -210,6 +217,11 @@ func (c *sqliteConns) lockWriters(ctx context.Context) (bool, error) {
 	c.locked = true
 	return true, nil
 }
+
+// beginImmediateLoses, set by tests, makes lockWriters find the writer
+// lock busy without asking SQLite, as it does, most of the time, against
+// a writer at full speed: the checkpoints then take the RESTART way.
+var beginImmediateLoses atomic.Bool
 
 // unlockWriters ends the transaction lockWriters began; it wrote nothing.
 func (c *sqliteConns) unlockWriters() error {
@@ -221,10 +233,42 @@ func (c *sqliteConns) unlockWriters() error {
 	return nil
 }
 
+// restart runs a RESTART checkpoint whose waits, for the writer lock
+// and for readers, sleep at most wait in all (see restartWait), and runs
+// it again, for up to within, while another connection's checkpoint
+// keeps it from starting: SQLite does not wait for that one.
+func (c *sqliteConns) restart(ctx context.Context, wait, within time.Duration) (ckptResult, error) {
+	set := func(d time.Duration) error {
+		_, err := c.ckpt.ExecContext(ctx, fmt.Sprintf("PRAGMA busy_timeout=%d", max(1, d.Milliseconds())))
+		return err
+	}
+	if err := set(wait); err != nil {
+		return ckptResult{}, fmt.Errorf("checkpoint RESTART: %w", err)
+	}
+	deadline := time.Now().Add(within)
+	var res ckptResult
+	var err error
+	for {
+		res, err = c.checkpoint(ctx, "RESTART")
+		if err != nil || !res.busy || res.log >= 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(restartRetryPause)
+	}
+	if serr := set(c.busy); err == nil && serr != nil {
+		err = fmt.Errorf("checkpoint RESTART: %w", serr)
+	}
+	return res, err
+}
+
+// mayLock marks the time during which a checkpoint of ferry's may hold
+// the writer lock: writersLocked reports true meanwhile.
+func (c *sqliteConns) mayLock(on bool) { c.maybeLocked = on }
+
 // writersLocked reports whether ferry holds SQLite's writer lock: every
 // commit of the application waits meanwhile, so nothing but what the
 // checkpoint needs may be done.
-func (c *sqliteConns) writersLocked() bool { return c != nil && c.locked }
+func (c *sqliteConns) writersLocked() bool { return c != nil && (c.locked || c.maybeLocked) }
 
 func isBusy(err error) bool {
 	return strings.Contains(err.Error(), "SQLITE_BUSY") || strings.Contains(err.Error(), "database is locked")

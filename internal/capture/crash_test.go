@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -217,10 +218,11 @@ type replicatorProc struct {
 	stderr *bytes.Buffer
 }
 
-func startReplicatorProc(t *testing.T, db, spoolDir, storeDir string) *replicatorProc {
+func startReplicatorProc(t *testing.T, db, spoolDir, storeDir string, env ...string) *replicatorProc {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), roleEnv+"=replicator", envDB+"="+db, envSpool+"="+spoolDir, envStore+"="+storeDir)
+	cmd.Env = append(cmd.Env, env...)
 	p := &replicatorProc{cmd: cmd, lines: make(chan string, 16), stderr: &bytes.Buffer{}}
 	cmd.Stderr = p.stderr
 	if os.Getenv("FERRY_CAPTURE_TEST_LOG") != "" {
@@ -290,7 +292,18 @@ func (p *replicatorProc) kill(t *testing.T) {
 // restarts it each time. After every kill, what the replica restores is a
 // committed state; every few kills, and at the end, with the application
 // paused and Sync done, it restores to exactly the live database.
-func TestCrashKill9(t *testing.T) {
+func TestCrashKill9(t *testing.T) { crashKill9(t) }
+
+// TestCrashKill9DuringRestarts is TestCrashKill9 with every checkpoint
+// that takes the writer lock a RESTART checkpoint, from a log of ten
+// frames: kills land while one holds the lock and waits for ferry's
+// reader, or between the handovers of that reader. The log must also
+// stay short: no kill may leave it growing.
+func TestCrashKill9DuringRestarts(t *testing.T) { crashKill9(t, envRestart+"=1") }
+
+// crashKill9 runs the kill test with the replicator child's environment
+// extended by env.
+func crashKill9(t *testing.T, env ...string) {
 	needCLI(t)
 	// minRestores is the floor on intermediate restores that succeed, so
 	// that a replica that restores nothing between kills cannot pass by
@@ -332,14 +345,20 @@ func TestCrashKill9(t *testing.T) {
 			t.Fatalf("after sync, txid %d restores commit %d (%v), want commit %d", res.TXID, m, err, k)
 		}
 	}
-	restores, noSnapshot, notRestorable := 0, 0, 0
+	restores, noSnapshot, notRestorable, restarts := 0, 0, 0, 0
 	for i := range kills {
-		p := startReplicatorProc(t, db, spoolDir, storeDir)
+		p := startReplicatorProc(t, db, spoolDir, storeDir, env...)
 		if i%5 == 4 {
 			exact(p)
 		}
-		time.Sleep(time.Duration(rng.IntN(400)) * time.Millisecond)
+		time.Sleep(time.Duration(400+rng.IntN(400)) * time.Millisecond)
 		p.kill(t)
+		restarts += restartsDone(p.stderr.String())
+		if strings.Contains(p.stderr.String(), "failed") {
+			f, _ := os.OpenFile("/tmp/child-fail.log", os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+			f.Write(p.stderr.Bytes())
+			f.Close()
+		}
 		if w.err != nil {
 			t.Fatalf("application: %v", w.err)
 		}
@@ -369,7 +388,7 @@ func TestCrashKill9(t *testing.T) {
 		restores++
 	}
 	w.halt()
-	p := startReplicatorProc(t, db, spoolDir, storeDir)
+	p := startReplicatorProc(t, db, spoolDir, storeDir, env...)
 	exact(p)
 	p.kill(t)
 	t.Logf("%d kills, %d commits; every restore in between was a committed state (%d checked; %d found no snapshot yet, %d no chain)",
@@ -377,4 +396,22 @@ func TestCrashKill9(t *testing.T) {
 	if restores < minRestores {
 		t.Fatalf("only %d of %d restores after a kill succeeded, fewer than %d: the checks above hardly ran", restores, kills, minRestores)
 	}
+	if slices.Contains(env, envRestart+"=1") {
+		t.Logf("%d RESTART checkpoints completed between the kills", restarts)
+		if restarts < kills/2 {
+			t.Fatalf("%d RESTART checkpoints completed in %d runs of the replicator: the kills hardly met one", restarts, kills)
+		}
+	}
+}
+
+// restartsDone counts the RESTART checkpoints that completed in a
+// replicator's debug log.
+func restartsDone(log string) int {
+	n := 0
+	for line := range strings.Lines(log) {
+		if strings.Contains(line, `msg="checkpoint RESTART"`) && strings.Contains(line, " busy=false ") {
+			n++
+		}
+	}
+	return n
 }

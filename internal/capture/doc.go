@@ -19,7 +19,9 @@
 //     are PASSIVE. Only when the log has grown past TruncatePages does
 //     ferry take SQLite's writer lock, waiting at most a busy timeout of
 //     tens of milliseconds, for the few milliseconds a last PASSIVE
-//     checkpoint needs, so that the log can restart.
+//     checkpoint needs, so that the log can restart; against a writer
+//     that keeps the lock nearly all the time, once the log is longer
+//     still, a RESTART checkpoint takes it, for a few milliseconds more.
 //   - These locks, and the read marks below, are POSIX locks of the
 //     process: closing any descriptor of the -shm file would drop them
 //     all, so ferry never opens and closes that file (nor the database

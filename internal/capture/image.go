@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"sync/atomic"
 
 	"modernc.org/sqlite"
 
@@ -58,6 +59,9 @@ type image struct {
 	pageSize int
 	pages    uint32
 	lockPage uint32
+	// fromFileAfterRestart counts the overlay's pages read as the read
+	// transaction shows them because the log restarted (see readPage).
+	fromFileAfterRestart atomic.Int64
 }
 
 // newImage returns the image of the database at path, db being the
@@ -168,14 +172,34 @@ func (im *image) readFile(p []byte, off int64) error {
 // readPage reads page pgno into buf.
 func (im *image) readPage(pgno uint32, buf []byte) error {
 	if ref, ok := im.overlay[pgno]; ok {
-		if err := im.log.ReadPage(ref, buf); err != nil {
-			if errors.Is(err, wal.ErrChanged) {
-				return fmt.Errorf("%w: %v", errImageMoved, err)
-			}
+		err := im.log.ReadPage(ref, buf)
+		if err == nil || !errors.Is(err, wal.ErrChanged) {
 			return err
 		}
-		return nil
+		restarted, rerr := im.log.Restarted()
+		if rerr != nil {
+			return fmt.Errorf("read database page %d: %w", pgno, rerr)
+		}
+		if !restarted {
+			return fmt.Errorf("%w: %v", errImageMoved, err)
+		}
+		// The log restarted under the snapshot. While the read
+		// transaction protects the log, SQLite restarts it only with
+		// every frame in the database file and the transaction on slot
+		// 0, which reads that file and keeps every checkpoint from
+		// writing to it: the page as the transaction shows it is the
+		// page at the image's position. (A checkpoint that copies the
+		// whole log leaves ferry's next read transaction there, and the
+		// application's next commit restarts the log.)
+		im.fromFileAfterRestart.Add(1)
+		return im.readStored(pgno, buf)
 	}
+	return im.readStored(pgno, buf)
+}
+
+// readStored reads page pgno, which no frame of the overlay holds, as
+// the read transaction shows it.
+func (im *image) readStored(pgno uint32, buf []byte) error {
 	if pgno == im.lockPage {
 		// SQLite never writes the lock page, and restores leave it as
 		// zeros; its bytes in the file mean nothing.

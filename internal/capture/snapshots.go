@@ -186,6 +186,9 @@ func (r *Replicator) finishSnapshots() {
 	job := r.job
 	r.job = nil
 	now := time.Now()
+	if n := job.img.fromFileAfterRestart.Load(); n > 0 {
+		r.o.Log.Debug("the log restarted under the snapshot; pages read from the database file", "txid", job.txid, "pages", n)
+	}
 	for _, w := range job.works {
 		t := r.targets[w.url]
 		t.snapping = false

@@ -357,6 +357,21 @@ func latest(refs []PageRef, commit uint32) []PageRef {
 	return slices.Clip(out)
 }
 
+// Restarted reports whether the log now begins with the header of
+// another generation than the one r reads. SQLite writes a new header
+// when it restarts the log, which it does only once every frame of the
+// log is in the database file.
+func (r *Reader) Restarted() (bool, error) {
+	h, err := ReadHeader(r.f)
+	if errors.Is(err, ErrNoHeader) || errors.Is(err, ErrBadHeader) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return h.Salt1 != r.salt1 || h.Salt2 != r.salt2, nil
+}
+
 // ReadPage reads the page ref points to into p, which must be exactly one
 // page long. It checks the frame again against the checksums the scan
 // verified and returns an error wrapping ErrChanged if they differ: SQLite

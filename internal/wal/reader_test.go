@@ -172,6 +172,9 @@ func TestReadPageRefusesChangedFrames(t *testing.T) {
 	if err := r.ReadPage(txn.Pages[0], page); !errors.Is(err, ErrChanged) {
 		t.Fatalf("changed page: %v, want ErrChanged", err)
 	}
+	if restarted, err := r.Restarted(); restarted || err != nil {
+		t.Fatalf("a frame changed under the same header: Restarted says %v, %v", restarted, err)
+	}
 	if err := r.ReadPage(txn.Pages[1], page); err != nil || !bytes.Equal(page, bytes.Repeat([]byte{'b'}, len(page))) {
 		t.Fatalf("unchanged page: %v", err)
 	}
@@ -185,9 +188,20 @@ func TestReadPageRefusesChangedFrames(t *testing.T) {
 	if err := r.ReadPage(txn.Pages[1], page); !errors.Is(err, ErrChanged) {
 		t.Fatalf("overwritten frame: %v, want ErrChanged", err)
 	}
+	if restarted, err := r.Restarted(); !restarted || err != nil {
+		t.Fatalf("a new generation's header: Restarted says %v, %v", restarted, err)
+	}
 	f.b = f.b[:HeaderSize]
 	if err := r.ReadPage(txn.Pages[1], page); !errors.Is(err, ErrChanged) {
 		t.Fatalf("truncated log: %v, want ErrChanged", err)
+	}
+	// An empty log (a TRUNCATE checkpoint) or a damaged header is no
+	// restart of SQLite's: it is not taken for one.
+	for _, b := range [][]byte{nil, append(bytes.Clone(f.b[:4]), make([]byte, HeaderSize-4)...)} {
+		f.b = b
+		if restarted, err := r.Restarted(); restarted || err != nil {
+			t.Fatalf("log of %d bytes: Restarted says %v, %v", len(b), restarted, err)
+		}
 	}
 }
 
