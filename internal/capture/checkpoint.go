@@ -318,7 +318,7 @@ func (r *Replicator) logFileFrames() int64 {
 // restartFrames is the log length, in frames, past which a checkpoint
 // that found the writer lock busy asks for it again the way SQLite's
 // RESTART checkpoint does (see checkpointRestart).
-func (r *Replicator) restartFrames() int64 { return 8 * int64(r.o.TruncatePages) }
+func (r *Replicator) restartFrames() int64 { return 6 * int64(r.o.TruncatePages) }
 
 // restartWait bounds the sleeps of SQLite's busy handler in a RESTART
 // checkpoint of ferry's, in all (it sleeps 1 ms, 2 ms, then 5 ms, each
