@@ -1,11 +1,10 @@
 package capture
 
 import (
-	"bytes"
 	"context"
-	"fmt"
-	"log/slog"
-	"math/rand/v2"
+	"database/sql"
+	"errors"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,7 +16,7 @@ import (
 
 	"github.com/ferrydb/ferry/internal/objstore"
 	"github.com/ferrydb/ferry/internal/objstore/memstore"
-	"github.com/ferrydb/ferry/internal/restore"
+	"github.com/ferrydb/ferry/internal/wal"
 )
 
 // TestRestartCheckpointKeepsTheLogShort has another process commit as
@@ -91,135 +90,101 @@ func TestRestartCheckpointKeepsTheLogShort(t *testing.T) {
 	}
 }
 
-// TestSnapshotsAcrossLogRestarts takes snapshots back to back while the
-// log restarts many times a second, most restarts through a RESTART
-// checkpoint of ferry's. A checkpoint that copies the whole log leaves
-// ferry's next read transaction on SQLite's slot 0, from which the log
-// restarts at the application's next commit: a snapshot begun then reads
-// the pages whose frames that commit overwrote as the read transaction
-// shows them, from the database file. Every snapshot must be stored at
-// its first attempt, and those read so restore what the change sets
-// restore for their txids from the first snapshot on.
-func TestSnapshotsAcrossLogRestarts(t *testing.T) {
+// TestImageAcrossALogRestart reads a snapshot's image while the log
+// restarts under it. A checkpoint that copies the whole log leaves
+// ferry's next read transaction on SQLite's slot 0, from which the
+// application's next commit restarts the log and overwrites its first
+// frames: the image must then read the pages whose frames it overwrote
+// as the read transaction shows them, from the database file, and come
+// out as the database was before that commit.
+func TestImageAcrossALogRestart(t *testing.T) {
 	needCLI(t)
-	beginImmediateLoses.Store(true)
-	defer beginImmediateLoses.Store(false)
-	dir := t.TempDir()
-	const rows = 4000
-	db := newDB(t, dir, 4096, "CREATE TABLE kv(id INTEGER PRIMARY KEY, v BLOB)",
-		fmt.Sprintf("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < %d) INSERT INTO kv SELECT i, randomblob(200) FROM n", rows))
-	store := memstore.New()
-	o := testOptions(dir, db, map[string]objstore.Store{"mem://restarts": store})
-	o.CheckpointPages, o.TruncatePages = 10, 10
-	o.SnapshotInterval = 10 * time.Millisecond
-	var logged lockedBuffer
-	o.Log = slog.New(slog.NewTextHandler(&logged, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	r := startReplicator(t, o)
-	r.sync(t)
-	// Updates of random rows as fast as one connection goes, until three
-	// snapshots met a restart of the log: the frames of a generation
-	// then hold pages all over the table, the early ones too.
-	app := openApp(t, db, "PRAGMA synchronous=NORMAL")
-	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 6))
-	const across = `msg="the log restarted under the snapshot`
-	for end := time.Now().Add(60 * time.Second); strings.Count(logged.String(), across) < 3 && time.Now().Before(end); {
-		for range 100 {
-			if _, err := app.Exec("UPDATE kv SET v = randomblob(200) WHERE id = ?", 1+rng.IntN(rows)); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	last := r.sync(t)
-	var stored int
-	var failed []string
-	var crossed []uint64 // txids of the snapshots that met a restart
-	for line := range strings.Lines(logged.String()) {
-		switch {
-		case strings.Contains(line, `msg="snapshot stored"`):
-			stored++
-		case strings.Contains(line, `msg="snapshot failed`):
-			failed = append(failed, line)
-		case strings.Contains(line, across):
-			crossed = append(crossed, logTXID(t, line))
-		}
-	}
-	t.Logf("%d snapshots stored, %d of them across a restart of the log; %d RESTART checkpoints completed",
-		stored, len(crossed), restartsDone(logged.String()))
-	if len(failed) > 0 {
-		t.Fatalf("%d snapshots failed, the first: %s", len(failed), failed[0])
-	}
-	if len(crossed) < 3 {
-		t.Fatalf("in 60 s only %d snapshots met a restart of the log", len(crossed))
-	}
-	for _, txid := range crossed {
-		out, res := restoreAt(t, store, txid, dir)
-		chained := restoreFromFirstSnapshot(t, store, txid, dir)
-		got, want := sha3(t, out), sha3(t, chained)
-		os.Remove(out)
-		os.Remove(chained)
-		if res.TXID != txid || got != want {
-			t.Fatalf("the snapshot at txid %d restores txid %d with hash %s; the change sets restore hash %s", txid, res.TXID, got, want)
-		}
-	}
-	out, res := restoreAt(t, store, 0, dir)
-	defer os.Remove(out)
-	if got, live := sha3(t, out), sha3(t, db); got != live || res.TXID != last {
-		t.Fatalf("latest restore is txid %d with hash %s; want txid %d, hash %s", res.TXID, got, last, live)
-	}
-}
-
-// restoreFromFirstSnapshot restores store to txid from its first snapshot
-// and the change sets after it, whatever snapshots came later.
-func restoreFromFirstSnapshot(t *testing.T, store objstore.Store, txid uint64, dir string) string {
-	t.Helper()
 	ctx := context.Background()
-	cat, err := restore.ReadCatalog(ctx, store)
+	dir := t.TempDir()
+	const ps = 4096
+	db := newDB(t, dir, ps, "CREATE TABLE a(v BLOB)", "CREATE TABLE b(v BLOB)")
+	app := openApp(t, db)
+	app.SetMaxOpenConns(1)
+	run := func(q string) {
+		t.Helper()
+		if _, err := app.Exec(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Table a's page goes into the first frames of the log and no later
+	// ones: the frames the restart overwrites.
+	run("PRAGMA wal_checkpoint(TRUNCATE)")
+	run("INSERT INTO a VALUES(randomblob(1000))")
+	for range 20 {
+		run("INSERT INTO b VALUES(randomblob(1000))")
+	}
+	c, err := openConns(ctx, db, 30*time.Millisecond)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cat.Snapshots = cat.Snapshots[:1]
-	plan, err := cat.PlanTXID(txid)
+	defer c.close()
+	// Every frame into the database file, then a read transaction begun
+	// with nothing left to copy: SQLite puts it on slot 0.
+	if res, err := c.checkpoint(ctx, "PASSIVE"); err != nil || !res.complete() {
+		t.Fatalf("checkpoint: %+v, %v", res, err)
+	}
+	if err := c.handover(ctx, func(*sql.Tx) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	log, err := os.Open(db + "-wal")
 	if err != nil {
-		t.Fatalf("txid %d from the first snapshot: %v", txid, err)
+		t.Fatal(err)
 	}
-	out := filepath.Join(dir, fmt.Sprintf("chained-%d.db", txid))
-	if _, err := restore.ToFile(ctx, store, plan, out, restore.Options{}); err != nil {
-		t.Fatalf("restore txid %d from the first snapshot: %v", txid, err)
+	defer log.Close()
+	hdr, err := wal.ReadHeader(log)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return out
-}
-
-// logTXID is the txid attribute of a line of the text log.
-func logTXID(t *testing.T, line string) uint64 {
-	t.Helper()
-	for f := range strings.FieldsSeq(line) {
-		if v, ok := strings.CutPrefix(f, "txid="); ok {
-			n, err := strconv.ParseUint(v, 10, 64)
-			if err != nil {
-				t.Fatalf("log line %q: %v", line, err)
-			}
-			return n
+	rd := wal.NewReader(log, hdr)
+	overlay := map[uint32]wal.PageRef{}
+	for {
+		txn, err := rd.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ref := range txn.Pages {
+			overlay[ref.Pgno] = ref
 		}
 	}
-	t.Fatalf("log line %q has no txid", line)
-	return 0
-}
+	want := sha3(t, db)
+	info, err := os.Stat(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pages uint32
+	if err := c.tx().QueryRowContext(ctx, "PRAGMA page_count").Scan(&pages); err != nil {
+		t.Fatal(err)
+	}
+	im, err := newImage(ctx, db, info, c.tx(), rd, overlay, ps, pages)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer im.close()
 
-// lockedBuffer is a bytes.Buffer that a logger may write to while the
-// test reads it.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
+	run("INSERT INTO b VALUES(randomblob(1000))")
+	if now, err := wal.ReadHeader(log); err != nil || now.Salt1 == hdr.Salt1 {
+		t.Fatalf("the application's commit did not restart the log: header %+v, %v", now, err)
+	}
+	got := make([]byte, im.size())
+	if _, err := im.ReadAt(got, 0); err != nil && err != io.EOF {
+		t.Fatalf("read the image across the restart: %v", err)
+	}
+	if im.fromFileAfterRestart.Load() == 0 {
+		t.Fatal("no page of the image was found overwritten: the test missed the restart")
+	}
+	out := filepath.Join(dir, "image.db")
+	if err := os.WriteFile(out, got, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if h := sha3(t, out); h != want {
+		t.Fatalf("the image read across the restart has hash %s, the database before the commit %s", h, want)
+	}
 }
