@@ -295,7 +295,7 @@ func (p *replicatorProc) kill(t *testing.T) {
 func TestCrashKill9(t *testing.T) { crashKill9(t) }
 
 // TestCrashKill9DuringRestarts is TestCrashKill9 with every checkpoint
-// that takes the writer lock a RESTART checkpoint, from a log of ten
+// that takes the writer lock a RESTART checkpoint, from a log of sixty
 // frames: kills land while one holds the lock and waits for ferry's
 // reader, or between the handovers of that reader.
 func TestCrashKill9DuringRestarts(t *testing.T) { crashKill9(t, envRestart+"=1") }
