@@ -59,8 +59,17 @@ func TestEveryCommitOfAFastWriter(t *testing.T) {
 	o.PollInterval, o.SyncInterval = 50*time.Millisecond, time.Second
 	r := startReplicator(t, o)
 	base := r.sync(t)
+	n := runInserter(t, db, "4s")
+	last := checkEveryCommit(t, r, store, dir, db, base, n)
+	t.Logf("%d commits in 4 s, each its own txid (%d..%d)", n, base+1, last)
+}
+
+// runInserter runs inserterChild on db for d and returns how many
+// commits it made.
+func runInserter(t *testing.T, db, d string) int {
+	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), roleEnv+"=inserter", envDB+"="+db, envFor+"=4s")
+	cmd.Env = append(os.Environ(), roleEnv+"=inserter", envDB+"="+db, envFor+"="+d)
 	out, err := cmd.Output()
 	if err != nil {
 		t.Fatalf("inserter: %v: %s", err, out)
@@ -69,6 +78,15 @@ func TestEveryCommitOfAFastWriter(t *testing.T) {
 	if err != nil {
 		t.Fatalf("inserter said %q", out)
 	}
+	return n
+}
+
+// checkEveryCommit waits for r to capture the n commits made after txid
+// base, each as a txid of its own, without a Sync to prompt it, then
+// checks that the latest restore from store is the live database db, and
+// returns its txid.
+func checkEveryCommit(t *testing.T, r *replicator, store objstore.Store, dir, db string, base uint64, n int) uint64 {
+	t.Helper()
 	want := base + uint64(n)
 	for end := time.Now().Add(30 * time.Second); r.Status().TXID < want; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(end) {
@@ -79,10 +97,10 @@ func TestEveryCommitOfAFastWriter(t *testing.T) {
 		t.Fatalf("%d commits became txids %d..%d, want up to %d", n, base+1, got, want)
 	}
 	last := r.sync(t)
-	out2, res := restoreAt(t, store, 0, dir)
-	defer os.Remove(out2)
-	if got, live := sha3(t, out2), sha3(t, db); got != live || res.TXID != last {
+	out, res := restoreAt(t, store, 0, dir)
+	defer os.Remove(out)
+	if got, live := sha3(t, out), sha3(t, db); got != live || res.TXID != last {
 		t.Fatalf("latest restore is txid %d with hash %s; want txid %d, hash %s", res.TXID, got, last, live)
 	}
-	t.Logf("%d commits in 4 s, each its own txid (%d..%d)", n, base+1, last)
+	return last
 }

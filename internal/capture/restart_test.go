@@ -6,10 +6,7 @@ import (
 	"errors"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -56,38 +53,15 @@ func TestRestartCheckpointKeepsTheLogShort(t *testing.T) {
 			}
 		}
 	})
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), roleEnv+"=inserter", envDB+"="+db, envFor+"=4s")
-	out, err := cmd.Output()
+	n := runInserter(t, db, "4s")
 	close(stop)
 	wg.Wait()
-	if err != nil {
-		t.Fatalf("inserter: %v: %s", err, out)
-	}
-	n, err := strconv.Atoi(strings.TrimSpace(string(out)))
-	if err != nil {
-		t.Fatalf("inserter said %q", out)
-	}
 	const limit = 64 << 20
 	t.Logf("%d commits in 4 s; the log grew to %.1f MiB at most (limit %.0f MiB)", n, float64(largest)/(1<<20), float64(limit)/(1<<20))
 	if largest > limit {
 		t.Fatalf("with BEGIN IMMEDIATE always losing, the log grew to %d bytes, more than %d", largest, limit)
 	}
-	want := base + uint64(n)
-	for end := time.Now().Add(30 * time.Second); r.Status().TXID < want; time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(end) {
-			t.Fatalf("%d commits: ferry captured up to txid %d, want %d, 30 s after the writer stopped", n, r.Status().TXID, want)
-		}
-	}
-	if got := r.Status().TXID; got != want {
-		t.Fatalf("%d commits became txids %d..%d, want up to %d", n, base+1, got, want)
-	}
-	last := r.sync(t)
-	restored, res := restoreAt(t, store, 0, dir)
-	defer os.Remove(restored)
-	if got, live := sha3(t, restored), sha3(t, db); got != live || res.TXID != last {
-		t.Fatalf("latest restore is txid %d with hash %s; want txid %d, hash %s", res.TXID, got, last, live)
-	}
+	checkEveryCommit(t, r, store, dir, db, base, n)
 }
 
 // TestImageAcrossALogRestart reads a snapshot's image while the log
