@@ -46,7 +46,8 @@ type Options struct {
 	// TruncatePages is the log length, in frames, from which ferry copies
 	// the log down to a short tail and then takes SQLite's writer lock,
 	// waiting a few milliseconds for it at most, to copy the tail and let
-	// the log restart. Zero means CheckpointPages: the log then restarts
+	// the log restart (from six times as long, through a RESTART
+	// checkpoint when BEGIN IMMEDIATE keeps losing the lock). Zero means CheckpointPages: the log then restarts
 	// at about the length it would without ferry. A longer log costs the
 	// application on every commit: past its wal_autocheckpoint (1000
 	// frames unless it changed it) SQLite tries a checkpoint after each
