@@ -31,7 +31,7 @@ func TestRestartCheckpointKeepsTheLogShort(t *testing.T) {
 	db := newDB(t, dir, 4096, "CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)")
 	store := memstore.New()
 	o := testOptions(dir, db, map[string]objstore.Store{"mem://restart": store})
-	o.CheckpointPages, o.TruncatePages = 200, 400 // RESTART from 3,200 frames, 12.5 MiB
+	o.CheckpointPages, o.TruncatePages = 200, 400 // RESTART from 2,400 frames, 9.4 MiB
 	o.PollInterval, o.SyncInterval = 50*time.Millisecond, time.Second
 	r := startReplicator(t, o)
 	base := r.sync(t)
@@ -53,9 +53,10 @@ func TestRestartCheckpointKeepsTheLogShort(t *testing.T) {
 			}
 		}
 	})
+	stopSampling := sync.OnceFunc(func() { close(stop); wg.Wait() })
+	defer stopSampling()
 	n := runInserter(t, db, "4s")
-	close(stop)
-	wg.Wait()
+	stopSampling()
 	const limit = 64 << 20
 	t.Logf("%d commits in 4 s; the log grew to %.1f MiB at most (limit %.0f MiB)", n, float64(largest)/(1<<20), float64(limit)/(1<<20))
 	if largest > limit {
