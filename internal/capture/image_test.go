@@ -3,6 +3,8 @@ package capture
 import (
 	"bytes"
 	"context"
+	"errors"
+	"io"
 	"os"
 	"testing"
 
@@ -44,26 +46,7 @@ func TestImageReadsFileAndDBPageAlike(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	logFile, err := os.Open(path + "-wal")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logFile.Close()
-	hdr, err := wal.ReadHeader(logFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	log := wal.NewReader(logFile, hdr)
-	overlay := map[uint32]wal.PageRef{}
-	for {
-		txn, err := log.Next()
-		if err != nil {
-			break // the end of what is committed
-		}
-		for _, ref := range txn.Pages {
-			overlay[ref.Pgno] = ref
-		}
-	}
+	log, overlay := scanLog(t, path)
 	if len(overlay) == 0 || len(overlay) >= int(pages) {
 		t.Fatalf("%d of %d pages in the log: the test needs some, not all", len(overlay), pages)
 	}
@@ -125,4 +108,34 @@ func TestImageReadsFileAndDBPageAlike(t *testing.T) {
 	}
 
 	compare("after a checkpoint and later commits")
+}
+
+// scanLog reads the committed transactions of the log of the database at
+// path and returns the reader, to read their frames with, and the latest
+// frame of each page they wrote.
+func scanLog(t *testing.T, path string) (*wal.Reader, map[uint32]wal.PageRef) {
+	t.Helper()
+	f, err := os.Open(path + "-wal")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	hdr, err := wal.ReadHeader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rd := wal.NewReader(f, hdr)
+	overlay := map[uint32]wal.PageRef{}
+	for {
+		txn, err := rd.Next()
+		if errors.Is(err, io.EOF) {
+			return rd, overlay
+		}
+		if err != nil {
+			t.Fatalf("scan the log: %v", err)
+		}
+		for _, ref := range txn.Pages {
+			overlay[ref.Pgno] = ref
+		}
+	}
 }

@@ -3,7 +3,6 @@ package capture
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"io"
 	"os"
 	"path/filepath"
@@ -106,29 +105,8 @@ func TestImageAcrossALogRestart(t *testing.T) {
 	if err := c.handover(ctx, func(*sql.Tx) error { return nil }); err != nil {
 		t.Fatal(err)
 	}
-	log, err := os.Open(db + "-wal")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer log.Close()
-	hdr, err := wal.ReadHeader(log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rd := wal.NewReader(log, hdr)
-	overlay := map[uint32]wal.PageRef{}
-	for {
-		txn, err := rd.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, ref := range txn.Pages {
-			overlay[ref.Pgno] = ref
-		}
-	}
+	rd, overlay := scanLog(t, db)
+	before := logHeader(t, db)
 	want := sha3(t, db)
 	info, err := os.Stat(db)
 	if err != nil {
@@ -145,8 +123,8 @@ func TestImageAcrossALogRestart(t *testing.T) {
 	defer im.close()
 
 	run("INSERT INTO b VALUES(randomblob(1000))")
-	if now, err := wal.ReadHeader(log); err != nil || now.Salt1 == hdr.Salt1 {
-		t.Fatalf("the application's commit did not restart the log: header %+v, %v", now, err)
+	if now := logHeader(t, db); now.Salt1 == before.Salt1 {
+		t.Fatalf("the application's commit did not restart the log: header %+v", now)
 	}
 	got := make([]byte, im.size())
 	if _, err := im.ReadAt(got, 0); err != nil && err != io.EOF {
@@ -162,4 +140,20 @@ func TestImageAcrossALogRestart(t *testing.T) {
 	if h := sha3(t, out); h != want {
 		t.Fatalf("the image read across the restart has hash %s, the database before the commit %s", h, want)
 	}
+}
+
+// logHeader reads the header of the log of the database at path. The log
+// carries no locks: opening and closing it drops none.
+func logHeader(t *testing.T, path string) wal.Header {
+	t.Helper()
+	f, err := os.Open(path + "-wal")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h, err := wal.ReadHeader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
 }
