@@ -99,6 +99,9 @@ func (r *Replicator) moveMark(ctx context.Context) error {
 // they wait for readers, ferry's own included, to move on, which a
 // reader held still never does in time.
 func (r *Replicator) maybeCheckpoint(ctx context.Context, now time.Time) error {
+	if err := r.holdCheckpoints(); err != nil {
+		return err
+	}
 	if r.job != nil || r.broken != nil || !r.protected || !r.posValid {
 		return nil
 	}
@@ -117,6 +120,25 @@ func (r *Replicator) maybeCheckpoint(ctx context.Context, now time.Time) error {
 	err := r.checkpoint(ctx, frames, fileFrames)
 	r.lastCkpt = time.Now()
 	return err
+}
+
+// holdCheckpoints takes SQLite's checkpoint lock, or lets it go, so that
+// it is held while the application commits into a log of CheckpointPages
+// or more that ferry protects (see checkpointHold): then ferry runs the
+// checkpoints, and the application's automatic ones, which would find
+// little to copy, are not tried after each of its commits. It is let go
+// as soon as a step finds no new commit, so that an application that
+// stopped writing (or whose writer died while updating the wal-index)
+// can checkpoint, or recover the index, within a poll interval.
+func (r *Replicator) holdCheckpoints() error {
+	if r.sql == nil {
+		return nil
+	}
+	committing := r.txid != r.heldAt
+	r.heldAt = r.txid
+	want := committing && r.broken == nil && r.protected && r.posValid &&
+		r.pos.Frames() >= int64(r.o.CheckpointPages)
+	return r.sql.hold.set(want)
 }
 
 // truncateFrames is the size of the log file, in frames, past which a

@@ -43,6 +43,10 @@ type sqliteConns struct {
 	// read when the transaction held began: its read mark is there or
 	// later (see Replicator.markDue).
 	markAt int64
+
+	// hold keeps the application's own checkpoints out while the
+	// capture asks it to (see checkpointHold); nil when none could be had.
+	hold *checkpointHold
 }
 
 // lockWait is the most ferry waits for SQLite's writer lock. It holds
@@ -108,6 +112,7 @@ func openConns(ctx context.Context, path string, busy time.Duration) (*sqliteCon
 		c.close()
 		return nil, err
 	}
+	c.hold = openCheckpointHold(path)
 	return c, nil
 }
 
@@ -131,6 +136,9 @@ func (c *sqliteConns) handover(ctx context.Context, pass func(tx *sql.Tx) error)
 	next := 0
 	if c.cur == 0 {
 		next = 1
+	}
+	if err := c.hold.recheck(); err != nil {
+		return err
 	}
 	tx, err := beginRead(ctx, c.readers[next])
 	if err != nil {
@@ -190,7 +198,9 @@ func (r ckptResult) complete() bool { return !r.busy && r.log == r.moved }
 // get its locks within the busy timeout is not an error: it reports busy.
 func (c *sqliteConns) checkpoint(ctx context.Context, mode string) (ckptResult, error) {
 	var busy, log, moved int64
-	err := c.ckpt.QueryRowContext(ctx, "PRAGMA wal_checkpoint("+mode+")").Scan(&busy, &log, &moved)
+	err := c.hold.release(func() error {
+		return c.ckpt.QueryRowContext(ctx, "PRAGMA wal_checkpoint("+mode+")").Scan(&busy, &log, &moved)
+	})
 	if err != nil {
 		if isBusy(err) {
 			return ckptResult{busy: true}, nil
@@ -278,7 +288,10 @@ func isBusy(err error) bool {
 // that no connection of ferry's is ever the last one, except a read-only
 // one, which leaves the log alone.
 func (c *sqliteConns) close() error {
-	var errs []error
+	// The hold goes first: closing the read-write connection may try a
+	// checkpoint.
+	errs := []error{c.hold.close()}
+	c.hold = nil
 	if c.ckpt != nil {
 		errs = append(errs, c.ckpt.Close())
 	}
