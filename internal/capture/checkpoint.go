@@ -99,7 +99,7 @@ func (r *Replicator) moveMark(ctx context.Context) error {
 // they wait for readers, ferry's own included, to move on, which a
 // reader held still never does in time.
 func (r *Replicator) maybeCheckpoint(ctx context.Context, now time.Time) error {
-	if err := r.holdCheckpoints(); err != nil {
+	if err := r.holdCheckpoints(now); err != nil {
 		return err
 	}
 	if r.job != nil || r.broken != nil || !r.protected || !r.posValid {
@@ -123,23 +123,26 @@ func (r *Replicator) maybeCheckpoint(ctx context.Context, now time.Time) error {
 }
 
 // holdCheckpoints takes SQLite's checkpoint lock, or lets it go, so that
-// it is held while the application commits into a log of CheckpointPages
-// or more that ferry protects (see checkpointHold): then ferry runs the
-// checkpoints, and the application's automatic ones, which would find
-// little to copy, are not tried after each of its commits. It is let go
-// as soon as a step finds no new commit, so that an application that
-// stopped writing (or whose writer died while updating the wal-index)
-// can checkpoint, or recover the index, within a poll interval.
-func (r *Replicator) holdCheckpoints() error {
+// it is held while the application commits into a log that ferry
+// protects (see checkpointHold): ferry then runs the checkpoints, and the
+// application's automatic ones, which would find little to copy, are not
+// tried after each of its commits. Held before the log reaches the
+// application's threshold too, so that none slips in while ferry has yet
+// to notice it did. It is let go once no commit came for holdIdle, so
+// that an application that stopped writing (or whose writer died while
+// updating the wal-index) can checkpoint, or recover the index, soon
+// after.
+func (r *Replicator) holdCheckpoints(now time.Time) error {
 	if r.sql == nil {
 		return nil
 	}
-	committing := r.txid != r.heldAt
-	r.heldAt = r.txid
-	want := committing && r.broken == nil && r.protected && r.posValid &&
-		r.pos.Frames() >= int64(r.o.CheckpointPages)
+	want := r.broken == nil && r.protected && r.posValid && now.Sub(r.lastCommit) < holdIdle
 	return r.sql.hold.set(want)
 }
+
+// holdIdle is how long after the application's last commit ferry keeps
+// the checkpoint lock.
+const holdIdle = 100 * time.Millisecond
 
 // truncateFrames is the size of the log file, in frames, past which a
 // checkpoint that empties the log also truncates the file.

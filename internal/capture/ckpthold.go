@@ -11,8 +11,7 @@ import (
 )
 
 // checkpointHold holds SQLite's checkpoint lock while the application
-// commits into a log that ferry keeps long, so that ferry is its only
-// checkpointer then.
+// commits, so that ferry is its only checkpointer then.
 //
 // Why: once the log is past the application's wal_autocheckpoint (1,000
 // frames by default), SQLite runs a PASSIVE checkpoint after each of its

@@ -197,15 +197,15 @@ func TestCheckpointHoldKeepsTheProcesssLocks(t *testing.T) {
 	again.close()
 }
 
-// TestReplicatorHoldsCheckpointsWhileCommitsFlow: with the log past
-// CheckpointPages, a checkpoint the application tries between its commits
-// finds the lock taken; once it stops committing, the replicator lets the
-// lock go within a few polls.
+// TestReplicatorHoldsCheckpointsWhileCommitsFlow: a checkpoint the
+// application tries between its commits finds the lock taken; once it
+// stops committing, the replicator lets the lock go within holdIdle and
+// a few polls.
 func TestReplicatorHoldsCheckpointsWhileCommitsFlow(t *testing.T) {
 	dir := t.TempDir()
 	db := newDB(t, dir, 4096, "CREATE TABLE t(v BLOB)")
 	o := testOptions(dir, db, map[string]objstore.Store{"mem://hold": memstore.New()})
-	o.CheckpointPages, o.TruncatePages = 20, 100000 // held from 20 frames, never restarted under the lock
+	o.CheckpointPages, o.TruncatePages = 20, 100000 // never restarted under the writer lock
 	r := startReplicator(t, o)
 	r.sync(t)
 	app := openApp(t, db, "PRAGMA wal_autocheckpoint=0")

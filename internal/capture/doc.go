@@ -24,8 +24,18 @@
 //     still, a RESTART checkpoint takes it, for a few milliseconds more.
 //   - These locks, and the read marks below, are POSIX locks of the
 //     process: closing any descriptor of the -shm file would drop them
-//     all, so ferry never opens and closes that file (nor the database
-//     file) beside SQLite's own descriptors.
+//     all, so ferry never closes a descriptor of that file (nor opens the
+//     database file) beside SQLite's own. It opens the -shm file once,
+//     for the checkpoint lock below, and keeps it open.
+//   - While the application commits, ferry holds SQLite's checkpoint
+//     lock (an open file description lock, which the kernel drops if
+//     ferry dies), so that the application's automatic checkpoints,
+//     which would find little to copy past ferry's read mark, give up at
+//     their first lock call instead of costing each commit three; ferry
+//     checkpoints instead. It lets the lock go once the application has
+//     not committed for a tenth of a second, and whenever the wal-index
+//     header is unsettled, so that a connection that must recover the
+//     index (after a writer died while updating it) can.
 //   - A crash at any instruction loses nothing that was acknowledged and
 //     never reuses a txid for different content (see state.go).
 //

@@ -77,8 +77,7 @@ type Replicator struct {
 	batch     *batch
 	budget    budget
 	lastCkpt  time.Time
-	heldAt    uint64 // txid when the checkpoint hold was last decided
-	broken    error  // a break not yet answered
+	broken    error // a break not yet answered
 	// continuing is set until the first read transaction of a database
 	// restored from a target (see Options.Continues).
 	continuing bool
