@@ -6,6 +6,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/ferrydb/ferry/internal/capture"
 	"github.com/ferrydb/ferry/internal/config"
 	"github.com/ferrydb/ferry/internal/daemon"
 )
@@ -214,7 +215,10 @@ func (c *replicateCmd) daemon(ctx context.Context, cfg *config.Config, execCmd s
 	if err != nil {
 		return err
 	}
-	opts := daemon.Options{FilesSpool: filesSpool(root), Log: c.log, Reload: reload}
+	// The command opens no database itself while the daemon runs (an
+	// -exec application is another process).
+	opts := daemon.Options{FilesSpool: filesSpool(root), Log: c.log, Reload: reload,
+		Capture: capture.Options{AloneInProcess: true}}
 	if execCmd == "" {
 		return daemon.Run(ctx, cfg, opts)
 	}

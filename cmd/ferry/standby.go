@@ -96,7 +96,8 @@ func (s *standby) run(ctx context.Context, f *follow.Follower, finish chan struc
 	ready := make(chan struct{})
 	opts := daemon.Options{
 		FilesSpool: filesSpool(os.TempDir()), Log: s.log,
-		Ready: func(string) { close(ready) },
+		Capture: capture.Options{AloneInProcess: true},
+		Ready:   func(string) { close(ready) },
 		Takeover: &daemon.Takeover{DB: s.path, Lease: l,
 			Continues: &capture.Continuation{URL: url, TXID: st.TXID, Time: st.AppliedTime, Snapshot: snap}},
 	}

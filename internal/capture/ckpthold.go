@@ -32,7 +32,8 @@ import (
 //
 // A nil *checkpointHold holds nothing; its methods do nothing.
 type checkpointHold struct {
-	shm *shmFile
+	shm   *shmFile
+	alone bool // see Options.AloneInProcess
 
 	mu   sync.Mutex // the RESTART checkpoint's goroutine lets go and takes too
 	held bool
@@ -41,12 +42,14 @@ type checkpointHold struct {
 
 // shmFile is a -shm file opened for checkpoint holds.
 //
-// It is never closed while the file is in use: the process's POSIX locks
-// on a file, SQLite's read marks and writer locks of ferry's connections
-// and of an application that embeds ferry, all go when any descriptor of
-// that file is closed. A hold that ends gives its descriptor back to
-// shmFiles, and the next hold of the same file takes it up again; it is
-// closed only once its file is gone from the file system.
+// It is not closed while the file may be in use: the process's POSIX
+// locks on a file, SQLite's read marks and writer locks of ferry's
+// connections and of an application that embeds ferry, all go when any
+// descriptor of that file is closed. A hold that ends after ferry's
+// connections closed closes it when ferry is alone in the process;
+// otherwise it gives the descriptor back to shmFiles, the next hold of the
+// same file takes it up again, and it is closed once its file is gone
+// from the file system.
 type shmFile struct {
 	fd    int
 	id    fileID
@@ -67,8 +70,8 @@ var shmFiles = struct {
 // openCheckpointHold returns a hold on the checkpoint lock of the database
 // at dbPath, not yet taken. It returns nil when the -shm file cannot be
 // opened, or another hold of this process has it: ferry then runs without
-// one, as it always could.
-func openCheckpointHold(dbPath string) *checkpointHold {
+// one, as it always could. alone is Options.AloneInProcess.
+func openCheckpointHold(dbPath string, alone bool) *checkpointHold {
 	path := dbPath + "-shm"
 	var st unix.Stat_t
 	if err := unix.Stat(path, &st); err != nil {
@@ -101,7 +104,7 @@ func openCheckpointHold(dbPath string) *checkpointHold {
 		return nil
 	}
 	sf.inUse = true
-	return &checkpointHold{shm: sf}
+	return &checkpointHold{shm: sf, alone: alone}
 }
 
 // sweepShmFiles closes the descriptors, not in use, of files no longer in
@@ -196,16 +199,27 @@ func (h *checkpointHold) isHeld() bool {
 	return h.held
 }
 
-// close lets the lock go and gives the file back to shmFiles.
+// close lets the lock go and ends the hold; called once ferry's
+// connections to the database are closed, it closes the file when ferry
+// is alone in the process, and gives it back to shmFiles otherwise.
 func (h *checkpointHold) close() error {
 	if h == nil {
 		return nil
 	}
-	err := h.set(false)
+	if err := h.set(false); err != nil {
+		return err
+	}
 	shmFiles.Lock()
+	defer shmFiles.Unlock()
 	h.shm.inUse = false
-	shmFiles.Unlock()
-	return err
+	if !h.alone {
+		return nil
+	}
+	delete(shmFiles.byID, h.shm.id)
+	if err := unix.Close(h.shm.fd); err != nil {
+		return fmt.Errorf("close the -shm file: %w", err)
+	}
+	return nil
 }
 
 // settled reads the wal-index header.

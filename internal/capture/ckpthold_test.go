@@ -1,8 +1,10 @@
 package capture
 
 import (
+	"bufio"
 	"context"
 	"database/sql"
+	"io"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -48,7 +50,7 @@ func logged(t *testing.T) (string, *sql.DB) {
 // checkpoint, and once let go, they run again.
 func TestCheckpointHoldKeepsOtherCheckpointsOut(t *testing.T) {
 	path, app := logged(t)
-	h := openCheckpointHold(path)
+	h := openCheckpointHold(path, false)
 	if h == nil {
 		t.Fatal("no checkpoint hold on a database in WAL mode")
 	}
@@ -87,7 +89,7 @@ func TestCheckpointHoldKeepsOtherCheckpointsOut(t *testing.T) {
 // then, and a held one is let go at the next recheck.
 func TestCheckpointHoldLetsRecoveryIn(t *testing.T) {
 	path, app := logged(t)
-	h := openCheckpointHold(path)
+	h := openCheckpointHold(path, false)
 	if h == nil {
 		t.Fatal("no checkpoint hold")
 	}
@@ -155,7 +157,7 @@ func TestCheckpointHoldKeepsTheProcesssLocks(t *testing.T) {
 	if err := tx.QueryRow("SELECT count(*) FROM t").Scan(&n); err != nil {
 		t.Fatal(err)
 	}
-	h := openCheckpointHold(path)
+	h := openCheckpointHold(path, false)
 	if h == nil {
 		t.Fatal("no checkpoint hold")
 	}
@@ -178,7 +180,7 @@ func TestCheckpointHoldKeepsTheProcesssLocks(t *testing.T) {
 	if !readMarkHeld() {
 		t.Fatal("the read transaction holds no read-mark lock")
 	}
-	if second := openCheckpointHold(path); second != nil {
+	if second := openCheckpointHold(path, false); second != nil {
 		t.Fatal("a second hold of the same file at once")
 	}
 	if err := h.set(true); err != nil {
@@ -190,7 +192,7 @@ func TestCheckpointHoldKeepsTheProcesssLocks(t *testing.T) {
 	if !readMarkHeld() {
 		t.Fatal("ending the hold dropped the read transaction's lock")
 	}
-	again := openCheckpointHold(path)
+	again := openCheckpointHold(path, false)
 	if again == nil || again.shm.fd != fd {
 		t.Fatal("the next hold did not take the same descriptor up again")
 	}
@@ -276,4 +278,62 @@ func TestApplicationKill9WhileCheckpointsHeld(t *testing.T) {
 		t.Fatalf("after %d kills and %d more commits: latest restore is txid %d with hash %s; want txid %d, hash %s",
 			kills, n, res.TXID, got, last, live)
 	}
+}
+
+// TestCheckpointHoldAloneClosesItsFile: with nothing else of the process
+// using the database, the hold's end closes the -shm file it opened, so
+// that a daemon of many databases that go idle keeps no descriptor for
+// each; the next hold opens it again.
+func TestCheckpointHoldAloneClosesItsFile(t *testing.T) {
+	path, app := logged(t)
+	// Another process keeps the database open, so that its -shm file
+	// stays; nothing of this one uses the database but the holds.
+	sh := exec.Command(needCLI(t), path)
+	in, err := sh.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := sh.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sh.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer sh.Wait()
+	defer in.Close()
+	if _, err := io.WriteString(in, "SELECT count(*) FROM t;\n"); err != nil {
+		t.Fatal(err)
+	}
+	if line, err := bufio.NewReader(out).ReadString('\n'); err != nil || line != "20\n" {
+		t.Fatalf("the shell read %q, %v", line, err)
+	}
+	if err := app.Close(); err != nil {
+		t.Fatal(err)
+	}
+	h := openCheckpointHold(path, true)
+	if h == nil {
+		t.Fatal("no checkpoint hold")
+	}
+	id := h.shm.id
+	if err := h.set(true); err != nil || !h.isHeld() {
+		t.Fatalf("hold not taken: %v", err)
+	}
+	if err := h.close(); err != nil {
+		t.Fatal(err)
+	}
+	shmFiles.Lock()
+	_, kept := shmFiles.byID[id]
+	shmFiles.Unlock()
+	if kept {
+		t.Fatal("the -shm file stayed open after the hold of a process alone with the database ended")
+	}
+	again := openCheckpointHold(path, true)
+	if again == nil {
+		t.Fatal("no hold after the file was closed")
+	}
+	if err := again.set(true); err != nil || !again.isHeld() {
+		t.Fatalf("hold not taken again: %v", err)
+	}
+	again.close()
 }

@@ -69,7 +69,7 @@ func sqliteURI(path string, params ...string) string {
 // read-only, that it is a SQLite database in WAL mode. The read-write
 // connection is opened only once that is known: opening one on a database
 // with a hot rollback journal would roll it back, a write.
-func openConns(ctx context.Context, path string, busy time.Duration) (*sqliteConns, error) {
+func openConns(ctx context.Context, path string, busy time.Duration, alone bool) (*sqliteConns, error) {
 	c := &sqliteConns{cur: -1, busy: busy}
 	var err error
 	// A reader waits longer than a checkpoint: taking a read mark only
@@ -112,7 +112,7 @@ func openConns(ctx context.Context, path string, busy time.Duration) (*sqliteCon
 		c.close()
 		return nil, err
 	}
-	c.hold = openCheckpointHold(path)
+	c.hold = openCheckpointHold(path, alone)
 	return c, nil
 }
 
@@ -288,10 +288,10 @@ func isBusy(err error) bool {
 // that no connection of ferry's is ever the last one, except a read-only
 // one, which leaves the log alone.
 func (c *sqliteConns) close() error {
-	// The hold goes first: closing the read-write connection may try a
-	// checkpoint.
-	errs := []error{c.hold.close()}
-	c.hold = nil
+	// The hold is let go first, since closing the read-write connection
+	// may try a checkpoint, and ends last, once no connection of ferry's
+	// holds a lock on the -shm file.
+	errs := []error{c.hold.set(false)}
 	if c.ckpt != nil {
 		errs = append(errs, c.ckpt.Close())
 	}
@@ -310,5 +310,7 @@ func (c *sqliteConns) close() error {
 	if c.ro != nil {
 		errs = append(errs, c.ro.Close())
 	}
+	errs = append(errs, c.hold.close())
+	c.hold = nil
 	return errors.Join(errs...)
 }

@@ -62,6 +62,16 @@ type Options struct {
 	// arrives. Zero means 50ms.
 	PollInterval time.Duration
 
+	// AloneInProcess reports that nothing in this process opens the
+	// database but ferry (the ferry command sets it). Ferry then closes the
+	// descriptor of the -shm file it opens for its checkpoint hold when it
+	// lets go of the database. Left false, as a program that embeds ferry
+	// beside connections of its own must leave it, ferry keeps that
+	// descriptor open until the file is removed: closing it would drop
+	// every POSIX lock the process holds on the file, those of the
+	// program's connections too.
+	AloneInProcess bool
+
 	// IdleAfter, when not zero, lets a database that has been quiet this
 	// long, with every transaction on every target, go idle: Run saves
 	// the state, lets go of the database and returns ErrIdle, and a

@@ -28,7 +28,7 @@ func TestCheckpointsKeepTheReadLocks(t *testing.T) {
 		}
 	}
 	ctx := context.Background()
-	c, err := openConns(ctx, db, 30*time.Millisecond)
+	c, err := openConns(ctx, db, 30*time.Millisecond, false)
 	if err != nil {
 		t.Fatal(err)
 	}

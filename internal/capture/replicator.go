@@ -196,7 +196,7 @@ func Open(ctx context.Context, o Options) (*Replicator, error) {
 	if r.writer, err = newWriterID(saved); err != nil {
 		return fail(fmt.Errorf("capture %s: %w", o.DBPath, err))
 	}
-	if r.sql, err = openConns(ctx, o.DBPath, o.CheckpointBusyTimeout); err != nil {
+	if r.sql, err = openConns(ctx, o.DBPath, o.CheckpointBusyTimeout, o.AloneInProcess); err != nil {
 		return fail(fmt.Errorf("capture %s: %w", o.DBPath, err))
 	}
 	batchBytes := o.batchBytes

@@ -92,7 +92,7 @@ func TestImageAcrossALogRestart(t *testing.T) {
 	for range 20 {
 		run("INSERT INTO b VALUES(randomblob(1000))")
 	}
-	c, err := openConns(ctx, db, 30*time.Millisecond)
+	c, err := openConns(ctx, db, 30*time.Millisecond, false)
 	if err != nil {
 		t.Fatal(err)
 	}

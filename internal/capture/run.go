@@ -389,7 +389,7 @@ func (r *Replicator) reopen(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	conns, err := openConns(ctx, r.o.DBPath, r.o.CheckpointBusyTimeout)
+	conns, err := openConns(ctx, r.o.DBPath, r.o.CheckpointBusyTimeout, r.o.AloneInProcess)
 	if err != nil {
 		return fmt.Errorf("capture %s: %w", r.o.DBPath, err)
 	}
