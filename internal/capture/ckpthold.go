@@ -117,7 +117,7 @@ func sweepShmFiles() {
 		if sf.inUse || unix.Fstat(sf.fd, &st) != nil || st.Nlink > 0 {
 			continue
 		}
-		unix.Close(sf.fd)
+		unix.Close(sf.fd) // nothing to do about a failure: the file is gone
 		delete(shmFiles.byID, id)
 	}
 }
@@ -131,6 +131,10 @@ func (h *checkpointHold) set(want bool) error {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	return h.setLocked(want)
+}
+
+func (h *checkpointHold) setLocked(want bool) error {
 	if want && !h.settled() {
 		want = false
 	}
@@ -162,15 +166,16 @@ func (h *checkpointHold) release(f func() error) error {
 	}
 	h.mu.Lock()
 	was := h.held
+	err := h.setLocked(false)
 	h.mu.Unlock()
-	if !was {
-		return f()
-	}
-	if err := h.set(false); err != nil {
+	if err != nil {
 		return err
 	}
-	err := f()
-	return errors.Join(err, h.set(true))
+	err = f()
+	if was {
+		err = errors.Join(err, h.set(true))
+	}
+	return err
 }
 
 // recheck lets the lock go if the wal-index header became unsettled:
@@ -181,12 +186,11 @@ func (h *checkpointHold) recheck() error {
 		return nil
 	}
 	h.mu.Lock()
-	held := h.held
-	h.mu.Unlock()
-	if !held {
+	defer h.mu.Unlock()
+	if !h.held {
 		return nil
 	}
-	return h.set(true)
+	return h.setLocked(true)
 }
 
 // isHeld reports whether the lock is held.
@@ -222,7 +226,8 @@ func (h *checkpointHold) close() error {
 	return nil
 }
 
-// settled reads the wal-index header.
+// settled reports whether the wal-index header is settled (see
+// wal.IndexHeaderSettled).
 func (h *checkpointHold) settled() bool {
 	n, err := unix.Pread(h.shm.fd, h.buf[:], 0)
 	return err == nil && n == len(h.buf) && wal.IndexHeaderSettled(h.buf[:])
