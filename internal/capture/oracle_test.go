@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -32,6 +33,9 @@ type writerRun struct {
 	samples  []int
 	resume   bool
 	appCkpts bool
+	// completed, when set, gets the application's checkpoints that
+	// completed, by mode.
+	completed map[string]int
 }
 
 // run runs the writer child to the end and returns the hashes it
@@ -80,6 +84,9 @@ func (w writerRun) run(t *testing.T) map[int]string {
 	}
 	if w.appCkpts {
 		t.Logf("application checkpoints that completed, by mode: %v", ckpts)
+		if w.completed != nil {
+			maps.Copy(w.completed, ckpts)
+		}
 	}
 	return hashes
 }
