@@ -287,7 +287,8 @@ func (r *Replicator) truncate(ctx context.Context, fileFrames int64) error {
 // passive runs a PASSIVE checkpoint, trying again for up to the busy
 // timeout while another connection's checkpoint is running: PASSIVE never
 // waits by itself, and an application whose log ferry keeps long runs its
-// automatic checkpoint after nearly every commit.
+// automatic checkpoint after nearly every commit (once ferry lets its
+// checkpoint hold go for its own, or where it has none).
 func (r *Replicator) passive(ctx context.Context) (ckptResult, error) {
 	deadline := time.Now().Add(r.o.CheckpointBusyTimeout)
 	for {
@@ -352,8 +353,8 @@ func (r *Replicator) restartFrames() int64 { return 6 * int64(r.o.TruncatePages)
 // moves on within a fraction of a millisecond. What comes after the lock
 // is taken the application's commits wait for. restartWithin bounds how
 // long ferry tries again while another connection's checkpoint (the
-// application's automatic one, after nearly every commit of a long log)
-// keeps it from starting, which SQLite reports at once; restartRetryPause
+// application's automatic one, after nearly every commit of a long log,
+// in the moment ferry's checkpoint hold is let go) keeps it from starting, which SQLite reports at once; restartRetryPause
 // is how often.
 const (
 	restartWait       = 4 * time.Millisecond
