@@ -114,6 +114,13 @@ type Replicator struct {
 // in WAL mode, to every replica URL. It returns once replication runs;
 // problems an operator must fix (a missing database, a missing bucket,
 // refused credentials) are returned here.
+//
+// While the application commits, the replicator holds SQLite's checkpoint
+// lock, so that the application's automatic checkpoints give up at once;
+// it checkpoints instead. For that it keeps one descriptor of the
+// database's -shm file open for the life of the process (until the file
+// is removed): closing it would drop every POSIX lock the process holds on
+// the file, those of the program's own connections too.
 func Replicate(ctx context.Context, dbPath string, replicaURLs []string, o Options) (*Replicator, error) {
 	if len(replicaURLs) == 0 {
 		return nil, errors.New("ferry: no replica URL")
