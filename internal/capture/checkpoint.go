@@ -354,8 +354,8 @@ func (r *Replicator) restartFrames() int64 { return 6 * int64(r.o.TruncatePages)
 // is taken the application's commits wait for. restartWithin bounds how
 // long ferry tries again while another connection's checkpoint (the
 // application's automatic one, after nearly every commit of a long log,
-// in the moment ferry's checkpoint hold is let go) keeps it from starting, which SQLite reports at once; restartRetryPause
-// is how often.
+// in the moment ferry's checkpoint hold is let go) keeps it from
+// starting, which SQLite reports at once; restartRetryPause is how often.
 const (
 	restartWait       = 4 * time.Millisecond
 	restartWithin     = 5 * time.Millisecond
