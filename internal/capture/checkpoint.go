@@ -355,10 +355,12 @@ func (r *Replicator) restartFrames() int64 { return 6 * int64(r.o.TruncatePages)
 // long ferry tries again while another connection's checkpoint (the
 // application's automatic one, after nearly every commit of a long log,
 // in the moment ferry's checkpoint hold is let go) keeps it from
-// starting, which SQLite reports at once; restartRetryPause is how often.
+// starting, which SQLite reports at once: long enough to outlast such a
+// checkpoint's copy and syncs, which ferry waits out holding nothing the
+// commits wait for. restartRetryPause is how often it tries.
 const (
 	restartWait       = 4 * time.Millisecond
-	restartWithin     = 5 * time.Millisecond
+	restartWithin     = 20 * time.Millisecond
 	restartRetryPause = 100 * time.Microsecond
 )
 
@@ -402,7 +404,12 @@ func (r *Replicator) checkpointRestart(ctx context.Context) error {
 	defer r.sql.mayLock(false)
 	var refreshes int
 	var rerr error
-	pause := time.NewTimer(0)
+	// The first refresh waits a pause too: the checkpoint lets ferry's
+	// checkpoint hold go before it starts (see checkpointHold), and an
+	// application checkpoint that takes the lock in that moment copies
+	// up to ferry's read mark, in the application's commit; left where
+	// it was, the mark leaves it little to copy.
+	pause := time.NewTimer(refreshPause)
 	defer pause.Stop()
 	for {
 		select {
