@@ -88,7 +88,7 @@ func TestCheckpointHoldKeepsOtherCheckpointsOut(t *testing.T) {
 // connection, which needs the checkpoint lock: the hold is not taken
 // then, and a held one is let go at the next recheck.
 func TestCheckpointHoldLetsRecoveryIn(t *testing.T) {
-	path, app := logged(t)
+	path, _ := logged(t) // the application's connection stays open till the end
 	h := openCheckpointHold(path, false)
 	if h == nil {
 		t.Fatal("no checkpoint hold")
@@ -138,7 +138,6 @@ func TestCheckpointHoldLetsRecoveryIn(t *testing.T) {
 	if err := h.set(true); err != nil || !h.isHeld() {
 		t.Fatalf("hold not taken again once the header settled: %v", err)
 	}
-	_ = app
 }
 
 // TestCheckpointHoldKeepsTheProcesssLocks: ending a hold must not close
