@@ -21,9 +21,10 @@ import (
 // Pages are copied out of the log as soon as a transaction is seen rather
 // than kept as references: a reference is only good while its log
 // generation lives, and the segment writer needs the batch's whole txid
-// range before the first byte. The files are scratch: they are not
-// fsynced, and a restart captures their transactions again from the saved
-// position.
+// range before the first byte. A batch holds them in memory while the
+// process's bound allows (see batchmem.go) and spills to its file past
+// that. The files are scratch: they are not fsynced, and a restart
+// captures their transactions again from the saved position.
 const batchName = "capture-batch"
 
 // aheadName is the file, in the spool directory, that the change set of
@@ -57,8 +58,7 @@ type batch struct {
 	name     string
 	maxBytes int64
 	f        *os.File
-	w        *heldWriter
-	size     int64 // bytes written, buffered ones included
+	data     *batchData
 	pageSize int
 	first    uint64
 	last     uint64
@@ -80,13 +80,16 @@ type batch struct {
 	seg    *os.File
 	segLen int64
 
-	// The buffers encode reads the file and a flight writes the change
-	// set through, kept for the next change set: a capture under load
+	// The buffers encode reads a spilled batch and a flight writes the
+	// change set through, kept for the next change set: a capture under load
 	// writes several a second, and each would otherwise allocate (and
 	// clear) half a MiB.
-	rd      *bufio.Reader
-	wr      *bufio.Writer
-	pageBuf []byte
+	rd *bufio.Reader
+	wr *bufio.Writer
+
+	// straddle holds a record that lies across two chunks of memory
+	// while it is encoded.
+	straddle []byte
 }
 
 // flight is a sealed batch whose change set is being written.
@@ -95,19 +98,25 @@ type flight struct {
 	done chan struct{} // closed once b.seg is set, or the writing failed
 }
 
-func openBatch(spoolDir string, maxBytes int64) (*batch, error) {
+// openBatch opens the capture batch in spoolDir, which holds in memory
+// what mem lets it.
+func openBatch(spoolDir string, maxBytes int64, mem *memoryBudget) (*batch, error) {
 	if maxBytes <= 0 {
 		maxBytes = defaultBatchBytes
 	}
-	return newBatch(spoolDir, batchName, maxBytes)
+	return newBatch(spoolDir, batchName, maxBytes, mem)
 }
 
-func newBatch(dir, name string, maxBytes int64) (*batch, error) {
+func newBatch(dir, name string, maxBytes int64, mem *memoryBudget) (*batch, error) {
 	f, err := os.OpenFile(filepath.Join(dir, name), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("open capture batch: %w", err)
 	}
-	return &batch{dir: dir, name: name, maxBytes: maxBytes, f: f, w: &heldWriter{f: f, limit: 256 << 10}}, nil
+	// A batch is full once past maxBytes, with the transaction that took
+	// it there; a little over it stays in memory, a huge transaction
+	// spills.
+	data := newBatchData(f, mem, maxBytes+maxBytes/8)
+	return &batch{dir: dir, name: name, maxBytes: maxBytes, f: f, data: data}, nil
 }
 
 // empty reports whether the batch holds no transaction, and none is in
@@ -115,38 +124,14 @@ func newBatch(dir, name string, maxBytes int64) (*batch, error) {
 func (b *batch) empty() bool { return b.txns == 0 && b.ahead == nil }
 
 // full reports whether the batch should be shipped without waiting.
-func (b *batch) full() bool { return b.size >= b.maxBytes || b.txns >= maxBatchTxns }
+func (b *batch) full() bool { return b.data.size >= b.maxBytes || b.txns >= maxBatchTxns }
 
 // mark returns a point to roll back to if a transaction cannot be read
 // whole.
-func (b *batch) mark() int64 { return b.size }
+func (b *batch) mark() int64 { return b.data.size }
 
 // rollback forgets everything written after mark.
-func (b *batch) rollback(mark int64) error {
-	if mark >= b.w.flushed {
-		// What goes is all still in memory: no write is needed, so a
-		// disk without room cannot make a rollback fail.
-		b.w.buf = b.w.buf[:mark-b.w.flushed]
-		b.size = mark
-		return nil
-	}
-	b.w.buf = b.w.buf[:0]
-	// Bytes past the batch's size are never read, so the file is only
-	// cut back when it grew well past a batch: a file kept at its size is
-	// written over in place, without the kernel freeing and allocating
-	// its pages again for every batch.
-	if b.w.end > 2*b.maxBytes {
-		if err := b.f.Truncate(mark); err != nil {
-			return err
-		}
-		b.w.end = mark
-	}
-	if _, err := b.f.Seek(mark, io.SeekStart); err != nil {
-		return err
-	}
-	b.w.flushed, b.size = mark, mark
-	return nil
-}
+func (b *batch) rollback(mark int64) error { return b.data.rollback(mark, 2*b.maxBytes) }
 
 // begin starts transaction txid, which has npages pages. The batch takes
 // the page size of its first transaction; the capture ships a batch before
@@ -181,43 +166,7 @@ func (b *batch) commit(txid uint64) {
 	b.txns++
 }
 
-func (b *batch) write(p []byte) error {
-	n, err := b.w.Write(p)
-	b.size += int64(n)
-	if err != nil {
-		return fmt.Errorf("write capture batch: %w", err)
-	}
-	return nil
-}
-
-// heldWriter buffers the batch file's writes. Unlike bufio.Writer, whose
-// first error sticks for good, it keeps whatever a failed write could not
-// put on disk and tries again at the next flush: a spool disk that was
-// full and has room again must not leave the batch failing forever.
-type heldWriter struct {
-	f       *os.File
-	limit   int
-	buf     []byte
-	flushed int64 // bytes of the batch in the file
-	end     int64 // the file's size
-}
-
-func (w *heldWriter) Write(p []byte) (int, error) {
-	w.buf = append(w.buf, p...)
-	if len(w.buf) >= w.limit {
-		return len(p), w.Flush()
-	}
-	return len(p), nil
-}
-
-// Flush writes what is held; on failure what was not written stays held.
-func (w *heldWriter) Flush() error {
-	n, err := w.f.Write(w.buf)
-	w.flushed += int64(n)
-	w.end = max(w.end, w.flushed)
-	w.buf = w.buf[:copy(w.buf, w.buf[n:])]
-	return err
-}
+func (b *batch) write(p []byte) error { return b.data.write(p) }
 
 // reset empties the batch, and gives up the one in flight ahead of it.
 func (b *batch) reset() error {
@@ -235,16 +184,16 @@ func (b *batch) reset() error {
 	}
 	b.sealed, b.end = false, point{}
 	b.txns, b.first, b.last = 0, 0, 0
-	return errors.Join(append(errs, b.rollback(0))...)
+	used := b.data.size
+	err := b.rollback(0)
+	b.data.emptied(used)
+	return errors.Join(append(errs, err)...)
 }
 
 // seal hands the batch over to a flight that writes its change set, and
 // returns the batch that captures on after it; end is where the capture
 // stands. The batch must be full, and none in flight.
 func (b *batch) seal(end point) (*batch, error) {
-	if err := b.w.Flush(); err != nil {
-		return nil, fmt.Errorf("write capture batch: %w", err)
-	}
 	next := b.spare
 	if next == nil {
 		name := batchName
@@ -252,7 +201,7 @@ func (b *batch) seal(end point) (*batch, error) {
 			name = batchName + "-2"
 		}
 		var err error
-		if next, err = newBatch(b.dir, name, b.maxBytes); err != nil {
+		if next, err = newBatch(b.dir, name, b.maxBytes, b.data.mem); err != nil {
 			return nil, err
 		}
 	}
@@ -305,41 +254,31 @@ func (b *batch) writeSegment(w io.Writer) error {
 		_, err := io.Copy(w, io.LimitReader(b.seg, b.segLen))
 		return err
 	}
-	if err := b.w.Flush(); err != nil {
-		return fmt.Errorf("write capture batch: %w", err)
-	}
 	return b.encode(w)
 }
 
-// encode writes the batch, all of it in the file, to w as one segment.
+// encode writes the batch to w as one segment.
 func (b *batch) encode(w io.Writer) error {
-	src := io.NewSectionReader(b.f, 0, b.size)
-	if b.rd == nil {
-		b.rd = bufio.NewReaderSize(src, 256<<10)
-	}
-	r := b.rd
-	r.Reset(src)
-	defer r.Reset(nil)
+	records, done := b.records()
+	defer done()
 	sw, err := segment.NewWriter(w, segment.Header{PageSize: b.pageSize, First: b.first, Last: b.last})
 	if err != nil {
 		return err
 	}
-	var h [txnHeaderSize]byte
-	if len(b.pageBuf) != 4+b.pageSize {
-		b.pageBuf = make([]byte, 4+b.pageSize)
-	}
-	page := b.pageBuf
 	for range b.txns {
-		if _, err := io.ReadFull(r, h[:]); err != nil {
+		h, err := records(txnHeaderSize)
+		if err != nil {
 			return fmt.Errorf("read capture batch: %w", err)
 		}
 		txid := binary.LittleEndian.Uint64(h[0:])
 		at := time.Unix(0, int64(binary.LittleEndian.Uint64(h[8:])))
+		npages := binary.LittleEndian.Uint32(h[20:])
 		if err := sw.Begin(txid, at, binary.LittleEndian.Uint32(h[16:])); err != nil {
 			return err
 		}
-		for range binary.LittleEndian.Uint32(h[20:]) {
-			if _, err := io.ReadFull(r, page); err != nil {
+		for range npages {
+			page, err := records(4 + b.pageSize)
+			if err != nil {
 				return fmt.Errorf("read capture batch: %w", err)
 			}
 			if err := sw.Page(binary.LittleEndian.Uint32(page), page[4:]); err != nil {
@@ -353,6 +292,35 @@ func (b *batch) encode(w io.Writer) error {
 	return sw.Close()
 }
 
+// records returns a function that reads the batch's next n bytes in
+// place: the slice it returns is good until its next call. A batch held
+// in memory is read where it lies, without a copy; one that spilled is
+// read through a buffer. done ends the reading.
+func (b *batch) records() (next func(n int) ([]byte, error), done func()) {
+	if !b.data.spilled {
+		if len(b.straddle) < 4+b.pageSize {
+			b.straddle = make([]byte, 4+b.pageSize)
+		}
+		return b.data.memRecords(b.straddle), func() {}
+	}
+	if b.rd == nil {
+		b.rd = bufio.NewReaderSize(nil, spillChunk)
+	}
+	r := b.rd
+	r.Reset(b.data.reader())
+	return func(n int) ([]byte, error) {
+		p, err := r.Peek(n)
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		if err != nil {
+			return nil, err
+		}
+		r.Discard(n)
+		return p, nil
+	}, func() { r.Reset(nil) }
+}
+
 // absorb appends the transactions of next, the batch after b, to b: a
 // batch in flight whose change set could not be spooled takes the one
 // captured after it back, so that the two go out as one change set, in
@@ -363,15 +331,11 @@ func (b *batch) absorb(next *batch) error {
 		return fmt.Errorf("capture batch: txids %d..%d with %d-byte pages after txid %d with %d-byte pages", next.first, next.last, next.pageSize, b.last, b.pageSize)
 	}
 	mark := b.mark()
-	// What next holds is in its file and, what could not be written
-	// there, in its held buffer; b's file takes it, and what b's cannot
-	// take stays held in memory (see heldWriter).
-	if _, err := io.Copy(writerFunc(b.w.Write), io.NewSectionReader(next.f, 0, next.w.flushed)); err != nil {
+	// What b cannot write to its file it holds (see batchData).
+	if _, err := io.Copy(writerFunc(b.data.write), next.data.reader()); err != nil {
 		b.rollback(mark)
 		return fmt.Errorf("read capture batch: %w", err)
 	}
-	b.w.Write(next.w.buf)
-	b.size += next.size
 	if next.txns > 0 {
 		if b.txns == 0 {
 			b.first, b.pageSize, b.opened = next.first, next.pageSize, next.opened
@@ -391,9 +355,9 @@ func (b *batch) absorb(next *batch) error {
 	return nil
 }
 
-// writerFunc is a writer that never fails: heldWriter keeps what it
-// could not write and tries again at its next flush.
-type writerFunc func([]byte) (int, error)
+// writerFunc is a writer that never fails: batchData holds what it could
+// not write and tries again at its next flush.
+type writerFunc func([]byte) error
 
 func (f writerFunc) Write(p []byte) (int, error) {
 	f(p)
@@ -416,6 +380,7 @@ func (b *batch) close() error {
 		os.Remove(b.seg.Name())
 		b.seg = nil
 	}
+	b.data.free()
 	errs = append(errs, b.f.Close())
 	os.Remove(b.f.Name())
 	return errors.Join(errs...)

@@ -205,7 +205,7 @@ func Open(ctx context.Context, o Options) (*Replicator, error) {
 		// every one would overflow it.
 		batchBytes = min(defaultBatchBytes, o.MaxSpoolBytes/4)
 	}
-	if r.batch, err = openBatch(o.SpoolDir, batchBytes); err != nil {
+	if r.batch, err = openBatch(o.SpoolDir, batchBytes, batchMemory); err != nil {
 		return fail(fmt.Errorf("capture %s: %w", o.DBPath, err))
 	}
 	r.progress = newProgress(r.urls, o.Log)

@@ -19,15 +19,25 @@ import (
 
 // TestBatchRoundTrip checks that any sequence of transactions written to
 // a batch, with rollbacks of half-written ones in between, comes out of
-// writeSegment as exactly the committed ones.
+// writeSegment as exactly the committed ones, whether the batch held them
+// in memory, in its file, or partly in each.
 func TestBatchRoundTrip(t *testing.T) {
 	rapid.Check(t, func(rt *rapid.T) {
 		dir := t.TempDir()
-		b, err := openBatch(dir, 0)
+		// Small bounds make a batch spill to its file from the start, part
+		// way, or for a transaction past the most it holds in memory.
+		mem := newMemoryBudget(rapid.Int64Range(0, 256<<10).Draw(rt, "memory"))
+		b, err := openBatch(dir, rapid.SampledFrom([]int64{0, 8 << 10, 64 << 10}).Draw(rt, "maxBytes"), mem)
 		if err != nil {
 			rt.Fatal(err)
 		}
-		defer b.close()
+		useSmallChunks(rt, b)
+		defer func() {
+			b.close()
+			if n := mem.inUse(); n != 0 {
+				rt.Fatalf("a closed batch still holds %d bytes of memory", n)
+			}
+		}()
 		ps := rapid.SampledFrom([]int{512, 1024, 4096}).Draw(rt, "pageSize")
 		type page struct {
 			pgno uint32
