@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+
+	"golang.org/x/sys/unix"
 )
 
 // batchData holds the bytes of a batch: in memory, in chunks of
@@ -17,7 +19,10 @@ import (
 // Chunks rather than one buffer that doubles: a chunk is taken without
 // copying what is held, so a batch grows at the same cost at any size
 // (the capture may read into it while it holds SQLite's writer lock), and
-// a batch that is emptied keeps its chunks for the next.
+// a batch that is emptied keeps its chunks for the next. They are mapped
+// from the kernel, outside the Go heap: on the heap, tens of MiB that stay
+// live would have the garbage collector let the heap grow by as much
+// again before it collects, doubling what the batches cost in memory.
 //
 // The file part keeps whatever a failed write could not put on disk and
 // tries again at the next flush, unlike bufio.Writer, whose first error
@@ -83,7 +88,12 @@ func (d *batchData) hold(n int64) bool {
 		if !d.mem.reserve(d.chunk) {
 			return false
 		}
-		d.chunks = append(d.chunks, make([]byte, d.chunk))
+		c, err := unix.Mmap(-1, 0, int(d.chunk), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+		if err != nil {
+			d.mem.release(d.chunk)
+			return false
+		}
+		d.chunks = append(d.chunks, c)
 	}
 	return true
 }
@@ -176,8 +186,10 @@ func (d *batchData) emptied(used int64) {
 
 // free gives the chunks back.
 func (d *batchData) free() {
-	if len(d.chunks) > 0 {
-		d.mem.release(int64(len(d.chunks)) * d.chunk)
+	for _, c := range d.chunks {
+		// Nothing to do about a failure: the mapping stays, unused.
+		_ = unix.Munmap(c)
+		d.mem.release(d.chunk)
 	}
 	d.chunks = nil
 }
