@@ -9,9 +9,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// batchData holds the bytes of a batch: in memory, in chunks of
-// batchChunk bytes, while the process's bound on batch memory grants them
-// (see batchmem.go); past that, in the batch's file. A batch that could
+// batchData holds the bytes of a batch: in memory, in chunks, while the
+// process's bound on batch memory grants them (see batchmem.go); past that, in the batch's file. A batch that could
 // not get a chunk spills: what it held in memory is written to the file,
 // and the rest of the batch follows it there, buffered spillChunk at a
 // time, until the batch is emptied and may use memory again.
@@ -19,7 +18,10 @@ import (
 // Chunks rather than one buffer that doubles: a chunk is taken without
 // copying what is held, so a batch grows at the same cost at any size
 // (the capture may read into it while it holds SQLite's writer lock), and
-// a batch that is emptied keeps its chunks for the next. They are mapped
+// a batch that is emptied keeps its chunks for the next. The first chunk
+// is small and each next one twice the last, up to batchChunk, so that a
+// database that commits a few pages a second holds a few pages' worth,
+// not a full chunk, in a fleet of thousands. They are mapped
 // from the kernel, outside the Go heap: on the heap, tens of MiB that stay
 // live would have the garbage collector let the heap grow by as much
 // again before it collects, doubling what the batches cost in memory.
@@ -34,11 +36,16 @@ type batchData struct {
 	most int64 // the most bytes held in memory
 	size int64 // bytes of the batch
 
-	// In memory: bytes [0, size) in chunks, each chunk bytes long (tests
-	// make them small); more chunks than that may be kept for the next
-	// batch.
+	// In memory: bytes [0, size) in chunks, in order; the first is first
+	// bytes long, each next one twice the last, up to chunk (tests make
+	// them small). More chunks than the batch fills may be kept for the
+	// next. wchunk and wat are where byte size goes.
 	chunks  [][]byte
+	held    int64 // the chunks' bytes
+	first   int64
 	chunk   int64
+	wchunk  int
+	wat     int64
 	spilled bool
 
 	// Spilled: bytes [0, flushed) in the file, [flushed, size) in buf.
@@ -48,14 +55,17 @@ type batchData struct {
 	end     int64 // the file's size
 }
 
-// batchChunk is the size of a batch's chunks of memory.
-const batchChunk = 1 << 20
+// The sizes of a batch's chunks of memory: the first, and the largest.
+const (
+	firstBatchChunk = 64 << 10
+	batchChunk      = 1 << 20
+)
 
 // spillChunk is how much a batch that spilled buffers between writes.
 const spillChunk = 256 << 10
 
 func newBatchData(f *os.File, mem *memoryBudget, most int64) *batchData {
-	return &batchData{f: f, mem: mem, most: most, chunk: batchChunk, limit: spillChunk}
+	return &batchData{f: f, mem: mem, most: most, first: firstBatchChunk, chunk: batchChunk, limit: spillChunk}
 }
 
 // write appends p to the batch. An error means that part of the batch
@@ -84,16 +94,18 @@ func (d *batchData) hold(n int64) bool {
 	if d.mem == nil || n > d.most {
 		return false
 	}
-	for int64(len(d.chunks))*d.chunk < n {
-		if !d.mem.reserve(d.chunk) {
+	for d.held < n {
+		size := min(d.first<<min(len(d.chunks), 30), d.chunk)
+		if !d.mem.reserve(size) {
 			return false
 		}
-		c, err := unix.Mmap(-1, 0, int(d.chunk), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+		c, err := unix.Mmap(-1, 0, int(size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
 		if err != nil {
-			d.mem.release(d.chunk)
+			d.mem.release(size)
 			return false
 		}
 		d.chunks = append(d.chunks, c)
+		d.held += size
 	}
 	return true
 }
@@ -101,10 +113,37 @@ func (d *batchData) hold(n int64) bool {
 // copyIn copies p into the chunks, which hold room for it.
 func (d *batchData) copyIn(p []byte) {
 	for len(p) > 0 {
-		n := copy(d.chunks[d.size/d.chunk][d.size%d.chunk:], p)
+		if d.wat == int64(len(d.chunks[d.wchunk])) {
+			d.wchunk, d.wat = d.wchunk+1, 0
+		}
+		n := copy(d.chunks[d.wchunk][d.wat:], p)
 		p = p[n:]
+		d.wat += int64(n)
 		d.size += int64(n)
 	}
+}
+
+// locate returns the chunk that holds byte off, and where in it; for an
+// offset at a chunk's end, that chunk and its length.
+func (d *batchData) locate(off int64) (int, int64) {
+	for i, c := range d.chunks {
+		if off <= int64(len(c)) {
+			return i, off
+		}
+		off -= int64(len(c))
+	}
+	return 0, 0 // no chunk: off is 0
+}
+
+// inMemory returns the chunks' slices that hold the batch.
+func (d *batchData) inMemory() [][]byte {
+	var out [][]byte
+	for i, left := 0, d.size; left > 0; i++ {
+		c := d.chunks[i][:min(left, int64(len(d.chunks[i])))]
+		out = append(out, c)
+		left -= int64(len(c))
+	}
+	return out
 }
 
 // spill writes what the chunks hold to the file, which holds the rest of
@@ -112,8 +151,7 @@ func (d *batchData) copyIn(p []byte) {
 func (d *batchData) spill() error {
 	d.spilled, d.flushed, d.buf = true, 0, d.buf[:0]
 	var err error
-	for i := int64(0); i*d.chunk < d.size; i++ {
-		c := d.chunks[i][:min(d.size-i*d.chunk, d.chunk)]
+	for _, c := range d.inMemory() {
 		if err == nil {
 			var n int
 			n, err = d.f.WriteAt(c, d.flushed)
@@ -148,6 +186,7 @@ func (d *batchData) rollback(mark, cutAt int64) error {
 	switch {
 	case !d.spilled:
 		d.size = mark
+		d.wchunk, d.wat = d.locate(mark)
 		return nil
 	case mark >= d.flushed:
 		// What goes is all still in memory: no write is needed, so a
@@ -169,7 +208,7 @@ func (d *batchData) rollback(mark, cutAt int64) error {
 	}
 	d.flushed, d.size = mark, mark
 	if mark == 0 {
-		d.spilled = false
+		d.spilled, d.wchunk, d.wat = false, 0, 0
 	}
 	return nil
 }
@@ -179,7 +218,7 @@ func (d *batchData) rollback(mark, cutAt int64) error {
 // database that wrote a large batch once and little since does not keep
 // the memory from others.
 func (d *batchData) emptied(used int64) {
-	if len(d.chunks) > 1 && int64(len(d.chunks))*d.chunk > 4*used {
+	if len(d.chunks) > 1 && d.held > 4*used {
 		d.free()
 	}
 }
@@ -189,49 +228,52 @@ func (d *batchData) free() {
 	for _, c := range d.chunks {
 		// Nothing to do about a failure: the mapping stays, unused.
 		_ = unix.Munmap(c)
-		d.mem.release(d.chunk)
 	}
-	d.chunks = nil
-}
-
-// memReader reads the bytes the chunks hold.
-func (d *batchData) memReader() io.Reader {
-	readers := make([]io.Reader, 0, len(d.chunks))
-	for left, i := d.size, 0; left > 0; i++ {
-		n := min(left, d.chunk)
-		readers = append(readers, bytes.NewReader(d.chunks[i][:n]))
-		left -= n
+	if d.held > 0 {
+		d.mem.release(d.held)
 	}
-	return io.MultiReader(readers...)
+	d.chunks, d.held, d.wchunk, d.wat = nil, 0, 0, 0
 }
 
 // reader reads the whole batch.
 func (d *batchData) reader() io.Reader {
+	var rs []io.Reader
 	if !d.spilled {
-		return d.memReader()
+		for _, c := range d.inMemory() {
+			rs = append(rs, bytes.NewReader(c))
+		}
+	} else {
+		rs = append(rs, io.NewSectionReader(d.f, 0, d.flushed), bytes.NewReader(d.buf))
 	}
-	return io.MultiReader(io.NewSectionReader(d.f, 0, d.flushed), bytes.NewReader(d.buf))
+	return io.MultiReader(rs...)
 }
 
 // memRecords returns a function that reads the next n bytes of a batch
 // held in memory: in place where they lie in one chunk, else copied into
 // scratch, which must hold n bytes.
 func (d *batchData) memRecords(scratch []byte) func(n int) ([]byte, error) {
-	var off int64
+	var off, at int64
+	var i int
 	return func(n int) ([]byte, error) {
 		if off+int64(n) > d.size {
 			return nil, io.ErrUnexpectedEOF
 		}
-		if at := off % d.chunk; at+int64(n) <= d.chunk {
-			p := d.chunks[off/d.chunk][at : at+int64(n)]
-			off += int64(n)
-			return p, nil
+		off += int64(n)
+		if at == int64(len(d.chunks[i])) {
+			i, at = i+1, 0
+		}
+		if c := d.chunks[i]; at+int64(n) <= int64(len(c)) {
+			at += int64(n)
+			return c[at-int64(n) : at], nil
 		}
 		p := scratch[:n]
 		for k := 0; k < n; {
-			m := copy(p[k:], d.chunks[off/d.chunk][off%d.chunk:])
+			if at == int64(len(d.chunks[i])) {
+				i, at = i+1, 0
+			}
+			m := copy(p[k:], d.chunks[i][at:])
 			k += m
-			off += int64(m)
+			at += int64(m)
 		}
 		return p, nil
 	}

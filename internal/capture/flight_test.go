@@ -89,7 +89,8 @@ func TestBatchFlight(t *testing.T) {
 // chunks and writes.
 func useSmallChunks(t *rapid.T, b *batch) {
 	b.data.free()
-	b.data.chunk = rapid.Int64Range(1, 8<<10).Draw(t, "chunk")
+	b.data.first = rapid.Int64Range(1, 4<<10).Draw(t, "firstChunk")
+	b.data.chunk = rapid.Int64Range(b.data.first, 8<<10).Draw(t, "chunk")
 	b.data.limit = rapid.IntRange(1, 8<<10).Draw(t, "spillChunk")
 }
 
