@@ -229,7 +229,7 @@ func (r *Replicator) checkpointLocked(ctx context.Context) error {
 		return r.checkpointRestart(ctx)
 	}
 	if err != nil || !locked {
-		r.o.Log.Debug("checkpoint with the writer lock skipped: the lock stayed busy", "err", err)
+		r.o.Log.Debug("checkpoint with the writer lock skipped: the lock stayed busy", "tries", r.sql.lockTries, "err", err)
 		return err
 	}
 	start := time.Now()
@@ -238,7 +238,7 @@ func (r *Replicator) checkpointLocked(ctx context.Context) error {
 	if uerr := r.sql.unlockWriters(); err == nil {
 		err = uerr
 	}
-	r.o.Log.Debug("checkpoint with the writer lock", "complete", res.complete(), "held", time.Since(start),
+	r.o.Log.Debug("checkpoint with the writer lock", "tries", r.sql.lockTries, "complete", res.complete(), "held", time.Since(start),
 		"read", t.read, "copy", t.copy, "reread", t.reread, "copied", res.moved)
 	return err
 }

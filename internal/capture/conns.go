@@ -48,6 +48,12 @@ type sqliteConns struct {
 	// hold keeps the application's own checkpoints out while the
 	// capture asks it to (see checkpointHold); nil when none could be had.
 	hold *checkpointHold
+
+	// lockWait is how long lockWriters asks for the writer lock (see
+	// the constant), and lockTries how many times it last asked, for the
+	// debug log.
+	lockWait  time.Duration
+	lockTries int
 }
 
 // lockWait is the most ferry waits for SQLite's writer lock. It holds
@@ -62,10 +68,16 @@ type sqliteConns struct {
 // more often than not, and each loss let the log run on for another
 // longLogCheckpointEvery, until it took a RESTART checkpoint (which holds
 // the commits longer) to restart it. A try that fails costs about ten
-// microseconds and holds nothing; between tries the capture yields.
+// microseconds and holds nothing. For the first lockSpin the capture
+// yields between tries rather than sleeping (time.Sleep of 50 us slept
+// about 0.7 ms on a busy machine, the runtime's timers being that coarse
+// there); then it sleeps, so that a lock held for long, by an
+// application's long write transaction, costs ferry at most lockSpin of
+// CPU per attempt.
 const (
 	lockWait       = 3 * time.Millisecond
 	lockRetryPause = 50 * time.Microsecond
+	lockSpin       = time.Millisecond
 )
 
 // sqliteURI turns a path into a SQLite URI filename, escaping what SQLite
@@ -83,7 +95,7 @@ func sqliteURI(path string, params ...string) string {
 // connection is opened only once that is known: opening one on a database
 // with a hot rollback journal would roll it back, a write.
 func openConns(ctx context.Context, path string, busy time.Duration, alone bool) (*sqliteConns, error) {
-	c := &sqliteConns{cur: -1, busy: busy}
+	c := &sqliteConns{cur: -1, busy: busy, lockWait: min(lockWait, busy)}
 	var err error
 	// A reader waits longer than a checkpoint: taking a read mark only
 	// contends with other connections' brief lock operations.
@@ -231,8 +243,11 @@ func (c *sqliteConns) lockWriters(ctx context.Context) (bool, error) {
 	if beginImmediateLoses.Load() {
 		return false, nil
 	}
-	deadline := time.Now().Add(min(lockWait, c.busy))
+	start := time.Now()
+	deadline := start.Add(c.lockWait)
+	c.lockTries = 0
 	for {
+		c.lockTries++
 		_, err := c.lock.ExecContext(ctx, "BEGIN IMMEDIATE")
 		if err == nil {
 			c.locked = true
@@ -244,8 +259,10 @@ func (c *sqliteConns) lockWriters(ctx context.Context) (bool, error) {
 		if time.Now().After(deadline) {
 			return false, nil
 		}
-		// time.Sleep would sleep a millisecond or more on a busy
-		// machine, the runtime's timers being that coarse there.
+		if time.Since(start) >= lockSpin {
+			time.Sleep(lockRetryPause)
+			continue
+		}
 		for t := time.Now(); time.Since(t) < lockRetryPause; {
 			runtime.Gosched()
 		}
