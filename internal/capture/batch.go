@@ -87,7 +87,7 @@ type batch struct {
 	rd *bufio.Reader
 	wr *bufio.Writer
 
-	// straddle holds a record that lies across two chunks of memory
+	// straddle holds a record that lies across chunks of memory
 	// while it is encoded.
 	straddle []byte
 }

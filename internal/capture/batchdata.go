@@ -10,10 +10,11 @@ import (
 )
 
 // batchData holds the bytes of a batch: in memory, in chunks, while the
-// process's bound on batch memory grants them (see batchmem.go); past that, in the batch's file. A batch that could
-// not get a chunk spills: what it held in memory is written to the file,
-// and the rest of the batch follows it there, buffered spillChunk at a
-// time, until the batch is emptied and may use memory again.
+// process's bound on batch memory grants them (see batchmem.go); past
+// that, in the batch's file. A batch that could not get a chunk spills:
+// what it held in memory is written to the file, and the rest of the
+// batch follows it there, buffered spillChunk at a time, until the batch
+// is emptied and may use memory again.
 //
 // Chunks rather than one buffer that doubles: a chunk is taken without
 // copying what is held, so a batch grows at the same cost at any size
@@ -21,10 +22,10 @@ import (
 // a batch that is emptied keeps its chunks for the next. The first chunk
 // is small and each next one twice the last, up to batchChunk, so that a
 // database that commits a few pages a second holds a few pages' worth,
-// not a full chunk, in a fleet of thousands. They are mapped
-// from the kernel, outside the Go heap: on the heap, tens of MiB that stay
-// live would have the garbage collector let the heap grow by as much
-// again before it collects, doubling what the batches cost in memory.
+// not a full chunk, in a fleet of thousands. They are mapped from the
+// kernel, outside the Go heap: on the heap, tens of MiB that stay live
+// would have the garbage collector let the heap grow by as much again
+// before it collects, doubling what the batches cost in memory.
 //
 // The file part keeps whatever a failed write could not put on disk and
 // tries again at the next flush, unlike bufio.Writer, whose first error
