@@ -2,12 +2,15 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/ferrydb/ferry/internal/objstore"
@@ -82,27 +85,57 @@ func (p *pusher) push(ctx context.Context, wait bool) error {
 	return p.ship(ctx, sp)
 }
 
+// bundleFileMax is the largest file a push spools in a bundle
+// (uploader.Job.Files) rather than as an entry of its own. A bundle holds
+// the files of one batch up to uploader.MaxBundleBytes: one spool entry,
+// with one directory, two files and three renames, where a file alone
+// costs as much. A larger file costs more to copy than to spool alone.
+const bundleFileMax = 64 << 10
+
 // spoolFiles spools p.files in batches, telling committed of each batch
-// once it is durable, and returns how many files it spooled. With room,
-// it waits on it before starting each batch. On an error the files of
-// the batches committed before it stay queued.
-func (p *pusher) spoolFiles(ctx context.Context, sp *spool.Spool, committed func([]spool.ID, []pushFile), room func(context.Context) error) (int, error) {
+// once it is durable (each entry's ID with the files it holds), and
+// returns how many files it spooled. With room, it waits on it before
+// starting each batch. On an error the files of the batches committed
+// before it stay queued.
+func (p *pusher) spoolFiles(ctx context.Context, sp *spool.Spool, committed func([]spool.ID, [][]pushFile), room func(context.Context) error) (int, error) {
 	b, err := sp.NewBatch(uploader.FilesQueue)
 	if err != nil {
 		return 0, err
 	}
 	var (
-		n     int
-		files []pushFile
-		bytes int64
+		n       int
+		entries [][]pushFile // the files of each entry staged in b, in order
+		inBatch int          // files staged in b or in bun
+		bytes   int64
+		bun     bundle
 	)
+	// flush stages the bundle being filled, if any, as an entry of b.
+	flush := func() error {
+		if len(bun.files) == 0 {
+			return nil
+		}
+		job := p.job(pushFile{})
+		job.Files = bun.meta
+		err := b.AddBytes(job, bun.data)
+		if err == nil {
+			entries = append(entries, bun.files)
+		}
+		bun = bundle{data: bun.data[:0]}
+		return err
+	}
 	commit := func() error {
+		ferr := flush()
 		ids, err := b.Commit()
 		if committed != nil && len(ids) > 0 {
-			committed(ids, files[:len(ids)])
+			committed(ids, entries[:len(ids)])
 		}
-		n += len(ids)
-		files, bytes = files[:0], 0
+		for _, e := range entries[:len(ids)] {
+			n += len(e)
+		}
+		entries, inBatch, bytes = nil, 0, 0
+		if ferr != nil {
+			return fmt.Errorf("spool a bundle of small files: %w (files spooled before it stay queued)", ferr)
+		}
 		if err != nil {
 			return fmt.Errorf("%w (files spooled before it stay queued)", err)
 		}
@@ -110,14 +143,32 @@ func (p *pusher) spoolFiles(ctx context.Context, sp *spool.Spool, committed func
 	}
 	for _, f := range p.files {
 		err := ctx.Err()
-		if err == nil && room != nil && b.Len() == 0 {
+		if err == nil && room != nil && inBatch == 0 {
 			err = room(ctx)
 		}
 		if err != nil {
 			b.Discard()
 			return n, fmt.Errorf("push stopped with %d of %d file(s) spooled (they stay queued): %w", n, len(p.files), err)
 		}
-		if err := b.AddFile(p.job(f), f.path); err != nil {
+		alone := f.size > bundleFileMax
+		if !alone {
+			if len(bun.data)+int(f.size) > uploader.MaxBundleBytes {
+				if err := flush(); err != nil {
+					if cerr := commit(); cerr != nil {
+						return n, cerr
+					}
+					return n, fmt.Errorf("spool a bundle of small files: %w (files spooled before it stay queued)", err)
+				}
+			}
+			alone, err = bun.add(f)
+		}
+		if err == nil && alone {
+			err = b.AddFile(p.job(f), f.path)
+			if err == nil {
+				entries = append(entries, []pushFile{f})
+			}
+		}
+		if err != nil {
 			// What is staged is sound: it stays, as the files
 			// spooled before a failure always have.
 			if cerr := commit(); cerr != nil {
@@ -125,15 +176,95 @@ func (p *pusher) spoolFiles(ctx context.Context, sp *spool.Spool, committed func
 			}
 			return n, fmt.Errorf("spool %s: %w (files spooled before it stay queued)", f.path, err)
 		}
-		files = append(files, f)
+		inBatch++
 		bytes += f.size
-		if b.Len() >= pushBatchFiles || bytes >= pushBatchBytes {
+		if inBatch >= pushBatchFiles || bytes >= pushBatchBytes {
 			if err := commit(); err != nil {
 				return n, err
 			}
 		}
 	}
 	return n, commit()
+}
+
+// bundle is a bundle of small files being filled: their bytes one after
+// the other, and what the uploader needs to know of each.
+type bundle struct {
+	data  []byte
+	meta  []uploader.BundledFile
+	files []pushFile
+}
+
+// add appends f's bytes to the bundle, or reports, leaving the bundle as
+// it was, that f has grown past bundleFileMax since it was listed and
+// must go alone.
+func (bn *bundle) add(f pushFile) (alone bool, err error) {
+	data, err := appendFile(bn.data, f.path, bundleFileMax)
+	if errors.Is(err, errTooBig) {
+		return true, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	sum := sha256.Sum256(data[len(bn.data):])
+	bn.meta = append(bn.meta, uploader.BundledFile{Key: f.key, Size: int64(len(data) - len(bn.data)), SHA256: hex.EncodeToString(sum[:])})
+	bn.files = append(bn.files, f)
+	bn.data = data
+	return false, nil
+}
+
+var errTooBig = errors.New("file too large")
+
+// appendFile appends the bytes of the regular file at path to buf, or
+// returns errTooBig if it holds more than most. It opens the file
+// without registering it with the runtime's poller (os.Open's extra
+// system calls, which fail for a regular file, cost a small file more
+// than its read).
+func appendFile(buf []byte, path string, most int) ([]byte, error) {
+	fd, err := syscall.Open(path, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+	for err == syscall.EINTR {
+		fd, err = syscall.Open(path, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+	}
+	if err != nil {
+		return buf, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	defer syscall.Close(fd)
+	var st syscall.Stat_t
+	if err := syscall.Fstat(fd, &st); err != nil {
+		return buf, &os.PathError{Op: "stat", Path: path, Err: err}
+	}
+	if st.Mode&syscall.S_IFMT != syscall.S_IFREG {
+		return buf, fmt.Errorf("%s: not a regular file", path)
+	}
+	if st.Size > int64(most) {
+		return buf, errTooBig
+	}
+	start := len(buf)
+	// Room for one byte more than the size found: a read that fills
+	// less has reached the end, without the read that only finds it.
+	buf = slices.Grow(buf, int(st.Size)+1)
+	for {
+		if len(buf)-start > most {
+			return buf[:start], errTooBig
+		}
+		if len(buf) == cap(buf) {
+			buf = slices.Grow(buf, 4<<10)
+		}
+		m, err := syscall.Read(fd, buf[len(buf):cap(buf)])
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			return buf[:start], &os.PathError{Op: "read", Path: path, Err: err}
+		}
+		buf = buf[:len(buf)+m]
+		if m == 0 || (len(buf)-start == int(st.Size) && len(buf) < cap(buf)) {
+			if len(buf)-start > most {
+				return buf[:start], errTooBig
+			}
+			return buf, nil
+		}
+	}
 }
 
 // ship runs an uploader on the spool this process owns while it spools
@@ -146,7 +277,7 @@ func (p *pusher) ship(ctx context.Context, sp *spool.Spool) error {
 	}
 	t := &shipTracker{
 		bar:     newProgress(p.stderr, total, "uploading"),
-		pending: map[spool.ID]pushFile{},
+		pending: map[spool.ID][]pushFile{},
 		early:   map[spool.ID]bool{},
 		allDone: make(chan struct{}),
 		shipped: make(chan struct{}, 1),
@@ -225,8 +356,9 @@ type shipTracker struct {
 	bar *progress
 
 	mu       sync.Mutex
-	pending  map[spool.ID]pushFile // committed, not yet shipped
-	early    map[spool.ID]bool     // shipped, not yet known as committed
+	pending  map[spool.ID][]pushFile // committed, not yet shipped
+	nPending int                     // files in pending
+	early    map[spool.ID]bool       // shipped, not yet known as committed
 	nShipped int
 	all      bool // every file is committed
 	allDone  chan struct{}
@@ -234,7 +366,7 @@ type shipTracker struct {
 	shipped  chan struct{} // told, without waiting, of each file shipped
 }
 
-func (t *shipTracker) committed(ids []spool.ID, files []pushFile) {
+func (t *shipTracker) committed(ids []spool.ID, files [][]pushFile) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for i, id := range ids {
@@ -244,6 +376,7 @@ func (t *shipTracker) committed(ids []spool.ID, files []pushFile) {
 			continue
 		}
 		t.pending[id] = files[i]
+		t.nPending += len(files[i])
 	}
 	t.check()
 }
@@ -251,7 +384,7 @@ func (t *shipTracker) committed(ids []spool.ID, files []pushFile) {
 func (t *shipTracker) ship(id spool.ID, _ uploader.Job) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	f, ok := t.pending[id]
+	files, ok := t.pending[id]
 	if !ok {
 		// Committed by this push and not yet reported, or an entry
 		// an earlier push left: either way kept until a commit
@@ -260,7 +393,8 @@ func (t *shipTracker) ship(id spool.ID, _ uploader.Job) {
 		return
 	}
 	delete(t.pending, id)
-	t.done(f)
+	t.nPending -= len(files)
+	t.done(files)
 	t.check()
 	select {
 	case t.shipped <- struct{}{}:
@@ -273,7 +407,7 @@ func (t *shipTracker) ship(id spool.ID, _ uploader.Job) {
 func (t *shipTracker) room(ctx context.Context) error {
 	for {
 		t.mu.Lock()
-		n := len(t.pending)
+		n := t.nPending
 		t.mu.Unlock()
 		if n+pushBatchFiles <= pushAhead {
 			return nil
@@ -293,10 +427,12 @@ func (t *shipTracker) spooledAll() {
 	t.check()
 }
 
-// done counts f as shipped; the caller holds t.mu.
-func (t *shipTracker) done(f pushFile) {
-	t.nShipped++
-	t.bar.add(f.size)
+// done counts files as shipped; the caller holds t.mu.
+func (t *shipTracker) done(files []pushFile) {
+	for _, f := range files {
+		t.nShipped++
+		t.bar.add(f.size)
+	}
 }
 
 // check closes allDone once every file is committed and shipped; the
@@ -324,8 +460,13 @@ func (p *pusher) failedOnes(sp *spool.Spool, t *shipTracker) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for _, fe := range failed {
-		if f, ok := t.pending[fe.ID]; ok {
-			return fmt.Errorf("upload of %s to %s failed for good (kept in the spool's failed queue): %s", f.path, p.url, fe.Reason)
+		files, ok := t.pending[fe.ID]
+		switch {
+		case !ok:
+		case len(files) == 1:
+			return fmt.Errorf("upload of %s to %s failed for good (kept in the spool's failed queue): %s", files[0].path, p.url, fe.Reason)
+		default:
+			return fmt.Errorf("upload of %d small files spooled together, from %s on, to %s failed for good (kept in the spool's failed queue): %s", len(files), files[0].path, p.url, fe.Reason)
 		}
 	}
 	return nil

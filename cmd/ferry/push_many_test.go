@@ -3,8 +3,11 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	mrand "math/rand/v2"
 	"os"
 	"os/exec"
@@ -17,6 +20,7 @@ import (
 	"github.com/ferrydb/ferry/internal/objstore"
 	"github.com/ferrydb/ferry/internal/spool"
 	"github.com/ferrydb/ferry/internal/target"
+	"github.com/ferrydb/ferry/internal/testenv"
 	"github.com/ferrydb/ferry/internal/uploader"
 )
 
@@ -70,30 +74,63 @@ func TestPushWaitManyFiles(t *testing.T) {
 }
 
 // TestPushKilledWhileSpooling kills `ferry push` of many files with
-// SIGKILL at random moments while it spools them, several times over the
-// same spool. Whatever each kill left queued must be whole (fsck-clean,
-// the data of the file its key names), and a final push -wait ships it
-// all: the replica then holds every file once spooled, with its bytes.
+// SIGKILL while it spools them (a random moment after its first entry
+// reaches the queue), several times over the same spool. Whatever each
+// kill left queued must be whole (fsck-clean, and each entry, alone or a
+// bundle, the data of the files its keys name), and a final push -wait
+// ships it all: the replica then holds every file once spooled, with its
+// bytes.
 func TestPushKilledWhileSpooling(t *testing.T) {
 	bin := ferryBinary(t)
 	dir := t.TempDir()
 	src := filepath.Join(dir, "src")
-	want := writeTree(t, src, 2000)
+	want := writeTree(t, src, 4000)
+	// A few files too large to bundle among the small ones, and one
+	// of the largest size that is bundled.
+	for i := range 5 {
+		key := fmt.Sprintf("d%02d/large%d", i, i)
+		data := bytes.Repeat([]byte{byte('a' + i)}, bundleFileMax+i)
+		if err := os.WriteFile(filepath.Join(src, filepath.FromSlash(key)), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		want[key] = data
+	}
 	root := filepath.Join(dir, "spool")
+	queue := filepath.Join(root, "files", "q", uploader.FilesQueue)
 	replica := filepath.Join(dir, "replica")
 	url := "file://" + replica
+	interrupted := 0
 	for i := range 6 {
+		before := queuedEntries(t, queue)
 		cmd := exec.Command(bin, "push", "-spool", root, src, url)
 		var stderr bytes.Buffer
 		cmd.Stderr = &stderr
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(time.Duration(100+mrand.IntN(1400)) * time.Millisecond)
+		exited := make(chan struct{})
+		go func() { cmd.Wait(); close(exited) }()
+		// The kill lands once the push has queued its first entry,
+		// within the time the rest takes it.
+	watch:
+		for queuedEntries(t, queue) <= before {
+			select {
+			case <-exited:
+				break watch
+			case <-time.After(time.Millisecond):
+			}
+		}
+		time.Sleep(time.Duration(mrand.IntN(40)) * time.Millisecond)
 		cmd.Process.Signal(syscall.SIGKILL)
-		cmd.Wait()
+		<-exited
+		if !strings.Contains(stderr.String(), "spooled") {
+			interrupted++
+		}
 		rep, _ := spool.Check(filepath.Join(root, "files"), spool.Limits{}, time.Now())
 		t.Logf("kill %d: %d entries queued; %s", i+1, rep.Entries, stderr.String())
+	}
+	if interrupted == 0 {
+		t.Fatal("every push finished before its kill: the test killed none while spooling")
 	}
 
 	filesDir := filepath.Join(root, "files")
@@ -124,13 +161,26 @@ func TestPushKilledWhileSpooling(t *testing.T) {
 			t.Fatal(err)
 		}
 		got, err := os.ReadFile(e.Path())
-		if err != nil || !bytes.Equal(got, want[job.Key]) {
-			t.Fatalf("entry %s for %s holds %d bytes (%v), want the file's %d", e.ID(), job.Key, len(got), err, len(want[job.Key]))
+		if err != nil {
+			t.Fatal(err)
 		}
-		queued++ // left checked out: the next Open puts it back
+		files := job.Files
+		if len(files) == 0 {
+			files = []uploader.BundledFile{{Key: job.Key, Size: int64(len(got))}}
+		}
+		for _, f := range files {
+			if int64(len(got)) < f.Size || !bytes.Equal(got[:f.Size], want[f.Key]) {
+				t.Fatalf("entry %s holds %d bytes for %s, want the file's %d", e.ID(), min(f.Size, int64(len(got))), f.Key, len(want[f.Key]))
+			}
+			got = got[f.Size:]
+		}
+		if len(got) != 0 {
+			t.Fatalf("entry %s holds %d bytes more than its files", e.ID(), len(got))
+		}
+		queued += len(files) // left checked out: the next Open puts it back
 	}
 	sp.Close()
-	t.Logf("%d entries queued after the kills", queued)
+	t.Logf("%d files queued after the kills", queued)
 
 	// One more push, waited for, ships all of it.
 	r := runFerry(t, "push", "-wait", "-spool", root, src, url)
@@ -207,6 +257,22 @@ func TestPushWaitHandsOffToDaemon(t *testing.T) {
 	}
 }
 
+// queuedEntries counts the entries in the queue directory dir.
+func queuedEntries(t *testing.T, dir string) int {
+	t.Helper()
+	names, err := os.ReadDir(dir)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, de := range names {
+		if de.Name() != "checkout" {
+			n++
+		}
+	}
+	return n
+}
+
 func TestKeysDir(t *testing.T) {
 	for _, tc := range []struct {
 		keys []string
@@ -225,5 +291,67 @@ func TestKeysDir(t *testing.T) {
 		if got := keysDir(files); got != tc.want {
 			t.Errorf("keysDir(%v) = %q, want %q", tc.keys, got, tc.want)
 		}
+	}
+}
+
+// TestPushWaitToS3 pushes, with -wait, a tree of small files (which
+// travel through the spool in bundles) and a few too large to bundle to
+// a real S3 server, and reads every object back: each file under its own
+// key, with its bytes and its checksum.
+func TestPushWaitToS3(t *testing.T) {
+	srv := testenv.S3(t)
+	bucket := testenv.Bucket(t, srv)
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src")
+	want := writeTree(t, src, 2*pushBatchFiles+40)
+	for i := range 3 {
+		key := fmt.Sprintf("large/f%d", i)
+		data := bytes.Repeat([]byte{byte('k' + i)}, bundleFileMax+1+i*100000)
+		if err := os.MkdirAll(filepath.Join(src, "large"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(src, filepath.FromSlash(key)), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		want[key] = data
+	}
+	t.Setenv("AWS_ACCESS_KEY_ID", srv.AccessKey)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", srv.SecretKey)
+	url := fmt.Sprintf("s3://%s/tree?endpoint=%s&region=%s&force-path-style=true", bucket, srv.Endpoint, srv.Region)
+	r := runFerry(t, "push", "-wait", "-spool", filepath.Join(dir, "spool"), src, url)
+	if r.code != 0 || !strings.Contains(r.stderr, fmt.Sprintf("%d file(s) durable", len(want))) {
+		t.Fatalf("push -wait: exit %d: %s", r.code, r.stderr)
+	}
+	store, err := target.OpenURL(context.Background(), url, target.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for info, err := range store.List(context.Background(), "") {
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, ok := want[info.Key]
+		if !ok {
+			t.Fatalf("the bucket holds %s, which was not pushed", info.Key)
+		}
+		rc, _, err := store.Get(context.Background(), info.Key, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(rc)
+		rc.Close()
+		if err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("%s: %d bytes back (%v), pushed %d", info.Key, len(got), err, len(data))
+		}
+		head, err := store.Head(context.Background(), info.Key)
+		sum := sha256.Sum256(data)
+		if err != nil || head.SHA256 != hex.EncodeToString(sum[:]) {
+			t.Fatalf("%s: checksum %q (%v), want the bytes' %x", info.Key, head.SHA256, err, sum)
+		}
+		n++
+	}
+	if n != len(want) {
+		t.Fatalf("the bucket holds %d objects, want %d", n, len(want))
 	}
 }

@@ -1,7 +1,9 @@
 package spool
 
 import (
+	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sync"
@@ -83,10 +85,33 @@ func (b *Batch) AddFile(payload any, src string) error {
 	if st.Mode&syscall.S_IFMT != syscall.S_IFREG {
 		return fmt.Errorf("enqueue %s to queue %s in spool %s: not a regular file", src, queue, s.dir)
 	}
-	if err := s.fits(st.Size); err != nil {
+	return b.add(raw, st.Size, "from "+src, func(w io.Writer) error { return copySized(w, in, st.Size) })
+}
+
+// AddBytes stages data, with payload, as an entry of the batch, as
+// Enqueue would spool it, and like AddFile counts it against
+// Options.MaxBytes from now on.
+func (b *Batch) AddBytes(payload any, data []byte) error {
+	raw, err := marshalPayload(payload)
+	if err != nil {
+		return err
+	}
+	return b.add(raw, int64(len(data)), "", func(w io.Writer) error {
+		_, err := w.Write(data)
+		return err
+	})
+}
+
+// add stages an entry of about size bytes that fill writes, with the
+// payload raw, without fsyncing it; from, when set, says in an error
+// where the bytes came from.
+func (b *Batch) add(raw json.RawMessage, size int64, from string, fill func(io.Writer) error) error {
+	s, queue := b.s, b.queue
+	if err := s.fits(size); err != nil {
 		return err
 	}
 	if b.fs == nil {
+		var err error
 		if b.fs, err = os.Open(filepath.Join(s.dir, tmpName)); err != nil {
 			return s.writeErr(queue, err)
 		}
@@ -99,7 +124,7 @@ func (b *Batch) AddFile(payload any, src string) error {
 	f, err := s.createData(filepath.Join(stage, dataName), reused)
 	if err == nil {
 		res.w = f
-		err = copySized(res, in, st.Size)
+		err = fill(res)
 		if err == nil && reused {
 			err = f.truncate(res.n)
 		}
@@ -121,7 +146,10 @@ func (b *Batch) AddFile(payload any, src string) error {
 		if res.full != nil {
 			return res.full
 		}
-		return s.writeErr(queue, fmt.Errorf("from %s: %w", src, err))
+		if from != "" {
+			err = fmt.Errorf("%s: %w", from, err)
+		}
+		return s.writeErr(queue, err)
 	}
 	b.staged = append(b.staged, &staged{id: id, dir: stage, size: res.n, res: res, meta: md})
 	return nil

@@ -52,7 +52,13 @@ func TestBatch(t *testing.T) {
 			}
 			var ids []ID
 			for i, src := range srcs {
-				if err := b.AddFile(i, src); err != nil {
+				// Every third entry from bytes in memory, the rest
+				// copied from files: the two kinds mix in a batch.
+				add := func() error { return b.AddFile(i, src) }
+				if i%3 == 2 {
+					add = func() error { return b.AddBytes(i, []byte(datas[i])) }
+				}
+				if err := add(); err != nil {
 					t.Fatal(err)
 				}
 				if s.Len("files") != len(ids) {
@@ -121,29 +127,38 @@ func TestBatchEntryIsAnEntry(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	data, err := os.ReadFile(srcs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
 	b, _ := s.NewBatch("files")
 	if err := b.AddFile(map[string]string{"key": "a"}, srcs[0]); err != nil {
 		t.Fatal(err)
 	}
+	if err := b.AddBytes(map[string]string{"key": "a"}, data); err != nil {
+		t.Fatal(err)
+	}
 	ids, err := b.Commit()
-	if err != nil || len(ids) != 1 {
+	if err != nil || len(ids) != 2 {
 		t.Fatalf("Commit = %v, %v", ids, err)
 	}
-	for _, name := range []string{dataName, metaName} {
-		want, err := os.ReadFile(filepath.Join(readyPath(dir, "files", single), name))
-		if err != nil {
-			t.Fatal(err)
+	for _, id := range ids {
+		for _, name := range []string{dataName, metaName} {
+			want, err := os.ReadFile(filepath.Join(readyPath(dir, "files", single), name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := os.ReadFile(filepath.Join(readyPath(dir, "files", id), name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(got) != string(want) {
+				t.Errorf("%s of a batch entry:\n%s\nof EnqueueFile's:\n%s", name, got, want)
+			}
 		}
-		got, err := os.ReadFile(filepath.Join(readyPath(dir, "files", ids[0]), name))
-		if err != nil {
-			t.Fatal(err)
+		if a, b := listDir(t, readyPath(dir, "files", single)), listDir(t, readyPath(dir, "files", id)); !slices.Equal(a, b) {
+			t.Errorf("a batch entry holds %v, EnqueueFile's %v", b, a)
 		}
-		if string(got) != string(want) {
-			t.Errorf("%s of a batch entry:\n%s\nof EnqueueFile's:\n%s", name, got, want)
-		}
-	}
-	if a, b := listDir(t, readyPath(dir, "files", single)), listDir(t, readyPath(dir, "files", ids[0])); !slices.Equal(a, b) {
-		t.Errorf("a batch entry holds %v, EnqueueFile's %v", b, a)
 	}
 }
 
@@ -162,6 +177,9 @@ func TestBatchFull(t *testing.T) {
 	}
 	if err := b.AddFile(nil, big); !errors.Is(err, ErrFull) {
 		t.Fatalf("AddFile past MaxBytes = %v, want ErrFull", err)
+	}
+	if err := b.AddBytes(nil, make([]byte, 41)); !errors.Is(err, ErrFull) {
+		t.Fatalf("AddBytes past MaxBytes = %v, want ErrFull", err)
 	}
 	ids, err := b.Commit()
 	if err != nil || len(ids) != 1 {

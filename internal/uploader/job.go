@@ -15,7 +15,8 @@ import (
 // Pending, durably, as soon as it confirms the upload, so a restart
 // resumes with the targets that had not.
 type Job struct {
-	Key string `json:"key"`
+	// Key is where the entry's data goes; empty in a bundle.
+	Key string `json:"key,omitempty"`
 	// Pending lists the replica URLs that do not hold the file yet.
 	Pending []string `json:"pending"`
 	// SHA256 is the hex SHA-256 of the data, recorded by the first worker
@@ -30,7 +31,24 @@ type Job struct {
 	// the first does not say. The uploader only hands it back to
 	// Options.Shipped.
 	Last uint64 `json:"last_txid,omitempty"`
+	// Files makes the entry a bundle: its data is these files' bytes one
+	// after the other, in this order, each going to its own key. Many
+	// small files spooled as one entry cost the spool one entry's
+	// directory, files and renames rather than one each.
+	Files []BundledFile `json:"files,omitempty"`
 }
+
+// BundledFile is one file of a bundle.
+type BundledFile struct {
+	Key  string `json:"key"`
+	Size int64  `json:"size"`
+	// SHA256 is the hex SHA-256 of the file's bytes.
+	SHA256 string `json:"sha256"`
+}
+
+// MaxBundleBytes is the most data a bundle may hold: a worker reads a
+// bundle whole into memory to send its files.
+const MaxBundleBytes = 4 << 20
 
 // FilesQueue is the spool queue that plain files travel through.
 const FilesQueue = "files"

@@ -1,7 +1,9 @@
 // Package uploader drains the spool to object stores: a pool of workers
 // claims entries, sends each to every target that does not hold it yet,
 // checks what the target holds afterwards, and removes the local copy only
-// once every target has confirmed.
+// once every target has confirmed. An entry may be a bundle of small files
+// (Job.Files), whose files go out side by side, each under its own key;
+// Options.Workers bounds the requests in flight either way.
 package uploader
 
 import (
@@ -32,9 +34,10 @@ type Opener func(ctx context.Context, url string) (objstore.Store, error)
 type Options struct {
 	// Queue is the spool queue to drain; empty means FilesQueue.
 	Queue string
-	// Workers is how many entries are shipped at once; zero means 4.
-	// Behind each, up to 2*finishers entries already shipped wait for, or
-	// are in, their Done.
+	// Workers is how many entries are shipped at once, and how many
+	// requests may be in flight; zero means 4. Behind each, up to
+	// 2*finishers entries already shipped wait for, or are in, their
+	// Done.
 	Workers int
 	Log     *slog.Logger
 	// Shipped, when set, is told of each entry every target confirmed.
@@ -53,6 +56,10 @@ type Uploader struct {
 	open Opener
 	o    Options
 
+	// sends bounds the requests in flight at once to Workers: a worker
+	// shipping a bundle sends its files side by side, each holding one.
+	sends chan struct{}
+
 	mu     sync.Mutex
 	stores map[string]objstore.Store
 }
@@ -68,7 +75,7 @@ func New(sp *spool.Spool, open Opener, o Options) *Uploader {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Uploader{sp: sp, open: open, o: o, stores: make(map[string]objstore.Store)}
+	return &Uploader{sp: sp, open: open, o: o, sends: make(chan struct{}, o.Workers), stores: make(map[string]objstore.Store)}
 }
 
 // Run ships entries until ctx ends or the spool closes. An entry a worker
@@ -326,6 +333,9 @@ func (u *Uploader) ship(ctx context.Context, e *spool.Entry) error {
 	if err := e.Payload(&job); err != nil {
 		return &permanentError{err}
 	}
+	if len(job.Files) > 0 {
+		return u.shipBundle(ctx, e, job)
+	}
 	if err := CheckKey(job.Key); err != nil {
 		return &permanentError{err}
 	}
@@ -364,7 +374,7 @@ func (u *Uploader) ship(ctx context.Context, e *spool.Entry) error {
 	}
 	for len(job.Pending) > 0 {
 		url := job.Pending[0]
-		if err := u.shipTo(ctx, url, body, e.Size(), job, e.Attempts() > 0); err != nil {
+		if err := u.send(ctx, url, body, e.Size(), job, e.Attempts() > 0); err != nil {
 			return fmt.Errorf("ship %s to %s: %w", job.Key, url, err)
 		}
 		job.Pending = slices.Delete(job.Pending, 0, 1)
@@ -380,6 +390,122 @@ func (u *Uploader) ship(ctx context.Context, e *spool.Entry) error {
 		u.o.Shipped(e.ID(), job)
 	}
 	return nil
+}
+
+// shipBundle sends each file of the bundle e to each pending target,
+// side by side, recording each target's confirmation of all of them. A
+// retry asks a target for each file before sending it (shipTo), so the
+// files an earlier attempt landed are not sent again.
+func (u *Uploader) shipBundle(ctx context.Context, e *spool.Entry, job Job) error {
+	if job.Key != "" {
+		return &permanentError{fmt.Errorf("bundle names a key of its own (%q)", job.Key)}
+	}
+	if e.Size() > MaxBundleBytes {
+		return &permanentError{fmt.Errorf("bundle of %d bytes, more than the %d a bundle may hold", e.Size(), MaxBundleBytes)}
+	}
+	var total int64
+	for _, f := range job.Files {
+		if err := CheckKey(f.Key); err != nil {
+			return &permanentError{err}
+		}
+		if f.Size < 0 || len(f.SHA256) != sha256.Size*2 {
+			return &permanentError{fmt.Errorf("bundled file %s: size %d, sha256 %q", f.Key, f.Size, f.SHA256)}
+		}
+		total += f.Size
+	}
+	if total != e.Size() {
+		return &permanentError{fmt.Errorf("bundle's files add up to %d bytes, its data is %d", total, e.Size())}
+	}
+	data, err := readSmall(e.Path(), e.Size())
+	if err != nil {
+		return &permanentError{fmt.Errorf("read spooled data: %w", err)}
+	}
+	for len(job.Pending) > 0 {
+		url := job.Pending[0]
+		if err := u.sendBundle(ctx, url, data, job, e.Attempts() > 0); err != nil {
+			return err
+		}
+		job.Pending = slices.Delete(job.Pending, 0, 1)
+		if len(job.Pending) > 0 {
+			if err := e.UpdatePayload(job); err != nil {
+				return err
+			}
+		}
+	}
+	if u.o.Shipped != nil {
+		u.o.Shipped(e.ID(), job)
+	}
+	return nil
+}
+
+// sendBundle makes url hold every file of the bundle whose data is data,
+// sending them side by side. It returns the first failure, after every
+// file sent has had its answer.
+func (u *Uploader) sendBundle(ctx context.Context, url string, data []byte, job Job, retry bool) error {
+	// The first failure stops the files not yet sent: a store that is
+	// down would otherwise see a request (and its retries) for each.
+	sendCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		first error
+	)
+	// The files go out in their order, each as soon as a request may
+	// start.
+	var off int64
+	for _, f := range job.Files {
+		body := data[off : off+f.Size]
+		off += f.Size
+		if !u.acquire(sendCtx) {
+			break
+		}
+		if sendCtx.Err() != nil {
+			u.release()
+			break
+		}
+		one := Job{Key: f.Key, SHA256: f.SHA256, Sealed: job.Sealed}
+		wg.Go(func() {
+			defer u.release()
+			err := u.shipTo(sendCtx, url, bytes.NewReader(body), f.Size, one, retry)
+			if err == nil {
+				return
+			}
+			mu.Lock()
+			if first == nil {
+				first = fmt.Errorf("ship %s to %s: %w", f.Key, url, err)
+				stop()
+			}
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	if first == nil && ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return first
+}
+
+// acquire takes one of the requests that may be in flight at once, or
+// reports false once ctx ends.
+func (u *Uploader) acquire(ctx context.Context) bool {
+	select {
+	case u.sends <- struct{}{}:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func (u *Uploader) release() { <-u.sends }
+
+// send is shipTo within the bound on requests in flight.
+func (u *Uploader) send(ctx context.Context, url string, f io.ReadSeeker, size int64, job Job, retry bool) error {
+	if !u.acquire(ctx) {
+		return ctx.Err()
+	}
+	defer u.release()
+	return u.shipTo(ctx, url, f, size, job, retry)
 }
 
 // shipTo makes url hold the data under job.Key, so that a confirmation
