@@ -479,29 +479,64 @@ func (p *pusher) handOff(ctx context.Context, pid int, wait bool) error {
 	sums := make(map[string]string, len(p.files))
 	var (
 		batch []spool.HandoffFile
+		files int // in batch and bun
 		bytes int64
-		given int
+		given int // files handed over
+		bun   bundle
 	)
+	// bundled adds the bundle being filled, if any, to batch.
+	bundled := func() {
+		if len(bun.files) == 0 {
+			return
+		}
+		job := p.job(pushFile{})
+		job.Files = bun.meta
+		batch = append(batch, spool.HandoffFile{Data: bun.data, Payload: job})
+		bun = bundle{}
+	}
 	handOver := func() error {
+		bundled()
 		n, err := spool.HandoffFiles(p.dir, uploader.FilesQueue, batch)
-		given += n
-		batch, bytes = batch[:0], 0
+		for _, h := range batch[:n] {
+			if job := h.Payload.(uploader.Job); len(job.Files) > 0 {
+				given += len(job.Files)
+			} else {
+				given++
+			}
+		}
+		batch, files, bytes = batch[:0], 0, 0
 		if err != nil {
 			return fmt.Errorf("%w (%d file(s) handed over before it stay with the daemon)", err, given)
 		}
 		return nil
 	}
 	for _, f := range p.files {
-		if wait {
-			sum, err := fileSHA256(f.path)
-			if err != nil {
-				return err
+		alone := f.size > bundleFileMax
+		if !alone {
+			if len(bun.data)+int(f.size) > uploader.MaxBundleBytes {
+				bundled()
 			}
-			sums[f.key] = sum
+			var err error
+			if alone, err = bun.add(f); err != nil {
+				return fmt.Errorf("hand %s to the daemon: %w (%d file(s) handed over before it stay with the daemon)", f.path, err, given)
+			}
+			if !alone && wait {
+				sums[f.key] = bun.meta[len(bun.meta)-1].SHA256
+			}
 		}
-		batch = append(batch, spool.HandoffFile{Src: f.path, Payload: p.job(f)})
+		if alone {
+			if wait {
+				sum, err := fileSHA256(f.path)
+				if err != nil {
+					return err
+				}
+				sums[f.key] = sum
+			}
+			batch = append(batch, spool.HandoffFile{Src: f.path, Payload: p.job(f)})
+		}
+		files++
 		bytes += f.size
-		if len(batch) >= pushBatchFiles || bytes >= pushBatchBytes {
+		if files >= pushBatchFiles || bytes >= pushBatchBytes {
 			if err := handOver(); err != nil {
 				return err
 			}

@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -217,9 +218,14 @@ func TestPushWaitHandsOffToDaemon(t *testing.T) {
 	}
 	defer sp.Close()
 	ctx, cancel := context.WithCancel(context.Background())
+	var bundles atomic.Int32
 	up := uploader.New(sp, func(ctx context.Context, u string) (objstore.Store, error) {
 		return target.OpenURL(ctx, u, target.Options{})
-	}, uploader.Options{})
+	}, uploader.Options{Shipped: func(_ spool.ID, job uploader.Job) {
+		if len(job.Files) > 0 {
+			bundles.Add(1)
+		}
+	}})
 	done := make(chan error, 2)
 	go func() { done <- up.Run(ctx) }()
 	go func() {
@@ -254,6 +260,9 @@ func TestPushWaitHandsOffToDaemon(t *testing.T) {
 		if err != nil || !bytes.Equal(got, data) {
 			t.Fatalf("%s in the replica: %d bytes, %v", key, len(got), err)
 		}
+	}
+	if bundles.Load() == 0 {
+		t.Fatal("the daemon shipped no bundle: the small files were handed over one by one")
 	}
 }
 

@@ -168,10 +168,11 @@ func (s *Spool) adoptQueue(queue string) (int, error) {
 	return adopted, nil
 }
 
-// HandoffFile is one file for HandoffFiles: its path and its entry's
-// payload.
+// HandoffFile is one entry for HandoffFiles: the path of the file it
+// copies, or with Src empty, its bytes; and its payload.
 type HandoffFile struct {
 	Src     string
+	Data    []byte
 	Payload any
 }
 
@@ -215,7 +216,11 @@ func HandoffFiles(dir, queue string, files []HandoffFile) (int, error) {
 	for _, f := range files {
 		st, err := stageHandoff(staging, f)
 		if err != nil {
-			return 0, fmt.Errorf("hand %s to queue %s of spool %s: %w", f.Src, queue, dir, err)
+			what := f.Src
+			if what == "" {
+				what = fmt.Sprintf("%d bytes", len(f.Data))
+			}
+			return 0, fmt.Errorf("hand %s to queue %s of spool %s: %w", what, queue, dir, err)
 		}
 		stages = append(stages, st)
 	}
@@ -256,24 +261,31 @@ func stageHandoff(staging string, f HandoffFile) (*staged, error) {
 		return nil, err
 	}
 	err = func() error {
-		in, err := os.Open(f.Src)
-		if err != nil {
+		copyIn := func(w io.Writer) error {
+			_, err := w.Write(f.Data)
 			return err
 		}
-		defer in.Close()
-		fi, err := in.Stat()
-		if err != nil {
-			return err
-		}
-		if !fi.Mode().IsRegular() {
-			return errors.New("not a regular file")
+		if f.Src != "" {
+			in, err := os.Open(f.Src)
+			if err != nil {
+				return err
+			}
+			defer in.Close()
+			fi, err := in.Stat()
+			if err != nil {
+				return err
+			}
+			if !fi.Mode().IsRegular() {
+				return errors.New("not a regular file")
+			}
+			copyIn = func(w io.Writer) error { return copyFile(w, in) }
 		}
 		out, err := os.OpenFile(filepath.Join(st.dir, dataName), os.O_WRONLY|os.O_CREATE|os.O_EXCL, filePerm)
 		if err != nil {
 			return err
 		}
 		cw := &countWriter{w: out}
-		err = copyFile(cw, in)
+		err = copyIn(cw)
 		if cerr := out.Close(); err == nil {
 			err = cerr
 		}

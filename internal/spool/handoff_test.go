@@ -122,7 +122,11 @@ func TestHandoffFiles(t *testing.T) {
 	var files []HandoffFile
 	for i := range 40 {
 		k := fmt.Sprintf("file-%02d", i)
-		files = append(files, HandoffFile{Src: writeSrc(t, strings.Repeat(k, i+1)), Payload: handoffJob{Key: k}})
+		f := HandoffFile{Src: writeSrc(t, strings.Repeat(k, i+1)), Payload: handoffJob{Key: k}}
+		if i%4 == 3 { // from bytes in memory rather than a file
+			f = HandoffFile{Data: []byte(strings.Repeat(k, i+1)), Payload: handoffJob{Key: k}}
+		}
+		files = append(files, f)
 	}
 	if n, err := HandoffFiles(dir, "files", files); err != nil || n != len(files) {
 		t.Fatalf("HandoffFiles = %d, %v", n, err)
