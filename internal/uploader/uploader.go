@@ -372,14 +372,24 @@ func (u *Uploader) ship(ctx context.Context, e *spool.Entry) error {
 			}
 		}
 	}
-	for len(job.Pending) > 0 {
-		url := job.Pending[0]
+	return u.toEachTarget(e, job, func(url string) error {
 		if err := u.send(ctx, url, body, e.Size(), job, e.Attempts() > 0); err != nil {
 			return fmt.Errorf("ship %s to %s: %w", job.Key, url, err)
 		}
+		return nil
+	})
+}
+
+// toEachTarget runs send for each target job still lists, in turn, and
+// then tells Options.Shipped. With targets left, it records each one's
+// confirmation in e, so that a restart does not send to it again; after
+// the last, Done records everything.
+func (u *Uploader) toEachTarget(e *spool.Entry, job Job, send func(url string) error) error {
+	for len(job.Pending) > 0 {
+		if err := send(job.Pending[0]); err != nil {
+			return err
+		}
 		job.Pending = slices.Delete(job.Pending, 0, 1)
-		// With targets left, record this one's confirmation so a restart
-		// does not send it again; after the last, Done records everything.
 		if len(job.Pending) > 0 {
 			if err := e.UpdatePayload(job); err != nil {
 				return err
@@ -420,22 +430,9 @@ func (u *Uploader) shipBundle(ctx context.Context, e *spool.Entry, job Job) erro
 	if err != nil {
 		return &permanentError{fmt.Errorf("read spooled data: %w", err)}
 	}
-	for len(job.Pending) > 0 {
-		url := job.Pending[0]
-		if err := u.sendBundle(ctx, url, data, job, e.Attempts() > 0); err != nil {
-			return err
-		}
-		job.Pending = slices.Delete(job.Pending, 0, 1)
-		if len(job.Pending) > 0 {
-			if err := e.UpdatePayload(job); err != nil {
-				return err
-			}
-		}
-	}
-	if u.o.Shipped != nil {
-		u.o.Shipped(e.ID(), job)
-	}
-	return nil
+	return u.toEachTarget(e, job, func(url string) error {
+		return u.sendBundle(ctx, url, data, job, e.Attempts() > 0)
+	})
 }
 
 // sendBundle makes url hold every file of the bundle whose data is data,
