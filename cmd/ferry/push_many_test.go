@@ -364,3 +364,90 @@ func TestPushWaitToS3(t *testing.T) {
 		t.Fatalf("the bucket holds %d objects, want %d", n, len(want))
 	}
 }
+
+// TestPushWaitKilledWhileUploading kills `ferry push -wait` of a tree of
+// small files to a real S3 server with SIGKILL while it uploads them (a
+// random moment after its uploader first holds an entry, bundles being
+// sent), four times over the same spool, and then lets one run to the
+// end. The bucket must then hold every file, with its bytes and its
+// checksum, and nothing else; the spool must be empty and fsck-clean.
+func TestPushWaitKilledWhileUploading(t *testing.T) {
+	srv := testenv.S3(t)
+	bin := ferryBinary(t)
+	bucket := testenv.Bucket(t, srv)
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src")
+	want := writeTree(t, src, 3000)
+	root := filepath.Join(dir, "spool")
+	checkout := filepath.Join(root, "files", "q", uploader.FilesQueue, "checkout")
+	url := fmt.Sprintf("s3://%s/tree?endpoint=%s&region=%s&force-path-style=true", bucket, srv.Endpoint, srv.Region)
+	env := append(os.Environ(), "AWS_ACCESS_KEY_ID="+srv.AccessKey, "AWS_SECRET_ACCESS_KEY="+srv.SecretKey)
+	interrupted := 0
+	for range 4 {
+		cmd := exec.Command(bin, "push", "-wait", "-spool", root, src, url)
+		cmd.Env = env
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		exited := make(chan struct{})
+		go func() { cmd.Wait(); close(exited) }()
+	watch:
+		for queuedEntries(t, checkout) == 0 {
+			select {
+			case <-exited:
+				break watch
+			case <-time.After(time.Millisecond):
+			}
+		}
+		time.Sleep(time.Duration(mrand.IntN(300)) * time.Millisecond)
+		cmd.Process.Signal(syscall.SIGKILL)
+		<-exited
+		if !strings.Contains(stderr.String(), "durable") {
+			interrupted++
+		}
+	}
+	if interrupted == 0 {
+		t.Fatal("every push finished before its kill: the test killed none while uploading")
+	}
+	t.Logf("%d of 4 pushes killed while uploading", interrupted)
+	t.Setenv("AWS_ACCESS_KEY_ID", srv.AccessKey)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", srv.SecretKey)
+	r := runFerry(t, "push", "-wait", "-spool", root, src, url)
+	if r.code != 0 {
+		t.Fatalf("push -wait after the kills: exit %d: %s", r.code, r.stderr)
+	}
+	store, err := target.OpenURL(context.Background(), url, target.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := 0
+	for info, err := range store.List(context.Background(), "") {
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, ok := want[info.Key]
+		if !ok {
+			t.Fatalf("the bucket holds %s, which was not pushed", info.Key)
+		}
+		rc, _, err := store.Get(context.Background(), info.Key, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(rc)
+		rc.Close()
+		sum := sha256.Sum256(data)
+		if err != nil || !bytes.Equal(got, data) || info.SHA256 != "" && info.SHA256 != hex.EncodeToString(sum[:]) {
+			t.Fatalf("%s: %d bytes back (%v), checksum %q; pushed %d bytes", info.Key, len(got), err, info.SHA256, len(data))
+		}
+		seen++
+	}
+	if seen != len(want) {
+		t.Fatalf("the bucket holds %d objects, want %d", seen, len(want))
+	}
+	rep, err := spool.Check(filepath.Join(root, "files"), spool.Limits{}, time.Now())
+	if err != nil || !rep.OK() || rep.Entries != 0 {
+		t.Fatalf("spool after the last push -wait: %+v, %v", rep, err)
+	}
+}

@@ -32,6 +32,9 @@ type source struct {
 	states   [][]byte // states[i] is the file at txid i+1
 	pending  []txnRec // transactions not yet in a change set
 	t0       time.Time
+	// damage, when set, changes the bytes of the next change set
+	// published before any follower can see them.
+	damage func([]byte)
 }
 
 type txnRec struct {
@@ -143,6 +146,10 @@ func (s *source) publish() {
 	}
 	if err := w.Close(); err != nil {
 		s.t.Fatal(err)
+	}
+	if s.damage != nil {
+		s.damage(buf.Bytes())
+		s.damage = nil
 	}
 	if _, err := s.store.Put(context.Background(), layout.ChangeSetKey(first), bytes.NewReader(buf.Bytes()), objstore.PutOptions{}); err != nil {
 		s.t.Fatal(err)
