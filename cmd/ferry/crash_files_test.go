@@ -124,7 +124,7 @@ func TestCrashShippingFilesToS3(t *testing.T) {
 	}
 }
 
-func countFiles(t *testing.T, dir string) int {
+func countFiles(t testing.TB, dir string) int {
 	t.Helper()
 	n := 0
 	filepath.WalkDir(dir, func(_ string, d os.DirEntry, err error) error {

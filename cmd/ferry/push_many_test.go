@@ -267,7 +267,7 @@ func TestPushWaitHandsOffToDaemon(t *testing.T) {
 }
 
 // queuedEntries counts the entries in the queue directory dir.
-func queuedEntries(t *testing.T, dir string) int {
+func queuedEntries(t testing.TB, dir string) int {
 	t.Helper()
 	names, err := os.ReadDir(dir)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
