@@ -2,15 +2,12 @@ package main
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/ferrydb/ferry/internal/objstore"
@@ -85,12 +82,10 @@ func (p *pusher) push(ctx context.Context, wait bool) error {
 	return p.ship(ctx, sp)
 }
 
-// bundleFileMax is the largest file a push spools in a bundle
-// (uploader.Job.Files) rather than as an entry of its own. A bundle holds
-// the files of one batch up to uploader.MaxBundleBytes: one spool entry,
-// with one directory, two files and three renames, where a file alone
-// costs as much. A larger file costs more to copy than to spool alone.
-const bundleFileMax = 64 << 10
+// A push spools files of up to uploader.BundleFileMax in bundles
+// (uploader.Bundle): one spool entry, with one directory, two files and
+// three renames, for the small files of a batch, where a file alone
+// costs as much.
 
 // spoolFiles spools p.files in batches, telling committed of each batch
 // once it is durable (each entry's ID with the files it holds), and
@@ -107,20 +102,20 @@ func (p *pusher) spoolFiles(ctx context.Context, sp *spool.Spool, committed func
 		entries [][]pushFile // the files of each entry staged in b, in order
 		inBatch int          // files staged in b or in bun
 		bytes   int64
-		bun     bundle
+		bun     uploader.Bundle
+		bunned  []pushFile // the files in bun
 	)
 	// flush stages the bundle being filled, if any, as an entry of b.
 	flush := func() error {
-		if len(bun.files) == 0 {
+		if bun.Len() == 0 {
 			return nil
 		}
-		job := p.job(pushFile{})
-		job.Files = bun.meta
-		err := b.AddBytes(job, bun.data)
+		job, data := bun.Job([]string{p.url}, p.sealed)
+		err := b.AddBytes(job, data)
 		if err == nil {
-			entries = append(entries, bun.files)
+			entries = append(entries, bunned)
 		}
-		bun = bundle{data: bun.data[:0]}
+		bunned = nil
 		return err
 	}
 	commit := func() error {
@@ -150,9 +145,9 @@ func (p *pusher) spoolFiles(ctx context.Context, sp *spool.Spool, committed func
 			b.Discard()
 			return n, fmt.Errorf("push stopped with %d of %d file(s) spooled (they stay queued): %w", n, len(p.files), err)
 		}
-		alone := f.size > bundleFileMax
+		alone := f.size > uploader.BundleFileMax
 		if !alone {
-			if len(bun.data)+int(f.size) > uploader.MaxBundleBytes {
+			if int64(bun.Size())+f.size > uploader.MaxBundleBytes {
 				if err := flush(); err != nil {
 					if cerr := commit(); cerr != nil {
 						return n, cerr
@@ -160,7 +155,12 @@ func (p *pusher) spoolFiles(ctx context.Context, sp *spool.Spool, committed func
 					return n, fmt.Errorf("spool a bundle of small files: %w (files spooled before it stay queued)", err)
 				}
 			}
-			alone, err = bun.add(f)
+			_, err = bun.Add(f.path, f.key)
+			if alone = errors.Is(err, uploader.ErrTooLarge); alone {
+				err = nil
+			} else if err == nil {
+				bunned = append(bunned, f)
+			}
 		}
 		if err == nil && alone {
 			err = b.AddFile(p.job(f), f.path)
@@ -185,86 +185,6 @@ func (p *pusher) spoolFiles(ctx context.Context, sp *spool.Spool, committed func
 		}
 	}
 	return n, commit()
-}
-
-// bundle is a bundle of small files being filled: their bytes one after
-// the other, and what the uploader needs to know of each.
-type bundle struct {
-	data  []byte
-	meta  []uploader.BundledFile
-	files []pushFile
-}
-
-// add appends f's bytes to the bundle, or reports, leaving the bundle as
-// it was, that f has grown past bundleFileMax since it was listed and
-// must go alone.
-func (bn *bundle) add(f pushFile) (alone bool, err error) {
-	data, err := appendFile(bn.data, f.path, bundleFileMax)
-	if errors.Is(err, errTooBig) {
-		return true, nil
-	}
-	if err != nil {
-		return false, err
-	}
-	sum := sha256.Sum256(data[len(bn.data):])
-	bn.meta = append(bn.meta, uploader.BundledFile{Key: f.key, Size: int64(len(data) - len(bn.data)), SHA256: hex.EncodeToString(sum[:])})
-	bn.files = append(bn.files, f)
-	bn.data = data
-	return false, nil
-}
-
-var errTooBig = errors.New("file too large")
-
-// appendFile appends the bytes of the regular file at path to buf, or
-// returns errTooBig if it holds more than most. It opens the file
-// without registering it with the runtime's poller (os.Open's extra
-// system calls, which fail for a regular file, cost a small file more
-// than its read).
-func appendFile(buf []byte, path string, most int) ([]byte, error) {
-	fd, err := syscall.Open(path, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
-	for err == syscall.EINTR {
-		fd, err = syscall.Open(path, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
-	}
-	if err != nil {
-		return buf, &os.PathError{Op: "open", Path: path, Err: err}
-	}
-	defer syscall.Close(fd)
-	var st syscall.Stat_t
-	if err := syscall.Fstat(fd, &st); err != nil {
-		return buf, &os.PathError{Op: "stat", Path: path, Err: err}
-	}
-	if st.Mode&syscall.S_IFMT != syscall.S_IFREG {
-		return buf, fmt.Errorf("%s: not a regular file", path)
-	}
-	if st.Size > int64(most) {
-		return buf, errTooBig
-	}
-	start := len(buf)
-	// Room for one byte more than the size found: a read that fills
-	// less has reached the end, without the read that only finds it.
-	buf = slices.Grow(buf, int(st.Size)+1)
-	for {
-		if len(buf)-start > most {
-			return buf[:start], errTooBig
-		}
-		if len(buf) == cap(buf) {
-			buf = slices.Grow(buf, 4<<10)
-		}
-		m, err := syscall.Read(fd, buf[len(buf):cap(buf)])
-		if err == syscall.EINTR {
-			continue
-		}
-		if err != nil {
-			return buf[:start], &os.PathError{Op: "read", Path: path, Err: err}
-		}
-		buf = buf[:len(buf)+m]
-		if m == 0 || (len(buf)-start == int(st.Size) && len(buf) < cap(buf)) {
-			if len(buf)-start > most {
-				return buf[:start], errTooBig
-			}
-			return buf, nil
-		}
-	}
 }
 
 // ship runs an uploader on the spool this process owns while it spools
@@ -482,17 +402,15 @@ func (p *pusher) handOff(ctx context.Context, pid int, wait bool) error {
 		files int // in batch and bun
 		bytes int64
 		given int // files handed over
-		bun   bundle
+		bun   uploader.Bundle
 	)
 	// bundled adds the bundle being filled, if any, to batch.
 	bundled := func() {
-		if len(bun.files) == 0 {
+		if bun.Len() == 0 {
 			return
 		}
-		job := p.job(pushFile{})
-		job.Files = bun.meta
-		batch = append(batch, spool.HandoffFile{Data: bun.data, Payload: job})
-		bun = bundle{}
+		job, data := bun.Job([]string{p.url}, p.sealed)
+		batch = append(batch, spool.HandoffFile{Data: data, Payload: job})
 	}
 	handOver := func() error {
 		bundled()
@@ -511,17 +429,17 @@ func (p *pusher) handOff(ctx context.Context, pid int, wait bool) error {
 		return nil
 	}
 	for _, f := range p.files {
-		alone := f.size > bundleFileMax
+		alone := f.size > uploader.BundleFileMax
 		if !alone {
-			if len(bun.data)+int(f.size) > uploader.MaxBundleBytes {
+			if int64(bun.Size())+f.size > uploader.MaxBundleBytes {
 				bundled()
 			}
-			var err error
-			if alone, err = bun.add(f); err != nil {
+			_, err := bun.Add(f.path, f.key)
+			if alone = errors.Is(err, uploader.ErrTooLarge); !alone && err != nil {
 				return fmt.Errorf("hand %s to the daemon: %w (%d file(s) handed over before it stay with the daemon)", f.path, err, given)
 			}
 			if !alone && wait {
-				sums[f.key] = bun.meta[len(bun.meta)-1].SHA256
+				sums[f.key] = bun.Sum()
 			}
 		}
 		if alone {

@@ -90,7 +90,7 @@ func TestPushKilledWhileSpooling(t *testing.T) {
 	// of the largest size that is bundled.
 	for i := range 5 {
 		key := fmt.Sprintf("d%02d/large%d", i, i)
-		data := bytes.Repeat([]byte{byte('a' + i)}, bundleFileMax+i)
+		data := bytes.Repeat([]byte{byte('a' + i)}, uploader.BundleFileMax+i)
 		if err := os.WriteFile(filepath.Join(src, filepath.FromSlash(key)), data, 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -315,7 +315,7 @@ func TestPushWaitToS3(t *testing.T) {
 	want := writeTree(t, src, 2*pushBatchFiles+40)
 	for i := range 3 {
 		key := fmt.Sprintf("large/f%d", i)
-		data := bytes.Repeat([]byte{byte('k' + i)}, bundleFileMax+1+i*100000)
+		data := bytes.Repeat([]byte{byte('k' + i)}, uploader.BundleFileMax+1+i*100000)
 		if err := os.MkdirAll(filepath.Join(src, "large"), 0o755); err != nil {
 			t.Fatal(err)
 		}

@@ -43,9 +43,8 @@ func (d *daemon) startFiles(ctx context.Context, stores map[string]objstore.Stor
 	d.run(ctx, func(ctx context.Context) error { return adoptLoop(ctx, sp, o.Log) })
 	for _, in := range d.cfg.Files {
 		url := in.Replica.Target.String()
-		w := inbox.New(in.Path, func(path, key string) error {
-			_, err := uploader.EnqueueFile(sp, path, key, []string{url}, true)
-			return err
+		w := inbox.New(in.Path, func(files []inbox.File) (int, error) {
+			return takeInboxFiles(sp, url, files)
 		}, inbox.Options{Log: o.Log})
 		d.run(ctx, w.Run)
 	}

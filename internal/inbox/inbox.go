@@ -23,11 +23,22 @@ import (
 	"github.com/fsnotify/fsnotify"
 )
 
-// Handler takes a complete file out of the inbox: path is where it lies,
-// key its slash-separated path relative to the inbox. When Handler returns
-// nil the file must be gone from path; on an error it stays and is offered
-// again on a later scan.
-type Handler func(path, key string) error
+// File is a complete file of the inbox: where it lies, and its
+// slash-separated path relative to the inbox.
+type File struct {
+	Path string
+	Key  string
+}
+
+// Handler takes complete files out of the inbox, up to handBatch at a
+// time, so that it can make many durable at once. It returns how many of
+// them, from the first, it took: each of those must be gone from its
+// path. The others stay, and are offered again on a later scan; err says
+// why the first of them was not taken.
+type Handler func(files []File) (taken int, err error)
+
+// handBatch is the most files a scan hands over in one call.
+const handBatch = 256
 
 // Options configure a Watcher.
 type Options struct {
@@ -140,6 +151,7 @@ func (w *Watcher) watch() (<-chan fsnotify.Event, func()) {
 // long enough.
 func (w *Watcher) scan(now time.Time) {
 	present := map[string]bool{}
+	var complete []File
 	err := filepath.WalkDir(w.dir, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
 			if path == w.dir {
@@ -173,16 +185,26 @@ func (w *Watcher) scan(now time.Time) {
 		if err != nil {
 			return nil
 		}
-		if err := w.handle(path, filepath.ToSlash(rel)); err != nil {
-			w.o.Log.Warn("inbox: file stays in the inbox for a later try", "file", path, "err", err)
-			return nil
-		}
-		delete(w.seen, path)
-		delete(present, path)
+		complete = append(complete, File{Path: path, Key: filepath.ToSlash(rel)})
 		return nil
 	})
 	if err != nil && !errors.Is(err, context.Canceled) {
 		w.o.Log.Warn("inbox: scan failed", "inbox", w.dir, "err", err)
+	}
+	for len(complete) > 0 {
+		batch := complete[:min(len(complete), handBatch)]
+		complete = complete[len(batch):]
+		taken, err := w.handle(batch)
+		for _, f := range batch[:taken] {
+			delete(w.seen, f.Path)
+			delete(present, f.Path)
+		}
+		if err != nil {
+			// What stopped this file likely stops the rest (a full
+			// spool): they wait for the next scan.
+			w.o.Log.Warn("inbox: file stays in the inbox for a later try", "file", batch[taken].Path, "left", len(batch)-taken+len(complete), "err", err)
+			break
+		}
 	}
 	for path := range w.seen {
 		if !present[path] {

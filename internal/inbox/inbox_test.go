@@ -3,6 +3,7 @@ package inbox_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -30,21 +31,32 @@ type rig struct {
 	keys     []string // handed over
 	attempts int      // calls of the handler, failed ones included
 	fail     error
+	most     int   // when set, the most files a call takes before failing
+	sizes    []int // how many files each call was offered
 	scans    int
 	changed  chan struct{} // closed and replaced on every event
 }
 
-// handle records a handoff and removes the file, as the spool does.
-func (r *rig) handle(path, key string) error {
+// handle records a handoff and removes the files, as the spool does.
+func (r *rig) handle(files []inbox.File) (int, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	defer r.notify()
 	r.attempts++
+	r.sizes = append(r.sizes, len(files))
 	if r.fail != nil {
-		return r.fail
+		return 0, r.fail
 	}
-	r.keys = append(r.keys, key)
-	return os.Remove(path)
+	for i, f := range files {
+		if r.most > 0 && i == r.most {
+			return i, errors.New("taken enough")
+		}
+		if err := os.Remove(f.Path); err != nil {
+			return i, err
+		}
+		r.keys = append(r.keys, f.Key)
+	}
+	return len(files), nil
 }
 
 func (r *rig) scanned() {
@@ -220,8 +232,54 @@ func TestFailedHandoffIsRetried(t *testing.T) {
 	r.until(t, "a handed over", func() bool { return len(r.keys) == 1 })
 }
 
+// TestHandsOverInBatches drops 600 files at once: the handler is offered
+// at most 256 at a time, and when it takes only some of a batch the rest
+// stay in the inbox and are offered again, until all are handed over,
+// each once.
+func TestHandsOverInBatches(t *testing.T) {
+	dir := t.TempDir()
+	r := start(t, dir, true)
+	r.mu.Lock()
+	r.most = 100
+	r.mu.Unlock()
+	for i := range 600 {
+		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("f%03d", i)), []byte{byte(i)}, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r.fullScan(t)
+	r.advance(quiet)
+	r.until(t, "100 taken, the rest refused", func() bool { return len(r.keys) >= 100 })
+	r.mu.Lock() // no handoff runs meanwhile
+	if n := countNames(t, dir); n != 600-len(r.keys) {
+		t.Fatalf("%d files in the inbox after %d were taken, want %d", n, len(r.keys), 600-len(r.keys))
+	}
+	r.most = 0
+	r.mu.Unlock()
+	r.until(t, "all 600 handed over", func() bool { return len(r.keys) == 600 })
+	got := r.got()
+	slices.Sort(got)
+	if len(slices.Compact(got)) != 600 {
+		t.Fatal("a file was handed over twice")
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if slices.Max(r.sizes) > 256 {
+		t.Fatalf("the handler was offered %d files at once, more than 256", slices.Max(r.sizes))
+	}
+}
+
+func countNames(t *testing.T, dir string) int {
+	t.Helper()
+	names, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(names)
+}
+
 func TestMissingInboxFails(t *testing.T) {
-	w := inbox.New(filepath.Join(t.TempDir(), "nope"), func(string, string) error { return nil }, inbox.Options{})
+	w := inbox.New(filepath.Join(t.TempDir(), "nope"), func([]inbox.File) (int, error) { return 0, nil }, inbox.Options{})
 	if err := w.Run(context.Background()); err == nil {
 		t.Fatal("watching a missing inbox succeeded")
 	}

@@ -291,3 +291,58 @@ func TestBundleJobGolden(t *testing.T) {
 		t.Fatalf("golden payload reads back as %+v, %v", back, err)
 	}
 }
+
+// TestBundleAdd fills a Bundle from files: it takes files up to
+// BundleFileMax, refuses a larger one and one past MaxBundleBytes with
+// ErrTooLarge (leaving itself as it was), refuses a bad key and a
+// directory, and Job hands over its payload and data and empties it.
+func TestBundleAdd(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name string, size int) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, bytes.Repeat([]byte(name[:1]), size), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	var b uploader.Bundle
+	small, most, over := write("a", 100), write("b", uploader.BundleFileMax), write("c", uploader.BundleFileMax+1)
+	for _, p := range []string{small, most} {
+		if _, err := b.Add(p, "k/"+filepath.Base(p)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := b.Add(over, "k/c"); !errors.Is(err, uploader.ErrTooLarge) {
+		t.Fatalf("a file past BundleFileMax: %v, want ErrTooLarge", err)
+	}
+	if _, err := b.Add(small, "../k"); err == nil {
+		t.Fatal("a bad key was taken")
+	}
+	if _, err := b.Add(dir, "k/dir"); err == nil || errors.Is(err, uploader.ErrTooLarge) {
+		t.Fatalf("a directory: %v, want an error other than ErrTooLarge", err)
+	}
+	if b.Len() != 2 || b.Size() != 100+uploader.BundleFileMax {
+		t.Fatalf("after refusals the bundle holds %d files, %d bytes", b.Len(), b.Size())
+	}
+	job, data := b.Job([]string{"u"}, false)
+	if len(job.Files) != 2 || job.Files[1].Key != "k/b" || int64(len(data)) != job.Files[0].Size+job.Files[1].Size || b.Len() != 0 || b.Size() != 0 {
+		t.Fatalf("Job gave %+v and %d bytes, left %d files", job, len(data), b.Len())
+	}
+	sum := sha256.Sum256(data[:100])
+	if job.Files[0].SHA256 != hex.EncodeToString(sum[:]) {
+		t.Fatal("the first file's checksum is not its bytes'")
+	}
+
+	// Filled to MaxBundleBytes, it takes no more.
+	for i := 0; b.Size()+uploader.BundleFileMax <= uploader.MaxBundleBytes; i++ {
+		if _, err := b.Add(most, fmt.Sprintf("m/%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := b.Add(small, "m/last"); b.Size() == uploader.MaxBundleBytes && !errors.Is(err, uploader.ErrTooLarge) {
+		t.Fatalf("a full bundle: %v, want ErrTooLarge", err)
+	}
+	if b.Size() > uploader.MaxBundleBytes {
+		t.Fatalf("the bundle holds %d bytes, past %d", b.Size(), uploader.MaxBundleBytes)
+	}
+}
