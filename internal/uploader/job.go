@@ -46,6 +46,24 @@ type BundledFile struct {
 	SHA256 string `json:"sha256"`
 }
 
+// Parts returns the bytes of each file of the bundle j, whose data is
+// data, in the order of j.Files; an error if their sizes do not add up
+// to data.
+func (j Job) Parts(data []byte) ([][]byte, error) {
+	parts := make([][]byte, len(j.Files))
+	rest := data
+	for i, f := range j.Files {
+		if f.Size < 0 || f.Size > int64(len(rest)) {
+			return nil, fmt.Errorf("bundled file %s of %d bytes: the bundle's %d bytes hold %d more", f.Key, f.Size, len(data), len(rest))
+		}
+		parts[i], rest = rest[:f.Size], rest[f.Size:]
+	}
+	if len(rest) != 0 {
+		return nil, fmt.Errorf("the bundle's files add up to %d bytes, its data is %d", len(data)-len(rest), len(data))
+	}
+	return parts, nil
+}
+
 // MaxBundleBytes is the most data a bundle may hold: a worker reads a
 // bundle whole into memory to send its files.
 const MaxBundleBytes = 4 << 20

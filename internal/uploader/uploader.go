@@ -413,32 +413,31 @@ func (u *Uploader) shipBundle(ctx context.Context, e *spool.Entry, job Job) erro
 	if e.Size() > MaxBundleBytes {
 		return &permanentError{fmt.Errorf("bundle of %d bytes, more than the %d a bundle may hold", e.Size(), MaxBundleBytes)}
 	}
-	var total int64
 	for _, f := range job.Files {
 		if err := CheckKey(f.Key); err != nil {
 			return &permanentError{err}
 		}
-		if f.Size < 0 || len(f.SHA256) != sha256.Size*2 {
-			return &permanentError{fmt.Errorf("bundled file %s: size %d, sha256 %q", f.Key, f.Size, f.SHA256)}
+		if len(f.SHA256) != sha256.Size*2 {
+			return &permanentError{fmt.Errorf("bundled file %s: sha256 %q", f.Key, f.SHA256)}
 		}
-		total += f.Size
-	}
-	if total != e.Size() {
-		return &permanentError{fmt.Errorf("bundle's files add up to %d bytes, its data is %d", total, e.Size())}
 	}
 	data, err := readSmall(e.Path(), e.Size())
 	if err != nil {
 		return &permanentError{fmt.Errorf("read spooled data: %w", err)}
 	}
+	parts, err := job.Parts(data)
+	if err != nil {
+		return &permanentError{err}
+	}
 	return u.toEachTarget(e, job, func(url string) error {
-		return u.sendBundle(ctx, url, data, job, e.Attempts() > 0)
+		return u.sendBundle(ctx, url, parts, job, e.Attempts() > 0)
 	})
 }
 
-// sendBundle makes url hold every file of the bundle whose data is data,
-// sending them side by side. It returns the first failure, after every
-// file sent has had its answer.
-func (u *Uploader) sendBundle(ctx context.Context, url string, data []byte, job Job, retry bool) error {
+// sendBundle makes url hold every file of the bundle job, whose bytes are
+// parts, sending them side by side. It returns the first failure, after
+// every file sent has had its answer.
+func (u *Uploader) sendBundle(ctx context.Context, url string, parts [][]byte, job Job, retry bool) error {
 	// The first failure stops the files not yet sent: a store that is
 	// down would otherwise see a request (and its retries) for each.
 	sendCtx, stop := context.WithCancel(ctx)
@@ -450,10 +449,8 @@ func (u *Uploader) sendBundle(ctx context.Context, url string, data []byte, job 
 	)
 	// The files go out in their order, each as soon as a request may
 	// start.
-	var off int64
-	for _, f := range job.Files {
-		body := data[off : off+f.Size]
-		off += f.Size
+	for i, f := range job.Files {
+		body := parts[i]
 		if !u.acquire(sendCtx) {
 			break
 		}
