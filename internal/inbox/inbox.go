@@ -2,8 +2,8 @@
 // hands each file to the spool once it is complete, at which point it
 // leaves the inbox. A file is complete when it has stayed unchanged for a
 // quiet period: one renamed in, or one whose writer closed it and walked
-// away. (The file system does not tell a file renamed in from one being
-// written in place, so both wait.)
+// away. (fsnotify reports a file renamed in as it reports one created in
+// place, so both wait.)
 //
 // fsnotify events only hint that something changed; a periodic scan is the
 // truth, because events can be dropped (queue overflow, a directory created
