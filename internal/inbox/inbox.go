@@ -1,9 +1,9 @@
 // Package inbox watches a directory that applications drop files into and
 // hands each file to the spool once it is complete, at which point it
-// leaves the inbox. A file is complete when it has stayed unchanged for a
-// quiet period: one renamed in, or one whose writer closed it and walked
-// away. (fsnotify reports a file renamed in as it reports one created in
-// place, so both wait.)
+// leaves the inbox. A file is complete when it was renamed into the
+// inbox's top level, alone or in a directory (on Linux, where inotify
+// says so), or when it has stayed unchanged for a quiet period: a writer
+// that closes a file and walks away.
 //
 // fsnotify events only hint that something changed; a periodic scan is the
 // truth, because events can be dropped (queue overflow, a directory created
@@ -67,6 +67,10 @@ type Watcher struct {
 	handle Handler
 	o      Options
 	seen   map[string]sighting
+	// moved holds the paths renamed into the inbox since the last scan:
+	// files, or directories whose files all came with them, complete
+	// without a quiet period.
+	moved map[string]bool
 }
 
 // sighting is what a scan last saw of a file and since when it has looked
@@ -91,7 +95,7 @@ func New(dir string, handle Handler, o Options) *Watcher {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	return &Watcher{dir: dir, handle: handle, o: o, seen: map[string]sighting{}}
+	return &Watcher{dir: dir, handle: handle, o: o, seen: map[string]sighting{}, moved: map[string]bool{}}
 }
 
 // Run watches until ctx ends. It fails at once if the inbox cannot be read.
@@ -103,6 +107,12 @@ func (w *Watcher) Run(ctx context.Context) error {
 	}
 	events, closeWatch := w.watch()
 	defer closeWatch()
+	moves, stopMoves, err := watchMoves(w.dir)
+	if err != nil {
+		w.o.Log.Debug("inbox: no rename events; files renamed in wait for their quiet period", "inbox", w.dir, "err", err)
+	} else {
+		defer stopMoves()
+	}
 	poll := time.NewTicker(w.o.Poll)
 	defer poll.Stop()
 	// A hint schedules a scan a little later, so that a burst of events
@@ -123,6 +133,15 @@ func (w *Watcher) Run(ctx context.Context) error {
 			if !ok {
 				events = nil
 			} else if soon == nil {
+				soon = time.After(50 * time.Millisecond)
+			}
+		case name, ok := <-moves:
+			if !ok {
+				moves = nil
+				break
+			}
+			w.moved[filepath.Join(w.dir, name)] = true
+			if soon == nil {
 				soon = time.After(50 * time.Millisecond)
 			}
 		}
@@ -174,13 +193,17 @@ func (w *Watcher) scan(now time.Time) {
 			return nil
 		}
 		present[path] = true
-		prev, ok := w.seen[path]
-		if !ok || prev.size != fi.Size() || !prev.mtime.Equal(fi.ModTime()) {
-			w.seen[path] = sighting{size: fi.Size(), mtime: fi.ModTime(), since: now}
-			return nil
-		}
-		if now.Sub(prev.since) < w.o.Quiet {
-			return nil
+		// A file renamed in is whole on arrival: no quiet period to
+		// wait for.
+		if !w.renamedIn(path) {
+			prev, ok := w.seen[path]
+			if !ok || prev.size != fi.Size() || !prev.mtime.Equal(fi.ModTime()) {
+				w.seen[path] = sighting{size: fi.Size(), mtime: fi.ModTime(), since: now}
+				return nil
+			}
+			if now.Sub(prev.since) < w.o.Quiet {
+				return nil
+			}
 		}
 		rel, err := filepath.Rel(w.dir, path)
 		if err != nil {
@@ -192,6 +215,9 @@ func (w *Watcher) scan(now time.Time) {
 	if err != nil && !errors.Is(err, context.Canceled) {
 		w.o.Log.Warn("inbox: scan failed", "inbox", w.dir, "err", err)
 	}
+	// What came by rename is handed over now, or, if the handoff fails,
+	// left to the quiet period like any file.
+	clear(w.moved)
 	for len(complete) > 0 {
 		batch := complete[:min(len(complete), handBatch)]
 		complete = complete[len(batch):]
@@ -212,6 +238,17 @@ func (w *Watcher) scan(now time.Time) {
 			delete(w.seen, path)
 		}
 	}
+}
+
+// renamedIn reports whether the file at path was renamed into the inbox,
+// alone or in a directory, since the last scan.
+func (w *Watcher) renamedIn(path string) bool {
+	for p := path; len(p) > len(w.dir); p = filepath.Dir(p) {
+		if w.moved[p] {
+			return true
+		}
+	}
+	return false
 }
 
 // Ignored reports names that by convention are still being written: hidden
