@@ -28,25 +28,12 @@ import (
 func BenchmarkInboxSmallFiles(b *testing.B) {
 	srv := testenv.S3(b)
 	bin := ferryBinary(b)
-	n := 10000
-	if v := os.Getenv("FERRY_BENCH_INBOX_FILES"); v != "" {
-		var err error
-		if n, err = strconv.Atoi(v); err != nil || n < 1 {
-			b.Fatalf("FERRY_BENCH_INBOX_FILES=%q: want a positive count", v)
-		}
-	}
-	const size = 4 << 10
 	dir := b.TempDir()
 	src, stage, in, spoolRoot := filepath.Join(dir, "src"), filepath.Join(dir, "stage"), filepath.Join(dir, "inbox"), filepath.Join(dir, "spool")
-	for _, d := range []string{src, stage, in} {
+	keys := smallFiles(b, src, "FERRY_BENCH_INBOX_FILES")
+	n := len(keys)
+	for _, d := range []string{stage, in} {
 		if err := os.Mkdir(d, 0o755); err != nil {
-			b.Fatal(err)
-		}
-	}
-	keys := make([]string, n)
-	for i := range n {
-		keys[i] = fmt.Sprintf("f%05d", i)
-		if err := os.WriteFile(filepath.Join(src, keys[i]), bytes.Repeat(fmt.Appendf(nil, "%08d", i), size/8), 0o644); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -45,26 +45,9 @@ import (
 func BenchmarkPushSmallFiles(b *testing.B) {
 	srv := testenv.S3(b)
 	bin := ferryBinary(b)
-	n := 10000
-	if v := os.Getenv("FERRY_BENCH_PUSH_FILES"); v != "" {
-		var err error
-		if n, err = strconv.Atoi(v); err != nil || n < 1 {
-			b.Fatalf("FERRY_BENCH_PUSH_FILES=%q: want a positive count", v)
-		}
-	}
-	const size = 4 << 10
 	src := filepath.Join(b.TempDir(), "src")
-	if err := os.Mkdir(src, 0o755); err != nil {
-		b.Fatal(err)
-	}
-	keys := make([]string, n)
-	for i := range n {
-		keys[i] = fmt.Sprintf("f%05d", i)
-		data := bytes.Repeat(fmt.Appendf(nil, "%08d", i), size/8)
-		if err := os.WriteFile(filepath.Join(src, keys[i]), data, 0o644); err != nil {
-			b.Fatal(err)
-		}
-	}
+	keys := smallFiles(b, src, "FERRY_BENCH_PUSH_FILES")
+	n := len(keys)
 	env := append(os.Environ(), "AWS_ACCESS_KEY_ID="+srv.AccessKey, "AWS_SECRET_ACCESS_KEY="+srv.SecretKey)
 
 	var ferryTime, rawTime, ferryCPU, rawCPU time.Duration
@@ -121,6 +104,33 @@ func BenchmarkPushSmallFiles(b *testing.B) {
 		b.ReportMetric(float64(syscalls["fsync"]+syscalls["fdatasync"]+syscalls["syncfs"])/float64(n), "fsyncs/file")
 		b.ReportMetric(float64(syscalls["total"])/float64(n), "syscalls/file")
 	}
+}
+
+// smallFiles writes 10,000 files of 4 KiB of distinct bytes (or as many
+// as the environment variable count says) into the new directory src,
+// and returns their names.
+func smallFiles(b *testing.B, src, count string) []string {
+	b.Helper()
+	n := 10000
+	if v := os.Getenv(count); v != "" {
+		var err error
+		if n, err = strconv.Atoi(v); err != nil || n < 1 {
+			b.Fatalf("%s=%q: want a positive count", count, v)
+		}
+	}
+	if err := os.Mkdir(src, 0o755); err != nil {
+		b.Fatal(err)
+	}
+	const size = 4 << 10
+	keys := make([]string, n)
+	for i := range n {
+		keys[i] = fmt.Sprintf("f%05d", i)
+		data := bytes.Repeat(fmt.Appendf(nil, "%08d", i), size/8)
+		if err := os.WriteFile(filepath.Join(src, keys[i]), data, 0o644); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return keys
 }
 
 // benchRun is how long one round's push or PUTs took, and the CPU time
