@@ -35,11 +35,15 @@ import "time"
 //     size limit) does not wait; it takes the partial token, and the next
 //     falls due an interval and the margin after it.
 //   - A batch whose commits waited for the token may be held, once the
-//     token falls due, for at most interval/holdWindow, until the next
-//     commit, and then ship at once with it: when the gaps between recent
-//     commits say that the next one is near and that the wait it spares
-//     that commit (most of an interval, until the next token) outweighs
-//     the wait it adds to the commits held (see arrivals.worthHolding).
+//     token falls due, until the next commit, when the gaps between
+//     recent commits say that the next one is near and that the wait it
+//     spares that commit (most of an interval, until the next token)
+//     outweighs the wait it adds to the commits held (see
+//     arrivals.worthHolding). Each commit that comes during the hold
+//     decides again, by the same rule, whether to wait for the one after
+//     it, so a burst of commits that straddles the token goes up whole
+//     rather than cut at its second commit; the hold ends at most
+//     interval/holdWindow after the token fell due.
 //     A writer at a steady pace that does not divide the interval (a
 //     commit every 0.3-0.9s, every 700ms) then has each upload right
 //     after one of its commits instead of at a random moment between
@@ -110,11 +114,11 @@ type budget struct {
 	hold     budgetHold
 }
 
-// budgetHold is the decision made, once, for the token that fell due at
-// due: hold the batch until until (zero: do not hold) or until a commit
-// after txid last comes. For a batch that opened with a token there, it
-// is the decision for the batch opened at opened, taken again at each of
-// its commits: hold it until until, the last taken at txid last.
+// budgetHold is the decision to hold a batch: for the token that fell due
+// at due or, for a batch that opened with a token there, for the batch
+// opened at opened. It is taken at the first look and again at each
+// commit that comes while it holds: hold the batch until until (not
+// after it: do not hold), the last decision taken at txid last.
 type budgetHold struct {
 	due    time.Time
 	opened time.Time
@@ -143,15 +147,16 @@ func (b *budget) shipNow(now time.Time, pending int, opened time.Time, last uint
 	if !opened.Before(due) {
 		return b.shipBurst(now, pending, opened, last)
 	}
-	if !b.hold.due.Equal(due) {
-		// The first look since this token fell due decides.
-		b.hold = budgetHold{due: due, last: last}
+	if !b.hold.due.Equal(due) || (last != b.hold.last && now.Before(b.hold.until)) {
+		// The first look since this token fell due decides, and so does
+		// each commit that comes while the batch is held for it.
+		b.hold.due, b.hold.last, b.hold.until = due, last, now
 		window := due.Add(b.interval / holdWindow).Sub(now)
 		if b.arrivals.worthHolding(pending, now.Sub(b.arrivals.last), window, b.interval, holdGain) {
 			b.hold.until = now.Add(window)
 		}
 	}
-	return !now.Before(b.hold.until) || last != b.hold.last
+	return !now.Before(b.hold.until)
 }
 
 // shipBurst is shipNow for a batch that opened with a token there: it
@@ -180,7 +185,7 @@ func (b *budget) nextLook() time.Time {
 	switch {
 	case !b.hold.opened.IsZero() && b.hold.until.After(due):
 		return b.hold.until
-	case b.hold.due.Equal(due) && !b.hold.until.IsZero():
+	case b.hold.due.Equal(due) && b.hold.until.After(due):
 		return b.hold.until
 	}
 	return due

@@ -471,3 +471,34 @@ func burstArrivals(rng *rand.Rand) []time.Time {
 	}
 	return out
 }
+
+// TestBudgetHeldBurstGoesUpWhole checks a burst of commits that
+// straddles a token: once the gaps between recent commits say the writer
+// writes in bursts, the batch waiting for the token is held through the
+// burst's commits after it, one by one, and goes up whole, within
+// interval/holdWindow of the token and charged at it, rather than cut
+// after the first commit that comes during the hold, leaving the rest of
+// the burst a whole interval to wait.
+func TestBudgetHeldBurstGoesUpWhole(t *testing.T) {
+	const iv = time.Second
+	const gap = 30 * time.Millisecond
+	l := newBudgetLoop(iv)
+	// The writer's history: bursts of five commits 30ms apart, 1.5s
+	// between bursts.
+	for i := range 10 {
+		l.run(every(budgetT0.Add(time.Duration(i)*3*iv/2), gap, 5))
+	}
+	due := l.b.due()
+	burst := every(due.Add(-2*gap), gap, 5) // two commits before the token, three from it
+	ships := l.run(burst)
+	if len(ships) != 1 {
+		t.Fatalf("a burst across its token went up in %d uploads at %v after the token, want 1", len(ships), ships)
+	}
+	if last := burst[len(burst)-1]; ships[0].Before(last) || ships[0].Sub(due) > iv/holdWindow {
+		t.Fatalf("the burst went up %v after its token, want after its last commit (%v) and within %v",
+			ships[0].Sub(due), last.Sub(due), iv/holdWindow)
+	}
+	if got := l.b.due(); !got.Equal(due.Add(iv)) {
+		t.Fatalf("after the held upload the next token is due %v after the last, want an interval: the hold moved the cadence", got.Sub(due))
+	}
+}
