@@ -62,6 +62,9 @@ type Uploader struct {
 
 	mu     sync.Mutex
 	stores map[string]objstore.Store
+
+	// trouble follows failed attempts for the log.
+	trouble trouble
 }
 
 // New returns an uploader for sp.
@@ -234,22 +237,34 @@ func (u *Uploader) work(ctx context.Context, tried chan<- shipped) error {
 // d, hands a shipped entry to it to be done.
 func (u *Uploader) finish(ctx context.Context, e *spool.Entry, shipErr error, d *doner) error {
 	log := u.o.Log.With("entry", e.ID())
-	switch {
-	case shipErr == nil && d != nil:
-		d.in <- e
-		return nil
-	case shipErr == nil:
+	if shipErr == nil {
+		if failed, since := u.trouble.succeed(); failed > 0 {
+			u.o.Log.Info("uploads succeed again", "failed_attempts", failed, "failing_for", time.Since(since).Round(time.Millisecond))
+		}
+		if d != nil {
+			d.in <- e
+			return nil
+		}
 		return e.Done()
+	}
+	switch {
 	case ctx.Err() != nil:
 		// Stopping, not failing: the entry goes back as it was.
 		return e.Release()
 	case permanent(shipErr):
 		log.Error("upload failed permanently; entry moved to the failed queue", "err", shipErr)
 		return e.FailPermanently(shipErr)
-	default:
-		log.Warn("upload failed; will retry", "attempts", e.Attempts()+1, "err", shipErr)
-		return e.Fail(shipErr)
 	}
+	switch news, failed, since := u.trouble.fail(time.Now()); news {
+	case began:
+		log.Warn("upload failed; retrying with backoff, further failures logged at debug level until an upload succeeds",
+			"attempts", e.Attempts()+1, "err", shipErr)
+	case stillBad:
+		log.Warn("uploads still failing; retrying with backoff", "failed_attempts", failed, "since", since.Format(time.RFC3339), "err", shipErr)
+	default:
+		log.Debug("upload failed; will retry", "attempts", e.Attempts()+1, "err", shipErr)
+	}
+	return e.Fail(shipErr)
 }
 
 // permanent reports whether retrying can never help: the store refused the

@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -334,6 +336,78 @@ func TestDoneDelayFinishesEverythingShipped(t *testing.T) {
 	for i := range n {
 		if got, want := r.content("a", fmt.Sprintf("f%02d", i)), fmt.Sprintf("content %d", i); got != want {
 			t.Fatalf("a holds %q, want %q", got, want)
+		}
+	}
+}
+
+// logLines keeps the records of a slog handler: level and message.
+type logLines struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (l *logLines) Enabled(context.Context, slog.Level) bool { return true }
+func (l *logLines) WithAttrs([]slog.Attr) slog.Handler       { return l }
+func (l *logLines) WithGroup(string) slog.Handler            { return l }
+func (l *logLines) Handle(_ context.Context, r slog.Record) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.lines = append(l.lines, r.Level.String()+" "+r.Message)
+	return nil
+}
+
+// count returns how many lines are at level and start with msg.
+func (l *logLines) count(level slog.Level, msg string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, line := range l.lines {
+		if strings.HasPrefix(line, level.String()+" "+msg) {
+			n++
+		}
+	}
+	return n
+}
+
+// An outage of the store with many files waiting and many attempts
+// failing leaves one warning, each later failure at debug level, and one
+// line when uploads succeed again, not a warning per file and attempt.
+// One worker, so that no attempt begun during the outage fails after the
+// first success (which would rightly begin a new run).
+func TestOutageIsLoggedOnceAndItsEnd(t *testing.T) {
+	r := newRig(t, "a")
+	unavailable := error(&objstore.Error{Op: "put", Key: "k", StatusCode: 503, Err: errors.New("slow down")})
+	r.stores["a"].failErr.Store(&unavailable)
+	for i := range 10 {
+		r.enqueue(fmt.Sprintf("f%02d", i), "x", "a")
+	}
+	logs := &logLines{}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	u := uploader.New(r.sp, r.open, uploader.Options{Workers: 1, Log: slog.New(logs)})
+	done := make(chan error, 1)
+	go func() { done <- u.Run(ctx) }()
+	for r.stores["a"].puts.Load() < 30 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	r.stores["a"].failErr.Store(nil)
+	for r.sp.Len(uploader.FilesQueue) > 0 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	warn := logs.count(slog.LevelWarn, "")
+	debug := logs.count(slog.LevelDebug, "upload failed; will retry")
+	back := logs.count(slog.LevelInfo, "uploads succeed again")
+	if warn != 1 || back != 1 || debug < 29 {
+		t.Fatalf("%d warnings, %d failures at debug level, %d lines of recovery; want 1, at least 29, 1:\n%s",
+			warn, debug, back, strings.Join(logs.lines, "\n"))
+	}
+	for i := range 10 {
+		if got := r.content("a", fmt.Sprintf("f%02d", i)); got != "x" {
+			t.Fatalf("f%02d holds %q", i, got)
 		}
 	}
 }
