@@ -3,10 +3,14 @@ package snapshot
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -152,5 +156,35 @@ func TestDuplicateChunksStoredOnce(t *testing.T) {
 	}
 	if n := store.gets.Load(); n != 1 || !bytes.Equal(dst.buf, img) {
 		t.Fatalf("%d gets, image equal: %v", n, bytes.Equal(dst.buf, img))
+	}
+}
+
+// failingFile is a Restore destination whose writes fail from the n-th on.
+type failingFile struct {
+	memFile
+	left atomic.Int32
+}
+
+func (f *failingFile) WriteAt(p []byte, off int64) (int, error) {
+	if f.left.Add(-1) < 0 {
+		return 0, syscall.ENOSPC
+	}
+	return f.memFile.WriteAt(p, off)
+}
+
+// TestRestoreStopsAtAFailedWrite checks a restore whose destination
+// fails part way (a full disk): it reports that write's error, not a
+// chunk's or the workers' own, and returns, with nothing left running.
+func TestRestoreStopsAtAFailedWrite(t *testing.T) {
+	img := randomImage(rand.New(rand.NewPCG(5, 5)), 40*ChunkSize)
+	store := memstore.New()
+	m, _ := roundTrip(t, store, img, 4096, 7)
+	for _, after := range []int32{0, 1, 17, 39} {
+		dst := &failingFile{}
+		dst.left.Store(after)
+		err := Restore(context.Background(), store, m, dst, 4, nil)
+		if !errors.Is(err, syscall.ENOSPC) || !strings.Contains(err.Error(), "write chunk") {
+			t.Fatalf("writes failing after %d: restore returned %v, want the write's ENOSPC", after, err)
+		}
 	}
 }
