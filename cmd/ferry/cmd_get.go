@@ -7,7 +7,8 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"path/filepath"
+
+	"github.com/ferrydb/ferry/internal/durable"
 )
 
 type getCmd struct{ *app }
@@ -53,7 +54,10 @@ func (c *getCmd) Run(ctx context.Context, args []string) error {
 		return err
 	}
 	defer rc.Close()
-	tmp, err := os.CreateTemp(filepath.Dir(out), "."+filepath.Base(out)+".ferry-get-*")
+	if err := durable.RemoveLeftBehind(out, ".ferry-get-"); err != nil {
+		return err
+	}
+	tmp, err := durable.CreateBeside(out, ".ferry-get-")
 	if err != nil {
 		return err
 	}
@@ -71,13 +75,13 @@ func (c *getCmd) Run(ctx context.Context, args []string) error {
 	if err := tmp.Sync(); err != nil {
 		return err
 	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
+	// Renamed while still open: the temporary file's lock says it is in
+	// use until it has its name (see durable.CreateBeside).
 	if err := os.Rename(tmp.Name(), out); err != nil {
 		return err
 	}
 	done = true
+	tmp.Close() // the data is durable under its name: a failed close loses nothing
 	fmt.Fprintf(c.stdout, "%s: %d bytes\n", out, n)
 	return nil
 }

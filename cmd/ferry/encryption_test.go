@@ -173,12 +173,20 @@ files:
 		t.Fatalf("verify -deep with the key: %s %s", r.stdout, r.stderr)
 	}
 
-	// The files come back with the key, and only with it.
+	// The files come back with the key, and only with it. A download a
+	// get killed with kill -9 left beside the output goes.
 	got := filepath.Join(dir, "got.bin")
+	left := filepath.Join(dir, ".got.bin.ferry-get-123")
+	if err := os.WriteFile(left, []byte("half a file"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	if r := runBin(t, bin, "get", "-key-file", keyA, pushURL, "pushed-report.bin", got); r.code != 0 {
 		t.Fatalf("get of the pushed file: %s", r.stderr)
 	}
 	sameFile(t, got, fileBody)
+	if _, err := os.Stat(left); !os.IsNotExist(err) {
+		t.Fatalf("get left behind what a killed get had left: %v", err)
+	}
 	os.Remove(got)
 	if r := runBin(t, bin, "get", "-key-file", keyA, inboxURL, "inbox-report.bin", got); r.code != 0 {
 		t.Fatalf("get of the inbox file: %s", r.stderr)

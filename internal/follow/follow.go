@@ -123,6 +123,10 @@ func (f *Follower) Run(ctx context.Context) error {
 		return err
 	}
 	defer f.marks.close()
+	if err := durable.RemoveLeftBehind(f.path, segmentInfix); err != nil {
+		l.release(false)
+		return err
+	}
 	if err := f.start(ctx); err != nil {
 		// A start that put no database in place leaves nothing behind.
 		_, serr := os.Stat(f.path)
@@ -264,12 +268,16 @@ func (f *Follower) poll(ctx context.Context, gapSeen *bool) (bool, error) {
 	}
 }
 
+// segmentInfix names the files a follower fetches change sets into,
+// beside its database (see durable.CreateBeside).
+const segmentInfix = ".ferry-segment-"
+
 // applySegment downloads the change set ref into a private temporary
 // file, verifies all of it, then applies each of its transactions after
 // the follower's txid, each in its own SQLite transaction, recording each
 // once it commits.
 func (f *Follower) applySegment(ctx context.Context, ref layout.Segment) error {
-	tmp, err := os.CreateTemp(filepath.Dir(f.path), "."+filepath.Base(f.path)+".ferry-segment-*")
+	tmp, err := durable.CreateBeside(f.path, segmentInfix)
 	if err != nil {
 		return fmt.Errorf("fetch %s: %w", ref.Key, err)
 	}

@@ -128,8 +128,17 @@ func TestFollowAndContinueAfterRestart(t *testing.T) {
 
 	s.exec("DELETE FROM accounts WHERE note IS NOT NULL", "VACUUM")
 	s.publish()
+	// A change set a follower killed with kill -9 was fetching stays
+	// behind; the next follower removes it.
+	left := filepath.Join(filepath.Dir(path), ".follower.db"+segmentInfix+"123")
+	if err := os.WriteFile(left, []byte("half a change set"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	r = startFollower(t, s.store, path)
 	r.waitTXID(t, s.txid)
+	if _, err := os.Stat(left); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a change set a dead follower left is still there: %v", err)
+	}
 	st := r.Status()
 	if st.ContinuedFromTXID != stopped || st.Restores != 0 || st.AppliedTxns != 2 {
 		t.Fatalf("restart: %+v; want it to continue from txid %d with no restore and 2 transactions applied\n%s", st, stopped, r.log)

@@ -65,7 +65,10 @@ func ToFile(ctx context.Context, store objstore.Store, plan Plan, out string, o 
 		return Result{}, fmt.Errorf("snapshot %s was taken at %s, after %s", m.Key(), m.Time.Format(time.RFC3339Nano), o.Before.Format(time.RFC3339Nano))
 	}
 	dir := filepath.Dir(out)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(out)+".ferry-restore-*")
+	if err := durable.RemoveLeftBehind(out, tempInfix); err != nil {
+		return Result{}, err
+	}
+	tmp, err := durable.CreateBeside(out, tempInfix)
 	if err != nil {
 		return Result{}, fmt.Errorf("create temporary file beside %s: %w", out, err)
 	}
@@ -84,7 +87,7 @@ func ToFile(ctx context.Context, store objstore.Store, plan Plan, out string, o 
 	var avoid map[string]string
 	for applied := 0; len(queue) > 0; {
 		ref := queue[0]
-		done, err := st.applySegment(ctx, store, ref, dir)
+		done, err := st.applySegment(ctx, store, ref, out)
 		if err != nil {
 			if !replannable(err) || len(avoid) == maxReplans {
 				return Result{}, &StoppedError{TXID: st.res.TXID, Err: err}
@@ -129,12 +132,11 @@ func ToFile(ctx context.Context, store objstore.Store, plan Plan, out string, o 
 	if checkErr != nil {
 		return Result{}, fmt.Errorf("restored database at txid %d fails SQLite's check, so it was not written to %s: %w", st.res.TXID, out, checkErr)
 	}
-	if err := tmp.Close(); err != nil {
-		return Result{}, err
-	}
 	if _, err := os.Lstat(out); err == nil {
 		return Result{}, fmt.Errorf("%s appeared while restoring; not replaced", out)
 	}
+	// Renamed while still open: the temporary file's lock says it is in
+	// use until it has its name (see durable.CreateBeside).
 	if err := os.Rename(tmp.Name(), out); err != nil {
 		return Result{}, fmt.Errorf("rename into %s: %w", out, err)
 	}
@@ -144,6 +146,11 @@ func ToFile(ctx context.Context, store objstore.Store, plan Plan, out string, o 
 	}
 	return st.res, nil
 }
+
+// tempInfix names the files a restore into out builds beside it (see
+// durable.CreateBeside): the database, and each change set while it is
+// applied.
+const tempInfix = ".ferry-restore-"
 
 // maxReplans bounds how often one restore plans its chain again. Each
 // re-plan avoids the segment that failed, so none is tried twice; the
@@ -194,8 +201,8 @@ type state struct {
 // applySegment downloads one segment into a private temporary file,
 // verifies all of it, then applies its transactions after the current one,
 // stopping at the target. It reports whether the target was reached.
-func (st *state) applySegment(ctx context.Context, store objstore.Store, ref SegmentRef, dir string) (bool, error) {
-	f, err := os.CreateTemp(dir, ".ferry-segment-*")
+func (st *state) applySegment(ctx context.Context, store objstore.Store, ref SegmentRef, out string) (bool, error) {
+	f, err := durable.CreateBeside(out, tempInfix)
 	if err != nil {
 		return false, err
 	}
