@@ -39,8 +39,9 @@ func (o DownloadOptions) withDefaults() DownloadOptions {
 }
 
 // stagingInfix names the directory Download unpacks into, beside dest:
-// DEST.ferry-staging-NNNN. A download killed part way leaves it behind,
-// under a name that says what it is.
+// .DEST.ferry-staging-NNNN. A download killed part way leaves it behind,
+// under a name that says what it is, and the next download to dest
+// removes it (see durable.MkdirBeside).
 const stagingInfix = ".ferry-staging-"
 
 // Download fetches the artifact key into dest, which must be absent or an
@@ -61,7 +62,7 @@ func Download(ctx context.Context, store objstore.Store, key, dest string, opts 
 	if err != nil {
 		return Manifest{}, fmt.Errorf("download %s: %w", key, err)
 	}
-	parent, base := filepath.Dir(dest), filepath.Base(dest)
+	parent := filepath.Dir(dest)
 	if dest == parent {
 		return Manifest{}, fmt.Errorf("download %s: destination %s is a filesystem root", key, dest)
 	}
@@ -75,10 +76,17 @@ func Download(ctx context.Context, store objstore.Store, key, dest string, opts 
 		return Manifest{}, err
 	}
 
-	staging, err := os.MkdirTemp(parent, base+stagingInfix)
+	if err := durable.RemoveLeftBehind(dest, stagingInfix); err != nil {
+		return Manifest{}, fmt.Errorf("download %s: %w", key, err)
+	}
+	held, err := durable.MkdirBeside(dest, stagingInfix)
 	if err != nil {
 		return Manifest{}, fmt.Errorf("download %s: create staging directory beside %s: %w", key, dest, err)
 	}
+	// Closed, and unlocked, only once the directory has its name or is
+	// gone.
+	defer held.Close()
+	staging := held.Name()
 	done := false
 	defer func() {
 		if !done {

@@ -191,12 +191,24 @@ func TestRoundTripEmptyDir(t *testing.T) {
 	if len(m.Entries) != 0 {
 		t.Fatalf("empty directory gave %d entries", len(m.Entries))
 	}
-	dest := filepath.Join(t.TempDir(), "d")
+	work := t.TempDir()
+	dest := filepath.Join(work, "d")
+	// What a download killed part way left: its staging directory goes.
+	left := filepath.Join(work, ".d"+stagingInfix+"123")
+	if err := os.MkdirAll(filepath.Join(left, "sub"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(left, "sub", "half"), []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := Download(ctx, st, "empty", dest, DownloadOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if names := listDir(t, dest); len(names) != 0 {
 		t.Errorf("empty artifact unpacked to %v", names)
+	}
+	if got := strings.Join(listDir(t, work), " "); got != "d" {
+		t.Errorf("the download's directory holds %q, want d alone", got)
 	}
 }
 

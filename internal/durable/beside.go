@@ -38,8 +38,36 @@ func CreateBeside(out, infix string) (*os.File, error) {
 	return nil, fmt.Errorf("create a temporary file for %s: removed by another process each time", out)
 }
 
-// RemoveLeftBehind removes the files CreateBeside made for out and infix
-// that no process holds any more, left behind by a run that died (kill
+// MkdirBeside is CreateBeside for a directory in which out is built (an
+// artifact unpacked, say): it returns the new directory open and locked
+// until closed.
+func MkdirBeside(out, infix string) (*os.File, error) {
+	dir, prefix := filepath.Dir(out), "."+filepath.Base(out)+infix
+	for range 3 {
+		path, err := os.MkdirTemp(dir, prefix+"*")
+		if err != nil {
+			return nil, err
+		}
+		d, err := os.Open(path)
+		if err != nil {
+			os.Remove(path)
+			return nil, err
+		}
+		if err := flock(d); err != nil {
+			d.Close()
+			os.Remove(path)
+			return nil, fmt.Errorf("lock %s: %w", path, err)
+		}
+		if stillNamed(d) {
+			return d, nil
+		}
+		d.Close()
+	}
+	return nil, fmt.Errorf("create a temporary directory for %s: removed by another process each time", out)
+}
+
+// RemoveLeftBehind removes the files and directories CreateBeside and
+// MkdirBeside made for out and infix that no process holds any more, left behind by a run that died (kill
 // -9, a crash, a power loss), with the -wal, -shm and -journal files
 // SQLite may have left beside them. A restore that keeps failing half way
 // through would otherwise leave a hidden file as large as the database at
@@ -59,7 +87,8 @@ func removeLeftBehind(dir, prefix string) error {
 	}
 	for _, e := range entries {
 		name := e.Name()
-		if !strings.HasPrefix(name, prefix) || !e.Type().IsRegular() || sqliteSidecar(name) {
+		isDir := e.IsDir()
+		if !strings.HasPrefix(name, prefix) || !(isDir || e.Type().IsRegular()) || sqliteSidecar(name) {
 			continue
 		}
 		path := filepath.Join(dir, name)
@@ -79,6 +108,14 @@ func removeLeftBehind(dir, prefix string) error {
 		}
 		// Removed while locked, so that its creator, if it is only now
 		// taking its lock, finds the name gone.
+		if isDir {
+			err := os.RemoveAll(path)
+			f.Close()
+			if err != nil {
+				return fmt.Errorf("remove %s, left behind by an earlier run: %w", path, err)
+			}
+			continue
+		}
 		for _, p := range []string{path, path + "-wal", path + "-shm", path + "-journal"} {
 			if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
 				f.Close()

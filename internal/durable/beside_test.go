@@ -17,7 +17,11 @@ const besideChildEnv = "FERRY_DURABLE_BESIDE_CHILD"
 
 func TestMain(m *testing.M) {
 	if out := os.Getenv(besideChildEnv); out != "" {
-		f, err := CreateBeside(out, ".ferry-test-")
+		create := CreateBeside
+		if os.Getenv(besideChildEnv+"_DIR") != "" {
+			create = MkdirBeside
+		}
+		f, err := create(out, ".ferry-test-")
 		if err != nil {
 			os.Stdout.WriteString("error: " + err.Error() + "\n")
 			os.Exit(1)
@@ -135,5 +139,46 @@ func TestCreateBesideRenamedOpen(t *testing.T) {
 	os.Remove(g.Name())
 	if b, err := os.ReadFile(out); err != nil || string(b) != "content" {
 		t.Fatalf("the output holds %q, %v", b, err)
+	}
+}
+
+// TestRemoveLeftBehindDirectory kills a process with kill -9 while it
+// holds a directory MkdirBeside made and filled: RemoveLeftBehind removes
+// it whole, and leaves alone one another process still holds.
+func TestRemoveLeftBehindDirectory(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "tree")
+	start := func() (*exec.Cmd, string) {
+		cmd := exec.Command(os.Args[0], "-test.run=^$")
+		cmd.Env = append(os.Environ(), besideChildEnv+"="+out, besideChildEnv+"_DIR=1")
+		stdout, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		line, err := bufio.NewReader(stdout).ReadString('\n')
+		if err != nil || !strings.HasPrefix(filepath.Base(line), ".tree.ferry-test-") {
+			t.Fatalf("child said %q, %v", line, err)
+		}
+		return cmd, strings.TrimSpace(line)
+	}
+	killed, left := start()
+	if err := os.MkdirAll(filepath.Join(left, "sub"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(left, "sub", "half"), []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	killed.Process.Signal(syscall.SIGKILL)
+	killed.Wait()
+	_, live := start()
+	if err := RemoveLeftBehind(out, ".ferry-test-"); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := names(t, dir), []string{filepath.Base(live)}; !slices.Equal(got, want) {
+		t.Fatalf("after the clean-up the directory holds %q, want %q", got, want)
 	}
 }
