@@ -16,12 +16,34 @@ import (
 // process died; so a caller that renames it into place does so before
 // closing it.
 func CreateBeside(out, infix string) (*os.File, error) {
+	return makeBeside(out, infix, os.CreateTemp)
+}
+
+// MkdirBeside is CreateBeside for a directory in which out is built (an
+// artifact unpacked, say): it returns the new directory open and locked
+// until closed.
+func MkdirBeside(out, infix string) (*os.File, error) {
+	return makeBeside(out, infix, func(dir, pattern string) (*os.File, error) {
+		path, err := os.MkdirTemp(dir, pattern)
+		if err != nil {
+			return nil, err
+		}
+		d, err := os.Open(path)
+		if err != nil {
+			os.Remove(path)
+		}
+		return d, err
+	})
+}
+
+// makeBeside makes a file or directory with create, named as CreateBeside
+// says, and locks it. A clean-up elsewhere may take the new one between
+// its making and its lock: the lock then holds one that no longer has
+// the name, and it is made again.
+func makeBeside(out, infix string, create func(dir, pattern string) (*os.File, error)) (*os.File, error) {
 	dir, prefix := filepath.Dir(out), "."+filepath.Base(out)+infix
-	// A clean-up elsewhere may take the new file between its creation
-	// and its lock: the lock then holds a file that no longer has the
-	// name, and the creation is tried again.
 	for range 3 {
-		f, err := os.CreateTemp(dir, prefix+"*")
+		f, err := create(dir, prefix+"*")
 		if err != nil {
 			return nil, err
 		}
@@ -35,35 +57,7 @@ func CreateBeside(out, infix string) (*os.File, error) {
 		}
 		f.Close()
 	}
-	return nil, fmt.Errorf("create a temporary file for %s: removed by another process each time", out)
-}
-
-// MkdirBeside is CreateBeside for a directory in which out is built (an
-// artifact unpacked, say): it returns the new directory open and locked
-// until closed.
-func MkdirBeside(out, infix string) (*os.File, error) {
-	dir, prefix := filepath.Dir(out), "."+filepath.Base(out)+infix
-	for range 3 {
-		path, err := os.MkdirTemp(dir, prefix+"*")
-		if err != nil {
-			return nil, err
-		}
-		d, err := os.Open(path)
-		if err != nil {
-			os.Remove(path)
-			return nil, err
-		}
-		if err := flock(d); err != nil {
-			d.Close()
-			os.Remove(path)
-			return nil, fmt.Errorf("lock %s: %w", path, err)
-		}
-		if stillNamed(d) {
-			return d, nil
-		}
-		d.Close()
-	}
-	return nil, fmt.Errorf("create a temporary directory for %s: removed by another process each time", out)
+	return nil, fmt.Errorf("make a temporary file or directory for %s: removed by another process each time", out)
 }
 
 // RemoveLeftBehind removes the files and directories CreateBeside and

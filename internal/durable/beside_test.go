@@ -32,6 +32,31 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
+// startHolder starts a process that makes a file (or, with dir, a
+// directory) beside out with infix ".ferry-test-" and holds it until
+// killed; it returns the process and the path it holds.
+func startHolder(t *testing.T, out string, dir bool) (*exec.Cmd, string) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), besideChildEnv+"="+out)
+	if dir {
+		cmd.Env = append(cmd.Env, besideChildEnv+"_DIR=1")
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil || !strings.HasPrefix(filepath.Base(line), "."+filepath.Base(out)+".ferry-test-") {
+		t.Fatalf("child said %q, %v", line, err)
+	}
+	return cmd, strings.TrimSpace(line)
+}
+
 // names returns the names in dir, sorted.
 func names(t *testing.T, dir string) []string {
 	t.Helper()
@@ -54,24 +79,7 @@ func names(t *testing.T, dir string) []string {
 func TestRemoveLeftBehind(t *testing.T) {
 	dir := t.TempDir()
 	out := filepath.Join(dir, "app.db")
-	start := func() (*exec.Cmd, string) {
-		cmd := exec.Command(os.Args[0], "-test.run=^$")
-		cmd.Env = append(os.Environ(), besideChildEnv+"="+out)
-		stdout, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-		line, err := bufio.NewReader(stdout).ReadString('\n')
-		if err != nil || !strings.HasPrefix(filepath.Base(line), ".app.db.ferry-test-") {
-			t.Fatalf("child said %q, %v", line, err)
-		}
-		return cmd, strings.TrimSpace(line)
-	}
-	killed, left := start()
+	killed, left := startHolder(t, out, false)
 	for _, side := range []string{"-wal", "-shm"} {
 		if err := os.WriteFile(left+side, []byte("x"), 0o600); err != nil {
 			t.Fatal(err)
@@ -81,7 +89,7 @@ func TestRemoveLeftBehind(t *testing.T) {
 		t.Fatal(err)
 	}
 	killed.Wait()
-	_, live := start()
+	_, live := startHolder(t, out, false)
 	for _, name := range []string{"app.db", "other.db", ".other.db.ferry-test-1", ".app.db.ferry-get-2"} {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte("keep"), 0o600); err != nil {
 			t.Fatal(err)
@@ -148,24 +156,7 @@ func TestCreateBesideRenamedOpen(t *testing.T) {
 func TestRemoveLeftBehindDirectory(t *testing.T) {
 	dir := t.TempDir()
 	out := filepath.Join(dir, "tree")
-	start := func() (*exec.Cmd, string) {
-		cmd := exec.Command(os.Args[0], "-test.run=^$")
-		cmd.Env = append(os.Environ(), besideChildEnv+"="+out, besideChildEnv+"_DIR=1")
-		stdout, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-		line, err := bufio.NewReader(stdout).ReadString('\n')
-		if err != nil || !strings.HasPrefix(filepath.Base(line), ".tree.ferry-test-") {
-			t.Fatalf("child said %q, %v", line, err)
-		}
-		return cmd, strings.TrimSpace(line)
-	}
-	killed, left := start()
+	killed, left := startHolder(t, out, true)
 	if err := os.MkdirAll(filepath.Join(left, "sub"), 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -174,7 +165,7 @@ func TestRemoveLeftBehindDirectory(t *testing.T) {
 	}
 	killed.Process.Signal(syscall.SIGKILL)
 	killed.Wait()
-	_, live := start()
+	_, live := startHolder(t, out, true)
 	if err := RemoveLeftBehind(out, ".ferry-test-"); err != nil {
 		t.Fatal(err)
 	}
