@@ -12,21 +12,25 @@ import (
 	"time"
 
 	"github.com/ferrydb/ferry/internal/spool"
+	"github.com/ferrydb/ferry/internal/uploader"
 )
 
 type spoolCmd struct{ *app }
 
 func (*spoolCmd) Name() string    { return "spool" }
-func (*spoolCmd) Summary() string { return "inspect a spool directory (fsck)" }
+func (*spoolCmd) Summary() string { return "inspect a spool directory (fsck), retry refused files" }
 func (*spoolCmd) Usage() string {
 	return `
 Usage: ferry spool fsck [-json] SPOOL_DIR
+       ferry spool retry SPOOL_DIR
 
 Subcommands:
   fsck   report spool entries that are too old, orphaned, duplicated or
          failed, and exit non-zero if there is one
+  retry  send the files a target refused for good back to be uploaded
+         again
 
-Run 'ferry spool fsck -h' for its flags.`
+Run 'ferry spool fsck -h' or 'ferry spool retry -h' for details.`
 }
 
 func (c *spoolCmd) Run(ctx context.Context, args []string) error {
@@ -39,8 +43,59 @@ func (c *spoolCmd) Run(ctx context.Context, args []string) error {
 		return errHelp
 	case "fsck":
 		return c.fsck(ctx, args[1:])
+	case "retry":
+		return c.retry(args[1:])
 	}
 	return usagef("unknown subcommand %q", args[0])
+}
+
+func (c *spoolCmd) retry(args []string) error {
+	const usage = `
+Usage: ferry spool retry SPOOL_DIR
+
+Sends the files a target refused for good (fsck reports them as failed,
+with the store's reason) back to the files queue, once the cause is put
+right: a bucket policy, a key, credentials. The next ferry to run on the
+spool uploads them. Change sets a target refused stay where they are:
+their replicator recorded the gap and went on from a snapshot.
+
+The spool must not be in use: stop the ferry running on it, retry, and
+start it again.`
+	fs := newFlagSet("spool retry")
+	if err := c.parse(fs, usage, args); err != nil {
+		return withHelp(err, "ferry spool retry -h")
+	}
+	if fs.NArg() != 1 {
+		return withHelp(usagef("want one SPOOL_DIR, got %d arguments", fs.NArg()), "ferry spool retry -h")
+	}
+	dir := fs.Arg(0)
+	if err := existing(dir, "directory"); err != nil {
+		return err
+	}
+	// Open makes a spool of any directory: only one that is a spool
+	// already is taken.
+	if _, err := spool.Check(dir, spool.Limits{}, time.Now()); err != nil {
+		return notASpool(dir, err)
+	}
+	sp, err := spool.Open(dir, spool.Options{})
+	if err != nil {
+		var inUse *spool.InUseError
+		if errors.As(err, &inUse) {
+			return fmt.Errorf("%w: stop it, retry, and start it again", err)
+		}
+		return err
+	}
+	defer sp.Close()
+	moved, err := sp.RetryFailed(uploader.FilesQueue)
+	if err != nil {
+		return fmt.Errorf("retry failed files in spool %s: %w (%d sent back before it)", dir, err, moved)
+	}
+	left, err := sp.Failed()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(c.stdout, "%d files sent back to be uploaded again; %d entries stay in the failed queue\n", moved, len(left))
+	return nil
 }
 
 func (c *spoolCmd) fsck(_ context.Context, args []string) error {

@@ -1,31 +1,37 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/ferrydb/ferry/internal/config"
 	"github.com/ferrydb/ferry/internal/daemon"
+	"github.com/ferrydb/ferry/internal/target"
 	"github.com/ferrydb/ferry/internal/testenv"
 )
 
 // refusingProxy stands in front of the real S3 server and, while refusing
-// is set, answers every upload of a change set with 403 AccessDenied, as a
-// bucket policy that denies that prefix would.
+// is set, answers every upload under a path holding its fragment (change
+// sets: "/segments/") with 403 AccessDenied, as a bucket policy that
+// denies that prefix would.
 type refusingProxy struct {
 	*httptest.Server
 	refusing atomic.Bool
 	refused  atomic.Int64
 }
 
-func newRefusingProxy(t *testing.T, upstream string) *refusingProxy {
+func newRefusingProxy(t *testing.T, upstream, fragment string) *refusingProxy {
 	t.Helper()
 	u, err := url.Parse(upstream)
 	if err != nil {
@@ -36,7 +42,7 @@ func newRefusingProxy(t *testing.T, upstream string) *refusingProxy {
 	rp := httputil.NewSingleHostReverseProxy(u)
 	p := &refusingProxy{}
 	p.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if p.refusing.Load() && r.Method == http.MethodPut && strings.Contains(r.URL.Path, "/segments/") {
+		if p.refusing.Load() && r.Method == http.MethodPut && strings.Contains(r.URL.Path, fragment) {
 			p.refused.Add(1)
 			w.Header().Set("Content-Type", "application/xml")
 			w.WriteHeader(http.StatusForbidden)
@@ -57,7 +63,7 @@ func TestChangeSetsRefusedForGood(t *testing.T) {
 	needSQLite3(t)
 	srv := testenv.StartPrivateS3(t)
 	bucket := testenv.Bucket(t, srv.S3Server)
-	proxy := newRefusingProxy(t, srv.Endpoint)
+	proxy := newRefusingProxy(t, srv.Endpoint, "/segments/")
 	t.Setenv("AWS_ACCESS_KEY_ID", srv.AccessKey)
 	t.Setenv("AWS_SECRET_ACCESS_KEY", srv.SecretKey)
 	bin := ferryBinary(t)
@@ -131,5 +137,90 @@ func TestChangeSetsRefusedForGood(t *testing.T) {
 	restoreMatches(t, bin, url, dbPath, dir, srv)
 	if r := runBin(t, bin, "txids", url); r.code != 0 || !strings.Contains(r.stdout, "gap") {
 		t.Fatalf("txids does not show the gap: %d %s %s", r.code, r.stdout, r.stderr)
+	}
+}
+
+// TestFilesRefusedForGoodAndRetried has the store refuse an inbox's files
+// with 403: the file waits in the spool's failed queue, /healthz turns red
+// and says so, a restart warns of it, `ferry spool retry` refuses a spool
+// in use in one line and, with ferry stopped, sends the file back; the
+// next start uploads it and /healthz is green again.
+func TestFilesRefusedForGoodAndRetried(t *testing.T) {
+	srv := testenv.StartPrivateS3(t)
+	bucket := testenv.Bucket(t, srv.S3Server)
+	proxy := newRefusingProxy(t, srv.Endpoint, "/refused-files/")
+	bin := ferryBinary(t)
+	dir := t.TempDir()
+	inbox := filepath.Join(dir, "inbox")
+	if err := os.Mkdir(inbox, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	addr := freeAddr(t)
+	url := fmt.Sprintf("s3://%s/refused-files?endpoint=%s&region=us-east-1&force-path-style=true", bucket, proxy.URL)
+	cfg := writeConfig(t, dir, fmt.Sprintf(`addr: %s
+spool: %s
+files:
+  - inbox: %s
+    replica:
+      url: %s
+      access-key-id: %s
+      secret-access-key: %s
+`, addr, filepath.Join(dir, "spool"), inbox, url, srv.AccessKey, srv.SecretKey))
+	filesSpool := filepath.Join(dir, "spool", "files")
+
+	proxy.refusing.Store(true)
+	d := startDaemon(t, bin, "replicate", "-config", cfg)
+	staged := filepath.Join(dir, "report.csv")
+	if err := os.WriteFile(staged, []byte("a,b\n1,2\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(staged, filepath.Join(inbox, "report.csv")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 60*time.Second, "/healthz to answer 503 for the refused file", func() bool {
+		code, body := healthz(t, addr)
+		return code == http.StatusServiceUnavailable && strings.Contains(body, "1 files refused for good")
+	})
+	if r := runBin(t, bin, "spool", "retry", filesSpool); r.code == 0 || !strings.Contains(r.stderr, "in use") || strings.Count(r.stderr, "\n") != 1 {
+		t.Fatalf("retry on a spool in use: exit %d, %q; want one line saying it is in use", r.code, r.stderr)
+	}
+	d.stop(t)
+
+	d = startDaemon(t, bin, "replicate", "-config", cfg)
+	waitFor(t, 30*time.Second, "a warning of the refused file at start", func() bool {
+		return d.logged("files refused for good")
+	})
+	d.stop(t)
+
+	proxy.refusing.Store(false)
+	r := runBin(t, bin, "spool", "retry", filesSpool)
+	if r.code != 0 || !strings.Contains(r.stdout, "1 files sent back") {
+		t.Fatalf("retry: exit %d, %q %q", r.code, r.stdout, r.stderr)
+	}
+	startDaemon(t, bin, "replicate", "-config", cfg)
+	waitFor(t, 60*time.Second, "/healthz to answer 200 once the file is shipped", func() bool {
+		code, _ := healthz(t, addr)
+		return code == http.StatusOK
+	})
+	tg, err := config.ParseURL(fmt.Sprintf("s3://%s?endpoint=%s&region=us-east-1&force-path-style=true", bucket, srv.Endpoint))
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := target.Open(context.Background(), config.Replica{Target: tg,
+		AccessKeyID: config.NewSecret(srv.AccessKey), SecretAccessKey: config.NewSecret(srv.SecretKey)}, target.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, _, err := store.Get(context.Background(), "refused-files/report.csv", nil)
+	if err != nil {
+		t.Fatalf("the retried file is not in the bucket: %v", err)
+	}
+	got, err := io.ReadAll(rc)
+	rc.Close()
+	if err != nil || string(got) != "a,b\n1,2\n" {
+		t.Fatalf("the retried file in the bucket: %q, %v", got, err)
+	}
+	if fsck := runBin(t, bin, "spool", "fsck", filesSpool); fsck.code != 0 {
+		t.Fatalf("the spool after the retry: %s %s", fsck.stdout, fsck.stderr)
 	}
 }

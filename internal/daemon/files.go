@@ -23,6 +23,15 @@ func (d *daemon) startFiles(ctx context.Context, stores map[string]objstore.Stor
 		return err
 	}
 	d.files = sp
+	failed, err := sp.Failed()
+	if err != nil {
+		sp.Close()
+		return err
+	}
+	if len(failed) > 0 {
+		o.Log.Warn("files refused for good by their target wait in the spool; once the cause is put right, 'ferry spool retry' with ferry stopped sends them again",
+			"spool", o.FilesSpool, "files", len(failed), "first_reason", failed[0].Reason)
+	}
 	d.wg.Add(1)
 	go func() {
 		defer d.wg.Done()

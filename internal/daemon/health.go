@@ -34,8 +34,9 @@ func troubles(units []*unit, limit time.Duration, now time.Time) []string {
 }
 
 // filesTrouble returns a line when a file has waited in the files spool
-// longer than limit: its targets are down or refusing it, and the files
-// handed to ferry are not where their owners think.
+// longer than limit, and one when files were refused for good: their
+// targets are down or refusing them, and the files handed to ferry are
+// not where their owners think.
 func (d *daemon) filesTrouble(limit time.Duration, now time.Time) []string {
 	if d.files == nil {
 		return nil
@@ -47,11 +48,18 @@ func (d *daemon) filesTrouble(limit time.Duration, now time.Time) []string {
 	if err != nil {
 		return []string{fmt.Sprintf("files spool %s: %v", d.o.FilesSpool, err)}
 	}
+	var out []string
 	for _, q := range rep.Queues {
-		if q.Name == uploader.FilesQueue && q.Oldest > limit {
-			return []string{fmt.Sprintf("files spool %s: the oldest of %d files has waited %s (limit %s)",
-				d.o.FilesSpool, q.Entries, q.Oldest.Round(time.Second), limit)}
+		switch {
+		case q.Name == uploader.FilesQueue && q.Oldest > limit:
+			out = append(out, fmt.Sprintf("files spool %s: the oldest of %d files has waited %s (limit %s)",
+				d.o.FilesSpool, q.Entries, q.Oldest.Round(time.Second), limit))
+		case q.Name == spool.FailedQueue && q.Entries > 0:
+			// Refused for good: no retry will ship them, and only a
+			// person can, so the check stays red until one does.
+			out = append(out, fmt.Sprintf("files spool %s: %d files refused for good by their target; 'ferry spool fsck %s' says why, 'ferry spool retry' sends them again",
+				d.o.FilesSpool, q.Entries, d.o.FilesSpool))
 		}
 	}
-	return nil
+	return out
 }

@@ -63,3 +63,36 @@ func (s *Spool) Failed() ([]FailedEntry, error) {
 	}
 	return out, nil
 }
+
+// RetryFailed moves each entry of the failed queue that failed in one of
+// queues back to that queue as a fresh entry (its attempts and backoff
+// reset, its last error kept), to be tried again now that whatever
+// refused it may have been put right, and returns how many it moved.
+// Entries that failed in other queues stay where they are.
+func (s *Spool) RetryFailed(queues ...string) (moved int, err error) {
+	var others []*Entry
+	defer func() {
+		for _, e := range others {
+			if rerr := e.Release(); rerr != nil && err == nil {
+				err = rerr
+			}
+		}
+	}()
+	for {
+		e, err := s.Claim(FailedQueue)
+		if errors.Is(err, ErrEmpty) {
+			return moved, nil
+		}
+		if err != nil {
+			return moved, err
+		}
+		if !slices.Contains(queues, e.m.From) {
+			others = append(others, e)
+			continue
+		}
+		if err := e.MoveTo(e.m.From); err != nil {
+			return moved, errors.Join(err, e.Release())
+		}
+		moved++
+	}
+}
