@@ -14,7 +14,8 @@ import (
 // random suffix. The file is locked (flock) for as long as it is open,
 // which is how RemoveLeftBehind tells a file in use from one whose
 // process died; so a caller that renames it into place does so before
-// closing it.
+// closing it. On Linux a flock has no bearing on the fcntl locks SQLite
+// takes when it opens the same file to check it.
 func CreateBeside(out, infix string) (*os.File, error) {
 	return makeBeside(out, infix, os.CreateTemp)
 }
