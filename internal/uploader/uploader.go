@@ -21,6 +21,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ferrydb/ferry/internal/failrun"
 	"github.com/ferrydb/ferry/internal/objstore"
 	"github.com/ferrydb/ferry/internal/seal"
 	"github.com/ferrydb/ferry/internal/spool"
@@ -63,8 +64,8 @@ type Uploader struct {
 	mu     sync.Mutex
 	stores map[string]objstore.Store
 
-	// trouble follows failed attempts for the log.
-	trouble trouble
+	// failures follows failed attempts for the log.
+	failures failrun.Run
 }
 
 // New returns an uploader for sp.
@@ -238,7 +239,7 @@ func (u *Uploader) work(ctx context.Context, tried chan<- shipped) error {
 func (u *Uploader) finish(ctx context.Context, e *spool.Entry, shipErr error, d *doner) error {
 	log := u.o.Log.With("entry", e.ID())
 	if shipErr == nil {
-		if failed, since := u.trouble.succeed(); failed > 0 {
+		if failed, since := u.failures.Succeed(); failed > 0 {
 			u.o.Log.Info("uploads succeed again", "failed_attempts", failed, "failing_for", time.Since(since).Round(time.Millisecond))
 		}
 		if d != nil {
@@ -255,11 +256,11 @@ func (u *Uploader) finish(ctx context.Context, e *spool.Entry, shipErr error, d 
 		log.Error("upload failed permanently; entry moved to the failed queue", "err", shipErr)
 		return e.FailPermanently(shipErr)
 	}
-	switch news, failed, since := u.trouble.fail(time.Now()); news {
-	case began:
+	switch news, failed, since := u.failures.Fail(time.Now(), shipErr); news {
+	case failrun.Began:
 		log.Warn("upload failed; retrying with backoff, further failures logged at debug level until an upload succeeds",
 			"attempts", e.Attempts()+1, "err", shipErr)
-	case stillBad:
+	case failrun.Reminder:
 		log.Warn("uploads still failing; retrying with backoff", "failed_attempts", failed, "since", since.Format(time.RFC3339), "err", shipErr)
 	default:
 		log.Debug("upload failed; will retry", "attempts", e.Attempts()+1, "err", shipErr)
