@@ -69,3 +69,50 @@ files:
 		t.Fatalf("the file is not in the bucket once /healthz is green: %+v %v", info, err)
 	}
 }
+
+// TestUnreadableInboxTurnsHealthzRed takes an inbox away under the
+// daemon: past healthz-max-lag /healthz answers 503 naming it, and 200
+// once it is back and its file shipped; the log says it once, not at
+// every scan.
+func TestUnreadableInboxTurnsHealthzRed(t *testing.T) {
+	bin := ferryBinary(t)
+	dir := t.TempDir()
+	inbox := filepath.Join(dir, "inbox")
+	if err := os.Mkdir(inbox, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	replica := filepath.Join(dir, "replica")
+	addr := freeAddr(t)
+	cfg := writeConfig(t, dir, fmt.Sprintf(`addr: %s
+healthz-max-lag: 1s
+spool: %s
+files:
+  - inbox: %s
+    replica: file://%s
+`, addr, filepath.Join(dir, "spool"), inbox, replica))
+	d := startDaemon(t, bin, "replicate", "-config", cfg)
+	if code, body := healthz(t, addr); code != http.StatusOK {
+		t.Fatalf("/healthz at start: %d %s", code, body)
+	}
+	if err := os.Rename(inbox, inbox+".away"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 60*time.Second, "/healthz to answer 503 naming the inbox", func() bool {
+		code, body := healthz(t, addr)
+		return code == http.StatusServiceUnavailable && strings.Contains(body, "inbox "+inbox) && strings.Contains(body, "cannot read")
+	})
+	if err := os.WriteFile(filepath.Join(inbox+".away", "late.txt"), []byte("late"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(inbox+".away", inbox); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 60*time.Second, "/healthz to answer 200 with the inbox back and its file shipped", func() bool {
+		code, _ := healthz(t, addr)
+		_, err := os.Stat(filepath.Join(replica, "late.txt"))
+		return code == http.StatusOK && err == nil
+	})
+	if n := strings.Count(d.log(), "inbox: cannot read it"); n != 1 {
+		t.Fatalf("%d warnings for the inbox gone, want 1:\n%s", n, d.log())
+	}
+}

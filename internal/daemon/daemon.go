@@ -97,6 +97,8 @@ type daemon struct {
 	stop      context.CancelFunc
 	// files is the spool of plain files; nil without inboxes.
 	files *spool.Spool
+	// inboxes are the config's inboxes, watched; set at start.
+	inboxes []watchedInbox
 	// scrubs counts what every database's scrub finds; made at the first.
 	scrubs *scrub.Metrics
 	// listed is the config's dbs as last loaded; only reload, on Run's

@@ -55,6 +55,7 @@ func (d *daemon) startFiles(ctx context.Context, stores map[string]objstore.Stor
 		w := inbox.New(in.Path, func(files []inbox.File) (int, error) {
 			return takeInboxFiles(sp, url, files)
 		}, inbox.Options{Log: o.Log})
+		d.inboxes = append(d.inboxes, watchedInbox{path: in.Path, w: w})
 		d.run(ctx, w.Run)
 	}
 	mon := spool.NewMonitor(o.FilesSpool, spool.Limits{}, time.Minute, 3, o.Log, o.Registry)

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/ferrydb/ferry/internal/config"
+	"github.com/ferrydb/ferry/internal/inbox"
 	"github.com/ferrydb/ferry/internal/spool"
 	"github.com/ferrydb/ferry/internal/uploader"
 )
@@ -33,9 +34,16 @@ func troubles(units []*unit, limit time.Duration, now time.Time) []string {
 	return out
 }
 
-// filesTrouble returns a line when a file has waited in the files spool
-// longer than limit, and one when files were refused for good: their
-// targets are down or refusing them, and the files handed to ferry are
+// watchedInbox is an inbox of the config and its watcher.
+type watchedInbox struct {
+	path string
+	w    *inbox.Watcher
+}
+
+// filesTrouble returns a line for each inbox that could not be read, or
+// whose files could not be handed to the spool, for longer than limit;
+// one when a file has waited in the files spool longer than limit; and
+// one when files were refused for good: the files handed to ferry are
 // not where their owners think.
 func (d *daemon) filesTrouble(limit time.Duration, now time.Time) []string {
 	if d.files == nil {
@@ -44,11 +52,16 @@ func (d *daemon) filesTrouble(limit time.Duration, now time.Time) []string {
 	if limit <= 0 {
 		limit = config.DefaultHealthzMaxLag
 	}
+	var out []string
+	for _, in := range d.inboxes {
+		if since, err := in.w.Failing(); !since.IsZero() && now.Sub(since) > limit {
+			out = append(out, fmt.Sprintf("inbox %s: failing for %s (limit %s): %v", in.path, now.Sub(since).Round(time.Second), limit, err))
+		}
+	}
 	rep, err := spool.Check(d.o.FilesSpool, spool.Limits{}, now)
 	if err != nil {
-		return []string{fmt.Sprintf("files spool %s: %v", d.o.FilesSpool, err)}
+		return append(out, fmt.Sprintf("files spool %s: %v", d.o.FilesSpool, err))
 	}
-	var out []string
 	for _, q := range rep.Queues {
 		switch {
 		case q.Name == uploader.FilesQueue && q.Oldest > limit:

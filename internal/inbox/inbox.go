@@ -12,7 +12,6 @@ package inbox
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
@@ -22,6 +21,8 @@ import (
 	"time"
 
 	"github.com/fsnotify/fsnotify"
+
+	"github.com/ferrydb/ferry/internal/failrun"
 )
 
 // File is a complete file of the inbox: where it lies, and its
@@ -71,6 +72,9 @@ type Watcher struct {
 	// files, or directories whose files all came with them, complete
 	// without a quiet period.
 	moved map[string]bool
+	// scans and handoffs follow runs of failed scans and of files the
+	// handler did not take, for the log and Failing.
+	scans, handoffs failrun.Run
 }
 
 // sighting is what a scan last saw of a file and since when it has looked
@@ -212,8 +216,13 @@ func (w *Watcher) scan(now time.Time) {
 		complete = append(complete, File{Path: path, Key: filepath.ToSlash(rel)})
 		return nil
 	})
-	if err != nil && !errors.Is(err, context.Canceled) {
-		w.o.Log.Warn("inbox: scan failed", "inbox", w.dir, "err", err)
+	if err != nil {
+		clear(w.moved)
+		w.scanFailed(now, err)
+		return
+	}
+	if failed, since := w.scans.Succeed(); failed > 0 {
+		w.o.Log.Info("inbox: readable again", "inbox", w.dir, "failing_for", now.Sub(since).Round(time.Millisecond))
 	}
 	// What came by rename is handed over now, or, if the handoff fails,
 	// left to the quiet period like any file.
@@ -229,8 +238,11 @@ func (w *Watcher) scan(now time.Time) {
 		if err != nil {
 			// What stopped this file likely stops the rest (a full
 			// spool): they wait for the next scan.
-			w.o.Log.Warn("inbox: file stays in the inbox for a later try", "file", batch[taken].Path, "left", len(batch)-taken+len(complete), "err", err)
+			w.handoffFailed(now, batch[taken].Path, len(batch)-taken+len(complete), err)
 			break
+		}
+		if failed, since := w.handoffs.Succeed(); failed > 0 {
+			w.o.Log.Info("inbox: files handed over again", "inbox", w.dir, "failing_for", now.Sub(since).Round(time.Millisecond))
 		}
 	}
 	for path := range w.seen {
@@ -238,6 +250,45 @@ func (w *Watcher) scan(now time.Time) {
 			delete(w.seen, path)
 		}
 	}
+}
+
+// scanFailed logs a scan that could not read the inbox: the first of a
+// run at WARN, a reminder now and then, the others at DEBUG.
+func (w *Watcher) scanFailed(now time.Time, err error) {
+	switch news, failed, since := w.scans.Fail(now, err); news {
+	case failrun.Began:
+		w.o.Log.Warn("inbox: cannot read it; files dropped into it wait until it can be read", "inbox", w.dir, "err", err)
+	case failrun.Reminder:
+		w.o.Log.Warn("inbox: still cannot read it", "inbox", w.dir, "since", since.Format(time.RFC3339), "scans", failed, "err", err)
+	default:
+		w.o.Log.Debug("inbox: scan failed", "inbox", w.dir, "err", err)
+	}
+}
+
+// handoffFailed logs a file the handler did not take, with left files
+// waiting behind it, as scanFailed logs scans.
+func (w *Watcher) handoffFailed(now time.Time, file string, left int, err error) {
+	switch news, failed, since := w.handoffs.Fail(now, err); news {
+	case failrun.Began:
+		w.o.Log.Warn("inbox: file stays in the inbox for a later try", "file", file, "left", left, "err", err)
+	case failrun.Reminder:
+		w.o.Log.Warn("inbox: files still cannot be handed over", "inbox", w.dir, "since", since.Format(time.RFC3339), "tries", failed, "left", left, "err", err)
+	default:
+		w.o.Log.Debug("inbox: file stays in the inbox for a later try", "file", file, "left", left, "err", err)
+	}
+}
+
+// Failing returns since when the inbox cannot be read, or its files
+// cannot be handed over, and why; a zero time when it works. A health
+// check turns red on it.
+func (w *Watcher) Failing() (since time.Time, err error) {
+	if since, err := w.scans.Failing(); !since.IsZero() {
+		return since, fmt.Errorf("cannot read the inbox: %w", err)
+	}
+	if since, err := w.handoffs.Failing(); !since.IsZero() {
+		return since, fmt.Errorf("cannot hand its files over: %w", err)
+	}
+	return time.Time{}, nil
 }
 
 // renamedIn reports whether the file at path was renamed into the inbox,

@@ -1,18 +1,22 @@
 package inbox_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 
+	"github.com/ferrydb/ferry/internal/failrun"
 	"github.com/ferrydb/ferry/internal/inbox"
 )
 
@@ -131,8 +135,16 @@ func (r *rig) fullScan(t *testing.T) {
 // on the rig's clock, which moves only when a test advances it.
 func start(t *testing.T, dir string, fake bool) *rig {
 	t.Helper()
+	r, _ := startLogged(t, dir, fake, nil)
+	return r
+}
+
+// startLogged is start with the watcher's log going to log, and the
+// watcher returned too.
+func startLogged(t *testing.T, dir string, fake bool, log *slog.Logger) (*rig, *inbox.Watcher) {
+	t.Helper()
 	r := &rig{now: time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC), changed: make(chan struct{})}
-	o := inbox.Options{Quiet: quiet, Poll: 10 * time.Millisecond, Now: r.clock, AfterScan: r.scanned}
+	o := inbox.Options{Quiet: quiet, Poll: 10 * time.Millisecond, Now: r.clock, AfterScan: r.scanned, Log: log}
 	if !fake {
 		o.Quiet, o.Now = 100*time.Millisecond, nil
 	}
@@ -146,7 +158,7 @@ func start(t *testing.T, dir string, fake bool) *rig {
 			t.Error(err)
 		}
 	})
-	return r
+	return r, w
 }
 
 // TestCompleteFilesLeaveTheInbox runs on the real clock, as the daemon
@@ -282,5 +294,87 @@ func TestMissingInboxFails(t *testing.T) {
 	w := inbox.New(filepath.Join(t.TempDir(), "nope"), func([]inbox.File) (int, error) { return 0, nil }, inbox.Options{})
 	if err := w.Run(context.Background()); err == nil {
 		t.Fatal("watching a missing inbox succeeded")
+	}
+}
+
+// logBuffer is a log destination safe for the watcher's goroutine and the
+// test's at once.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+// count returns how many lines hold s.
+func (l *logBuffer) count(s string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return strings.Count(l.buf.String(), s)
+}
+
+// TestTroubleIsToldOnceAndItsEnd takes the inbox away under the watcher,
+// then has the handler refuse files, many scans each: each run of
+// failures is one WARN, a reminder once the clock has moved RemindEvery,
+// one INFO when it ends, and Failing says what is wrong while it lasts.
+func TestTroubleIsToldOnceAndItsEnd(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "inbox")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	logs := &logBuffer{}
+	r, w := startLogged(t, dir, true, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	r.fullScan(t)
+	if since, err := w.Failing(); !since.IsZero() {
+		t.Fatalf("failing at start: %v", err)
+	}
+
+	if err := os.Rename(dir, dir+".away"); err != nil {
+		t.Fatal(err)
+	}
+	for range 5 {
+		r.fullScan(t)
+	}
+	if since, err := w.Failing(); since.IsZero() || !strings.Contains(fmt.Sprint(err), "cannot read the inbox") {
+		t.Fatalf("an inbox gone: failing since %v: %v", since, err)
+	}
+	r.advance(failrun.RemindEvery)
+	r.fullScan(t)
+	if n := logs.count("level=WARN msg=\"inbox: cannot read it"); n != 1 {
+		t.Fatalf("%d warnings for an inbox gone, want 1:\n%s", n, logs.buf.String())
+	}
+	if n := logs.count("level=WARN msg=\"inbox: still cannot read it"); n != 1 {
+		t.Fatalf("%d reminders after %v, want 1", n, failrun.RemindEvery)
+	}
+	if err := os.Rename(dir+".away", dir); err != nil {
+		t.Fatal(err)
+	}
+	r.fullScan(t)
+	if since, err := w.Failing(); !since.IsZero() || logs.count("level=INFO msg=\"inbox: readable again") != 1 {
+		t.Fatalf("the inbox back: failing since %v (%v); log:\n%s", since, err, logs.buf.String())
+	}
+
+	r.setFail(errors.New("spool full"))
+	if err := os.WriteFile(filepath.Join(dir, "a.txt"), []byte("a"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r.fullScan(t)
+	r.advance(quiet)
+	r.until(t, "five refused handoffs", func() bool { return r.attempts >= 5 })
+	if since, err := w.Failing(); since.IsZero() || !strings.Contains(fmt.Sprint(err), "spool full") {
+		t.Fatalf("handoffs refused: failing since %v: %v", since, err)
+	}
+	if n := logs.count("level=WARN msg=\"inbox: file stays in the inbox"); n != 1 {
+		t.Fatalf("%d warnings for refused handoffs, want 1", n)
+	}
+	r.setFail(nil)
+	r.until(t, "a.txt handed over", func() bool { return len(r.keys) == 1 })
+	r.fullScan(t)
+	if since, _ := w.Failing(); !since.IsZero() || logs.count("level=INFO msg=\"inbox: files handed over again") != 1 {
+		t.Fatalf("handoffs back: failing since %v; log:\n%s", since, logs.buf.String())
 	}
 }
