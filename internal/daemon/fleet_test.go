@@ -1,7 +1,6 @@
 package daemon_test
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -27,26 +26,8 @@ import (
 	"github.com/ferrydb/ferry/internal/objstore"
 	"github.com/ferrydb/ferry/internal/restore"
 	"github.com/ferrydb/ferry/internal/target"
+	"github.com/ferrydb/ferry/internal/testenv"
 )
-
-// logBuffer keeps what the daemon logs, for the test to read while it
-// runs.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
 
 // fleetRig runs the daemon in this process on one dir entry with a
 // file:// replica.
@@ -55,7 +36,7 @@ type fleetRig struct {
 	dir     string // the databases
 	replica string // the dir entry's replica URL
 	addr    string
-	log     *logBuffer
+	log     *testenv.LogBuffer
 	cancel  context.CancelFunc
 	done    chan error
 }
@@ -69,7 +50,7 @@ func startFleet(t *testing.T, dir, entry string, idleAfter time.Duration) *fleet
 func startFleetAt(t *testing.T, dir, entry string, idleAfter time.Duration, replica string) *fleetRig {
 	t.Helper()
 	base := t.TempDir()
-	r := &fleetRig{t: t, dir: dir, replica: replica, log: &logBuffer{}, done: make(chan error, 1)}
+	r := &fleetRig{t: t, dir: dir, replica: replica, log: &testenv.LogBuffer{}, done: make(chan error, 1)}
 	yaml := fmt.Sprintf("addr: 127.0.0.1:0\ndbs:\n  - dir: %s\n%s    replicas: [%s]\n", dir, entry, r.replica)
 	cfg, err := config.Parse([]byte(yaml), "ferry.yml")
 	if err != nil {
@@ -515,7 +496,7 @@ func TestFleetReload(t *testing.T) {
 	first := parse(fmt.Sprintf("addr: 127.0.0.1:0\ndbs:\n  - path: %s\n    replicas: [file://BASE/keep]\n  - dir: %s\n    replicas: [file://BASE/one]\n", keep, one))
 	second := parse(fmt.Sprintf("addr: 127.0.0.1:0\ndbs:\n  - path: %s\n    replicas: [file://BASE/keep]\n  - dir: %s\n    replicas: [file://BASE/two]\n  - path: %s\n    replicas: [file://BASE/late]\n", keep, two, filepath.Join(root, "late.db")))
 	reload := make(chan *config.Config)
-	rig := &fleetRig{t: t, log: &logBuffer{}, done: make(chan error, 1)}
+	rig := &fleetRig{t: t, log: &testenv.LogBuffer{}, done: make(chan error, 1)}
 	ctx, cancel := context.WithCancel(context.Background())
 	rig.cancel = cancel
 	ready := make(chan string, 1)
@@ -626,7 +607,7 @@ dbs:
 	if err != nil {
 		t.Fatal(err)
 	}
-	rig := &fleetRig{t: t, log: &logBuffer{}, done: make(chan error, 1), dir: healthy, replica: "file://" + base + "/healthy"}
+	rig := &fleetRig{t: t, log: &testenv.LogBuffer{}, done: make(chan error, 1), dir: healthy, replica: "file://" + base + "/healthy"}
 	ctx, cancel := context.WithCancel(context.Background())
 	rig.cancel = cancel
 	ready := make(chan string, 1)

@@ -22,37 +22,20 @@ import (
 	"github.com/ferrydb/ferry/internal/objstore"
 	"github.com/ferrydb/ferry/internal/restore"
 	"github.com/ferrydb/ferry/internal/segment"
+	"github.com/ferrydb/ferry/internal/testenv"
 )
-
-// logBuffer collects a follower's log for the test to read while it runs.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // running is a Follower running in a goroutine.
 type running struct {
 	*Follower
-	log    *logBuffer
+	log    *testenv.LogBuffer
 	cancel context.CancelFunc
 	done   chan error
 }
 
 func startFollower(t *testing.T, store objstore.Store, path string) *running {
 	t.Helper()
-	lb := &logBuffer{}
+	lb := &testenv.LogBuffer{}
 	f := New(store, path, Options{
 		Replica:  "mem://test",
 		Interval: 5 * time.Millisecond,
@@ -370,7 +353,7 @@ func TestHTTP(t *testing.T) {
 	s.exec("INSERT INTO accounts (balance) VALUES (1)")
 	s.publish()
 	fs := &failingStore{Store: s.store}
-	lb := &logBuffer{}
+	lb := &testenv.LogBuffer{}
 	f := New(fs, followerPath(t), Options{
 		Replica: "mem://test?a=1&b=2", Interval: 5 * time.Millisecond, HealthzMaxLag: 50 * time.Millisecond,
 		Log: slog.New(slog.NewTextHandler(lb, nil)),
@@ -534,7 +517,7 @@ func TestDamagedChangeSet(t *testing.T) {
 	s.exec("INSERT INTO accounts (balance) SELECT 10 FROM generate_series(1, 50)")
 	s.publish()
 	path := followerPath(t)
-	lb := &logBuffer{}
+	lb := &testenv.LogBuffer{}
 	f := New(s.store, path, Options{Replica: "mem://test", Interval: 5 * time.Millisecond, Log: slog.New(slog.NewTextHandler(lb, nil))})
 	f.restoreRetry = 50 * time.Millisecond
 	ctx, cancel := context.WithCancel(context.Background())
@@ -657,7 +640,7 @@ func TestIdleFollowerAsksForOneKey(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- f.Run(ctx) }()
 	defer func() { cancel(); <-done }()
-	r := &running{Follower: f, log: &logBuffer{}, done: done}
+	r := &running{Follower: f, log: &testenv.LogBuffer{}, done: done}
 	r.waitTXID(t, s.txid)
 	waitUntil(t, "the follower to be caught up", func() bool { return f.Status().CaughtUp })
 	cs.reset()

@@ -1,7 +1,6 @@
 package inbox_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/ferrydb/ferry/internal/failrun"
 	"github.com/ferrydb/ferry/internal/inbox"
+	"github.com/ferrydb/ferry/internal/testenv"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -297,26 +297,6 @@ func TestMissingInboxFails(t *testing.T) {
 	}
 }
 
-// logBuffer is a log destination safe for the watcher's goroutine and the
-// test's at once.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-// count returns how many lines hold s.
-func (l *logBuffer) count(s string) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return strings.Count(l.buf.String(), s)
-}
-
 // TestTroubleIsToldOnceAndItsEnd takes the inbox away under the watcher,
 // then has the handler refuse files, many scans each: each run of
 // failures is one WARN, a reminder once the clock has moved RemindEvery,
@@ -326,7 +306,7 @@ func TestTroubleIsToldOnceAndItsEnd(t *testing.T) {
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	logs := &logBuffer{}
+	logs := &testenv.LogBuffer{}
 	r, w := startLogged(t, dir, true, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	r.fullScan(t)
 	if since, err := w.Failing(); !since.IsZero() {
@@ -344,18 +324,18 @@ func TestTroubleIsToldOnceAndItsEnd(t *testing.T) {
 	}
 	r.advance(failrun.RemindEvery)
 	r.fullScan(t)
-	if n := logs.count("level=WARN msg=\"inbox: cannot read it"); n != 1 {
-		t.Fatalf("%d warnings for an inbox gone, want 1:\n%s", n, logs.buf.String())
+	if n := strings.Count(logs.String(), "level=WARN msg=\"inbox: cannot read it"); n != 1 {
+		t.Fatalf("%d warnings for an inbox gone, want 1:\n%s", n, logs.String())
 	}
-	if n := logs.count("level=WARN msg=\"inbox: still cannot read it"); n != 1 {
+	if n := strings.Count(logs.String(), "level=WARN msg=\"inbox: still cannot read it"); n != 1 {
 		t.Fatalf("%d reminders after %v, want 1", n, failrun.RemindEvery)
 	}
 	if err := os.Rename(dir+".away", dir); err != nil {
 		t.Fatal(err)
 	}
 	r.fullScan(t)
-	if since, err := w.Failing(); !since.IsZero() || logs.count("level=INFO msg=\"inbox: readable again") != 1 {
-		t.Fatalf("the inbox back: failing since %v (%v); log:\n%s", since, err, logs.buf.String())
+	if since, err := w.Failing(); !since.IsZero() || strings.Count(logs.String(), "level=INFO msg=\"inbox: readable again") != 1 {
+		t.Fatalf("the inbox back: failing since %v (%v); log:\n%s", since, err, logs.String())
 	}
 
 	r.setFail(errors.New("spool full"))
@@ -368,13 +348,13 @@ func TestTroubleIsToldOnceAndItsEnd(t *testing.T) {
 	if since, err := w.Failing(); since.IsZero() || !strings.Contains(fmt.Sprint(err), "spool full") {
 		t.Fatalf("handoffs refused: failing since %v: %v", since, err)
 	}
-	if n := logs.count("level=WARN msg=\"inbox: file stays in the inbox"); n != 1 {
+	if n := strings.Count(logs.String(), "level=WARN msg=\"inbox: file stays in the inbox"); n != 1 {
 		t.Fatalf("%d warnings for refused handoffs, want 1", n)
 	}
 	r.setFail(nil)
 	r.until(t, "a.txt handed over", func() bool { return len(r.keys) == 1 })
 	r.fullScan(t)
-	if since, _ := w.Failing(); !since.IsZero() || logs.count("level=INFO msg=\"inbox: files handed over again") != 1 {
-		t.Fatalf("handoffs back: failing since %v; log:\n%s", since, logs.buf.String())
+	if since, _ := w.Failing(); !since.IsZero() || strings.Count(logs.String(), "level=INFO msg=\"inbox: files handed over again") != 1 {
+		t.Fatalf("handoffs back: failing since %v; log:\n%s", since, logs.String())
 	}
 }
