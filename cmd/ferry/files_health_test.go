@@ -15,6 +15,28 @@ import (
 	"github.com/ferrydb/ferry/internal/testenv"
 )
 
+// inboxConfig writes, under dir, the config of a daemon serving HTTP on
+// addr with one inbox, dir/inbox (made here), that ships to url with
+// srv's keys; top goes first. It returns the config's path and the
+// inbox's.
+func inboxConfig(t *testing.T, dir, addr, top, url string, srv *testenv.PrivateS3) (cfg, inbox string) {
+	t.Helper()
+	inbox = filepath.Join(dir, "inbox")
+	if err := os.Mkdir(inbox, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cfg = writeConfig(t, dir, fmt.Sprintf(`%saddr: %s
+spool: %s
+files:
+  - inbox: %s
+    replica:
+      url: %s
+      access-key-id: %s
+      secret-access-key: %s
+`, top, addr, filepath.Join(dir, "spool"), inbox, url, srv.AccessKey, srv.SecretKey))
+	return cfg, inbox
+}
+
 // TestFilesWaitingTurnHealthzRed stops the store under an inbox: a file
 // that waits in the files spool longer than healthz-max-lag must turn
 // /healthz red, naming the spool, and green again once it is shipped.
@@ -23,22 +45,9 @@ func TestFilesWaitingTurnHealthzRed(t *testing.T) {
 	bucket := testenv.Bucket(t, srv.S3Server)
 	bin := ferryBinary(t)
 	dir := t.TempDir()
-	inbox := filepath.Join(dir, "inbox")
-	if err := os.Mkdir(inbox, 0o755); err != nil {
-		t.Fatal(err)
-	}
 	addr := freeAddr(t)
 	url := fmt.Sprintf("s3://%s/files?endpoint=%s&region=us-east-1&force-path-style=true", bucket, srv.Endpoint)
-	cfg := writeConfig(t, dir, fmt.Sprintf(`addr: %s
-healthz-max-lag: 2s
-spool: %s
-files:
-  - inbox: %s
-    replica:
-      url: %s
-      access-key-id: %s
-      secret-access-key: %s
-`, addr, filepath.Join(dir, "spool"), inbox, url, srv.AccessKey, srv.SecretKey))
+	cfg, inbox := inboxConfig(t, dir, addr, "healthz-max-lag: 2s\n", url, srv)
 	startDaemon(t, bin, "replicate", "-config", cfg)
 	if code, body := healthz(t, addr); code != http.StatusOK {
 		t.Fatalf("/healthz at start: %d %s", code, body)

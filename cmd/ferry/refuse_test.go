@@ -151,21 +151,9 @@ func TestFilesRefusedForGoodAndRetried(t *testing.T) {
 	proxy := newRefusingProxy(t, srv.Endpoint, "/refused-files/")
 	bin := ferryBinary(t)
 	dir := t.TempDir()
-	inbox := filepath.Join(dir, "inbox")
-	if err := os.Mkdir(inbox, 0o755); err != nil {
-		t.Fatal(err)
-	}
 	addr := freeAddr(t)
 	url := fmt.Sprintf("s3://%s/refused-files?endpoint=%s&region=us-east-1&force-path-style=true", bucket, proxy.URL)
-	cfg := writeConfig(t, dir, fmt.Sprintf(`addr: %s
-spool: %s
-files:
-  - inbox: %s
-    replica:
-      url: %s
-      access-key-id: %s
-      secret-access-key: %s
-`, addr, filepath.Join(dir, "spool"), inbox, url, srv.AccessKey, srv.SecretKey))
+	cfg, inbox := inboxConfig(t, dir, addr, "", url, srv)
 	filesSpool := filepath.Join(dir, "spool", "files")
 
 	proxy.refusing.Store(true)
