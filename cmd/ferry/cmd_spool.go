@@ -22,7 +22,7 @@ func (*spoolCmd) Summary() string { return "inspect a spool directory (fsck), re
 func (*spoolCmd) Usage() string {
 	return `
 Usage: ferry spool fsck [-json] SPOOL_DIR
-       ferry spool retry SPOOL_DIR
+       ferry spool retry [-wait D] SPOOL_DIR
 
 Subcommands:
   fsck   report spool entries that are too old, orphaned, duplicated or
@@ -51,7 +51,7 @@ func (c *spoolCmd) Run(ctx context.Context, args []string) error {
 
 func (c *spoolCmd) retry(args []string) error {
 	const usage = `
-Usage: ferry spool retry SPOOL_DIR
+Usage: ferry spool retry [-wait D] SPOOL_DIR
 
 Sends the files a target refused for good (fsck reports them as failed,
 with the store's reason) back to the files queue, once the cause is put
@@ -59,9 +59,10 @@ right: a bucket policy, a key, credentials. The next ferry to run on the
 spool uploads them. Change sets a target refused stay where they are:
 their replicator recorded the gap and went on from a snapshot.
 
-The spool must not be in use: stop the ferry running on it, retry, and
-start it again.`
+With a ferry running on the spool, retry asks it to send them, and
+waits up to -wait for it to say it has.`
 	fs := newFlagSet("spool retry")
+	wait := fs.Duration("wait", 30*time.Second, "how long to wait for a running ferry to take the request")
 	if err := c.parse(fs, usage, args); err != nil {
 		return withHelp(err, "ferry spool retry -h")
 	}
@@ -78,11 +79,11 @@ start it again.`
 		return notASpool(dir, err)
 	}
 	sp, err := spool.Open(dir, spool.Options{})
+	var inUse *spool.InUseError
+	if errors.As(err, &inUse) {
+		return c.askOwner(dir, inUse, *wait)
+	}
 	if err != nil {
-		var inUse *spool.InUseError
-		if errors.As(err, &inUse) {
-			return fmt.Errorf("%w: stop it, retry, and start it again", err)
-		}
 		return err
 	}
 	defer sp.Close()
@@ -95,6 +96,37 @@ start it again.`
 		return err
 	}
 	fmt.Fprintf(c.stdout, "%d files sent back to be uploaded again; %d entries stay in the failed queue\n", moved, len(left))
+	return nil
+}
+
+// askOwner asks the ferry that holds the spool in dir to send the files
+// it refused for good back, and waits for it to have done so.
+func (c *spoolCmd) askOwner(dir string, owner *spool.InUseError, wait time.Duration) error {
+	if err := spool.RequestRetry(dir, uploader.FilesQueue); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(wait)
+	for spool.RetryRequested(dir, uploader.FilesQueue) {
+		if time.Now().After(deadline) {
+			who := "pid unknown"
+			if owner.Pid > 0 {
+				who = fmt.Sprintf("pid %d", owner.Pid)
+			}
+			return fmt.Errorf("the ferry holding spool %s (%s) did not take the request within %s; the request stays for it to carry out", dir, who, wait)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	rep, err := spool.Check(dir, spool.Limits{}, time.Now())
+	if err != nil {
+		return err
+	}
+	left := 0
+	for _, q := range rep.Queues {
+		if q.Name == spool.FailedQueue {
+			left = q.Entries
+		}
+	}
+	fmt.Fprintf(c.stdout, "the running ferry sent the refused files back to be uploaded again; %d entries stay in the failed queue\n", left)
 	return nil
 }
 

@@ -141,10 +141,11 @@ func TestChangeSetsRefusedForGood(t *testing.T) {
 }
 
 // TestFilesRefusedForGoodAndRetried has the store refuse an inbox's files
-// with 403: the file waits in the spool's failed queue, /healthz turns red
-// and says so, a restart warns of it, `ferry spool retry` refuses a spool
-// in use in one line and, with ferry stopped, sends the file back; the
-// next start uploads it and /healthz is green again.
+// with 403: each waits in the spool's failed queue, /healthz turns red
+// and says so, a restart warns of them. `ferry spool retry` with ferry
+// stopped sends one back, and the next start uploads it; with ferry
+// running, it asks the daemon, which sends the next one back and uploads
+// it at once. /healthz is green again each time.
 func TestFilesRefusedForGoodAndRetried(t *testing.T) {
 	srv := testenv.StartPrivateS3(t)
 	bucket := testenv.Bucket(t, srv.S3Server)
@@ -169,9 +170,6 @@ func TestFilesRefusedForGoodAndRetried(t *testing.T) {
 		code, body := healthz(t, addr)
 		return code == http.StatusServiceUnavailable && strings.Contains(body, "1 files refused for good")
 	})
-	if r := runBin(t, bin, "spool", "retry", filesSpool); r.code == 0 || !strings.Contains(r.stderr, "in use") || strings.Count(r.stderr, "\n") != 1 {
-		t.Fatalf("retry on a spool in use: exit %d, %q; want one line saying it is in use", r.code, r.stderr)
-	}
 	d.stop(t)
 
 	d = startDaemon(t, bin, "replicate", "-config", cfg)
@@ -185,11 +183,37 @@ func TestFilesRefusedForGoodAndRetried(t *testing.T) {
 	if r.code != 0 || !strings.Contains(r.stdout, "1 files sent back") {
 		t.Fatalf("retry: exit %d, %q %q", r.code, r.stdout, r.stderr)
 	}
-	startDaemon(t, bin, "replicate", "-config", cfg)
+	d = startDaemon(t, bin, "replicate", "-config", cfg)
 	waitFor(t, 60*time.Second, "/healthz to answer 200 once the file is shipped", func() bool {
 		code, _ := healthz(t, addr)
 		return code == http.StatusOK
 	})
+
+	// The same with the daemon running: a second file refused, then sent
+	// back on request.
+	proxy.refusing.Store(true)
+	if err := os.WriteFile(staged, []byte("c,d\n3,4\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(staged, filepath.Join(inbox, "second.csv")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 60*time.Second, "/healthz to answer 503 for the second refused file", func() bool {
+		code, body := healthz(t, addr)
+		return code == http.StatusServiceUnavailable && strings.Contains(body, "1 files refused for good")
+	})
+	proxy.refusing.Store(false)
+	r = runBin(t, bin, "spool", "retry", filesSpool)
+	if r.code != 0 || !strings.Contains(r.stdout, "the running ferry sent the refused files back") {
+		t.Fatalf("retry with the daemon running: exit %d, %q %q", r.code, r.stdout, r.stderr)
+	}
+	waitFor(t, 60*time.Second, "/healthz to answer 200 once the second file is shipped", func() bool {
+		code, _ := healthz(t, addr)
+		return code == http.StatusOK
+	})
+	if !d.logged("sent back to be uploaded again, as asked") {
+		t.Fatalf("the daemon did not log the retry it was asked for:\n%s", d.log())
+	}
 	tg, err := config.ParseURL(fmt.Sprintf("s3://%s?endpoint=%s&region=us-east-1&force-path-style=true", bucket, srv.Endpoint))
 	if err != nil {
 		t.Fatal(err)
@@ -199,14 +223,16 @@ func TestFilesRefusedForGoodAndRetried(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rc, _, err := store.Get(context.Background(), "refused-files/report.csv", nil)
-	if err != nil {
-		t.Fatalf("the retried file is not in the bucket: %v", err)
-	}
-	got, err := io.ReadAll(rc)
-	rc.Close()
-	if err != nil || string(got) != "a,b\n1,2\n" {
-		t.Fatalf("the retried file in the bucket: %q, %v", got, err)
+	for key, want := range map[string]string{"refused-files/report.csv": "a,b\n1,2\n", "refused-files/second.csv": "c,d\n3,4\n"} {
+		rc, _, err := store.Get(context.Background(), key, nil)
+		if err != nil {
+			t.Fatalf("the retried file %s is not in the bucket: %v", key, err)
+		}
+		got, err := io.ReadAll(rc)
+		rc.Close()
+		if err != nil || string(got) != want {
+			t.Fatalf("the retried file %s in the bucket: %q, %v", key, got, err)
+		}
 	}
 	if fsck := runBin(t, bin, "spool", "fsck", filesSpool); fsck.code != 0 {
 		t.Fatalf("the spool after the retry: %s %s", fsck.stdout, fsck.stderr)

@@ -29,7 +29,7 @@ func (d *daemon) startFiles(ctx context.Context, stores map[string]objstore.Stor
 		return err
 	}
 	if len(failed) > 0 {
-		o.Log.Warn("files refused for good by their target wait in the spool; once the cause is put right, 'ferry spool retry' with ferry stopped sends them again",
+		o.Log.Warn("files refused for good by their target wait in the spool; once the cause is put right, 'ferry spool retry' sends them again",
 			"spool", o.FilesSpool, "files", len(failed), "first_reason", failed[0].Reason)
 	}
 	d.wg.Add(1)
@@ -90,7 +90,8 @@ func (d *daemon) filesDrained() bool {
 }
 
 // adoptLoop takes in, every second, the files that `ferry push` handed to
-// this daemon's spool.
+// this daemon's spool, and carries out the retries of refused files that
+// `ferry spool retry` asked for.
 func adoptLoop(ctx context.Context, sp *spool.Spool, log *slog.Logger) error {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
@@ -103,6 +104,11 @@ func adoptLoop(ctx context.Context, sp *spool.Spool, log *slog.Logger) error {
 				log.Warn("adopting pushed files failed; retrying", "err", err)
 			} else if n > 0 {
 				log.Debug("adopted pushed files", "count", n)
+			}
+			if n, err := sp.TakeRetryRequests(); err != nil {
+				log.Warn("sending refused files back, as asked, failed; retrying", "err", err)
+			} else if n > 0 {
+				log.Info("files refused for good sent back to be uploaded again, as asked", "files", n)
 			}
 		}
 	}

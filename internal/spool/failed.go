@@ -5,8 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
+	"path/filepath"
 	"slices"
 	"time"
+
+	"github.com/ferrydb/ferry/internal/durable"
 )
 
 // FailedEntry describes an entry in the failed queue.
@@ -95,4 +99,70 @@ func (s *Spool) RetryFailed(queues ...string) (moved int, err error) {
 		}
 		moved++
 	}
+}
+
+// retryName is the directory of incoming/ where processes that do not own
+// the spool ask its owner for RetryFailed: an empty file named after the
+// queue whose failed entries should go back to it. It starts with a dot,
+// so Adopt never takes it for a queue.
+const retryName = ".retry"
+
+// RequestRetry asks the process that owns the spool in dir to move the
+// entries that failed in queue back to it (RetryFailed), at its next poll
+// (TakeRetryRequests): for `ferry spool retry` while a daemon runs. The
+// request is durable once RequestRetry returns; asking twice is asking
+// once.
+func RequestRetry(dir, queue string) error {
+	if err := checkQueue(queue); err != nil {
+		return err
+	}
+	d := filepath.Join(dir, incomingName, retryName)
+	for _, p := range []string{filepath.Join(dir, incomingName), d} {
+		if err := mkdir(p); err != nil {
+			return fmt.Errorf("ask for a retry in spool %s: %w", dir, err)
+		}
+	}
+	f, err := os.OpenFile(filepath.Join(d, queue), os.O_WRONLY|os.O_CREATE, filePerm)
+	if err != nil {
+		return fmt.Errorf("ask for a retry in spool %s: %w", dir, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("ask for a retry in spool %s: %w", dir, err)
+	}
+	return durable.SyncDir(d)
+}
+
+// RetryRequested reports whether a request for queue, made with
+// RequestRetry, still waits for the owner.
+func RetryRequested(dir, queue string) bool {
+	_, err := os.Lstat(filepath.Join(dir, incomingName, retryName, queue))
+	return err == nil
+}
+
+// TakeRetryRequests carries out the requests other processes made with
+// RequestRetry, removing each once done, and returns how many entries
+// went back to their queues.
+func (s *Spool) TakeRetryRequests() (moved int, err error) {
+	d := filepath.Join(s.dir, incomingName, retryName)
+	requests, err := os.ReadDir(d)
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("read retry requests in spool %s: %w", s.dir, err)
+	}
+	for _, r := range requests {
+		p := filepath.Join(d, r.Name())
+		if validQueue(r.Name()) {
+			n, err := s.RetryFailed(r.Name())
+			moved += n
+			if err != nil {
+				return moved, err
+			}
+		}
+		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return moved, fmt.Errorf("remove retry request %s: %w", p, err)
+		}
+	}
+	return moved, nil
 }

@@ -2,6 +2,8 @@ package spool
 
 import (
 	"errors"
+	"os"
+	"path/filepath"
 	"testing"
 )
 
@@ -50,4 +52,41 @@ func TestRetryFailed(t *testing.T) {
 		t.Fatalf("retried entries %q, want a, b, d in order", got)
 	}
 	wantEmpty(t, s, "files")
+}
+
+// TestRetryOnRequest asks the owner for a retry from outside, as `ferry
+// spool retry` does while a daemon holds the spool: the request waits
+// until the owner takes it, which moves the failed entries back and
+// removes it; a request naming no queue is dropped.
+func TestRetryOnRequest(t *testing.T) {
+	dir := t.TempDir()
+	s := openT(t, dir, Options{})
+	enqueueT(t, s, "files", "a", nil)
+	if err := claimT(t, s, "files").FailPermanently(errors.New("refused")); err != nil {
+		t.Fatal(err)
+	}
+	if moved, err := s.TakeRetryRequests(); err != nil || moved != 0 {
+		t.Fatalf("with no request: %d moved, %v", moved, err)
+	}
+	if err := RequestRetry(dir, "files"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, incomingName, retryName, "-not-a-queue"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if !RetryRequested(dir, "files") {
+		t.Fatal("the request is not there")
+	}
+	if moved, err := s.TakeRetryRequests(); err != nil || moved != 1 {
+		t.Fatalf("taking the request: %d moved, %v; want 1", moved, err)
+	}
+	if RetryRequested(dir, "files") || len(listDir(t, filepath.Join(dir, incomingName, retryName))) != 0 {
+		t.Fatal("requests left after they were taken")
+	}
+	if got := readData(t, claimT(t, s, "files")); got != "a" {
+		t.Fatalf("the retried entry holds %q", got)
+	}
+	if adopted, err := s.Adopt(); err != nil || adopted != 0 {
+		t.Fatalf("Adopt took the requests' directory for a queue: %d, %v", adopted, err)
+	}
 }
