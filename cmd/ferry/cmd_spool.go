@@ -73,10 +73,19 @@ waits up to -wait for it to say it has.`
 	if err := existing(dir, "directory"); err != nil {
 		return err
 	}
+	if *wait < 0 {
+		return withHelp(usagef("-wait %s: want a duration of zero or more", *wait), "ferry spool retry -h")
+	}
 	// Open makes a spool of any directory: only one that is a spool
 	// already is taken.
-	if _, err := spool.Check(dir, spool.Limits{}, time.Now()); err != nil {
+	rep, err := spool.Check(dir, spool.Limits{}, time.Now())
+	if err != nil {
 		return notASpool(dir, err)
+	}
+	files, others := refused(rep)
+	if files == 0 {
+		fmt.Fprintf(c.stdout, "no files refused for good in spool %s; %d entries stay in the failed queue\n", dir, others)
+		return nil
 	}
 	sp, err := spool.Open(dir, spool.Options{})
 	var inUse *spool.InUseError
@@ -120,14 +129,24 @@ func (c *spoolCmd) askOwner(dir string, owner *spool.InUseError, wait time.Durat
 	if err != nil {
 		return err
 	}
-	left := 0
-	for _, q := range rep.Queues {
-		if q.Name == spool.FailedQueue {
-			left = q.Entries
+	files, others := refused(rep)
+	fmt.Fprintf(c.stdout, "the running ferry sent the refused files back to be uploaded again; %d entries stay in the failed queue\n", files+others)
+	return nil
+}
+
+// refused counts the entries of the failed queue rep found: the files,
+// and the others (change sets).
+func refused(rep spool.Report) (files, others int) {
+	for _, p := range rep.Problems {
+		switch {
+		case p.Kind != spool.KindFailed:
+		case p.From == uploader.FilesQueue:
+			files++
+		default:
+			others++
 		}
 	}
-	fmt.Fprintf(c.stdout, "the running ferry sent the refused files back to be uploaded again; %d entries stay in the failed queue\n", left)
-	return nil
+	return files, others
 }
 
 func (c *spoolCmd) fsck(_ context.Context, args []string) error {

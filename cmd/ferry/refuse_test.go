@@ -120,6 +120,14 @@ func TestChangeSetsRefusedForGood(t *testing.T) {
 	if !strings.Contains(fsck.stdout, `"failed"`) || !strings.Contains(fsck.stdout, "AccessDenied") && !strings.Contains(fsck.stdout, "access denied") {
 		t.Fatalf("the refused change set is not kept in the failed queue: %s %s", fsck.stdout, fsck.stderr)
 	}
+	// A retry sends files back, never a change set whose gap is recorded.
+	if r := runBin(t, bin, "spool", "retry", spoolDir); r.code != 0 || !strings.Contains(r.stdout, "no files refused for good") {
+		t.Fatalf("retry on a database's spool: exit %d, %q %q", r.code, r.stdout, r.stderr)
+	}
+	failed := func(out string) int { return strings.Count(out, `"kind": "failed"`) }
+	if again := runBin(t, bin, "spool", "fsck", "-json", spoolDir); failed(again.stdout) != failed(fsck.stdout) || failed(fsck.stdout) == 0 {
+		t.Fatalf("retry changed a database's failed queue:\n%s\nthen\n%s", fsck.stdout, again.stdout)
+	}
 
 	// A restart finds the failed entry again: no crash, no new gap, no
 	// new snapshot needed for it.

@@ -280,7 +280,7 @@ func (c *checker) checkEntry(queue string, id ID, p string, out bool, st *QueueS
 	age := c.now.Sub(m.Created)
 	st.Oldest = max(st.Oldest, age)
 	if queue == FailedQueue {
-		c.problem(Problem{Kind: KindFailed, Queue: queue, Entry: id, Path: p, Age: age,
+		c.problem(Problem{Kind: KindFailed, Queue: queue, Entry: id, Path: p, Age: age, From: m.From,
 			Detail: fmt.Sprintf("failed permanently in queue %s after %d attempts: %s", m.From, m.Attempts, m.LastError)})
 		return
 	}

@@ -38,6 +38,8 @@ type Problem struct {
 	Path   string        `json:"path"`
 	Age    time.Duration `json:"-"`
 	Detail string        `json:"detail"`
+	// From is, for an entry of the failed queue, the queue it failed in.
+	From string `json:"from,omitempty"`
 }
 
 // Key identifies a problem across runs of Check: its kind and path.
