@@ -104,7 +104,7 @@ waits up to -wait for it to say it has.`
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(c.stdout, "%d files sent back to be uploaded again; %d entries stay in the failed queue\n", moved, len(left))
+	fmt.Fprintf(c.stdout, "%d uploads (a file, or a bundle of small files, each) sent back to be sent again; %d entries stay in the failed queue\n", moved, len(left))
 	return nil
 }
 

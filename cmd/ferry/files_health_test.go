@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -11,9 +12,21 @@ import (
 	"time"
 
 	"github.com/ferrydb/ferry/internal/config"
+	"github.com/ferrydb/ferry/internal/daemon"
 	"github.com/ferrydb/ferry/internal/target"
 	"github.com/ferrydb/ferry/internal/testenv"
 )
+
+// filesStatus returns the files part of the daemon's GET /status.
+func filesStatus(t *testing.T, addr string) daemon.FilesStatus {
+	t.Helper()
+	var rep daemon.StatusReport
+	body := get(t, "http://"+addr+"/status")
+	if err := json.Unmarshal([]byte(body), &rep); err != nil || rep.Files == nil {
+		t.Fatalf("GET /status: %v, no files part in %s", err, body)
+	}
+	return *rep.Files
+}
 
 // inboxConfig writes, under dir, the config of a daemon serving HTTP on
 // addr with one inbox, dir/inbox (made here), that ships to url with
@@ -60,11 +73,20 @@ func TestFilesWaitingTurnHealthzRed(t *testing.T) {
 		code, body := healthz(t, addr)
 		return code == http.StatusServiceUnavailable && strings.Contains(body, "files spool")
 	})
+	// An upload fails once the store's client has given up its own
+	// retries, which takes longer than the health check.
+	waitFor(t, 120*time.Second, "/status to say uploads fail, with their error, and the file waits", func() bool {
+		st := filesStatus(t, addr)
+		return st.Waiting == 1 && st.UploadsFailingSince != nil && st.LastError != "" && st.OldestSeconds > 0
+	})
 	srv.Start()
 	waitFor(t, 60*time.Second, "/healthz to answer 200 once the file is shipped", func() bool {
 		code, _ := healthz(t, addr)
 		return code == http.StatusOK
 	})
+	if st := filesStatus(t, addr); st.Waiting != 0 || st.UploadsFailingSince != nil || st.LastError != "" {
+		t.Fatalf("/status once the file is shipped: %+v", st)
+	}
 	tg, err := config.ParseURL(url)
 	if err != nil {
 		t.Fatal(err)
@@ -110,6 +132,9 @@ files:
 		code, body := healthz(t, addr)
 		return code == http.StatusServiceUnavailable && strings.Contains(body, "inbox "+inbox) && strings.Contains(body, "cannot read")
 	})
+	if st := filesStatus(t, addr); len(st.Inboxes) != 1 || st.Inboxes[0].Path != inbox || st.Inboxes[0].FailingSince == nil || !strings.Contains(st.Inboxes[0].Error, "cannot read") {
+		t.Fatalf("/status with the inbox gone: %+v", st.Inboxes)
+	}
 	if err := os.WriteFile(filepath.Join(inbox+".away", "late.txt"), []byte("late"), 0o644); err != nil {
 		t.Fatal(err)
 	}

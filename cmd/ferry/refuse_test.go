@@ -176,8 +176,11 @@ func TestFilesRefusedForGoodAndRetried(t *testing.T) {
 	}
 	waitFor(t, 60*time.Second, "/healthz to answer 503 for the refused file", func() bool {
 		code, body := healthz(t, addr)
-		return code == http.StatusServiceUnavailable && strings.Contains(body, "1 files refused for good")
+		return code == http.StatusServiceUnavailable && strings.Contains(body, "1 uploads (a file, or a bundle of small files, each) refused for good")
 	})
+	if st := filesStatus(t, addr); st.Refused != 1 || st.Waiting != 0 {
+		t.Fatalf("/status with the file refused: %+v", st)
+	}
 	d.stop(t)
 
 	d = startDaemon(t, bin, "replicate", "-config", cfg)
@@ -188,7 +191,7 @@ func TestFilesRefusedForGoodAndRetried(t *testing.T) {
 
 	proxy.refusing.Store(false)
 	r := runBin(t, bin, "spool", "retry", filesSpool)
-	if r.code != 0 || !strings.Contains(r.stdout, "1 files sent back") {
+	if r.code != 0 || !strings.Contains(r.stdout, "1 uploads (a file, or a bundle of small files, each) sent back") {
 		t.Fatalf("retry: exit %d, %q %q", r.code, r.stdout, r.stderr)
 	}
 	d = startDaemon(t, bin, "replicate", "-config", cfg)
@@ -208,7 +211,7 @@ func TestFilesRefusedForGoodAndRetried(t *testing.T) {
 	}
 	waitFor(t, 60*time.Second, "/healthz to answer 503 for the second refused file", func() bool {
 		code, body := healthz(t, addr)
-		return code == http.StatusServiceUnavailable && strings.Contains(body, "1 files refused for good")
+		return code == http.StatusServiceUnavailable && strings.Contains(body, "1 uploads (a file, or a bundle of small files, each) refused for good")
 	})
 	proxy.refusing.Store(false)
 	r = runBin(t, bin, "spool", "retry", filesSpool)

@@ -28,6 +28,7 @@ import (
 	"github.com/ferrydb/ferry/internal/spool"
 	"github.com/ferrydb/ferry/internal/statuspage"
 	"github.com/ferrydb/ferry/internal/target"
+	"github.com/ferrydb/ferry/internal/uploader"
 )
 
 // Options are what the daemon takes besides the config.
@@ -97,8 +98,10 @@ type daemon struct {
 	stop      context.CancelFunc
 	// files is the spool of plain files; nil without inboxes.
 	files *spool.Spool
-	// inboxes are the config's inboxes, watched; set at start.
-	inboxes []watchedInbox
+	// inboxes are the config's inboxes, watched, and filesUploads ships
+	// the files spool; set at start.
+	inboxes      []watchedInbox
+	filesUploads *uploader.Uploader
 	// scrubs counts what every database's scrub finds; made at the first.
 	scrubs *scrub.Metrics
 	// listed is the config's dbs as last loaded; only reload, on Run's

@@ -30,7 +30,7 @@ func (d *daemon) startFiles(ctx context.Context, stores map[string]objstore.Stor
 	}
 	if len(failed) > 0 {
 		o.Log.Warn("files refused for good by their target wait in the spool; once the cause is put right, 'ferry spool retry' sends them again",
-			"spool", o.FilesSpool, "files", len(failed), "first_reason", failed[0].Reason)
+			"spool", o.FilesSpool, "uploads", len(failed), "first_reason", failed[0].Reason)
 	}
 	d.wg.Add(1)
 	go func() {
@@ -48,6 +48,7 @@ func (d *daemon) startFiles(ctx context.Context, stores map[string]objstore.Stor
 		// the standard credential chain.
 		return target.OpenURL(ctx, url, o.Target)
 	}, uploader.Options{Log: o.Log, DoneDelay: uploader.FilesDoneDelay})
+	d.filesUploads = up
 	d.run(ctx, up.Run)
 	d.run(ctx, func(ctx context.Context) error { return adoptLoop(ctx, sp, o.Log) })
 	for _, in := range d.cfg.Files {
@@ -108,7 +109,7 @@ func adoptLoop(ctx context.Context, sp *spool.Spool, log *slog.Logger) error {
 			if n, err := sp.TakeRetryRequests(); err != nil {
 				log.Warn("sending refused files back, as asked, failed; retrying", "err", err)
 			} else if n > 0 {
-				log.Info("files refused for good sent back to be uploaded again, as asked", "files", n)
+				log.Info("files refused for good sent back to be uploaded again, as asked", "uploads", n)
 			}
 		}
 	}

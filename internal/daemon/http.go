@@ -20,6 +20,9 @@ import (
 // each target's lag worked out.
 type StatusReport struct {
 	DBs []DBStatus `json:"dbs"`
+	// Files is the daemon's plain files, on its HTTP address, when it
+	// has inboxes and the request names no database.
+	Files *FilesStatus `json:"files,omitempty"`
 }
 
 // DBStatus is one database's part of a StatusReport.
@@ -101,7 +104,11 @@ func (d *daemon) handler(all func() []*unit, entry *dirEntry, files, own bool) h
 			http.Error(w, "db: not replicated by this daemon", http.StatusNotFound)
 			return
 		}
-		writeJSON(w, http.StatusOK, report(units))
+		rep := report(units)
+		if files && req.URL.Query().Get("db") == "" {
+			rep.Files = d.filesStatus(time.Now())
+		}
+		writeJSON(w, http.StatusOK, rep)
 	})
 	mux.HandleFunc("POST /sync", func(w http.ResponseWriter, req *http.Request) {
 		timeout := 30 * time.Second

@@ -118,6 +118,10 @@ func (u *Uploader) Run(ctx context.Context) error {
 	return nil
 }
 
+// Failing returns since when uploads have been failing, and the newest
+// failure; a zero time while they work.
+func (u *Uploader) Failing() (since time.Time, last error) { return u.failures.Failing() }
+
 // maxDoneBatch is the most entries a doner finishes with one DoneAll.
 const maxDoneBatch = 256
 
