@@ -103,7 +103,7 @@ func rowsIn(t testing.TB, db string) map[int]bool {
 // application: the tree a kill -9 of a machine takes down.
 type groupProc struct {
 	cmd  *exec.Cmd
-	out  lockedBuffer
+	out  testenv.LogBuffer
 	done chan struct{}
 	err  error
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/ferrydb/ferry/internal/config"
 	"github.com/ferrydb/ferry/internal/daemon"
+	"github.com/ferrydb/ferry/internal/objstore"
 	"github.com/ferrydb/ferry/internal/target"
 	"github.com/ferrydb/ferry/internal/testenv"
 )
@@ -26,6 +27,21 @@ func filesStatus(t *testing.T, addr string) daemon.FilesStatus {
 		t.Fatalf("GET /status: %v, no files part in %s", err, body)
 	}
 	return *rep.Files
+}
+
+// s3Store opens the replica url on srv with srv's keys.
+func s3Store(t *testing.T, url string, srv *testenv.PrivateS3) objstore.Store {
+	t.Helper()
+	tg, err := config.ParseURL(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := target.Open(context.Background(), config.Replica{Target: tg,
+		AccessKeyID: config.NewSecret(srv.AccessKey), SecretAccessKey: config.NewSecret(srv.SecretKey)}, target.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return store
 }
 
 // inboxConfig writes, under dir, the config of a daemon serving HTTP on
@@ -87,15 +103,7 @@ func TestFilesWaitingTurnHealthzRed(t *testing.T) {
 	if st := filesStatus(t, addr); st.Waiting != 0 || st.UploadsFailingSince != nil || st.LastError != "" {
 		t.Fatalf("/status once the file is shipped: %+v", st)
 	}
-	tg, err := config.ParseURL(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	store, err := target.Open(context.Background(), config.Replica{Target: tg,
-		AccessKeyID: config.NewSecret(srv.AccessKey), SecretAccessKey: config.NewSecret(srv.SecretKey)}, target.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	store := s3Store(t, url, srv)
 	if info, err := store.Head(context.Background(), "report.csv"); err != nil || info.Size != 8 {
 		t.Fatalf("the file is not in the bucket once /healthz is green: %+v %v", info, err)
 	}

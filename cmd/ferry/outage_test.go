@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"database/sql"
 	"encoding/json"
 	"fmt"
@@ -12,7 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -206,7 +204,7 @@ func freeAddr(t *testing.T) string {
 // it runs.
 type daemonProc struct {
 	cmd  *exec.Cmd
-	out  lockedBuffer
+	out  testenv.LogBuffer
 	done chan struct{}
 	err  error
 }
@@ -261,24 +259,6 @@ func (d *daemonProc) stop(t *testing.T) {
 	if d.err != nil {
 		t.Fatalf("ferry replicate exited with %v:\n%s", d.err, d.log())
 	}
-}
-
-// lockedBuffer is a buffer a child process writes while the test reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // writer inserts a row every interval until stopped; any failed commit

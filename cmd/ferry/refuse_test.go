@@ -15,9 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ferrydb/ferry/internal/config"
 	"github.com/ferrydb/ferry/internal/daemon"
-	"github.com/ferrydb/ferry/internal/target"
 	"github.com/ferrydb/ferry/internal/testenv"
 )
 
@@ -225,15 +223,7 @@ func TestFilesRefusedForGoodAndRetried(t *testing.T) {
 	if !d.logged("sent back to be uploaded again, as asked") {
 		t.Fatalf("the daemon did not log the retry it was asked for:\n%s", d.log())
 	}
-	tg, err := config.ParseURL(fmt.Sprintf("s3://%s?endpoint=%s&region=us-east-1&force-path-style=true", bucket, srv.Endpoint))
-	if err != nil {
-		t.Fatal(err)
-	}
-	store, err := target.Open(context.Background(), config.Replica{Target: tg,
-		AccessKeyID: config.NewSecret(srv.AccessKey), SecretAccessKey: config.NewSecret(srv.SecretKey)}, target.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	store := s3Store(t, fmt.Sprintf("s3://%s?endpoint=%s&region=us-east-1&force-path-style=true", bucket, srv.Endpoint), srv)
 	for key, want := range map[string]string{"refused-files/report.csv": "a,b\n1,2\n", "refused-files/second.csv": "c,d\n3,4\n"} {
 		rc, _, err := store.Get(context.Background(), key, nil)
 		if err != nil {

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/ferrydb/ferry/internal/layout"
+	"github.com/ferrydb/ferry/internal/testenv"
 )
 
 // child is a replicator running as a process of its own, as it runs in
@@ -27,7 +28,7 @@ import (
 type child struct {
 	name    string
 	cmd     *exec.Cmd
-	out     syncBuffer
+	out     testenv.LogBuffer
 	started time.Time
 	done    chan struct{}
 	err     error

@@ -38,28 +38,10 @@ func litestreamPath(b *testing.B) string {
 // database to a new bucket.
 type litestream struct {
 	cmd     *exec.Cmd
-	out     syncBuffer
+	out     testenv.LogBuffer
 	done    chan error
 	stopped bool
 	bucket  string
-}
-
-// syncBuffer is litestream's output, read while litestream writes it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.String()
 }
 
 // startLitestream replicates db to a new bucket on srv, through endpoint
