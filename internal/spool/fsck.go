@@ -95,6 +95,7 @@ func Check(dir string, limits Limits, now time.Time) (Report, error) {
 		return Report{}, fmt.Errorf("check spool %s: %w", dir, err)
 	}
 	c.checkTmp()
+	c.checkIncoming()
 	for _, de := range qs {
 		p := filepath.Join(queuesDir(dir), de.Name())
 		if !de.IsDir() || !validQueue(de.Name()) {
@@ -146,6 +147,49 @@ func (c *checker) checkTmp() {
 	}
 }
 
+// checkIncoming looks at what other processes handed over (Handoff,
+// RequestRetry): a hand-over abandoned part way, and entries or requests
+// the owner has not taken in longer than their queue's age limit, which
+// says that no ferry runs on the spool, or one that does not take them.
+func (c *checker) checkIncoming() {
+	in := filepath.Join(c.dir, incomingName)
+	des, _ := c.readDir(in)
+	for _, de := range des {
+		p := filepath.Join(in, de.Name())
+		switch name := de.Name(); {
+		case name == ".tmp":
+			staging, _ := c.readDir(p)
+			for _, st := range staging {
+				c.staleTmp(filepath.Join(p, st.Name()), "", "")
+			}
+		case name == retryName:
+			requests, _ := c.readDir(p)
+			for _, r := range requests {
+				c.notTaken(filepath.Join(p, r.Name()), r.Name(), "a retry of its failed entries asked for")
+			}
+		case validQueue(name) && de.IsDir():
+			entries, _ := c.readDir(p)
+			for _, e := range entries {
+				c.notTaken(filepath.Join(p, e.Name()), name, "handed over by another process")
+			}
+		}
+	}
+}
+
+// notTaken reports p, handed over for queue, if it has waited longer than
+// the queue's age limit for the owner to take it.
+func (c *checker) notTaken(p, queue, what string) {
+	fi, err := os.Lstat(p)
+	if err != nil {
+		return
+	}
+	age := c.now.Sub(fi.ModTime())
+	if limit := c.limits.maxAge(queue); limit > 0 && age > limit {
+		c.problem(Problem{Kind: KindTooOld, Queue: queue, Path: p, Age: age,
+			Detail: fmt.Sprintf("%s %s ago and not taken in (limit %s): no ferry that owns this spool is running", what, roundAge(age), roundAge(limit))})
+	}
+}
+
 // staleTmp reports p if it and what it directly holds are older than the
 // tmp limit.
 func (c *checker) staleTmp(p, queue string, id ID) {
@@ -158,7 +202,7 @@ func (c *checker) staleTmp(p, queue string, id ID) {
 		return
 	}
 	c.problem(Problem{Kind: KindStaleTmp, Queue: queue, Entry: id, Path: p, Age: age,
-		Detail: fmt.Sprintf("abandoned write, untouched for %s (limit %s); the next Open removes it",
+		Detail: fmt.Sprintf("abandoned write, untouched for %s (limit %s); the owner removes it",
 			roundAge(age), roundAge(c.limits.TmpMaxAge))})
 }
 

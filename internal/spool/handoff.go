@@ -108,6 +108,9 @@ func (s *Spool) Adopt() (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("adopt handed-off entries in %s: %w", in, err)
 	}
+	if err := sweepAbandoned(filepath.Join(in, ".tmp"), s.now()); err != nil {
+		return 0, fmt.Errorf("adopt handed-off entries in %s: %w", in, err)
+	}
 	adopted := 0
 	for _, qd := range queues {
 		if !qd.IsDir() || !validQueue(qd.Name()) {
@@ -120,6 +123,34 @@ func (s *Spool) Adopt() (int, error) {
 		}
 	}
 	return adopted, nil
+}
+
+// abandonedAfter is how long a hand-over being built in incoming/.tmp/
+// may go untouched before the owner takes it for abandoned (its process
+// died part way) and removes it. A live one writes its data as it goes;
+// one stalled that long that wakes up again finds its staging gone and
+// fails, telling its caller.
+const abandonedAfter = 15 * time.Minute
+
+// sweepAbandoned removes what a process handing entries over left in
+// staging, untouched for abandonedAfter.
+func sweepAbandoned(staging string, now time.Time) error {
+	des, err := os.ReadDir(staging)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	for _, de := range des {
+		p := filepath.Join(staging, de.Name())
+		if newest, ok := newestMtime(p); ok && now.Sub(newest) > abandonedAfter {
+			if err := os.RemoveAll(p); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 func (s *Spool) adoptQueue(queue string) (int, error) {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -170,5 +171,60 @@ func TestHandoffFiles(t *testing.T) {
 	}
 	if names := listDir(t, filepath.Join(dir, incomingName, ".tmp")); len(names) != 0 {
 		t.Fatalf("failed handoffs left %v in incoming/.tmp", names)
+	}
+}
+
+// TestIncomingLeftOverIsSeenAndSwept leaves in incoming/ what a process
+// that does not own the spool can leave: a hand-over killed while it was
+// built, an entry and a retry request nobody takes in. Check reports each
+// once it is past its limit, and the owner removes the abandoned
+// hand-over, and only it, once untouched for abandonedAfter.
+func TestIncomingLeftOverIsSeenAndSwept(t *testing.T) {
+	dir := t.TempDir()
+	// An owner made the spool, long ago, and is gone.
+	s := openT(t, dir, Options{})
+	s.Close()
+	src := filepath.Join(t.TempDir(), "f")
+	if err := os.WriteFile(src, []byte("handed"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := Handoff(dir, "files", nil, src); err != nil {
+		t.Fatal(err)
+	}
+	if err := RequestRetry(dir, "files"); err != nil {
+		t.Fatal(err)
+	}
+	killed := filepath.Join(dir, incomingName, ".tmp", "0123abcd")
+	if err := os.MkdirAll(killed, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(killed, dataName), []byte("half"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	mustCheckOK(t, dir, now)
+	later := now.Add(2 * time.Hour)
+	r, err := Check(dir, Limits{}, later)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, p := range r.Problems {
+		rel, _ := filepath.Rel(dir, p.Path)
+		got = append(got, string(p.Kind)+" "+filepath.Dir(rel))
+	}
+	want := []string{"too-old incoming/.retry", "stale-tmp incoming/.tmp", "too-old incoming/files"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("Check two hours on: %q; want the abandoned hand-over, and the request and the entry not taken", got)
+	}
+
+	clk := newClock()
+	clk.Set(later)
+	s = openT(t, dir, Options{Now: clk.Now})
+	if _, err := os.Stat(killed); !os.IsNotExist(err) {
+		t.Fatalf("the abandoned hand-over is still there after Open: %v", err)
+	}
+	if n := s.Len("files"); n != 1 {
+		t.Fatalf("%d entries adopted, want the one handed over whole", n)
 	}
 }
