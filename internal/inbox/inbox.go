@@ -1,9 +1,9 @@
 // Package inbox watches a directory that applications drop files into and
 // hands each file to the spool once it is complete, at which point it
-// leaves the inbox. A file is complete when it was renamed into the
-// inbox's top level, alone or in a directory (on Linux, where inotify
-// says so), or when it has stayed unchanged for a quiet period: a writer
-// that closes a file and walks away.
+// leaves the inbox. A file is complete when it was renamed into the inbox
+// or one of its directories, alone or in a directory (on Linux, where
+// inotify says so), or when it has stayed unchanged for a quiet period: a
+// writer that closes a file and walks away.
 //
 // fsnotify events only hint that something changed; a periodic scan is the
 // truth, because events can be dropped (queue overflow, a directory created
@@ -75,6 +75,9 @@ type Watcher struct {
 	// scans and handoffs follow runs of failed scans and of files the
 	// handler did not take, for the log and Failing.
 	scans, handoffs failrun.Run
+	// moves reports renames into the inbox's directories; nil where
+	// there are no such events. Set by Run.
+	moves *moveWatch
 }
 
 // sighting is what a scan last saw of a file and since when it has looked
@@ -111,11 +114,12 @@ func (w *Watcher) Run(ctx context.Context) error {
 	}
 	events, closeWatch := w.watch()
 	defer closeWatch()
-	moves, stopMoves, err := watchMoves(w.dir)
-	if err != nil {
+	var moves <-chan string
+	if mw, err := watchMoves(w.dir); err != nil {
 		w.o.Log.Debug("inbox: no rename events; files renamed in wait for their quiet period", "inbox", w.dir, "err", err)
 	} else {
-		defer stopMoves()
+		defer mw.Close()
+		w.moves, moves = mw, mw.Names()
 	}
 	poll := time.NewTicker(w.o.Poll)
 	defer poll.Stop()
@@ -139,12 +143,12 @@ func (w *Watcher) Run(ctx context.Context) error {
 			} else if soon == nil {
 				soon = time.After(50 * time.Millisecond)
 			}
-		case name, ok := <-moves:
+		case path, ok := <-moves:
 			if !ok {
 				moves = nil
 				break
 			}
-			w.moved[filepath.Join(w.dir, name)] = true
+			w.moved[path] = true
 			if soon == nil {
 				soon = time.After(50 * time.Millisecond)
 			}
@@ -188,6 +192,9 @@ func (w *Watcher) scan(now time.Time) {
 				return filepath.SkipDir
 			}
 			return nil
+		}
+		if d.IsDir() && w.moves != nil {
+			w.moves.watch(path)
 		}
 		if !d.Type().IsRegular() {
 			return nil
