@@ -3,6 +3,7 @@ package inbox
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -71,7 +72,9 @@ func (m *moveWatch) watch(dir string) {
 	full := m.full
 	m.mu.Unlock()
 	if !ok && !full {
-		if err := m.add(dir); err != nil {
+		// A directory gone since the scan saw it needs no watch; one the
+		// kernel has no room for stops the tries until a watch goes.
+		if err := m.add(dir); errors.Is(err, unix.ENOSPC) {
 			m.mu.Lock()
 			m.full = true
 			m.mu.Unlock()
